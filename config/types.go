@@ -1,0 +1,169 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Pos is where a directive was written: the file as it was opened (after
+// include resolution) and its 1-based line.
+type Pos struct {
+	File string
+	Line int
+}
+
+// Config is a loaded, validated configuration. Every field that nginx gives a
+// default has that default filled in by Load; a zero value means "not set"
+// only where the field's comment says so.
+type Config struct {
+	// Files lists every file read, the main file first, then includes in the
+	// order they were read.
+	Files []string
+
+	// Warnings are the non-fatal findings, in file order: ignored nginx
+	// directives, accepted-but-inert settings such as "user".
+	Warnings []Warning
+
+	// Pid is the "pid" file path; empty means no pid file is written.
+	Pid string
+
+	// ErrorLog is where baton's own log goes ("error_log"); empty Path means stderr.
+	ErrorLog ErrorLog
+
+	// WorkerRlimitNofile is "worker_rlimit_nofile"; 0 means leave the limit alone.
+	WorkerRlimitNofile int
+
+	// WorkerShutdownTimeout is "worker_shutdown_timeout", the bound on a
+	// graceful stop (SIGQUIT); 0 means wait for connections without bound, as nginx.
+	WorkerShutdownTimeout time.Duration
+
+	// WorkerConnections is "events { worker_connections N; }": the cap on open
+	// connections, counted as nginx counts them (a client connection and its
+	// upstream connection are two). 0 means no cap but the file limit.
+	WorkerConnections int
+
+	// Stream is the "stream {}" block; nil when the file has none.
+	Stream *Stream
+}
+
+// Warning is a non-fatal finding, printed by "baton check" and at start-up.
+type Warning struct {
+	Pos Pos
+	Msg string
+}
+
+// ErrorLog is one "error_log" directive.
+type ErrorLog struct {
+	Pos   Pos
+	Path  string // "" or "stderr" means standard error
+	Level string // debug, info, notice, warn, error, crit, alert, emerg; default "error"
+}
+
+// Stream is the "stream {}" block.
+type Stream struct {
+	Pos Pos
+
+	// Upstreams in the order they were written; names are unique.
+	Upstreams []*Upstream
+
+	// Servers in the order they were written.
+	Servers []*Server
+
+	// LogFormats by name. nginx's stream module predefines none and requires
+	// a format on every access_log; so does baton.
+	LogFormats map[string]*LogFormat
+}
+
+// Upstream is an "upstream NAME {}" block, or the implicit one-server
+// upstream that "proxy_pass ADDR" creates (Implicit true, Name = ADDR as written).
+type Upstream struct {
+	Pos      Pos
+	Name     string
+	Implicit bool
+
+	// Method is the balancing method: "" (round robin), "hash", "ip_hash",
+	// "least_conn", "random". Only "" is implemented by the foundation; the
+	// others are parsed (Method set) so later work can enable them.
+	Method          string
+	MethodPos       Pos
+	HashKey         string // for "hash KEY"
+	Consistent      bool   // "hash KEY consistent"
+	RandomTwo       bool   // "random two"
+	RandomLeastConn bool   // "random two least_conn"
+
+	Servers []*UpstreamServer
+}
+
+// UpstreamServer is one "server" line of an upstream.
+type UpstreamServer struct {
+	Pos Pos
+
+	// Name is the address exactly as written ("127.0.0.1:5432",
+	// "db.internal:5432", "[::1]:80"); the hash methods hash this text.
+	Name string
+
+	// Addrs are Name resolved at load time, in resolver order. A name that
+	// resolves to several addresses gives several peers, as nginx.
+	Addrs []netip.AddrPort
+
+	Weight      int           // default 1
+	MaxFails    int           // default 1; 0 disables accounting
+	FailTimeout time.Duration // default 10s
+	MaxConns    int           // default 0: no limit
+	Backup      bool
+	Down        bool
+}
+
+// Server is a "server {}" block inside "stream".
+type Server struct {
+	Pos    Pos
+	Listen []*Listen
+
+	// ProxyPass is the "proxy_pass" argument as written; Upstream is what it
+	// names: a declared upstream, or an implicit one for an address.
+	ProxyPass    string
+	ProxyPassPos Pos
+	Upstream     *Upstream
+
+	ProxyConnectTimeout      time.Duration // default 60s
+	ProxyTimeout             time.Duration // default 10m
+	ProxyNextUpstream        bool          // default true
+	ProxyNextUpstreamTries   int           // default 0: unlimited
+	ProxyNextUpstreamTimeout time.Duration // default 0: unlimited
+	ProxyHalfClose           bool          // default false
+
+	// AccessLogs are the "access_log" directives in effect for this server
+	// (inherited from stream when the server has none). Empty means off.
+	AccessLogs []*AccessLog
+}
+
+// Listen is one "listen" directive.
+type Listen struct {
+	Pos Pos
+
+	// Addr is the address to bind. A bare port ("listen 7000;") binds
+	// 0.0.0.0:PORT as nginx does.
+	Addr netip.AddrPort
+
+	// Text is the address as written, for messages and names.
+	Text string
+
+	Backlog     int // default 511 (nginx's NGX_LISTEN_BACKLOG on Linux)
+	ReusePort   bool
+	SoKeepalive bool // "so_keepalive=on"
+	UDP         bool // "udp"; refused as not supported yet by the foundation
+}
+
+// LogFormat is a "log_format NAME ..." directive.
+type LogFormat struct {
+	Pos    Pos
+	Name   string
+	Format string // the argument strings concatenated, as nginx does
+}
+
+// AccessLog is an "access_log PATH [FORMAT]" directive.
+type AccessLog struct {
+	Pos    Pos
+	Path   string
+	Format *LogFormat
+}
