@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/proxy"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+)
+
+type quickFlags struct {
+	listen         string
+	upstreams      []string
+	balance        string
+	connectTimeout string
+	proxyTimeout   string
+}
+
+func (q *quickFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&q.listen, "listen", "", "quick mode: address to listen on (ADDR:PORT or PORT), instead of a config file")
+	f.StringArrayVar(&q.upstreams, "upstream", nil, "quick mode: upstream server ADDR:PORT (repeat for several)")
+	f.StringVar(&q.balance, "balance", "round_robin", "quick mode: round_robin|ip_hash|hash|consistent|least_conn|random (hash methods hash the client address)")
+	f.StringVar(&q.connectTimeout, "connect-timeout", "", "quick mode: proxy_connect_timeout (nginx time, default 60s)")
+	f.StringVar(&q.proxyTimeout, "timeout", "", "quick mode: proxy_timeout, the idle timeout (nginx time, default 10m)")
+}
+
+// config renders the quick-mode flags as an nginx config, so that they are
+// checked exactly as a file would be.
+func (q *quickFlags) config() (*config.Config, error) {
+	if len(q.upstreams) == 0 {
+		return nil, errors.New("quick mode needs at least one --upstream")
+	}
+	method := map[string]string{
+		"round_robin": "",
+		"ip_hash":     "ip_hash;",
+		"hash":        "hash $remote_addr;",
+		"consistent":  "hash $remote_addr consistent;",
+		"least_conn":  "least_conn;",
+		"random":      "random;",
+	}
+	m, ok := method[q.balance]
+	if !ok {
+		return nil, fmt.Errorf("unknown --balance %q: want round_robin, ip_hash, hash, consistent, least_conn or random", q.balance)
+	}
+	var b strings.Builder
+	b.WriteString("stream {\n    upstream quick {\n")
+	if m != "" {
+		fmt.Fprintf(&b, "        %s\n", m)
+	}
+	for _, u := range q.upstreams {
+		fmt.Fprintf(&b, "        server %s;\n", quote(u))
+	}
+	fmt.Fprintf(&b, "    }\n    server {\n        listen %s backlog=4096;\n        proxy_pass quick;\n", quote(q.listen))
+	if q.connectTimeout != "" {
+		fmt.Fprintf(&b, "        proxy_connect_timeout %s;\n", quote(q.connectTimeout))
+	}
+	if q.proxyTimeout != "" {
+		fmt.Fprintf(&b, "        proxy_timeout %s;\n", quote(q.proxyTimeout))
+	}
+	b.WriteString("    }\n}\n")
+	return config.Parse("command line", []byte(b.String()))
+}
+
+// quote makes s one nginx token whatever it holds.
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+func newRunCmd() *cobra.Command {
+	var file string
+	var q quickFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the proxy in the foreground",
+		Long: `Run the proxy in the foreground, from a config file (-c) or in quick mode
+(--listen and --upstream). Signals as nginx: QUIT stops gracefully (stop
+accepting, let connections finish, bounded by worker_shutdown_timeout),
+TERM and INT stop at once, USR1 reopens the log files.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cfg *config.Config
+			var err error
+			switch {
+			case file != "" && q.listen != "":
+				return errors.New("use either -c FILE or --listen/--upstream, not both")
+			case file != "":
+				cfg, err = config.Load(file)
+			case q.listen != "":
+				cfg, err = q.config()
+			default:
+				return errors.New("nothing to run: give -c FILE, or --listen ADDR --upstream ADDR")
+			}
+			if err != nil {
+				return err
+			}
+			return run(cfg)
+		},
+	}
+	cmd.Flags().StringVarP(&file, "config", "c", "", "config file (nginx syntax)")
+	q.register(cmd)
+	return cmd
+}
+
+// run serves cfg until a signal ends it.
+func run(cfg *config.Config) error {
+	if cfg.WorkerRlimitNofile > 0 {
+		if err := setNofile(cfg.WorkerRlimitNofile); err != nil {
+			fmt.Fprintf(os.Stderr, "baton: [warn] worker_rlimit_nofile %d: %v\n", cfg.WorkerRlimitNofile, err)
+		}
+	}
+	p, err := proxy.New(cfg, proxy.Options{})
+	if err != nil {
+		return err
+	}
+	log := p.Logger()
+	for _, w := range cfg.Warnings {
+		log.Logf(proxy.LevelWarn, "%s in %s:%d", w.Msg, w.Pos.File, w.Pos.Line)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := p.Start(); err != nil {
+		p.Close()
+		return err
+	}
+	if cfg.Pid != "" {
+		if err := writePid(cfg.Pid); err != nil {
+			p.Close()
+			return err
+		}
+		defer os.Remove(cfg.Pid)
+	}
+	var addrs []string
+	for _, a := range p.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	log.Logf(proxy.LevelNotice, "baton %s started, pid %d, listening on %s", version, os.Getpid(), strings.Join(addrs, ", "))
+	// Tests and scripts wait for this line on stderr.
+	fmt.Fprintf(os.Stderr, "baton: ready on %s\n", strings.Join(addrs, ", "))
+
+	for {
+		select {
+		case <-p.Done():
+			return nil
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGUSR1:
+				if err := p.ReopenLogs(); err != nil {
+					log.Logf(proxy.LevelAlert, "reopening logs: %v", err)
+				} else {
+					log.Logf(proxy.LevelNotice, "reopened log files")
+				}
+			case syscall.SIGHUP:
+				log.Logf(proxy.LevelWarn, "SIGHUP: reloading the configuration in place is not supported yet; nothing changed")
+			case syscall.SIGQUIT:
+				log.Logf(proxy.LevelNotice, "gracefully shutting down (%d live connections)", p.Stats().Active)
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if cfg.WorkerShutdownTimeout > 0 {
+					ctx, cancel = context.WithTimeout(ctx, cfg.WorkerShutdownTimeout)
+				}
+				go func() {
+					defer cancel()
+					if err := p.Shutdown(ctx); err != nil {
+						log.Logf(proxy.LevelNotice, "worker_shutdown_timeout %s passed, closed the remaining connections", cfg.WorkerShutdownTimeout)
+					}
+				}()
+			default: // TERM, INT
+				log.Logf(proxy.LevelNotice, "exiting on %s", sig)
+				p.Close()
+				return nil
+			}
+		}
+	}
+}
+
+func setNofile(n int) error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	lim.Cur = uint64(n)
+	if lim.Max < lim.Cur {
+		lim.Max = lim.Cur
+	}
+	return unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+}
+
+// writePid writes the pid file atomically (a temporary file renamed in place).
+func writePid(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".baton-pid-*")
+	if err != nil {
+		return fmt.Errorf("writing pid file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(strconv.Itoa(os.Getpid()) + "\n"); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing pid file: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Level is an error_log severity, nginx's names and order.
+type Level int
+
+// The error_log levels, most verbose first.
+const (
+	LevelDebug Level = iota
+	LevelInfo
+	LevelNotice
+	LevelWarn
+	LevelError
+	LevelCrit
+	LevelAlert
+	LevelEmerg
+)
+
+var levelNames = [...]string{"debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"}
+
+func (l Level) String() string {
+	if l < 0 || int(l) >= len(levelNames) {
+		return fmt.Sprintf("level(%d)", int(l))
+	}
+	return levelNames[l]
+}
+
+// ParseLevel returns the Level named s ("" is "error", nginx's default).
+func ParseLevel(s string) (Level, error) {
+	if s == "" {
+		return LevelError, nil
+	}
+	for i, n := range levelNames {
+		if n == s {
+			return Level(i), nil
+		}
+	}
+	return 0, fmt.Errorf("proxy: unknown log level %q", s)
+}
+
+// Logger writes nginx-style error_log lines:
+//
+//	2026/11/21 14:40:00 [error] 1234#0: *7 connect() failed (111: Connection refused) while connecting to upstream, ...
+//
+// It is safe for concurrent use. A Logger whose path is "" or "stderr" writes
+// to standard error and Reopen does nothing.
+type Logger struct {
+	mu    sync.Mutex
+	w     io.Writer
+	f     *os.File // non-nil when the Logger opened a file
+	path  string
+	level Level
+	pid   int
+}
+
+// NewLogger opens path for appending (creating it 0644) and logs at level and
+// above. path "" or "stderr" means standard error.
+func NewLogger(path string, level Level) (*Logger, error) {
+	l := &Logger{path: path, level: level, pid: os.Getpid(), w: os.Stderr}
+	if path != "" && path != "stderr" {
+		f, err := openAppend(path)
+		if err != nil {
+			return nil, err
+		}
+		l.f, l.w = f, f
+	}
+	return l, nil
+}
+
+// NewWriterLogger returns a Logger writing to w, for tests and the CLI.
+func NewWriterLogger(w io.Writer, level Level) *Logger {
+	return &Logger{w: w, level: level, pid: os.Getpid()}
+}
+
+func openAppend(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+}
+
+// Reopen reopens the log file (SIGUSR1, after logrotate moved it).
+func (l *Logger) Reopen() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	f, err := openAppend(l.path)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f, l.w = f, f
+	l.mu.Unlock()
+	return old.Close()
+}
+
+// Close closes the log file, if the Logger opened one.
+func (l *Logger) Close() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w = io.Discard
+	return l.f.Close()
+}
+
+// Enabled reports whether lines at lv are written.
+func (l *Logger) Enabled(lv Level) bool { return l != nil && lv >= l.level }
+
+// Logf writes one line at lv.
+func (l *Logger) Logf(lv Level, format string, args ...any) {
+	if !l.Enabled(lv) {
+		return
+	}
+	var b strings.Builder
+	b.WriteString(time.Now().Format("2006/01/02 15:04:05"))
+	fmt.Fprintf(&b, " [%s] %d#0: ", lv, l.pid)
+	fmt.Fprintf(&b, format, args...)
+	b.WriteByte('\n')
+	l.mu.Lock()
+	io.WriteString(l.w, b.String())
+	l.mu.Unlock()
+}

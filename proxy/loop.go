@@ -1,0 +1,346 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Epoll user data tags (EpollEvent.Pad): what Fd refers to.
+const (
+	tagSession  = 0
+	tagListener = 1
+	tagWake     = 2
+)
+
+const (
+	readBufSize    = 64 << 10
+	acceptBatch    = 64
+	emfilePause    = 500 * time.Millisecond // as nginx, after accept4() fails with EMFILE/ENFILE
+	capRecheck     = 50 * time.Millisecond  // while at the connection cap
+	capLogEvery    = 10 * time.Second
+	maxEpollWaitMs = 1000
+)
+
+// loop is one event loop: an epoll set, the sessions it owns and their
+// deadlines. Everything in it is touched only by its own goroutine, except
+// cmds (under mu) which other goroutines use to ask it to do things.
+type loop struct {
+	p       *Proxy
+	id      int
+	epfd    int
+	wakefd  int
+	events  []unix.EpollEvent
+	buf     []byte // the shared read buffer
+	keyBuf  []byte
+	lineBuf []byte
+
+	fds      []*session // by descriptor
+	sessions []*session
+	timers   timerHeap
+
+	base time.Time
+	now  int64 // nanoseconds since base, refreshed after every epoll_wait
+
+	armed         bool  // listeners are in this epoll set
+	acceptResume  int64 // when > 0: re-arm the listeners at this time
+	lastCapLog    int64
+	lastEMFILELog int64
+
+	mu       sync.Mutex
+	cmds     []func()
+	draining bool // stop accepting, exit when the last session ends
+	stopping bool // close every session and exit
+}
+
+func newLoop(p *Proxy, id int) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	l := &loop{
+		p: p, id: id, epfd: epfd, wakefd: wfd,
+		events:  make([]unix.EpollEvent, 256),
+		buf:     make([]byte, readBufSize),
+		keyBuf:  make([]byte, 0, 256),
+		lineBuf: make([]byte, 0, 512),
+		base:    p.base,
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd), Pad: tagWake}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		l.closeFds()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *loop) closeFds() {
+	unix.Close(l.wakefd)
+	unix.Close(l.epfd)
+}
+
+// do asks the loop to run fn on its own goroutine.
+func (l *loop) do(fn func()) {
+	l.mu.Lock()
+	l.cmds = append(l.cmds, fn)
+	l.mu.Unlock()
+	var one [8]byte
+	binary.LittleEndian.PutUint64(one[:], 1)
+	unix.Write(l.wakefd, one[:])
+}
+
+func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
+
+// run is the loop's goroutine.
+func (l *loop) run() {
+	l.now = l.clock()
+	l.arm()
+	for {
+		n, err := unix.EpollWait(l.epfd, l.events, l.waitMs())
+		l.now = l.clock()
+		if err != nil && err != unix.EINTR {
+			l.p.log.Logf(LevelAlert, "epoll_wait() failed %s", errnoText(err))
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &l.events[i]
+			switch ev.Pad {
+			case tagSession:
+				fd := int(ev.Fd)
+				if fd < len(l.fds) && l.fds[fd] != nil {
+					l.fds[fd].onEvent(fd, ev.Events)
+				}
+			case tagListener:
+				l.accept(l.p.listeners[ev.Fd])
+			case tagWake:
+				var b [8]byte
+				unix.Read(l.wakefd, b[:])
+				l.runCmds()
+			}
+		}
+		l.runTimers()
+		if l.acceptResume > 0 && l.now >= l.acceptResume {
+			l.acceptResume = 0
+			l.arm()
+		}
+		if l.stopping {
+			for len(l.sessions) > 0 {
+				l.sessions[len(l.sessions)-1].finish(200)
+			}
+			return
+		}
+		if l.draining && len(l.sessions) == 0 {
+			return
+		}
+	}
+}
+
+func (l *loop) runCmds() {
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, fn := range cmds {
+		fn()
+	}
+}
+
+// waitMs is epoll_wait's timeout: until the earliest deadline.
+func (l *loop) waitMs() int {
+	next := int64(-1)
+	if len(l.timers) > 0 {
+		next = l.timers[0].heapAt
+	}
+	if l.acceptResume > 0 && (next < 0 || l.acceptResume < next) {
+		next = l.acceptResume
+	}
+	if next < 0 {
+		return -1
+	}
+	d := next - l.clock()
+	if d <= 0 {
+		return 0
+	}
+	ms := (d + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+	if ms > maxEpollWaitMs {
+		ms = maxEpollWaitMs
+	}
+	return int(ms)
+}
+
+// arm adds the listeners to this loop's epoll set. EPOLLEXCLUSIVE wakes one
+// loop per incoming connection instead of all of them.
+func (l *loop) arm() {
+	if l.armed || l.draining || l.stopping {
+		return
+	}
+	for i, ln := range l.p.listeners {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(i), Pad: tagListener}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
+			l.p.log.Logf(LevelAlert, "epoll_ctl(ADD) listener %s failed %s", ln.name, errnoText(err))
+		}
+	}
+	l.armed = true
+}
+
+// disarm removes the listeners from this loop's epoll set.
+func (l *loop) disarm() {
+	if !l.armed {
+		return
+	}
+	for _, ln := range l.p.listeners {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
+	}
+	l.armed = false
+}
+
+// pauseAccept disarms the listeners until d from now. Accept backs off; it
+// never spins on a condition it cannot clear.
+func (l *loop) pauseAccept(d time.Duration) {
+	l.disarm()
+	l.acceptResume = l.now + int64(d)
+}
+
+func (l *loop) accept(ln *listener) {
+	p := l.p
+	for i := 0; i < acceptBatch; i++ {
+		if p.maxSessions > 0 && p.active.Load() >= p.maxSessions {
+			if l.now-l.lastCapLog >= int64(capLogEvery) || l.lastCapLog == 0 {
+				l.lastCapLog = l.now
+				p.log.Logf(LevelWarn, "%d worker_connections are not enough, not accepting new connections until some close", p.maxSessions*2)
+			}
+			l.pauseAccept(capRecheck)
+			return
+		}
+		fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			if l.now-l.lastEMFILELog >= int64(capLogEvery) || l.lastEMFILELog == 0 {
+				l.lastEMFILELog = l.now
+				p.log.Logf(LevelCrit, "accept4() on %s failed %s, pausing accept for %s", ln.name, errnoText(err), emfilePause)
+			}
+			l.pauseAccept(emfilePause)
+			return
+		default:
+			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, errnoText(err))
+			return
+		}
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		l.newSession(ln, fd, addrPort(sa))
+	}
+}
+
+func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
+	p := l.p
+	s := &session{
+		id:          p.nextID.Add(1),
+		loop:        l,
+		srv:         ln.srv,
+		cfd:         fd,
+		ufd:         -1,
+		client:      client,
+		peer:        -1,
+		connectTime: -1,
+		startMono:   l.now,
+		heapIdx:     -1,
+	}
+	g := ln.srv.group
+	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i) }
+	if err := l.register(fd, 0, s); err != nil {
+		p.log.Logf(LevelAlert, "epoll_ctl(ADD) client socket failed %s", errnoText(err))
+		unix.Close(fd)
+		return
+	}
+	s.slot = len(l.sessions)
+	l.sessions = append(l.sessions, s)
+	p.active.Add(1)
+	p.total.Add(1)
+	s.connectNext()
+}
+
+// remove forgets a finished session.
+func (l *loop) remove(s *session) {
+	l.timers.remove(s)
+	last := l.sessions[len(l.sessions)-1]
+	l.sessions[s.slot] = last
+	last.slot = s.slot
+	l.sessions[len(l.sessions)-1] = nil
+	l.sessions = l.sessions[:len(l.sessions)-1]
+	if l.p.active.Add(-1) < l.p.maxSessions && l.acceptResume > 0 && l.lastCapLog > 0 {
+		// A slot freed up: accept again now rather than at the next recheck.
+		l.acceptResume = l.now
+	}
+}
+
+func (l *loop) register(fd int, events uint32, s *session) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: tagSession}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return err
+	}
+	for fd >= len(l.fds) {
+		l.fds = append(l.fds, make([]*session, len(l.fds)+64)...)
+	}
+	l.fds[fd] = s
+	return nil
+}
+
+func (l *loop) modify(fd int, events uint32) {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: tagSession}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+		l.p.log.Logf(LevelAlert, "epoll_ctl(MOD, %d) failed %s", fd, errnoText(err))
+	}
+}
+
+func (l *loop) unregister(fd int) {
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	if fd < len(l.fds) {
+		l.fds[fd] = nil
+	}
+}
+
+// schedule makes sure s's deadline (lastActive+timeout) is in the heap.
+// Deadlines are lazy: activity only moves lastActive, and an entry that comes
+// due early is pushed back to the real deadline when it pops.
+func (l *loop) schedule(s *session) {
+	if s.timeout <= 0 {
+		l.timers.remove(s)
+		return
+	}
+	at := s.lastActive + s.timeout
+	if s.heapIdx >= 0 {
+		s.heapAt = at
+		l.timers.fix(s.heapIdx)
+		return
+	}
+	s.heapAt = at
+	l.timers.push(s)
+}
+
+func (l *loop) runTimers() {
+	for len(l.timers) > 0 {
+		s := l.timers[0]
+		if s.heapAt > l.now {
+			return
+		}
+		if at := s.lastActive + s.timeout; at > l.now {
+			s.heapAt = at
+			l.timers.fix(0)
+			continue
+		}
+		l.timers.remove(s)
+		s.expire()
+	}
+}

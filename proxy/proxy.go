@@ -1,0 +1,348 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+	"golang.org/x/sys/unix"
+)
+
+var pid = os.Getpid()
+
+// Options are what the caller adds to a Config. The zero value is valid.
+type Options struct {
+	// Log is where baton's own messages go. If nil, a Logger for the
+	// config's error_log is opened.
+	Log *Logger
+
+	// Loops is the number of event loops. If zero, runtime.GOMAXPROCS(0).
+	Loops int
+}
+
+// Proxy serves every stream server of a Config.
+type Proxy struct {
+	log     *Logger
+	ownLog  bool
+	servers []*server
+	// listeners is fixed once Start returns; loops index it by epoll tag.
+	listeners []*listener
+	loops     []*loop
+	logFiles  map[string]*logFile
+
+	base        time.Time
+	nextID      atomic.Uint64
+	active      atomic.Int64 // live sessions
+	total       atomic.Uint64
+	maxSessions int64 // from worker_connections; 0: no cap
+
+	wg        sync.WaitGroup // loop goroutines
+	started   bool
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// server is a stream server block, ready to serve.
+type server struct {
+	name           string // first listen address, for logs
+	group          *group
+	connectTimeout int64
+	proxyTimeout   int64
+	nextUpstream   bool
+	nextTries      int
+	nextTimeout    int64
+	halfClose      bool
+	accessLogs     []accessLog
+	listens        []*config.Listen
+}
+
+// listener is one bound listening socket.
+type listener struct {
+	fd   int
+	name string // as written in the config
+	addr net.Addr
+	srv  *server
+}
+
+// New checks cfg against what the proxy can serve and prepares every server,
+// upstream and log. It binds nothing: Start does. Errors name the config
+// file and line.
+func New(cfg *config.Config, opts Options) (*Proxy, error) {
+	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
+		return nil, errors.New("proxy: no stream servers are configured")
+	}
+	p := &Proxy{
+		log:      opts.Log,
+		logFiles: map[string]*logFile{},
+		base:     time.Now(),
+		done:     make(chan struct{}),
+	}
+	if cfg.WorkerConnections > 0 {
+		p.maxSessions = int64(cfg.WorkerConnections / 2)
+		if p.maxSessions == 0 {
+			p.maxSessions = 1
+		}
+	}
+	if p.log == nil {
+		lv, err := ParseLevel(cfg.ErrorLog.Level)
+		if err != nil {
+			return nil, err
+		}
+		if p.log, err = NewLogger(cfg.ErrorLog.Path, lv); err != nil {
+			return nil, err
+		}
+		p.ownLog = true
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			p.closeLogs()
+		}
+	}()
+	groups := map[*config.Upstream]*group{}
+	for _, cs := range cfg.Stream.Servers {
+		srv, err := p.newServer(cs, groups)
+		if err != nil {
+			return nil, err
+		}
+		p.servers = append(p.servers, srv)
+	}
+	n := opts.Loops
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	for i := 0; i < n; i++ {
+		l, err := newLoop(p, i)
+		if err != nil {
+			for _, l := range p.loops {
+				l.closeFds()
+			}
+			return nil, fmt.Errorf("proxy: event loop: %w", err)
+		}
+		p.loops = append(p.loops, l)
+	}
+	ok = true
+	return p, nil
+}
+
+func posError(pos config.Pos, msg string) error {
+	return fmt.Errorf("%s in %s:%d", msg, pos.File, pos.Line)
+}
+
+func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group) (*server, error) {
+	srv := &server{
+		connectTimeout: int64(cs.ProxyConnectTimeout),
+		proxyTimeout:   int64(cs.ProxyTimeout),
+		nextUpstream:   cs.ProxyNextUpstream,
+		nextTries:      cs.ProxyNextUpstreamTries,
+		nextTimeout:    int64(cs.ProxyNextUpstreamTimeout),
+		halfClose:      cs.ProxyHalfClose,
+		listens:        cs.Listen,
+	}
+	if len(cs.Listen) > 0 {
+		srv.name = cs.Listen[0].Text
+	}
+	for _, l := range cs.Listen {
+		if l.UDP {
+			return nil, posError(l.Pos, `the "udp" parameter of the "listen" directive is not supported yet`)
+		}
+	}
+	u := cs.Upstream
+	if u == nil {
+		return nil, posError(cs.Pos, "no handler for server")
+	}
+	g, ok := groups[u]
+	if !ok {
+		var err error
+		if g, err = newGroup(u); err != nil {
+			pos := u.Pos
+			if u.MethodPos.Line > 0 {
+				pos = u.MethodPos
+			}
+			return nil, posError(pos, err.Error())
+		}
+		groups[u] = g
+	}
+	srv.group = g
+	for _, al := range cs.AccessLogs {
+		if al.Format == nil {
+			return nil, posError(al.Pos, `"access_log" needs a log format`)
+		}
+		t, err := compileTemplate(al.Format.Format)
+		if err != nil {
+			return nil, posError(al.Format.Pos, err.Error())
+		}
+		lf := p.logFiles[al.Path]
+		if lf == nil {
+			f, err := openAppend(al.Path)
+			if err != nil {
+				return nil, posError(al.Pos, fmt.Sprintf("open() %q failed (%v)", al.Path, err))
+			}
+			lf = &logFile{path: al.Path, f: f}
+			p.logFiles[al.Path] = lf
+		}
+		srv.accessLogs = append(srv.accessLogs, accessLog{file: lf, format: t})
+	}
+	return srv, nil
+}
+
+// Start binds every listen address and starts the event loops. On error
+// nothing stays bound.
+func (p *Proxy) Start() error {
+	if p.started {
+		return errors.New("proxy: already started")
+	}
+	for _, srv := range p.servers {
+		for _, cl := range srv.listens {
+			fd, err := listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive)
+			if err != nil {
+				p.closeListeners()
+				return posError(cl.Pos, err.Error())
+			}
+			sa, _ := unix.Getsockname(fd)
+			ap := addrPort(sa)
+			p.listeners = append(p.listeners, &listener{
+				fd: fd, name: cl.Text, srv: srv,
+				addr: &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())},
+			})
+		}
+	}
+	p.started = true
+	for _, l := range p.loops {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			l.run()
+		}()
+	}
+	go func() {
+		p.wg.Wait()
+		p.closeListeners()
+		for _, l := range p.loops {
+			l.closeFds()
+		}
+		p.closeLogs()
+		close(p.done)
+	}()
+	return nil
+}
+
+// Addrs returns the bound listen addresses, in config order.
+func (p *Proxy) Addrs() []net.Addr {
+	var a []net.Addr
+	for _, ln := range p.listeners {
+		a = append(a, ln.addr)
+	}
+	return a
+}
+
+// Done is closed when every loop has ended and every socket is closed.
+func (p *Proxy) Done() <-chan struct{} { return p.done }
+
+// Stats are the proxy's counters.
+type Stats struct {
+	Active int64  // live sessions
+	Total  uint64 // sessions accepted since start
+}
+
+// Stats returns the current counters.
+func (p *Proxy) Stats() Stats {
+	return Stats{Active: p.active.Load(), Total: p.total.Load()}
+}
+
+// Shutdown stops accepting (the listening sockets are closed, so new
+// connections are refused, as nginx does on SIGQUIT) and waits for live
+// sessions to end. When ctx ends first, the remaining sessions are closed
+// and ctx's error is returned.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	if !p.started {
+		return p.Close()
+	}
+	var wg sync.WaitGroup
+	for _, l := range p.loops {
+		wg.Add(1)
+		l.do(func() {
+			l.disarm()
+			l.draining = true
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	// No loop watches the listeners now; closing them refuses new clients.
+	p.closeListeners()
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		p.Close()
+		<-p.done
+		return ctx.Err()
+	}
+}
+
+// Close closes every session and listener at once. It is idempotent and
+// waits until everything is closed.
+func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() {
+		if !p.started {
+			for _, l := range p.loops {
+				l.closeFds()
+			}
+			p.closeLogs()
+			close(p.done)
+			return
+		}
+		for _, l := range p.loops {
+			l.do(func() {
+				l.disarm()
+				l.stopping = true
+			})
+		}
+	})
+	<-p.done
+	return nil
+}
+
+var listenersMu sync.Mutex
+
+func (p *Proxy) closeListeners() {
+	listenersMu.Lock()
+	defer listenersMu.Unlock()
+	for _, ln := range p.listeners {
+		if ln.fd >= 0 {
+			unix.Close(ln.fd)
+			ln.fd = -1
+		}
+	}
+}
+
+func (p *Proxy) closeLogs() {
+	for _, lf := range p.logFiles {
+		lf.close()
+	}
+	if p.ownLog {
+		p.log.Close()
+	}
+}
+
+// ReopenLogs reopens the error log and every access log (SIGUSR1).
+func (p *Proxy) ReopenLogs() error {
+	var errs []error
+	if p.ownLog {
+		errs = append(errs, p.log.Reopen())
+	}
+	for _, lf := range p.logFiles {
+		errs = append(errs, lf.reopen())
+	}
+	return errors.Join(errs...)
+}
+
+// Logger returns the proxy's error log.
+func (p *Proxy) Logger() *Logger { return p.log }

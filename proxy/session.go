@@ -1,0 +1,467 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+type sessState uint8
+
+const (
+	stateConnecting sessState = iota // dialing an upstream; the client is not read
+	stateProxying                    // both legs open, bytes moving
+	stateClosed
+)
+
+// flow is one direction of a session: bytes read from src and written to
+// dst. pend holds bytes read but not yet written; while it is non-empty src
+// is not read (backpressure), and it is non-nil only then.
+type flow struct {
+	pend []byte
+	base []byte // the borrowed buffer pend is a tail of
+	eof  bool   // src returned EOF
+	shut bool   // dst was shut down for writing (proxy_half_close)
+	n    int64  // bytes written to dst
+}
+
+// session is one proxied TCP connection: plain data owned by one loop, so
+// that an upgrade can stop it at a byte boundary and ship it.
+type session struct {
+	id     uint64
+	loop   *loop
+	srv    *server
+	cfd    int
+	ufd    int // -1 until a connect attempt
+	state  sessState
+	slot   int // index in loop.sessions
+	client netip.AddrPort
+	local  netip.AddrPort // filled lazily by localAddr
+
+	c2u, u2c flow
+
+	// Upstream selection.
+	peer          int // index into srv.group.peers; -1 before the first pick
+	tries         int
+	tried         uint64   // tried peers 0..63
+	triedMore     []uint64 // tried peers 64 and up, for large upstreams
+	firstTry      int64
+	attemptStart  int64
+	connectTime   int64 // -1 until connected
+	upstreamAddrs []byte
+	usableFn      func(int) bool
+
+	// Timers, in loop.now units: the session expires at lastActive+timeout.
+	startMono  int64
+	lastActive int64
+	timeout    int64
+	heapAt     int64 // deadline of this session's heap entry
+	heapIdx    int   // index in loop.timers; -1 when not in the heap
+
+	// Registered epoll interest per descriptor.
+	cEvents, uEvents uint32
+
+	status int
+}
+
+func (s *session) String() string {
+	st := [...]string{"connecting", "proxying", "closed"}[s.state]
+	return fmt.Sprintf("session *%d %s client=%s server=%s upstream=%s c2u=%d u2c=%d",
+		s.id, st, s.client, s.srv.name, s.upstreamAddrs, s.c2u.n, s.u2c.n)
+}
+
+func (s *session) localAddr() netip.AddrPort {
+	if !s.local.IsValid() && s.cfd >= 0 {
+		if sa, err := unix.Getsockname(s.cfd); err == nil {
+			s.local = addrPort(sa)
+		}
+	}
+	return s.local
+}
+
+func (s *session) isTried(i int) bool {
+	if i < 64 {
+		return s.tried&(1<<uint(i)) != 0
+	}
+	j := i/64 - 1
+	return j < len(s.triedMore) && s.triedMore[j]&(1<<uint(i%64)) != 0
+}
+
+func (s *session) markTried(i int) {
+	if i < 64 {
+		s.tried |= 1 << uint(i)
+		return
+	}
+	j := i/64 - 1
+	for len(s.triedMore) <= j {
+		s.triedMore = append(s.triedMore, 0)
+	}
+	s.triedMore[j] |= 1 << uint(i%64)
+}
+
+// connectNext picks the next upstream peer and starts a nonblocking connect
+// to it, trying further peers as proxy_next_upstream allows when a connect
+// fails at once. It returns with the session connecting, proxying or closed.
+func (s *session) connectNext() {
+	l, srv := s.loop, s.srv
+	g := srv.group
+	for {
+		if s.tries > 0 {
+			if !srv.nextUpstream ||
+				(srv.nextTries > 0 && s.tries >= srv.nextTries) ||
+				(srv.nextTimeout > 0 && l.now-s.firstTry >= srv.nextTimeout) {
+				s.finish(502)
+				return
+			}
+		} else {
+			s.firstTry = l.now
+		}
+		i, err := g.bal.Pick(s.pickKey(), s.usableFn)
+		if err != nil {
+			l.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
+				s.id, s.client.Addr(), srv.name, g.name)
+			s.finish(502)
+			return
+		}
+		s.peer = i
+		s.markTried(i)
+		s.tries++
+		p := &g.peers[i]
+		p.active.Add(1)
+		if len(s.upstreamAddrs) > 0 {
+			s.upstreamAddrs = append(s.upstreamAddrs, ", "...)
+		}
+		s.upstreamAddrs = p.addr.AppendTo(s.upstreamAddrs)
+		s.attemptStart = l.now
+
+		err = s.dial(p.addr)
+		if err == nil {
+			s.connected()
+			return
+		}
+		if err == unix.EINPROGRESS {
+			s.state = stateConnecting
+			s.lastActive, s.timeout = l.now, srv.connectTimeout
+			l.schedule(s)
+			return
+		}
+		s.connectFailed(err)
+	}
+}
+
+// pickKey evaluates the balancing key for this session's upstream.
+func (s *session) pickKey() []byte {
+	g := s.srv.group
+	if g.key != nil {
+		return g.key.appendTo(s.loop.keyBuf[:0], s)
+	}
+	if a := s.client.Addr(); a.Is4() {
+		b := a.As4()
+		return append(s.loop.keyBuf[:0], b[:]...)
+	}
+	b := s.client.Addr().As16()
+	return append(s.loop.keyBuf[:0], b[:]...)
+}
+
+// dial opens the upstream socket and starts connecting. It returns nil when
+// connected at once, EINPROGRESS when the connect is under way (the socket
+// then waits for EPOLLOUT), or the error, with no socket left open.
+func (s *session) dial(addr netip.AddrPort) error {
+	l := s.loop
+	fd, err := unix.Socket(family(addr), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	err = unix.Connect(fd, sockaddr(addr))
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return err
+	}
+	s.ufd = fd
+	s.uEvents = unix.EPOLLOUT
+	if e := l.register(fd, s.uEvents, s); e != nil {
+		unix.Close(fd)
+		s.ufd = -1
+		return e
+	}
+	return err
+}
+
+// connectFailed handles a failed attempt: the upstream socket is closed and
+// the next peer is tried by the caller (connectNext's loop) or, from an
+// event, here.
+func (s *session) connectFailed(err error) {
+	l := s.loop
+	p := &s.srv.group.peers[s.peer]
+	p.active.Add(-1)
+	s.peer = -1
+	what := "connect() failed " + errnoText(err)
+	if err == unix.ETIMEDOUT {
+		what = "upstream timed out (110: Connection timed out)"
+	}
+	l.p.log.Logf(LevelError, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+		s.id, what, s.client.Addr(), s.srv.name, p.addr)
+	if s.ufd >= 0 {
+		l.unregister(s.ufd)
+		unix.Close(s.ufd)
+		s.ufd = -1
+		s.uEvents = 0
+	}
+}
+
+// onConnectEvent completes a nonblocking connect.
+func (s *session) onConnectEvent() {
+	errno, err := unix.GetsockoptInt(s.ufd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && errno != 0 {
+		err = unix.Errno(errno)
+	}
+	if err != nil {
+		s.connectFailed(err)
+		s.connectNext()
+		return
+	}
+	s.connected()
+}
+
+func (s *session) connected() {
+	l := s.loop
+	s.state = stateProxying
+	s.connectTime = l.now - s.attemptStart
+	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout
+	l.schedule(s)
+	s.updateInterest()
+}
+
+// onEvent dispatches one epoll event on fd, one of the session's sockets.
+func (s *session) onEvent(fd int, ev uint32) {
+	if s.state == stateConnecting {
+		if fd == s.ufd {
+			s.onConnectEvent()
+		} else if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			// The client left before the upstream answered; nginx, which
+			// does not watch the client then, ends such a session with 200.
+			s.finish(200)
+		}
+		return
+	}
+	var in, out *flow // in: the flow read from fd; out: the flow written to fd
+	var other int
+	if fd == s.cfd {
+		in, out, other = &s.c2u, &s.u2c, s.ufd
+	} else {
+		in, out, other = &s.u2c, &s.c2u, s.cfd
+	}
+	if ev&unix.EPOLLOUT != 0 && len(out.pend) > 0 {
+		if !s.flush(out, fd) {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !in.eof && len(in.pend) == 0 {
+		s.pump(in, fd, other)
+		return
+	}
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && s.state != stateClosed {
+		// An error on a socket we are not reading: nothing more can be
+		// delivered through it.
+		s.finish(200)
+	}
+}
+
+// pump reads from src and writes to dst until src would block, dst would
+// block (the rest goes to f.pend), or EOF.
+func (s *session) pump(f *flow, src, dst int) {
+	l := s.loop
+	for round := 0; round < 4; round++ {
+		n, err := unix.Read(src, l.buf)
+		if n > 0 {
+			s.lastActive = l.now
+			w, werr := writeAll(dst, l.buf[:n])
+			f.n += int64(w)
+			if werr != nil {
+				s.ioError("send()", werr, dst)
+				return
+			}
+			if w < n {
+				f.base = getPend()
+				f.pend = append(f.base, l.buf[w:n]...)
+				s.updateInterest()
+				return
+			}
+			if n < len(l.buf) {
+				return
+			}
+			continue
+		}
+		switch err {
+		case nil: // n == 0: EOF
+			f.eof = true
+			s.flowDone(f, dst)
+			return
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+			continue
+		default:
+			s.ioError("recv()", err, src)
+			return
+		}
+	}
+}
+
+// flush writes f's pending bytes to dst. It returns false if the session ended.
+func (s *session) flush(f *flow, dst int) bool {
+	w, err := writeAll(dst, f.pend)
+	f.n += int64(w)
+	if err != nil {
+		s.ioError("send()", err, dst)
+		return false
+	}
+	if w > 0 {
+		s.lastActive = s.loop.now
+	}
+	if w < len(f.pend) {
+		f.pend = f.pend[w:]
+		return true
+	}
+	putPend(f.base)
+	f.pend, f.base = nil, nil
+	if f.eof {
+		s.flowDone(f, dst)
+		return s.state != stateClosed
+	}
+	s.updateInterest()
+	return true
+}
+
+// flowDone is called when f's source reached EOF and everything read from it
+// was written. As nginx: without proxy_half_close the session ends now; with
+// it, dst is shut down for writing and the session ends when both
+// directions are done.
+func (s *session) flowDone(f *flow, dst int) {
+	if !s.srv.halfClose {
+		s.finish(200)
+		return
+	}
+	if !f.shut {
+		f.shut = true
+		unix.Shutdown(dst, unix.SHUT_WR)
+	}
+	if s.c2u.shut && s.u2c.shut {
+		s.finish(200)
+		return
+	}
+	s.updateInterest()
+}
+
+func (s *session) ioError(op string, err error, fd int) {
+	side := "client"
+	if fd == s.ufd {
+		side = "upstream"
+	}
+	lv := LevelError
+	if err == unix.ECONNRESET || err == unix.EPIPE {
+		lv = LevelInfo // a peer that resets is routine, as nginx logs it
+	}
+	s.loop.p.log.Logf(lv, "*%d %s failed %s while proxying connection, %s side, client: %s, server: %s, upstream: \"%s\"",
+		s.id, op, errnoText(err), side, s.client.Addr(), s.srv.name, s.upstreamAddrs)
+	s.finish(200)
+}
+
+// updateInterest sets each socket's epoll interest from the flows: read a
+// source whose flow has no pending bytes and no EOF; watch for writability
+// of a destination with pending bytes.
+func (s *session) updateInterest() {
+	if s.state != stateProxying {
+		return
+	}
+	var c, u uint32
+	if !s.c2u.eof && s.c2u.pend == nil {
+		c |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if !s.u2c.eof && s.u2c.pend == nil {
+		u |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if s.u2c.pend != nil {
+		c |= unix.EPOLLOUT
+	}
+	if s.c2u.pend != nil {
+		u |= unix.EPOLLOUT
+	}
+	if c != s.cEvents {
+		s.cEvents = c
+		s.loop.modify(s.cfd, c)
+	}
+	if u != s.uEvents {
+		s.uEvents = u
+		s.loop.modify(s.ufd, u)
+	}
+}
+
+// expire is called by the loop's timer when the session's deadline passed.
+func (s *session) expire() {
+	l := s.loop
+	switch s.state {
+	case stateConnecting:
+		s.connectFailed(unix.ETIMEDOUT)
+		s.connectNext()
+	case stateProxying:
+		l.p.log.Logf(LevelInfo, "*%d timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
+			s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
+		s.finish(200)
+	}
+}
+
+// finish ends the session: both sockets closed, pending buffers returned,
+// the peer's count released and one access-log line written. It is
+// idempotent.
+func (s *session) finish(status int) {
+	if s.state == stateClosed {
+		return
+	}
+	l := s.loop
+	s.status = status
+	if len(s.srv.accessLogs) > 0 {
+		s.localAddr()
+		for _, al := range s.srv.accessLogs {
+			line := al.format.appendTo(l.lineBuf[:0], s)
+			line = append(line, '\n')
+			al.file.write(line)
+			l.lineBuf = line[:0]
+		}
+	}
+	s.state = stateClosed
+	if s.ufd >= 0 {
+		l.unregister(s.ufd)
+		unix.Close(s.ufd)
+		s.ufd = -1
+	}
+	if s.peer >= 0 {
+		s.srv.group.peers[s.peer].active.Add(-1)
+		s.peer = -1
+	}
+	l.unregister(s.cfd)
+	unix.Close(s.cfd)
+	s.cfd = -1
+	for _, f := range []*flow{&s.c2u, &s.u2c} {
+		if f.base != nil {
+			putPend(f.base)
+			f.pend, f.base = nil, nil
+		}
+	}
+	l.remove(s)
+}
+
+// Pending buffers are borrowed only while a destination would block.
+const pendSize = 64 << 10
+
+var pendPool = sync.Pool{New: func() any { b := make([]byte, 0, pendSize); return &b }}
+
+func getPend() []byte { return (*pendPool.Get().(*[]byte))[:0] }
+
+func putPend(b []byte) {
+	b = b[:0]
+	pendPool.Put(&b)
+}

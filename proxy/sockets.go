@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// sockaddr converts ap for connect(2) and bind(2). It returns a new value
+// each call: a unix.Sockaddr caches its raw form inside itself, so one shared
+// between loops would be a data race.
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+func family(ap netip.AddrPort) int {
+	if ap.Addr().Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+// addrPort converts what accept(2) and getsockname(2) return.
+func addrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// errnoText formats err as nginx does in its logs: "(111: Connection refused)".
+func errnoText(err error) string {
+	if e, ok := err.(unix.Errno); ok {
+		return fmt.Sprintf("(%d: %s)", int(e), capitalize(e.Error()))
+	}
+	return "(" + err.Error() + ")"
+}
+
+func capitalize(s string) string {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return s
+	}
+	return string(s[0]-'a'+'A') + s[1:]
+}
+
+// listenSocket creates, binds and listens on a nonblocking TCP socket as
+// nginx's listen directive asks. The caller owns the returned fd.
+func listenSocket(ap netip.AddrPort, backlog int, reusePort, keepalive bool) (int, error) {
+	fd, err := unix.Socket(family(ap), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket() %s failed %s", ap, errnoText(err))
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return -1, fmt.Errorf("setsockopt(SO_REUSEADDR) %s failed %s", ap, errnoText(err))
+	}
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return -1, fmt.Errorf("setsockopt(SO_REUSEPORT) %s failed %s", ap, errnoText(err))
+		}
+	}
+	if ap.Addr().Is6() {
+		// nginx listens with ipv6only=on by default.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return -1, fmt.Errorf("setsockopt(IPV6_V6ONLY) %s failed %s", ap, errnoText(err))
+		}
+	}
+	if keepalive {
+		// Accepted sockets inherit SO_KEEPALIVE from the listener.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+			return -1, fmt.Errorf("setsockopt(SO_KEEPALIVE) %s failed %s", ap, errnoText(err))
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(ap)); err != nil {
+		return -1, fmt.Errorf("bind() to %s failed %s", ap, errnoText(err))
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		return -1, fmt.Errorf("listen() to %s, backlog %d failed %s", ap, backlog, errnoText(err))
+	}
+	ok = true
+	return fd, nil
+}
+
+// writeAll writes b to the nonblocking fd until it is all written or the
+// socket buffer is full. It returns how much was written; err is nil when the
+// socket merely would block.
+func writeAll(fd int, b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := unix.Write(fd, b[done:])
+		if n > 0 {
+			done += n
+		}
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return done, nil
+		case unix.EINTR:
+			continue
+		default:
+			return done, err
+		}
+	}
+	return done, nil
+}

@@ -1,0 +1,95 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/lb"
+)
+
+// peer is one upstream address. A server whose name resolves to several
+// addresses is several peers with the same name, as in nginx.
+type peer struct {
+	name     string // as written in the config; hashed by the hash methods
+	addr     netip.AddrPort
+	down     bool
+	maxConns int32
+	active   atomic.Int32 // live connections, counted from the pick, as nginx's peer->conns
+}
+
+// group is one upstream block with its balancer: the per-upstream state the
+// balancer and the sessions share.
+type group struct {
+	name   string
+	peers  []peer
+	bal    lb.Balancer
+	method lb.Method
+	key    template // "hash KEY"; nil for other methods
+}
+
+// Active implements lb.State.
+func (g *group) Active(i int) int { return int(g.peers[i].active.Load()) }
+
+// methodOf maps a config balancing method to lb's.
+func methodOf(u *config.Upstream) (lb.Method, error) {
+	switch u.Method {
+	case "":
+		return lb.RoundRobin, nil
+	case "ip_hash":
+		return lb.IPHash, nil
+	case "hash":
+		if u.Consistent {
+			return lb.ConsistentHash, nil
+		}
+		return lb.Hash, nil
+	case "least_conn":
+		return lb.LeastConn, nil
+	case "random":
+		switch {
+		case u.RandomLeastConn:
+			return lb.RandomTwoLeastConn, nil
+		case u.RandomTwo:
+			return lb.RandomTwo, nil
+		}
+		return lb.Random, nil
+	}
+	return 0, fmt.Errorf("balancing method %q is not supported", u.Method)
+}
+
+func newGroup(u *config.Upstream) (*group, error) {
+	g := &group{name: u.Name}
+	var peers []lb.Peer
+	for _, s := range u.Servers {
+		for _, a := range s.Addrs {
+			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, maxConns: int32(s.MaxConns)})
+			peers = append(peers, lb.Peer{Name: s.Name, Weight: s.Weight, Backup: s.Backup})
+		}
+	}
+	if len(peers) == 0 {
+		return nil, fmt.Errorf("no servers are inside upstream %q", u.Name)
+	}
+	m, err := methodOf(u)
+	if err != nil {
+		return nil, err
+	}
+	g.method = m
+	if m == lb.Hash || m == lb.ConsistentHash {
+		if g.key, err = compileTemplate(u.HashKey); err != nil {
+			return nil, err
+		}
+	}
+	g.bal, err = lb.New(m, peers, lb.Options{BalanceFactor: upstreamBalanceFactor(u), State: g})
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// usable reports whether peer i may take a new connection, apart from
+// whether this session already tried it.
+func (g *group) usable(i int) bool {
+	p := &g.peers[i]
+	return !p.down && (p.maxConns == 0 || p.active.Load() < p.maxConns)
+}
