@@ -45,6 +45,7 @@ what to type. Stop it with Ctrl-C.`,
     server {
         listen %s;
         proxy_pass demo;
+        proxy_half_close on;   # "printf ... | nc -N" ends its side; the answer still arrives
         access_log /dev/stderr demo;
     }
 }
