@@ -30,10 +30,14 @@ what to type. Stop it with Ctrl-C.`,
 			}()
 			for i := 1; i <= 3; i++ {
 				addr := fmt.Sprintf("127.0.0.1:%d", basePort+i)
+				if basePort == 0 {
+					addr = "127.0.0.1:0"
+				}
 				ln, err := net.Listen("tcp", addr)
 				if err != nil {
 					return fmt.Errorf("demo backend: %w", err)
 				}
+				addr = ln.Addr().String()
 				lns = append(lns, ln)
 				go serveGreeter(ln, fmt.Sprintf("backend-%d", i))
 				upstreams += fmt.Sprintf("        server %s;\n", addr)
@@ -54,7 +58,7 @@ what to type. Stop it with Ctrl-C.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, `baton demo: three backends (%d-%d) behind a round-robin proxy on %s.
+			fmt.Fprintf(os.Stderr, `baton demo: three backends (%s, %s, %s) behind a round-robin proxy on %s.
 
   Try it, in another terminal:
       nc %s %s        # greets with a backend's name, then echoes what you type
@@ -63,12 +67,12 @@ what to type. Stop it with Ctrl-C.`,
 
 The config it runs:
 %s
-`, basePort+1, basePort+3, listen, hostOf(listen), portOf(listen), text)
+`, lns[0].Addr(), lns[1].Addr(), lns[2].Addr(), listen, hostOf(listen), portOf(listen), text)
 			return run(cfg)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7000", "address the demo proxy listens on")
-	cmd.Flags().IntVar(&basePort, "backend-port", 7000, "the backends listen on 127.0.0.1:PORT+1..PORT+3")
+	cmd.Flags().IntVar(&basePort, "backend-port", 7000, "the backends listen on 127.0.0.1:PORT+1..PORT+3 (0: any free ports)")
 	return cmd
 }
 
