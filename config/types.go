@@ -63,7 +63,10 @@ type ErrorLog struct {
 type Stream struct {
 	Pos Pos
 
-	// Upstreams in the order they were written; names are unique.
+	// Upstreams in the order they were written; names are unique
+	// (case-insensitively, as nginx). Only "upstream NAME {}" blocks are
+	// here: the implicit upstream of a "proxy_pass ADDR" is reached through
+	// Server.Upstream, and servers naming the same address share one.
 	Upstreams []*Upstream
 
 	// Servers in the order they were written.
@@ -90,6 +93,11 @@ type Upstream struct {
 	Consistent      bool   // "hash KEY consistent"
 	RandomTwo       bool   // "random two"
 	RandomLeastConn bool   // "random two least_conn"
+
+	// BalanceFactor is baton's "hash_balance_factor N" (HAProxy's
+	// hash-balance-factor): with "hash KEY consistent", no server takes more
+	// than N% of the mean load. 0 means not set (no bound); else N > 100.
+	BalanceFactor int
 
 	Servers []*UpstreamServer
 }
@@ -159,6 +167,7 @@ type LogFormat struct {
 	Pos    Pos
 	Name   string
 	Format string // the argument strings concatenated, as nginx does
+	Escape string // "escape=": "default" (when not given), "json" or "none"
 }
 
 // AccessLog is an "access_log PATH [FORMAT]" directive.

@@ -2,73 +2,120 @@ package lb
 
 import "sync"
 
-// roundRobin is nginx's smooth weighted round robin
-// (ngx_stream_upstream_get_peer): every pick adds each usable peer's
-// effective weight to its current weight, takes the peer with the highest
-// current weight and subtracts the total from it. Backup peers form a second
-// set, used only when no primary peer is usable.
-type roundRobin struct {
+// rrState is nginx's per-upstream round robin state: the current and
+// effective weight of each peer, shared by every method because each of them
+// falls back to round robin (and least_conn and the consistent hash break
+// ties with it), as nginx's methods share ngx_stream_upstream_rr_peers_t.
+type rrState struct {
 	mu      sync.Mutex
-	primary []rrPeer
-	backup  []rrPeer
+	peers   []rrPeer // by index into the peers given to New
+	primary []int    // indexes of the primary peers, in config order
+	backup  []int    // indexes of the backup peers, in config order
+	total   int      // sum of the primary peers' weights (nginx's total_weight)
 }
 
 type rrPeer struct {
-	index     int // into the peers given to New
-	weight    int
-	effective int
+	weight    int // as configured
+	effective int // lowered by failures, climbs back by one a pick
 	current   int
 }
 
-func newRoundRobin(peers []Peer) *roundRobin {
-	rr := &roundRobin{}
+func newRRState(peers []Peer) *rrState {
+	s := &rrState{peers: make([]rrPeer, len(peers))}
 	for i, p := range peers {
 		w := p.Weight
 		if w <= 0 {
 			w = 1
 		}
-		e := rrPeer{index: i, weight: w, effective: w}
+		s.peers[i] = rrPeer{weight: w, effective: w}
 		if p.Backup {
-			rr.backup = append(rr.backup, e)
+			s.backup = append(s.backup, i)
 		} else {
-			rr.primary = append(rr.primary, e)
+			s.primary = append(s.primary, i)
+			s.total += w
 		}
 	}
-	return rr
+	return s
 }
 
-func (rr *roundRobin) Pick(_ []byte, usable func(i int) bool) (int, error) {
-	rr.mu.Lock()
-	defer rr.mu.Unlock()
-	if i, ok := pickSmooth(rr.primary, usable); ok {
+// single is nginx's peers->single: one primary peer and no backup. Such an
+// upstream skips the weights entirely, and failures do not touch it.
+func (s *rrState) single() bool {
+	return len(s.primary) == 1 && len(s.backup) == 0
+}
+
+// Failed implements Failer (ngx_stream_upstream_free_round_robin_peer).
+func (s *rrState) Failed(i, maxFails int) {
+	if maxFails <= 0 || s.single() || i < 0 || i >= len(s.peers) {
+		return
+	}
+	s.mu.Lock()
+	p := &s.peers[i]
+	p.effective -= p.weight / maxFails
+	if p.effective < 0 {
+		p.effective = 0
+	}
+	s.mu.Unlock()
+}
+
+// pick is ngx_stream_upstream_get_round_robin_peer.
+func (s *rrState) pick(usable func(i int) bool) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pickLocked(usable)
+}
+
+func (s *rrState) pickLocked(usable func(i int) bool) (int, error) {
+	if s.single() {
+		// nginx checks only "down" (and max_conns) here: a lone server is
+		// never given up for failures, and it gets a single try.
+		if i := s.primary[0]; usable(i) {
+			return i, nil
+		}
+		return -1, ErrNoPeer
+	}
+	if i := s.smoothLocked(s.primary, usable); i >= 0 {
 		return i, nil
 	}
-	if i, ok := pickSmooth(rr.backup, usable); ok {
+	if i := s.smoothLocked(s.backup, usable); i >= 0 {
 		return i, nil
 	}
 	return -1, ErrNoPeer
 }
 
-func pickSmooth(peers []rrPeer, usable func(i int) bool) (int, bool) {
-	var best *rrPeer
-	total := 0
-	for k := range peers {
-		p := &peers[k]
-		if !usable(p.index) {
+// smoothLocked is ngx_stream_upstream_get_peer over the peers in set: each
+// usable peer's current weight grows by its effective weight, the highest
+// current weight wins (the first listed among equals), and the winner's
+// current weight drops by the total. It returns -1 if no peer is usable.
+func (s *rrState) smoothLocked(set []int, usable func(i int) bool) int {
+	best, total := -1, 0
+	for _, i := range set {
+		if !usable(i) {
 			continue
 		}
+		p := &s.peers[i]
 		p.current += p.effective
 		total += p.effective
 		if p.effective < p.weight {
 			p.effective++
 		}
-		if best == nil || p.current > best.current {
-			best = p
+		if best < 0 || p.current > s.peers[best].current {
+			best = i
 		}
 	}
-	if best == nil {
-		return -1, false
+	if best >= 0 {
+		s.peers[best].current -= total
 	}
-	best.current -= total
-	return best.index, true
+	return best
+}
+
+// roundRobin is nginx's default method, smooth weighted round robin: with
+// weights 5, 1, 1 it picks a a b a c a a, and repeats. Backup peers form a
+// second set, used only when no primary peer is usable. The key is ignored.
+type roundRobin struct {
+	*rrState
+}
+
+func (rr *roundRobin) Pick(_ []byte, usable func(i int) bool) (int, error) {
+	return rr.pick(usable)
 }

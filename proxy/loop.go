@@ -39,6 +39,7 @@ type loop struct {
 	lineBuf []byte
 
 	fds      []*session // by descriptor
+	closing  []int      // descriptors to close after the current batch
 	sessions []*session
 	timers   timerHeap
 
@@ -119,7 +120,11 @@ func (l *loop) run() {
 					l.fds[fd].onEvent(fd, ev.Events)
 				}
 			case tagListener:
-				l.accept(l.p.listeners[ev.Fd])
+				// A listener event fetched in the same batch as a command
+				// that disarmed the listeners is stale.
+				if l.armed {
+					l.accept(l.p.listeners[ev.Fd])
+				}
 			case tagWake:
 				var b [8]byte
 				unix.Read(l.wakefd, b[:])
@@ -127,6 +132,7 @@ func (l *loop) run() {
 			}
 		}
 		l.runTimers()
+		l.closeDeferred()
 		if l.acceptResume > 0 && l.now >= l.acceptResume {
 			l.acceptResume = 0
 			l.arm()
@@ -135,6 +141,7 @@ func (l *loop) run() {
 			for len(l.sessions) > 0 {
 				l.sessions[len(l.sessions)-1].finish(200)
 			}
+			l.closeDeferred()
 			return
 		}
 		if l.draining && len(l.sessions) == 0 {
@@ -309,6 +316,21 @@ func (l *loop) unregister(fd int) {
 	if fd < len(l.fds) {
 		l.fds[fd] = nil
 	}
+}
+
+// release unregisters a session's descriptor and closes it after the
+// current batch of events: until then its number cannot be reused by a new
+// socket, so a stale event later in the batch cannot reach the wrong session.
+func (l *loop) release(fd int) {
+	l.unregister(fd)
+	l.closing = append(l.closing, fd)
+}
+
+func (l *loop) closeDeferred() {
+	for _, fd := range l.closing {
+		unix.Close(fd)
+	}
+	l.closing = l.closing[:0]
 }
 
 // schedule makes sure s's deadline (lastActive+timeout) is in the heap.

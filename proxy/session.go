@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/batonproxy/baton/lb"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,6 +119,10 @@ func (s *session) connectNext() {
 		} else {
 			s.firstTry = l.now
 		}
+		if s.tries >= len(g.peers) {
+			s.finish(502) // every peer was tried; nginx's tries counter is 0
+			return
+		}
 		i, err := g.bal.Pick(s.pickKey(), s.usableFn)
 		if err != nil {
 			l.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
@@ -195,8 +200,12 @@ func (s *session) dial(addr netip.AddrPort) error {
 // event, here.
 func (s *session) connectFailed(err error) {
 	l := s.loop
-	p := &s.srv.group.peers[s.peer]
+	g := s.srv.group
+	p := &g.peers[s.peer]
 	p.active.Add(-1)
+	if f, ok := g.bal.(lb.Failer); ok {
+		f.Failed(s.peer, p.maxFails) // smooth round robin lowers the effective weight, as nginx
+	}
 	s.peer = -1
 	what := "connect() failed " + errnoText(err)
 	if err == unix.ETIMEDOUT {
@@ -205,8 +214,7 @@ func (s *session) connectFailed(err error) {
 	l.p.log.Logf(LevelError, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 		s.id, what, s.client.Addr(), s.srv.name, p.addr)
 	if s.ufd >= 0 {
-		l.unregister(s.ufd)
-		unix.Close(s.ufd)
+		l.release(s.ufd)
 		s.ufd = -1
 		s.uEvents = 0
 	}
@@ -434,16 +442,14 @@ func (s *session) finish(status int) {
 	}
 	s.state = stateClosed
 	if s.ufd >= 0 {
-		l.unregister(s.ufd)
-		unix.Close(s.ufd)
+		l.release(s.ufd)
 		s.ufd = -1
 	}
 	if s.peer >= 0 {
 		s.srv.group.peers[s.peer].active.Add(-1)
 		s.peer = -1
 	}
-	l.unregister(s.cfd)
-	unix.Close(s.cfd)
+	l.release(s.cfd)
 	s.cfd = -1
 	for _, f := range []*flow{&s.c2u, &s.u2c} {
 		if f.base != nil {

@@ -15,6 +15,7 @@ type peer struct {
 	name     string // as written in the config; hashed by the hash methods
 	addr     netip.AddrPort
 	down     bool
+	maxFails int
 	maxConns int32
 	active   atomic.Int32 // live connections, counted from the pick, as nginx's peer->conns
 }
@@ -63,7 +64,7 @@ func newGroup(u *config.Upstream) (*group, error) {
 	var peers []lb.Peer
 	for _, s := range u.Servers {
 		for _, a := range s.Addrs {
-			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, maxConns: int32(s.MaxConns)})
+			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
 			peers = append(peers, lb.Peer{Name: s.Name, Weight: s.Weight, Backup: s.Backup})
 		}
 	}
@@ -80,7 +81,7 @@ func newGroup(u *config.Upstream) (*group, error) {
 			return nil, err
 		}
 	}
-	g.bal, err = lb.New(m, peers, lb.Options{BalanceFactor: upstreamBalanceFactor(u), State: g})
+	g.bal, err = lb.New(m, peers, lb.Options{BalanceFactor: u.BalanceFactor, State: g})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,90 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// url is an address as nginx's ngx_parse_url splits it.
+type url struct {
+	host     string
+	port     uint16
+	noPort   bool
+	wildcard bool       // "*:80" or a bare port in "listen"
+	addr     netip.Addr // valid when host is an IP literal (or a wildcard)
+}
+
+// parseURL splits s ("host:port", "[v6]:port", and for listen also "port"
+// and "*:port") as nginx's ngx_parse_inet_url and ngx_parse_inet6_url do.
+// On failure it returns nginx's u->err text ("invalid port", "no host"...).
+func parseURL(s string, listen bool) (url, string) {
+	var u url
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return u, "invalid host"
+		}
+		a, err := netip.ParseAddr(s[1:end])
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return u, "invalid IPv6 address"
+		}
+		u.host, u.addr = s[1:end], a
+		rest := s[end+1:]
+		switch {
+		case rest == "":
+			u.noPort = true
+		case rest[0] == ':':
+			p, ok := parsePort(rest[1:])
+			if !ok {
+				return u, "invalid port"
+			}
+			u.port = p
+		default:
+			return u, "invalid host"
+		}
+		return u, ""
+	}
+	if strings.ContainsAny(s, "/?") {
+		return u, "invalid host"
+	}
+	host := s
+	if i := strings.IndexByte(s, ':'); i >= 0 {
+		p, ok := parsePort(s[i+1:])
+		if !ok {
+			return u, "invalid port"
+		}
+		u.port, host = p, s[:i]
+	} else {
+		if listen {
+			if n, ok := atoi(s); ok {
+				if n < 1 || n > 65535 {
+					return u, "invalid port"
+				}
+				u.port, u.wildcard = uint16(n), true
+				u.addr = netip.IPv4Unspecified()
+				return u, ""
+			}
+		}
+		u.noPort = true
+	}
+	if host == "" {
+		return u, "no host"
+	}
+	u.host = host
+	if listen && host == "*" {
+		u.wildcard, u.addr = true, netip.IPv4Unspecified()
+		return u, ""
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
+		u.addr = a
+	}
+	return u, ""
+}
+
+func parsePort(s string) (uint16, bool) {
+	n, ok := atoi(s)
+	if !ok || n < 1 || n > 65535 {
+		return 0, false
+	}
+	return uint16(n), true
+}

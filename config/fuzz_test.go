@@ -1,0 +1,37 @@
+package config
+
+import (
+	"errors"
+	"testing"
+)
+
+// FuzzParse checks that no input makes Parse panic, and that it returns
+// either a Config or a non-empty ErrorList of positioned errors.
+func FuzzParse(f *testing.F) {
+	f.Add(realistic)
+	f.Add("stream { upstream u { server 1.1.1.1:1 backup; hash $x consistent; hash_balance_factor 150; } " + okServer + " }")
+	f.Add("a \"b\\\"c\" 'd' ${e}f{ g; } # h\n")
+	f.Add("include *.conf; http { include x; } baton { metrics x; }")
+	f.Add("stream { server { listen [::1]:80 so_keepalive=1m:: backlog=9; proxy_pass db.internal:5; } }")
+	f.Fuzz(func(t *testing.T, src string) {
+		c, err := testLoader().Parse("f.conf", []byte(src))
+		if err == nil {
+			if c == nil {
+				t.Fatal("nil config and nil error")
+			}
+			return
+		}
+		if c != nil {
+			t.Fatal("config with an error")
+		}
+		var list ErrorList
+		if !errors.As(err, &list) || len(list) == 0 {
+			t.Fatalf("error %T %v is not a non-empty ErrorList", err, err)
+		}
+		for _, e := range list {
+			if e.Pos.File != "f.conf" || e.Pos.Line < 1 {
+				t.Fatalf("error without position: %+v", e)
+			}
+		}
+	})
+}

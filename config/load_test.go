@@ -1,0 +1,423 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testLoader resolves a few fixed names and reads no files.
+func testLoader() *Loader {
+	return &Loader{
+		LookupHost: func(_ context.Context, host string) ([]netip.Addr, error) {
+			switch host {
+			case "db.internal":
+				return []netip.Addr{netip.MustParseAddr("fd00::5"), netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("10.0.0.6")}, nil
+			case "localhost":
+				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+			}
+			return nil, errors.New("no such host")
+		},
+		ReadFile: func(string) ([]byte, error) { return nil, fs.ErrNotExist },
+		Glob:     func(string) ([]string, error) { return nil, nil },
+	}
+}
+
+func mustParse(t *testing.T, src string) *Config {
+	t.Helper()
+	c, err := testLoader().Parse("a.conf", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return c
+}
+
+func warnings(c *Config) []string {
+	var w []string
+	for _, x := range c.Warnings {
+		w = append(w, x.String())
+	}
+	return w
+}
+
+const realistic = `user  nginx;
+worker_processes  auto;
+
+error_log  /var/log/nginx/error.log notice;
+pid        /var/run/nginx.pid;
+worker_rlimit_nofile 65536;
+
+events {
+    worker_connections  4096;
+    multi_accept on;
+}
+
+http {
+    include       /etc/nginx/mime.types;
+    default_type  application/octet-stream;
+    include /etc/nginx/conf.d/*.conf;
+    server { listen 80; location / { return 200 "ok"; } }
+}
+
+stream {
+    log_format proxy '$remote_addr [$time_local] '
+                     '$protocol $status $bytes_sent $bytes_received '
+                     '$session_time "$upstream_addr"';
+    access_log /var/log/nginx/stream.log proxy;
+    proxy_connect_timeout 5s;
+
+    upstream postgres {
+        zone postgres 64k;
+        hash $remote_addr consistent;
+        server db.internal:5432 max_fails=3 fail_timeout=30s;
+        server 10.0.0.7:5432 weight=5 max_conns=100;
+        server 10.0.0.8:5432 down;
+    }
+
+    server {
+        listen 5432 backlog=1024 so_keepalive=on;
+        listen [::]:5432 reuseport;
+        proxy_pass postgres;
+        proxy_timeout 1h;
+        proxy_half_close on;
+    }
+
+    server {
+        listen 127.0.0.1:6379;
+        proxy_pass localhost:6380;
+        proxy_next_upstream off;
+        proxy_next_upstream_tries 3;
+        access_log off;
+    }
+}
+`
+
+func TestRealistic(t *testing.T) {
+	c := mustParse(t, realistic)
+	wantWarn := []string{
+		`"user" directive is ignored: baton does not drop privileges; run it as an unprivileged user with CAP_NET_BIND_SERVICE in a.conf:1`,
+		`"worker_processes" directive is ignored by baton in a.conf:2`,
+		`"multi_accept" directive is ignored by baton in a.conf:10`,
+		`"http" block is ignored by baton, with everything in it in a.conf:13`,
+	}
+	if got := warnings(c); !reflect.DeepEqual(got, wantWarn) {
+		t.Errorf("warnings:\n got %q\nwant %q", got, wantWarn)
+	}
+	if c.Pid != "/var/run/nginx.pid" || c.WorkerRlimitNofile != 65536 || c.WorkerConnections != 4096 {
+		t.Errorf("main: pid %q nofile %d conns %d", c.Pid, c.WorkerRlimitNofile, c.WorkerConnections)
+	}
+	if c.ErrorLog.Path != "/var/log/nginx/error.log" || c.ErrorLog.Level != "notice" {
+		t.Errorf("error_log %+v", c.ErrorLog)
+	}
+	s := c.Stream
+	if len(s.Upstreams) != 1 || len(s.Servers) != 2 {
+		t.Fatalf("upstreams %d servers %d", len(s.Upstreams), len(s.Servers))
+	}
+	up := s.Upstreams[0]
+	if up.Method != "hash" || up.HashKey != "$remote_addr" || !up.Consistent || up.MethodPos.Line != 29 {
+		t.Errorf("upstream method %+v", up)
+	}
+	db := up.Servers[0]
+	wantAddrs := []netip.AddrPort{
+		netip.MustParseAddrPort("10.0.0.5:5432"), netip.MustParseAddrPort("10.0.0.6:5432"),
+		netip.MustParseAddrPort("[fd00::5]:5432"),
+	}
+	if !reflect.DeepEqual(db.Addrs, wantAddrs) || db.MaxFails != 3 || db.FailTimeout != 30*time.Second || db.Weight != 1 {
+		t.Errorf("db server %+v", db)
+	}
+	if w := up.Servers[1]; w.Weight != 5 || w.MaxConns != 100 || w.MaxFails != 1 || w.FailTimeout != 10*time.Second {
+		t.Errorf("second server %+v", w)
+	}
+	if !up.Servers[2].Down {
+		t.Errorf("third server not down")
+	}
+	lf := s.LogFormats["proxy"]
+	if lf == nil || lf.Format != `$remote_addr [$time_local] $protocol $status $bytes_sent $bytes_received $session_time "$upstream_addr"` {
+		t.Errorf("log format %+v", lf)
+	}
+
+	s1 := s.Servers[0]
+	if s1.Upstream != up || s1.ProxyConnectTimeout != 5*time.Second || s1.ProxyTimeout != time.Hour ||
+		!s1.ProxyHalfClose || !s1.ProxyNextUpstream {
+		t.Errorf("server 1 %+v", s1)
+	}
+	if len(s1.Listen) != 2 || s1.Listen[0].Addr != netip.MustParseAddrPort("0.0.0.0:5432") ||
+		s1.Listen[0].Backlog != 1024 || !s1.Listen[0].SoKeepalive ||
+		s1.Listen[1].Addr != netip.MustParseAddrPort("[::]:5432") || !s1.Listen[1].ReusePort || s1.Listen[1].Backlog != 511 {
+		t.Errorf("server 1 listens %+v %+v", s1.Listen[0], s1.Listen[1])
+	}
+	if len(s1.AccessLogs) != 1 || s1.AccessLogs[0].Format != lf || s1.AccessLogs[0].Path != "/var/log/nginx/stream.log" {
+		t.Errorf("server 1 access logs %+v", s1.AccessLogs)
+	}
+
+	s2 := s.Servers[1]
+	if s2.Upstream == nil || !s2.Upstream.Implicit || s2.Upstream.Name != "localhost:6380" ||
+		!reflect.DeepEqual(s2.Upstream.Servers[0].Addrs, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:6380")}) {
+		t.Errorf("server 2 upstream %+v", s2.Upstream)
+	}
+	if s2.ProxyConnectTimeout != 5*time.Second || s2.ProxyTimeout != 10*time.Minute || s2.ProxyNextUpstream ||
+		s2.ProxyNextUpstreamTries != 3 || s2.ProxyHalfClose || len(s2.AccessLogs) != 0 {
+		t.Errorf("server 2 %+v", s2)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := mustParse(t, "stream { server { listen 1; proxy_pass 10.0.0.1:2; } }")
+	s := c.Stream.Servers[0]
+	if s.ProxyConnectTimeout != 60*time.Second || s.ProxyTimeout != 10*time.Minute || !s.ProxyNextUpstream ||
+		s.ProxyNextUpstreamTries != 0 || s.ProxyNextUpstreamTimeout != 0 || s.ProxyHalfClose {
+		t.Errorf("defaults %+v", s)
+	}
+	us := s.Upstream.Servers[0]
+	if us.Weight != 1 || us.MaxFails != 1 || us.FailTimeout != 10*time.Second || us.MaxConns != 0 || us.Name != "10.0.0.1:2" {
+		t.Errorf("implicit server %+v", us)
+	}
+	if c.ErrorLog.Level != "error" || c.ErrorLog.Path != "" || len(c.Warnings) != 0 {
+		t.Errorf("error log %+v warnings %v", c.ErrorLog, c.Warnings)
+	}
+}
+
+func TestUpstreamDeclaredAfterUse(t *testing.T) {
+	c := mustParse(t, "stream { server { listen 1; proxy_pass B; } upstream b { server 10.0.0.1:1; } }")
+	if c.Stream.Servers[0].Upstream != c.Stream.Upstreams[0] {
+		t.Error("proxy_pass B does not name upstream b")
+	}
+}
+
+func TestImplicitUpstreamShared(t *testing.T) {
+	c := mustParse(t, "stream { server { listen 1; proxy_pass 10.0.0.1:2; } server { listen 3; proxy_pass 10.0.0.1:2; } }")
+	if c.Stream.Servers[0].Upstream != c.Stream.Servers[1].Upstream {
+		t.Error("same address gives two implicit upstreams; nginx shares one")
+	}
+}
+
+func TestListenHostname(t *testing.T) {
+	c := mustParse(t, "stream { server { listen localhost:7; listen *:8; proxy_pass 10.0.0.1:2; } }")
+	ls := c.Stream.Servers[0].Listen
+	if len(ls) != 2 || ls[0].Addr != netip.MustParseAddrPort("127.0.0.1:7") || ls[0].Text != "localhost:7" ||
+		ls[1].Addr != netip.MustParseAddrPort("0.0.0.0:8") {
+		t.Errorf("listens %+v", ls)
+	}
+}
+
+// ok is a stream prelude that makes a config valid, for error tests to extend.
+const okServer = "server { listen 9; proxy_pass 10.0.0.1:9; }"
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want string // the whole ErrorList text
+	}{
+		{"unknown main", "foo;", `unknown directive "foo" in a.conf:1`},
+		{"unknown stream", "stream {\n foo bar;\n}", `unknown directive "foo" in a.conf:2`},
+		{"not allowed here", "stream { worker_processes 1; }", `"worker_processes" directive is not allowed here in a.conf:1`},
+		{"stream directive in main", "proxy_timeout 1s;", `"proxy_timeout" directive is not allowed here in a.conf:1`},
+		{"server-only directive in stream", "stream { proxy_pass x:1; }", `"proxy_pass" directive is not allowed here in a.conf:1`},
+		{"not supported in stream", "stream { ssl_preread on; }", `"ssl_preread" directive is not supported yet in a.conf:1`},
+		{"not supported in server", "stream {\n server { listen 1; proxy_pass 1.1.1.1:1; allow all; }\n}", `"allow" directive is not supported yet in a.conf:2`},
+		{"not supported, wrong context", "stream { server { listen 1; proxy_pass 1.1.1.1:1; map $a $b {} } }", `"map" directive is not allowed here in a.conf:1`},
+		{"not supported in upstream", "stream { upstream u { least_time connect; server 1.1.1.1:1; } }", `"least_time" directive is not supported yet in a.conf:1`},
+		{"baton block", "baton {\n control_socket /run/baton.sock;\n metrics 127.0.0.1:9090;\n}", "\"control_socket\" directive is not supported yet in a.conf:2\n\"metrics\" directive is not supported yet in a.conf:3"},
+		{"not terminated", "stream { " + okServer + " proxy_timeout 1s {} }", `directive "proxy_timeout" is not terminated by ";" in a.conf:1`},
+		{"no opening brace", "stream;", `directive "stream" has no opening "{" in a.conf:1`},
+		{"ignored block without brace", "http;", `directive "http" has no opening "{" in a.conf:1`},
+		{"arg count", "stream {\n server {\n listen 1;\n proxy_pass;\n }\n}", "invalid number of arguments in \"proxy_pass\" directive in a.conf:4\nno handler for server in a.conf:2"},
+		{"duplicate", "stream { server { listen 1; proxy_pass 1.1.1.1:1;\nproxy_timeout 1s;\nproxy_timeout 2s; } }", `"proxy_timeout" directive is duplicate in a.conf:3`},
+		{"duplicate stream", "stream {}\nstream {}", `"stream" directive is duplicate in a.conf:2`},
+		{"invalid time", "stream { proxy_timeout 1x; }", `"proxy_timeout" directive invalid value in a.conf:1`},
+		{"invalid flag", "stream { proxy_half_close yes; }", `invalid value "yes" in "proxy_half_close" directive, it must be "on" or "off" in a.conf:1`},
+		{"invalid number", "stream { proxy_next_upstream_tries -1; }", `"proxy_next_upstream_tries" directive invalid number in a.conf:1`},
+		{"invalid port", "stream {\n server {\n listen 127.0.0.1:99999;\n proxy_pass 1.1.1.1:1; } }", `invalid port in "127.0.0.1:99999" of the "listen" directive in a.conf:3`},
+		{"bare port out of range", "stream { server { listen 0; proxy_pass 1.1.1.1:1; } }", `invalid port in "0" of the "listen" directive in a.conf:1`},
+		{"listen no port", "stream { server { listen 10.0.0.1; proxy_pass 1.1.1.1:1; } }", `no port in "10.0.0.1" of the "listen" directive in a.conf:1`},
+		{"listen bad v6", "stream { server { listen [::1:80; proxy_pass 1.1.1.1:1; } }", `invalid host in "[::1:80" of the "listen" directive in a.conf:1`},
+		{"listen host not found", "stream { server { listen nosuch.invalid:80; proxy_pass 1.1.1.1:1; } }", `host not found in "nosuch.invalid:80" of the "listen" directive in a.conf:1`},
+		{"listen udp", "stream { server { listen 53 udp; proxy_pass 1.1.1.1:53; } }", `the "udp" parameter of the "listen" directive is not supported yet in a.conf:1`},
+		{"listen proxy_protocol", "stream { server { listen 80 proxy_protocol; proxy_pass 1.1.1.1:1; } }", `the "proxy_protocol" parameter of the "listen" directive is not supported yet in a.conf:1`},
+		{"listen ssl", "stream { server { listen 80 ssl; proxy_pass 1.1.1.1:1; } }", `the "ssl" parameter of the "listen" directive is not supported yet in a.conf:1`},
+		{"listen so_keepalive tuned", "stream { server { listen 80 so_keepalive=30m::10; proxy_pass 1.1.1.1:1; } }", `the "so_keepalive=30m::10" parameter of the "listen" directive is not supported yet (only on or off) in a.conf:1`},
+		{"listen so_keepalive junk", "stream { server { listen 80 so_keepalive=yes; proxy_pass 1.1.1.1:1; } }", `invalid so_keepalive value: "yes" in a.conf:1`},
+		{"listen bad backlog", "stream { server { listen 80 backlog=0; proxy_pass 1.1.1.1:1; } }", `invalid backlog "backlog=0" in a.conf:1`},
+		{"listen bad param", "stream { server { listen 80 default_server; proxy_pass 1.1.1.1:1; } }", `the invalid "default_server" parameter in a.conf:1`},
+		{"listen unix", "stream { server { listen unix:/tmp/s; proxy_pass 1.1.1.1:1; } }", `"listen" on a unix: socket is not supported yet in a.conf:1`},
+		{"duplicate listen", "stream {\n server { listen 80; proxy_pass 1.1.1.1:1; }\n server { listen 0.0.0.0:80; proxy_pass 1.1.1.1:1; }\n}", `duplicate "0.0.0.0:80" address and port pair in a.conf:3`},
+		{"duplicate listen v6", "stream { server { listen [::1]:80; listen [::1]:80; proxy_pass 1.1.1.1:1; } }", `duplicate "[::1]:80" address and port pair in a.conf:1`},
+		{"no listen", "stream {\n server {\n proxy_pass 1.1.1.1:1;\n }\n}", `no "listen" is defined for server in a.conf:2`},
+		{"no handler", "stream {\n server {\n listen 1;\n }\n}", `no handler for server in a.conf:2`},
+		{"proxy_pass no port", "stream {\n server { listen 1;\n proxy_pass backend; }\n}", `no port in upstream "backend" in a.conf:3`},
+		{"proxy_pass bad port", "stream { server { listen 1; proxy_pass a:0; } }", `invalid port in upstream "a:0" in a.conf:1`},
+		{"proxy_pass host not found", "stream {\n server { listen 1;\n proxy_pass nosuch.invalid:80; }\n}", `host not found in upstream "nosuch.invalid" in a.conf:3`},
+		{"proxy_pass upstream with port", "stream { upstream b { server 1.1.1.1:1; } server { listen 1; proxy_pass b:80; } }", `upstream "b" may not have port 80 in a.conf:1`},
+		{"proxy_pass variable", "stream { server { listen 1; proxy_pass $up; } }", `"proxy_pass" with variables is not supported yet in a.conf:1`},
+		{"proxy_pass unix", "stream { server { listen 1; proxy_pass unix:/tmp/s; } }", `"proxy_pass" to a unix: socket is not supported yet in a.conf:1`},
+		{"proxy_pass duplicate", "stream { server { listen 1; proxy_pass 1.1.1.1:1;\nproxy_pass 1.1.1.1:2; } }", `"proxy_pass" directive is duplicate in a.conf:2`},
+		{"upstream host not found", "stream {\n upstream u {\n zone u 64k;\n\n server nosuch.invalid:80;\n }\n" + okServer + "}", `host not found in upstream "nosuch.invalid:80" in a.conf:5`},
+		{"upstream no servers", "stream {\n upstream u {\n zone u;\n }\n" + okServer + "}", `no servers are inside upstream in a.conf:4`},
+		{"upstream no port", "stream { upstream u { server 10.0.0.1; } }", `no port in upstream "10.0.0.1" in a.conf:1`},
+		{"upstream duplicate", "stream {\n upstream u { server 10.0.0.1:1; }\n upstream U { server 10.0.0.1:1; }\n}", `duplicate upstream "U" in a.conf:3`},
+		{"upstream bad weight", "stream { upstream u { server 10.0.0.1:1 weight=0; } }", `invalid parameter "weight=0" in a.conf:1`},
+		{"upstream bad max_fails", "stream { upstream u { server 10.0.0.1:1 max_fails=x; } }", `invalid parameter "max_fails=x" in a.conf:1`},
+		{"upstream bad fail_timeout", "stream { upstream u { server 10.0.0.1:1 fail_timeout=10ms; } }", `invalid parameter "fail_timeout=10ms" in a.conf:1`},
+		{"upstream unknown param", "stream { upstream u { server 10.0.0.1:1 heavy; } }", `invalid parameter "heavy" in a.conf:1`},
+		{"upstream slow_start", "stream { upstream u { server 10.0.0.1:1 slow_start=30s; } }", `the "slow_start" parameter of the "server" directive is not supported yet in a.conf:1`},
+		{"upstream resolve", "stream { upstream u { server db:1 resolve; } }", `the "resolve" parameter of the "server" directive is not supported yet in a.conf:1`},
+		{"hash bad param", "stream { upstream u { hash $x weird; server 10.0.0.1:1; } }", `invalid parameter "weird" in a.conf:1`},
+		{"random bad param", "stream { upstream u { random three; server 10.0.0.1:1; } }", `invalid parameter "three" in a.conf:1`},
+		{"ip_hash args", "stream { upstream u { ip_hash x; server 10.0.0.1:1; } }", `invalid number of arguments in "ip_hash" directive in a.conf:1`},
+		{"balance factor without consistent", "stream { upstream u {\n hash $x;\n hash_balance_factor 150;\n server 10.0.0.1:1; } }", `"hash_balance_factor" requires "hash ... consistent" in the same upstream in a.conf:3`},
+		{"balance factor too small", "stream { upstream u { hash $x consistent; hash_balance_factor 100; server 10.0.0.1:1; } }", `invalid value "100" in "hash_balance_factor" directive, it must be a number greater than 100 in a.conf:1`},
+		{"log format unknown", "stream { access_log /tmp/x nope; }", `unknown log format "nope" in a.conf:1`},
+		{"log format missing", "stream { access_log /tmp/x; }", `log format is not specified in a.conf:1`},
+		{"log format duplicate", "stream { log_format a x; log_format a y; }", `duplicate "log_format" name "a" in a.conf:1`},
+		{"access_log buffer", "stream { log_format a x; access_log /tmp/x a buffer=32k; }", `the "buffer" parameter of the "access_log" directive is not supported yet in a.conf:1`},
+		{"error_log level", "error_log /tmp/e loud;", `invalid log level "loud" in a.conf:1`},
+		{"worker_connections", "events { worker_connections many; }", `invalid number "many" in a.conf:1`},
+		{"missing include", "include nosuch.conf;", `open() "nosuch.conf" failed (2: No such file or directory) in a.conf:1`},
+		{"several semantic errors", "foo;\nstream {\n bar;\n proxy_timeout x;\n}\nbaz;", "unknown directive \"foo\" in a.conf:1\nunknown directive \"bar\" in a.conf:3\n\"proxy_timeout\" directive invalid value in a.conf:4\nunknown directive \"baz\" in a.conf:6"},
+		{"syntax error alone", "foo;\nbar \"x\"y;", `unexpected "y" in a.conf:2`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := testLoader().Parse("a.conf", []byte(tt.src))
+			if err == nil {
+				t.Fatalf("no error; config %+v", c)
+			}
+			if c != nil {
+				t.Error("config returned with an error")
+			}
+			if err.Error() != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", err, tt.want)
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Pos.File != "a.conf" || e.Pos.Line == 0 {
+				t.Errorf("errors.As *Error: %+v", e)
+			}
+		})
+	}
+}
+
+func TestErrorDirective(t *testing.T) {
+	_, err := testLoader().Parse("a.conf", []byte("stream { server { listen 1; proxy_pass 1.1.1.1:1; proxy_timeout 1s; proxy_timeout 1s; } }"))
+	var e *Error
+	if !errors.As(err, &e) || e.Directive != "proxy_timeout" || e.Msg != `"proxy_timeout" directive is duplicate` {
+		t.Errorf("got %+v", e)
+	}
+}
+
+func TestBackupAndMethods(t *testing.T) {
+	const bad = `balancing method does not support parameter "backup" in a.conf:6`
+	tests := []struct {
+		name    string
+		body    string
+		err     string
+		warns   []string
+		method  string
+		backups int
+	}{
+		{"round robin keeps backup", "server 1.1.1.1:1;\nserver 1.1.1.1:2 backup;\n\n", "", nil, "", 1},
+		{"least_conn keeps backup", "least_conn;\nserver 1.1.1.1:1;\n\nserver 1.1.1.1:2 backup;", "", nil, "least_conn", 1},
+		{"backup after hash", "hash $remote_addr;\nserver 1.1.1.1:1;\n\nserver 1.1.1.1:2 backup;", bad, nil, "", 0},
+		{"backup after ip_hash", "ip_hash;\nserver 1.1.1.1:1;\n\nserver 1.1.1.1:2 backup;", bad, nil, "", 0},
+		{"backup after random", "random two least_conn;\nserver 1.1.1.1:1;\n\nserver 1.1.1.1:2 backup;", bad, nil, "", 0},
+		{"backup after least_conn then hash", "least_conn;\nhash $x;\n\nserver 1.1.1.1:2 backup;", bad,
+			nil, "", 0},
+		{"backup before hash", "server 1.1.1.1:1;\nserver 1.1.1.1:2 backup;\nhash $remote_addr consistent;\n", "",
+			[]string{`backup server "1.1.1.1:2" will never be used: the "hash" balancing method does not use backup servers in a.conf:4`}, "hash", 1},
+		{"backup before ip_hash", "server 1.1.1.1:2 backup;\nip_hash;\n", "",
+			[]string{`backup server "1.1.1.1:2" will never be used: the "ip_hash" balancing method does not use backup servers in a.conf:3`}, "ip_hash", 1},
+		{"redefined", "least_conn;\nhash $x;\nserver 1.1.1.1:1;\n", "",
+			[]string{`load balancing method redefined in a.conf:4`}, "hash", 0},
+		{"weight after hash is fine", "hash $x;\nserver 1.1.1.1:1 weight=3 max_conns=2 max_fails=0 fail_timeout=1m down;\n", "", nil, "hash", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "stream {\nupstream u {\n" + tt.body + "\n}\n}\n"
+			c, err := testLoader().Parse("a.conf", []byte(src))
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("got %v, want %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := c.Stream.Upstreams[0]
+			if up.Method != tt.method {
+				t.Errorf("method %q, want %q", up.Method, tt.method)
+			}
+			n := 0
+			for _, s := range up.Servers {
+				if s.Backup {
+					n++
+				}
+			}
+			if n != tt.backups {
+				t.Errorf("%d backups, want %d", n, tt.backups)
+			}
+			if got := warnings(c); !reflect.DeepEqual(got, tt.warns) {
+				t.Errorf("warnings %q, want %q", got, tt.warns)
+			}
+		})
+	}
+}
+
+func TestRandomAndFactor(t *testing.T) {
+	c := mustParse(t, "stream { upstream r { random two least_conn; server 1.1.1.1:1; } upstream h { hash $remote_addr consistent; hash_balance_factor 150; server 1.1.1.1:1; } }")
+	r, h := c.Stream.Upstreams[0], c.Stream.Upstreams[1]
+	if r.Method != "random" || !r.RandomTwo || !r.RandomLeastConn {
+		t.Errorf("random %+v", r)
+	}
+	if h.BalanceFactor != 150 || !h.Consistent {
+		t.Errorf("hash %+v", h)
+	}
+}
+
+func TestEveryIgnoredMainDirectiveWarnsOnce(t *testing.T) {
+	for name, block := range ignoredMain {
+		src := name + " x;"
+		if block {
+			src = name + " { include /nonexistent; server { listen 80; } }"
+		}
+		c, err := testLoader().Parse("a.conf", []byte(src))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Msg, `"`+name+`"`) {
+			t.Errorf("%s: warnings %v", name, c.Warnings)
+		}
+	}
+}
+
+func TestEveryNotSupportedDirectiveIsNamed(t *testing.T) {
+	for name, ctx := range notSupported {
+		var src string
+		switch {
+		case ctx&ctxStream != 0:
+			src = "stream { " + name + " x; }"
+		case ctx&ctxServer != 0:
+			src = "stream { server { listen 1; proxy_pass 1.1.1.1:1; " + name + " x; } }"
+		default:
+			src = "stream { upstream u { server 1.1.1.1:1; " + name + " x; } }"
+		}
+		_, err := testLoader().Parse("a.conf", []byte(src))
+		want := `"` + name + `" directive is not supported yet in a.conf:1`
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
+
+func TestStreamErrorLogWarns(t *testing.T) {
+	c := mustParse(t, "error_log stderr info;\nerror_log /b;\nstream { error_log /x warn; }")
+	if c.ErrorLog.Path != "" || c.ErrorLog.Level != "info" || len(c.Warnings) != 2 {
+		t.Errorf("%+v %v", c.ErrorLog, c.Warnings)
+	}
+}

@@ -1,0 +1,236 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Server parameters an upstream's balancing method allows, as nginx's
+// NGX_STREAM_UPSTREAM_* flags.
+const (
+	allowWeight = 1 << iota
+	allowMaxConns
+	allowMaxFails
+	allowFailTimeout
+	allowDown
+	allowBackup
+
+	allowAll    = allowWeight | allowMaxConns | allowMaxFails | allowFailTimeout | allowDown | allowBackup
+	allowNoBkup = allowAll &^ allowBackup // what hash, ip_hash and random allow
+)
+
+// upstreamState is what one upstream block tracks while it is read.
+type upstreamState struct {
+	flags     int  // parameters later "server" lines may use
+	servers   int  // "server" lines seen, valid or not
+	methodSet bool // a balancing method directive was seen
+	factorPos Pos
+	zoneSet   bool
+}
+
+func newUpstreamServer(pos Pos, name string) *UpstreamServer {
+	return &UpstreamServer{Pos: pos, Name: name, Weight: 1, MaxFails: 1, FailTimeout: 10 * time.Second}
+}
+
+func (l *loader) upstream(d *directive) {
+	if !l.check(d, true, take(1)) {
+		return
+	}
+	st := l.st
+	name := d.args[0]
+	key := strings.ToLower(name)
+	if st.upstreams[key] != nil {
+		l.errorf(d, "duplicate upstream \"%s\"", name)
+		return
+	}
+	up := &Upstream{Pos: d.pos, Name: name}
+	st.upstreams[key] = up
+	st.s.Upstreams = append(st.s.Upstreams, up)
+	us := &upstreamState{flags: allowAll}
+	l.each(d.block, ctxUpstream, func(d *directive) { l.upstreamDirective(d, up, us) })
+	if l.fatal {
+		return
+	}
+	if us.servers == 0 {
+		// nginx reports this once the block is read: at the closing "}".
+		l.errAt(d.end, "upstream", "no servers are inside upstream")
+	}
+	switch up.Method {
+	case "hash", "ip_hash", "random":
+		// nginx checks the flags only as each "server" line is read, so a
+		// backup server written before the method directive is accepted, and
+		// then never used: these methods do not look at backup servers.
+		for _, s := range up.Servers {
+			if s.Backup {
+				l.warnf(s.Pos, "backup server \"%s\" will never be used: the \"%s\" balancing method does not use backup servers", s.Name, up.Method)
+			}
+		}
+	}
+	if up.BalanceFactor != 0 && (up.Method != "hash" || !up.Consistent) {
+		l.errAt(us.factorPos, "hash_balance_factor", "\"hash_balance_factor\" requires \"hash ... consistent\" in the same upstream")
+	}
+}
+
+func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState) {
+	switch d.name {
+	case "server":
+		l.upstreamServer(d, up, us)
+	case "zone":
+		if !l.check(d, false, take(1, 2)) {
+			return
+		}
+		if us.zoneSet {
+			l.errorf(d, "\"zone\" directive is duplicate")
+			return
+		}
+		us.zoneSet = true
+		if len(d.args) == 2 {
+			if _, err := ParseSize(d.args[1]); err != nil {
+				l.errorf(d, "invalid zone size \"%s\"", d.args[1])
+			}
+		}
+	case "hash":
+		if !l.setMethod(d, up, us, take(1, 2), allowNoBkup) {
+			return
+		}
+		up.HashKey = d.args[0]
+		if len(d.args) == 2 {
+			if d.args[1] != "consistent" {
+				l.errorf(d, "invalid parameter \"%s\"", d.args[1])
+				return
+			}
+			up.Consistent = true
+		}
+	case "ip_hash":
+		l.setMethod(d, up, us, take(0), allowNoBkup)
+	case "least_conn":
+		l.setMethod(d, up, us, take(0), allowAll)
+	case "random":
+		if !l.setMethod(d, up, us, take(0, 1, 2), allowNoBkup) {
+			return
+		}
+		if len(d.args) >= 1 {
+			if d.args[0] != "two" {
+				l.errorf(d, "invalid parameter \"%s\"", d.args[0])
+				return
+			}
+			up.RandomTwo = true
+		}
+		if len(d.args) == 2 {
+			if d.args[1] != "least_conn" {
+				l.errorf(d, "invalid parameter \"%s\"", d.args[1])
+				return
+			}
+			up.RandomLeastConn = true
+		}
+	case "hash_balance_factor":
+		if !l.check(d, false, take(1)) {
+			return
+		}
+		if up.BalanceFactor != 0 || us.factorPos.Line != 0 {
+			l.errorf(d, "\"hash_balance_factor\" directive is duplicate")
+			return
+		}
+		us.factorPos = d.pos
+		n, ok := atoiInt(d.args[0])
+		if !ok || n <= 100 {
+			l.errorf(d, "invalid value \"%s\" in \"hash_balance_factor\" directive, it must be a number greater than 100", d.args[0])
+			return
+		}
+		up.BalanceFactor = n
+	default:
+		l.refuse(d, ctxUpstream)
+	}
+}
+
+// setMethod records a balancing method directive, as nginx: a second one
+// warns "load balancing method redefined" and replaces the first, and the
+// method replaces the set of parameters later "server" lines may use.
+func (l *loader) setMethod(d *directive, up *Upstream, us *upstreamState, args argRule, flags int) bool {
+	if !l.check(d, false, args) {
+		return false
+	}
+	if us.methodSet {
+		l.warnf(d.pos, "load balancing method redefined")
+	}
+	us.methodSet = true
+	us.flags = flags
+	up.Method, up.MethodPos = d.name, d.pos
+	up.HashKey, up.Consistent, up.RandomTwo, up.RandomLeastConn = "", false, false, false
+	return true
+}
+
+func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {
+	if !l.check(d, false, atLeast(1)) {
+		return
+	}
+	us.servers++
+	s := newUpstreamServer(d.pos, d.args[0])
+	for _, p := range d.args[1:] {
+		name, val, hasVal := strings.Cut(p, "=")
+		need := 0
+		ok := true
+		switch {
+		case hasVal && name == "weight":
+			need = allowWeight
+			s.Weight, ok = atoiInt(val)
+			ok = ok && s.Weight != 0
+		case hasVal && name == "max_conns":
+			need = allowMaxConns
+			s.MaxConns, ok = atoiInt(val)
+		case hasVal && name == "max_fails":
+			need = allowMaxFails
+			s.MaxFails, ok = atoiInt(val)
+		case hasVal && name == "fail_timeout":
+			need = allowFailTimeout
+			var err error
+			s.FailTimeout, err = ParseSeconds(val)
+			ok = err == nil
+		case p == "backup":
+			need = allowBackup
+			s.Backup = true
+		case p == "down":
+			need = allowDown
+			s.Down = true
+		case p == "resolve" || p == "drain" ||
+			(hasVal && (name == "slow_start" || name == "service" || name == "route")):
+			l.errorf(d, "the \"%s\" parameter of the \"server\" directive is not supported yet", name)
+			return
+		default:
+			ok = false
+		}
+		if need != 0 && us.flags&need == 0 {
+			l.errorf(d, "balancing method does not support parameter \"%s\"", p)
+			return
+		}
+		if !ok {
+			l.errorf(d, "invalid parameter \"%s\"", p)
+			return
+		}
+	}
+	if strings.HasPrefix(s.Name, "unix:") {
+		l.errorf(d, "upstream servers on unix: sockets are not supported yet")
+		return
+	}
+	u, msg := parseURL(s.Name, false)
+	if msg != "" {
+		l.errorf(d, "%s in upstream \"%s\"", msg, s.Name)
+		return
+	}
+	if u.noPort {
+		l.errorf(d, "no port in upstream \"%s\"", s.Name)
+		return
+	}
+	addrs := []netip.Addr{u.addr}
+	if !u.addr.IsValid() {
+		if addrs = l.lookupHost(u.host); len(addrs) == 0 {
+			l.errorf(d, "host not found in upstream \"%s\"", s.Name)
+			return
+		}
+	}
+	for _, a := range addrs {
+		s.Addrs = append(s.Addrs, netip.AddrPortFrom(a, u.port))
+	}
+	up.Servers = append(up.Servers, s)
+}
