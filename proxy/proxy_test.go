@@ -156,7 +156,7 @@ func TestNextUpstreamOff(t *testing.T) {
 }
 
 // nginx's smooth weighted round robin, end to end: the backends reached in
-// order must equal what a real nginx did (testdata/rr_w511.json).
+// order must equal what a real nginx did (../lb/testdata/rr_w511.json).
 func TestRoundRobinOrderMatchesNginx(t *testing.T) {
 	var rc struct {
 		Upstream []struct {
@@ -165,7 +165,7 @@ func TestRoundRobinOrderMatchesNginx(t *testing.T) {
 		}
 		Expected []string
 	}
-	data, err := os.ReadFile("testdata/rr_w511.json")
+	data, err := os.ReadFile("../lb/testdata/rr_w511.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,12 +162,7 @@ func (s *session) pickKey() []byte {
 	if g.key != nil {
 		return g.key.appendTo(s.loop.keyBuf[:0], s)
 	}
-	if a := s.client.Addr(); a.Is4() {
-		b := a.As4()
-		return append(s.loop.keyBuf[:0], b[:]...)
-	}
-	b := s.client.Addr().As16()
-	return append(s.loop.keyBuf[:0], b[:]...)
+	return appendAddrKey(s.loop.keyBuf[:0], s.client.Addr())
 }
 
 // dial opens the upstream socket and starts connecting. It returns nil when

@@ -363,3 +363,39 @@ func checkFile(t *testing.T, path, want string) {
 		t.Fatalf("%s: %q %v, want %q", path, data, err, want)
 	}
 }
+
+// At the file limit accept backs off and logs; once descriptors are free
+// again, connections are served.
+func TestAcceptBacksOffAtFileLimit(t *testing.T) {
+	a := greeter(t, "a")
+	listen := freePort(t)
+	dir := t.TempDir()
+	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf(`
+worker_rlimit_nofile 48;
+stream { server { listen %s backlog=256; proxy_pass %s; } }
+`, listen, a))
+	p := startBaton(t, "run", "-c", conf)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 40; i++ { // more sessions than 48 descriptors allow
+		c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	p.stderr.waitFor(t, "Too many open files")
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	c, _, line := dialLine(t, listen)
+	c.Close()
+	if line != "hello from a" {
+		t.Fatalf("after the file limit: %q", line)
+	}
+}
