@@ -411,3 +411,34 @@ func TestConnectionCap(t *testing.T) {
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func TestIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "v6 "+c.RemoteAddr().(*net.TCPAddr).IP.String()+"\n")
+			c.Close()
+		}
+	}()
+	up := ln.Addr().(*net.TCPAddr).AddrPort()
+	_, addr, _ := startProxy(t, testConfig([]upstreamSpec{{addr: up}}, func(s *config.Server) {
+		s.Listen[0].Addr = netip.MustParseAddrPort("[::1]:0")
+		s.Listen[0].Text = "[::1]:0"
+	}))
+	if !strings.HasPrefix(addr, "[::1]:") {
+		t.Fatalf("listening on %s, want [::1]", addr)
+	}
+	c := dial(t, addr)
+	defer c.Close()
+	if got := readLine(t, c); got != "v6 ::1" {
+		t.Fatalf("got %q", got)
+	}
+}
