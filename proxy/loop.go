@@ -53,6 +53,7 @@ type loop struct {
 
 	mu       sync.Mutex
 	cmds     []func()
+	exited   bool // run has returned (under mu)
 	draining bool // stop accepting, exit when the last session ends
 	stopping bool // close every session and exit
 }
@@ -88,20 +89,33 @@ func (l *loop) closeFds() {
 	unix.Close(l.epfd)
 }
 
-// do asks the loop to run fn on its own goroutine.
-func (l *loop) do(fn func()) {
+// do asks the loop to run fn on its own goroutine. It returns false, and fn
+// never runs, if the loop has already ended.
+func (l *loop) do(fn func()) bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.exited {
+		return false
+	}
 	l.cmds = append(l.cmds, fn)
-	l.mu.Unlock()
 	var one [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
-	unix.Write(l.wakefd, one[:])
+	unix.Write(l.wakefd, one[:]) // under mu: the eventfd is closed only after exited is set
+	return true
+}
+
+// exit marks the loop ended; do refuses work from then on.
+func (l *loop) exit() {
+	l.mu.Lock()
+	l.exited = true
+	l.mu.Unlock()
 }
 
 func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
 
 // run is the loop's goroutine.
 func (l *loop) run() {
+	defer l.exit()
 	l.now = l.clock()
 	l.arm()
 	for {

@@ -268,11 +268,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, l := range p.loops {
 		wg.Add(1)
-		l.do(func() {
+		ok := l.do(func() {
 			l.disarm()
 			l.draining = true
 			wg.Done()
 		})
+		if !ok {
+			wg.Done() // already ended
+		}
 	}
 	wg.Wait()
 	// No loop watches the listeners now; closing them refuses new clients.

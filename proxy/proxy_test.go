@@ -442,3 +442,24 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// Shutdown and Close after the proxy has ended return at once.
+func TestShutdownAfterEnd(t *testing.T) {
+	b := startBackend(t, "echo", echo)
+	p, _, _ := startProxy(t, testConfig([]upstreamSpec{{addr: b.addr()}}, nil))
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p, 5*time.Second)
+	done := make(chan struct{})
+	go func() {
+		p.Shutdown(context.Background())
+		p.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown/Close after the end hung")
+	}
+}
