@@ -113,6 +113,9 @@ func (l *loop) exit() {
 
 func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
 
+// wall is the loop's cached time as a time.Time, for health accounting.
+func (l *loop) wall() time.Time { return l.base.Add(time.Duration(l.now)) }
+
 // run is the loop's goroutine.
 func (l *loop) run() {
 	defer l.exit()
@@ -279,7 +282,7 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 		heapIdx:     -1,
 	}
 	g := ln.srv.group
-	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i) }
+	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, l.wall()) }
 	if err := l.register(fd, 0, s); err != nil {
 		p.log.Logf(LevelAlert, "epoll_ctl(ADD) client socket failed %s", errnoText(err))
 		unix.Close(fd)
@@ -318,11 +321,22 @@ func (l *loop) register(fd int, events uint32, s *session) error {
 	return nil
 }
 
-func (l *loop) modify(fd int, events uint32) {
-	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: tagSession}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
-		l.p.log.Logf(LevelAlert, "epoll_ctl(MOD, %d) failed %s", fd, errnoText(err))
+// setInterest changes fd's epoll interest from cur to want and returns the
+// new registered state. A parked descriptor (see session.park) stays out of
+// the set while want is 0, and is added back when it is not.
+func (l *loop) setInterest(fd int, cur, want uint32) uint32 {
+	op := unix.EPOLL_CTL_MOD
+	if cur&parked != 0 {
+		if want == 0 {
+			return cur
+		}
+		op = unix.EPOLL_CTL_ADD
 	}
+	ev := unix.EpollEvent{Events: want, Fd: int32(fd), Pad: tagSession}
+	if err := unix.EpollCtl(l.epfd, op, fd, &ev); err != nil {
+		l.p.log.Logf(LevelAlert, "epoll_ctl(%d, %d) failed %s", op, fd, errnoText(err))
+	}
+	return want
 }
 
 func (l *loop) unregister(fd int) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/lb"
@@ -12,8 +13,9 @@ import (
 // built exactly as the running proxy builds it. It is what "baton hash" uses
 // to plan a change of the server list. It is not safe for concurrent use.
 type Picker struct {
-	g   *group
-	buf []byte
+	g      *group
+	buf    []byte
+	usable func(int) bool
 }
 
 // NewPicker returns a Picker for u. Only key-based methods (ip_hash, hash,
@@ -28,7 +30,7 @@ func NewPicker(u *config.Upstream) (*Picker, error) {
 	default:
 		return nil, fmt.Errorf("upstream %q balances with %s: its picks do not depend on a key", u.Name, g.method)
 	}
-	return &Picker{g: g}, nil
+	return &Picker{g: g, usable: func(i int) bool { return g.usable(i, time.Now()) }}, nil
 }
 
 // Pick returns the server (its name as written, and the address) that key
@@ -45,7 +47,7 @@ func (pk *Picker) Pick(key string) (name string, addr netip.AddrPort, err error)
 		k = appendAddrKey(pk.buf[:0], a)
 	}
 	pk.buf = k
-	i, err := pk.g.bal.Pick(k, pk.g.usable)
+	i, err := pk.g.bal.Pick(k, pk.usable)
 	if err != nil {
 		return "", netip.AddrPort{}, err
 	}

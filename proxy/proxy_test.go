@@ -141,8 +141,9 @@ func TestNextUpstreamOff(t *testing.T) {
 	_, addr, _ := startProxy(t, testConfig([]upstreamSpec{{addr: dead}, {addr: live.addr()}}, func(s *config.Server) {
 		s.ProxyNextUpstream = false
 	}))
-	// Round robin alternates, so one of two connections meets the dead
-	// server and, with next-upstream off, is closed with nothing.
+	// The first connection meets the dead server and, with next-upstream
+	// off, is closed with nothing; max_fails=1 (nginx's default) then takes
+	// the dead server out for fail_timeout, so the others reach live.
 	got := map[string]int{}
 	for i := 0; i < 4; i++ {
 		c := dial(t, addr)
@@ -150,8 +151,8 @@ func TestNextUpstreamOff(t *testing.T) {
 		got[string(b)]++
 		c.Close()
 	}
-	if got["live\n"] != 2 || got[""] != 2 {
-		t.Fatalf("got answers %v, want 2 live and 2 closed", got)
+	if got["live\n"] != 3 || got[""] != 1 {
+		t.Fatalf("got answers %v, want 3 live and 1 closed", got)
 	}
 }
 
@@ -461,5 +462,38 @@ func TestShutdownAfterEnd(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown/Close after the end hung")
+	}
+}
+
+// Passive health as nginx: with max_fails=1 a dead server is tried once and
+// then left alone for fail_timeout; with max_fails=0 round robin keeps
+// trying it. Clients notice nothing either way.
+func TestMaxFails(t *testing.T) {
+	for _, tc := range []struct {
+		maxFails  int
+		wantFails int
+	}{{1, 1}, {0, 3}} {
+		t.Run(fmt.Sprintf("max_fails=%d", tc.maxFails), func(t *testing.T) {
+			a := startBackend(t, "a", greet("a"))
+			b := startBackend(t, "b", greet("b"))
+			cfg := testConfig([]upstreamSpec{{addr: a.addr()}, {addr: deadAddr(t)}, {addr: b.addr()}}, nil)
+			for _, us := range cfg.Stream.Servers[0].Upstream.Servers {
+				us.MaxFails = tc.maxFails
+			}
+			_, addr, log := startProxy(t, cfg)
+			for i := 0; i < 9; i++ {
+				c := dial(t, addr)
+				if got := readLine(t, c); got != "a" && got != "b" {
+					t.Fatalf("connection %d: %q", i, got)
+				}
+				c.Close()
+			}
+			if n := strings.Count(log.String(), "connect() failed"); n != tc.wantFails {
+				t.Fatalf("%d failed connects to the dead server, want %d:\n%s", n, tc.wantFails, log)
+			}
+			if disabled := strings.Contains(log.String(), "upstream server temporarily disabled"); disabled != (tc.maxFails > 0) {
+				t.Fatalf("temporarily disabled logged: %v:\n%s", disabled, log)
+			}
+		})
 	}
 }

@@ -125,11 +125,13 @@ func (s *session) connectNext() {
 		}
 		i, err := g.bal.Pick(s.pickKey(), s.usableFn)
 		if err != nil {
+			g.health.ResetFails() // as nginx, so that the peers come back at once
 			l.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
 				s.id, s.client.Addr(), srv.name, g.name)
 			s.finish(502)
 			return
 		}
+		g.health.Peer(i).Picked(l.wall())
 		s.peer = i
 		s.markTried(i)
 		s.tries++
@@ -201,6 +203,7 @@ func (s *session) connectFailed(err error) {
 	if f, ok := g.bal.(lb.Failer); ok {
 		f.Failed(s.peer, p.maxFails) // smooth round robin lowers the effective weight, as nginx
 	}
+	disabled := g.health.Peer(s.peer).Failed(l.wall())
 	s.peer = -1
 	what := "connect() failed " + errnoText(err)
 	if err == unix.ETIMEDOUT {
@@ -208,6 +211,10 @@ func (s *session) connectFailed(err error) {
 	}
 	l.p.log.Logf(LevelError, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 		s.id, what, s.client.Addr(), s.srv.name, p.addr)
+	if disabled {
+		l.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+			s.id, s.client.Addr(), s.srv.name, p.addr)
+	}
 	if s.ufd >= 0 {
 		l.release(s.ufd)
 		s.ufd = -1
@@ -266,10 +273,38 @@ func (s *session) onEvent(fd int, ev uint32) {
 		s.pump(in, fd, other)
 		return
 	}
-	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && s.state != stateClosed {
+	if s.state == stateClosed {
+		return
+	}
+	if ev&unix.EPOLLERR != 0 {
 		// An error on a socket we are not reading: nothing more can be
 		// delivered through it.
+		errno, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		s.ioError("socket", unix.Errno(errno), fd)
+		return
+	}
+	if ev&unix.EPOLLHUP != 0 {
+		if !in.eof && in.pend != nil {
+			// The peer has closed, but what it sent before is still to be
+			// read once the other side takes our pending bytes. epoll
+			// reports HUP whatever the interest, so leave the set until then.
+			s.park(fd)
+			return
+		}
 		s.finish(200)
+	}
+}
+
+// parked marks a descriptor taken out of the epoll set by park.
+const parked = 1 << 31
+
+// park removes fd from the epoll set; updateInterest adds it back.
+func (s *session) park(fd int) {
+	unix.EpollCtl(s.loop.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	if fd == s.cfd {
+		s.cEvents = parked
+	} else {
+		s.uEvents = parked
 	}
 }
 
@@ -394,12 +429,10 @@ func (s *session) updateInterest() {
 		u |= unix.EPOLLOUT
 	}
 	if c != s.cEvents {
-		s.cEvents = c
-		s.loop.modify(s.cfd, c)
+		s.cEvents = s.loop.setInterest(s.cfd, s.cEvents, c)
 	}
 	if u != s.uEvents {
-		s.uEvents = u
-		s.loop.modify(s.ufd, u)
+		s.uEvents = s.loop.setInterest(s.ufd, s.uEvents, u)
 	}
 }
 
@@ -441,7 +474,13 @@ func (s *session) finish(status int) {
 		s.ufd = -1
 	}
 	if s.peer >= 0 {
-		s.srv.group.peers[s.peer].active.Add(-1)
+		g := s.srv.group
+		g.peers[s.peer].active.Add(-1)
+		if s.connectTime >= 0 {
+			// nginx reports a connected session's success when it ends
+			// (ngx_stream_proxy_finalize): a success clears max_fails.
+			g.health.Peer(s.peer).Succeeded(l.wall())
+		}
 		s.peer = -1
 	}
 	l.release(s.cfd)

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/lb"
 )
 
@@ -26,6 +28,7 @@ type group struct {
 	name   string
 	peers  []peer
 	bal    lb.Balancer
+	health *health.Group // passive health (max_fails, fail_timeout), one entry per peer
 	method lb.Method
 	key    template // "hash KEY"; nil for other methods
 }
@@ -62,15 +65,18 @@ func methodOf(u *config.Upstream) (lb.Method, error) {
 func newGroup(u *config.Upstream) (*group, error) {
 	g := &group{name: u.Name}
 	var peers []lb.Peer
+	var params []health.Params
 	for _, s := range u.Servers {
 		for _, a := range s.Addrs {
 			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
 			peers = append(peers, lb.Peer{Name: s.Name, Weight: s.Weight, Backup: s.Backup})
+			params = append(params, health.Params{Weight: s.Weight, MaxFails: s.MaxFails, FailTimeout: s.FailTimeout, Backup: s.Backup})
 		}
 	}
 	if len(peers) == 0 {
 		return nil, fmt.Errorf("no servers are inside upstream %q", u.Name)
 	}
+	g.health = health.NewGroup(params)
 	m, err := methodOf(u)
 	if err != nil {
 		return nil, err
@@ -88,9 +94,10 @@ func newGroup(u *config.Upstream) (*group, error) {
 	return g, nil
 }
 
-// usable reports whether peer i may take a new connection, apart from
-// whether this session already tried it.
-func (g *group) usable(i int) bool {
+// usable reports whether peer i may take a new connection at now, apart
+// from whether this session already tried it: not down, under max_conns,
+// and not disabled by max_fails within fail_timeout.
+func (g *group) usable(i int, now time.Time) bool {
 	p := &g.peers[i]
-	return !p.down && (p.maxConns == 0 || p.active.Load() < p.maxConns)
+	return !p.down && (p.maxConns == 0 || p.active.Load() < p.maxConns) && g.health.Peer(i).Usable(now)
 }
