@@ -62,11 +62,25 @@ func methodOf(u *config.Upstream) (lb.Method, error) {
 	return 0, fmt.Errorf("balancing method %q is not supported", u.Method)
 }
 
+// usesBackup reports whether method m ever sends a flow to a backup server;
+// nginx's hash, ip_hash and random methods do not.
+func usesBackup(m lb.Method) bool { return m == lb.RoundRobin || m == lb.LeastConn }
+
 func newGroup(u *config.Upstream) (*group, error) {
 	g := &group{name: u.Name}
+	m, err := methodOf(u)
+	if err != nil {
+		return nil, err
+	}
+	g.method = m
 	var peers []lb.Peer
 	var params []health.Params
 	for _, s := range u.Servers {
+		if s.Backup && !usesBackup(m) {
+			// Accepted when written before the method (with a warning from
+			// config); nginx then never uses it, so it is left out.
+			continue
+		}
 		for _, a := range s.Addrs {
 			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
 			peers = append(peers, lb.Peer{Name: s.Name, Weight: s.Weight, Backup: s.Backup})
@@ -77,11 +91,6 @@ func newGroup(u *config.Upstream) (*group, error) {
 		return nil, fmt.Errorf("no servers are inside upstream %q", u.Name)
 	}
 	g.health = health.NewGroup(params)
-	m, err := methodOf(u)
-	if err != nil {
-		return nil, err
-	}
-	g.method = m
 	if m == lb.Hash || m == lb.ConsistentHash {
 		if g.key, err = compileTemplate(u.HashKey); err != nil {
 			return nil, err

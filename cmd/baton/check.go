@@ -57,8 +57,13 @@ func summary(cfg *config.Config) string {
 		for _, l := range srv.Listen {
 			u := srv.Upstream
 			method := u.Method
-			if method == "" {
+			switch {
+			case method == "":
 				method = "round_robin"
+			case u.Consistent:
+				method = "hash " + u.HashKey + " consistent"
+			case method == "hash":
+				method = "hash " + u.HashKey
 			}
 			var names []string
 			for _, us := range u.Servers {
