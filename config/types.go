@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"regexp"
 	"time"
 )
 
@@ -44,6 +45,23 @@ type Config struct {
 
 	// Stream is the "stream {}" block; nil when the file has none.
 	Stream *Stream
+
+	// Baton is the "baton {}" block: baton's own settings, defaults filled in
+	// when the file has no such block.
+	Baton Baton
+}
+
+// Baton holds baton's own settings ("baton { ... }").
+type Baton struct {
+	Pos Pos
+
+	// ControlSocket is "control_socket PATH": the Unix socket that serves
+	// "baton status|reload|upgrade". Default "/run/baton/control.sock".
+	ControlSocket string
+
+	// Metrics is "metrics ADDR:PORT": where Prometheus metrics are served.
+	// Empty (the default) means off.
+	Metrics string
 }
 
 // Warning is a non-fatal finding, printed by "baton check" and at start-up.
@@ -75,6 +93,60 @@ type Stream struct {
 	// LogFormats by name. nginx's stream module predefines none and requires
 	// a format on every access_log; so does baton.
 	LogFormats map[string]*LogFormat
+
+	// Matches are the "match NAME {}" blocks for health_check, by name.
+	Matches map[string]*Match
+
+	// LimitConnZones are the "limit_conn_zone KEY zone=NAME:SIZE"
+	// directives, by zone name.
+	LimitConnZones map[string]*LimitConnZone
+}
+
+// Match is a "match NAME { send ...; expect ...; }" block (nginx Plus
+// stream syntax): what an active health check sends and expects back.
+type Match struct {
+	Pos    Pos
+	Name   string
+	Send   string         // "send"; may be empty
+	Expect string         // "expect STRING": the reply must contain it
+	Regexp *regexp.Regexp // "expect ~ REGEX": the reply must match it
+}
+
+// HealthCheck is a "health_check" directive in a stream server (nginx Plus
+// syntax): active checks of the servers of its proxy_pass upstream.
+type HealthCheck struct {
+	Pos       Pos
+	Interval  time.Duration // "interval=", default 5s
+	Fails     int           // "fails=", default 1
+	Passes    int           // "passes=", default 1
+	Port      int           // "port=", default 0: each server's own port
+	Match     *Match        // "match=NAME"; nil: a connect is enough
+	UDP       bool          // "udp"
+	Mandatory bool          // "mandatory": no traffic until the first check passes
+	Timeout   time.Duration // "health_check_timeout", default 5s
+}
+
+// LimitConnZone is a "limit_conn_zone KEY zone=NAME:SIZE" directive.
+type LimitConnZone struct {
+	Pos  Pos
+	Name string
+	Key  string // the key template, e.g. "$binary_remote_addr"
+	Size int64
+}
+
+// LimitConn is a "limit_conn ZONE N" directive.
+type LimitConn struct {
+	Pos  Pos
+	Zone *LimitConnZone
+	N    int
+}
+
+// AccessRule is one "allow" or "deny" directive, evaluated in order.
+type AccessRule struct {
+	Pos    Pos
+	Allow  bool
+	All    bool         // "all"
+	Prefix netip.Prefix // the address or CIDR when not All
 }
 
 // Upstream is an "upstream NAME {}" block, or the implicit one-server
@@ -118,6 +190,7 @@ type UpstreamServer struct {
 	MaxFails    int           // default 1; 0 disables accounting
 	FailTimeout time.Duration // default 10s
 	MaxConns    int           // default 0: no limit
+	SlowStart   time.Duration // "slow_start=", default 0: off
 	Backup      bool
 	Down        bool
 }
@@ -140,6 +213,37 @@ type Server struct {
 	ProxyNextUpstreamTimeout time.Duration // default 0: unlimited
 	ProxyHalfClose           bool          // default false
 
+	// UDP sessions: "proxy_responses N" (default -1: not limited) and
+	// "proxy_requests N" (default 0: not limited).
+	ProxyResponses int
+	ProxyRequests  int
+
+	// ProxyProtocol is "proxy_protocol on|v2|off" towards the upstream: 0
+	// off (default), 1 version 1, 2 version 2.
+	ProxyProtocol int
+
+	// ProxyProtocolTimeout bounds reading a PROXY header from a client of a
+	// "listen ... proxy_protocol" (default 30s, as nginx).
+	ProxyProtocolTimeout time.Duration
+
+	// SetRealIPFrom lists the peers whose PROXY header is trusted for
+	// $remote_addr ("set_real_ip_from"; inherited from stream).
+	SetRealIPFrom []netip.Prefix
+
+	// Access are the "allow"/"deny" rules in order (inherited from stream
+	// when the server has none).
+	Access []*AccessRule
+
+	// LimitConns are the "limit_conn" directives (inherited from stream
+	// when the server has none); LimitConnLogLevel and LimitConnDryRun are
+	// "limit_conn_log_level" (default "error") and "limit_conn_dry_run".
+	LimitConns        []*LimitConn
+	LimitConnLogLevel string
+	LimitConnDryRun   bool
+
+	// HealthCheck is the server's "health_check"; nil when none.
+	HealthCheck *HealthCheck
+
 	// AccessLogs are the "access_log" directives in effect for this server
 	// (inherited from stream when the server has none). Empty means off.
 	AccessLogs []*AccessLog
@@ -156,10 +260,11 @@ type Listen struct {
 	// Text is the address as written, for messages and names.
 	Text string
 
-	Backlog     int // default 511 (nginx's NGX_LISTEN_BACKLOG on Linux)
-	ReusePort   bool
-	SoKeepalive bool // "so_keepalive=on"
-	UDP         bool // "udp"; refused as not supported yet by the foundation
+	Backlog       int // default 511 (nginx's NGX_LISTEN_BACKLOG on Linux)
+	ReusePort     bool
+	SoKeepalive   bool // "so_keepalive=on"
+	UDP           bool // "udp"
+	ProxyProtocol bool // "proxy_protocol": every client must send a PROXY header
 }
 
 // LogFormat is a "log_format NAME ..." directive.

@@ -56,6 +56,7 @@ type session struct {
 
 	// Timers, in loop.now units: the session expires at lastActive+timeout.
 	startMono  int64
+	endMono    int64 // when the session ended (for $session_time)
 	lastActive int64
 	timeout    int64
 	heapAt     int64 // deadline of this session's heap entry
@@ -65,6 +66,7 @@ type session struct {
 	cEvents, uEvents uint32
 
 	status int
+	udp    bool // a UDP session's log record ($protocol)
 }
 
 func (s *session) String() string {
@@ -459,6 +461,7 @@ func (s *session) finish(status int) {
 	}
 	l := s.loop
 	s.status = status
+	s.endMono = l.now
 	if len(s.srv.accessLogs) > 0 {
 		s.localAddr()
 		for _, al := range s.srv.accessLogs {

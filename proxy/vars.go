@@ -36,14 +36,19 @@ var variables = map[string]variable{
 	"server_port": func(b []byte, s *session) []byte {
 		return strconv.AppendUint(b, uint64(s.localAddr().Port()), 10)
 	},
-	"protocol":                func(b []byte, s *session) []byte { return append(b, "TCP"...) },
+	"protocol": func(b []byte, s *session) []byte {
+		if s.udp {
+			return append(b, "UDP"...)
+		}
+		return append(b, "TCP"...)
+	},
 	"upstream_addr":           func(b []byte, s *session) []byte { return append(b, s.upstreamAddrs...) },
 	"bytes_sent":              func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.u2c.n, 10) },
 	"bytes_received":          func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.c2u.n, 10) },
 	"upstream_bytes_sent":     func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.c2u.n, 10) },
 	"upstream_bytes_received": func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.u2c.n, 10) },
 	"session_time": func(b []byte, s *session) []byte {
-		return appendSeconds(b, s.loop.now-s.startMono)
+		return appendSeconds(b, s.endMono-s.startMono)
 	},
 	"upstream_connect_time": func(b []byte, s *session) []byte {
 		if s.connectTime < 0 {
