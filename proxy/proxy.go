@@ -34,6 +34,7 @@ type Proxy struct {
 	servers []*server
 	// listeners is fixed once Start returns; loops index it by epoll tag.
 	listeners []*listener
+	udp       []*udpListener // "listen ... udp", served apart from the TCP loops (udp.go)
 	loops     []*loop
 	logFiles  map[string]*logFile
 
@@ -61,6 +62,12 @@ type server struct {
 	halfClose      bool
 	accessLogs     []accessLog
 	listens        []*config.Listen
+	cfg            *config.Server // the whole server block, for what only UDP reads
+
+	// UDP sessions (udp.go): proxy_responses (-1: not limited) and
+	// proxy_requests (0: not limited).
+	proxyResponses int
+	proxyRequests  int
 }
 
 // listener is one bound listening socket.
@@ -145,14 +152,12 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group)
 		nextTimeout:    int64(cs.ProxyNextUpstreamTimeout),
 		halfClose:      cs.ProxyHalfClose,
 		listens:        cs.Listen,
+		cfg:            cs,
+		proxyResponses: cs.ProxyResponses,
+		proxyRequests:  cs.ProxyRequests,
 	}
 	if len(cs.Listen) > 0 {
 		srv.name = cs.Listen[0].Text
-	}
-	for _, l := range cs.Listen {
-		if l.UDP {
-			return nil, posError(l.Pos, `the "udp" parameter of the "listen" directive is not supported yet`)
-		}
 	}
 	u := cs.Upstream
 	if u == nil {
@@ -201,6 +206,15 @@ func (p *Proxy) Start() error {
 	}
 	for _, srv := range p.servers {
 		for _, cl := range srv.listens {
+			if cl.UDP {
+				u, err := p.startUDP(srv, cl)
+				if err != nil {
+					p.closeListeners()
+					return posError(cl.Pos, err.Error())
+				}
+				p.udp = append(p.udp, u)
+				continue
+			}
 			fd, err := listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive)
 			if err != nil {
 				p.closeListeners()
@@ -224,6 +238,9 @@ func (p *Proxy) Start() error {
 	}
 	go func() {
 		p.wg.Wait()
+		for _, u := range p.udp {
+			u.wait()
+		}
 		p.closeListeners()
 		for _, l := range p.loops {
 			l.closeFds()
@@ -234,11 +251,14 @@ func (p *Proxy) Start() error {
 	return nil
 }
 
-// Addrs returns the bound listen addresses, in config order.
+// Addrs returns the bound listen addresses: TCP in config order, then UDP.
 func (p *Proxy) Addrs() []net.Addr {
 	var a []net.Addr
 	for _, ln := range p.listeners {
 		a = append(a, ln.addr)
+	}
+	for _, u := range p.udp {
+		a = append(a, u.addr())
 	}
 	return a
 }
@@ -280,6 +300,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	// No loop watches the listeners now; closing them refuses new clients.
 	p.closeListeners()
+	for _, u := range p.udp {
+		u.shutdown()
+	}
 	select {
 	case <-p.done:
 		return nil
@@ -307,6 +330,9 @@ func (p *Proxy) Close() error {
 				l.disarm()
 				l.stopping = true
 			})
+		}
+		for _, u := range p.udp {
+			u.close()
 		}
 	})
 	<-p.done
