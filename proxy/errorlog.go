@@ -100,6 +100,28 @@ func (l *Logger) Reopen() error {
 	return old.Close()
 }
 
+// reconfigure points the Logger at path and level (a reload). It keeps the
+// old file when the new one cannot be opened.
+func (l *Logger) reconfigure(path string, level Level) error {
+	var f *os.File
+	var w io.Writer = os.Stderr
+	if path != "" && path != "stderr" {
+		var err error
+		if f, err = openAppend(path); err != nil {
+			return err
+		}
+		w = f
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f, l.w, l.path, l.level = f, w, path, level
+	l.mu.Unlock()
+	if old != nil {
+		return old.Close()
+	}
+	return nil
+}
+
 // Close closes the log file, if the Logger opened one.
 func (l *Logger) Close() error {
 	if l == nil || l.f == nil {
@@ -112,7 +134,14 @@ func (l *Logger) Close() error {
 }
 
 // Enabled reports whether lines at lv are written.
-func (l *Logger) Enabled(lv Level) bool { return l != nil && lv >= l.level }
+func (l *Logger) Enabled(lv Level) bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return lv >= l.level
+}
 
 // Logf writes one line at lv.
 func (l *Logger) Logf(lv Level, format string, args ...any) {

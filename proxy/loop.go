@@ -236,10 +236,10 @@ func (l *loop) pauseAccept(d time.Duration) {
 func (l *loop) accept(ln *listener) {
 	p := l.p
 	for i := 0; i < acceptBatch; i++ {
-		if p.maxSessions > 0 && p.active.Load() >= p.maxSessions {
+		if m := p.maxSessions.Load(); m > 0 && p.active.Load() >= m {
 			if l.now-l.lastCapLog >= int64(capLogEvery) || l.lastCapLog == 0 {
 				l.lastCapLog = l.now
-				p.log.Logf(LevelWarn, "%d worker_connections are not enough, not accepting new connections until some close", p.maxSessions*2)
+				p.log.Logf(LevelWarn, "%d worker_connections are not enough, not accepting new connections until some close", m*2)
 			}
 			l.pauseAccept(capRecheck)
 			return
@@ -303,7 +303,7 @@ func (l *loop) remove(s *session) {
 	last.slot = s.slot
 	l.sessions[len(l.sessions)-1] = nil
 	l.sessions = l.sessions[:len(l.sessions)-1]
-	if l.p.active.Add(-1) < l.p.maxSessions && l.acceptResume > 0 && l.lastCapLog > 0 {
+	if l.p.active.Add(-1) < l.p.maxSessions.Load() && l.acceptResume > 0 && l.lastCapLog > 0 {
 		// A slot freed up: accept again now rather than at the next recheck.
 		l.acceptResume = l.now
 	}

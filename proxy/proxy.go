@@ -32,6 +32,7 @@ type Proxy struct {
 	log     *Logger
 	ownLog  bool
 	servers []*server
+	groups  []*group // every upstream in use, in config order
 	// listeners is fixed once Start returns; loops index it by epoll tag.
 	listeners []*listener
 	udp       []*udpListener // "listen ... udp", served apart from the TCP loops (udp.go)
@@ -42,10 +43,14 @@ type Proxy struct {
 	nextID      atomic.Uint64
 	active      atomic.Int64 // live sessions
 	total       atomic.Uint64
-	maxSessions int64 // from worker_connections; 0: no cap
+	maxSessions atomic.Int64 // from worker_connections; 0: no cap
+
+	listenersMu sync.Mutex // guards the listener fds against concurrent close
+	reloadMu    sync.Mutex // one Reload at a time, and not during Shutdown
 
 	wg        sync.WaitGroup // loop goroutines
-	started   bool
+	started      bool
+	shuttingDown bool // under reloadMu
 	closeOnce sync.Once
 	done      chan struct{}
 }
@@ -75,7 +80,23 @@ type listener struct {
 	fd   int
 	name string // as written in the config
 	addr net.Addr
+	key  string // what identifies it across reloads: "tcp/" and the bound address
 	srv  *server
+	cfg  *config.Listen
+}
+
+// bindListener binds cl's socket for srv. Errors name cl's file and line.
+func bindListener(srv *server, cl *config.Listen) (*listener, error) {
+	fd, err := listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive)
+	if err != nil {
+		return nil, posError(cl.Pos, err.Error())
+	}
+	sa, _ := unix.Getsockname(fd)
+	ap := addrPort(sa)
+	return &listener{
+		fd: fd, name: cl.Text, srv: srv, cfg: cl, key: "tcp/" + ap.String(), // the bound address: the configured one, but for port 0
+		addr: &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())},
+	}, nil
 }
 
 // New checks cfg against what the proxy can serve and prepares every server,
@@ -91,12 +112,7 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 		base:     time.Now(),
 		done:     make(chan struct{}),
 	}
-	if cfg.WorkerConnections > 0 {
-		p.maxSessions = int64(cfg.WorkerConnections / 2)
-		if p.maxSessions == 0 {
-			p.maxSessions = 1
-		}
-	}
+	p.maxSessions.Store(maxSessionsOf(cfg))
 	if p.log == nil {
 		lv, err := ParseLevel(cfg.ErrorLog.Level)
 		if err != nil {
@@ -113,13 +129,13 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 			p.closeLogs()
 		}
 	}()
-	groups := map[*config.Upstream]*group{}
-	for _, cs := range cfg.Stream.Servers {
-		srv, err := p.newServer(cs, groups)
-		if err != nil {
-			return nil, err
-		}
-		p.servers = append(p.servers, srv)
+	servers, groups, opened, err := p.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.servers, p.groups = servers, groups
+	for _, lf := range opened {
+		p.logFiles[lf.path] = lf
 	}
 	n := opts.Loops
 	if n <= 0 {
@@ -143,7 +159,50 @@ func posError(pos config.Pos, msg string) error {
 	return fmt.Errorf("%s in %s:%d", msg, pos.File, pos.Line)
 }
 
-func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group) (*server, error) {
+// maxSessionsOf is the session cap worker_connections gives (0: none).
+func maxSessionsOf(cfg *config.Config) int64 {
+	if cfg.WorkerConnections <= 0 {
+		return 0
+	}
+	return max(int64(cfg.WorkerConnections/2), 1)
+}
+
+// build prepares every server of cfg. Upstreams are taken from reuse (by
+// name) when their definition is unchanged, so that a reload keeps their
+// balancer position, health state and live counts. Access-log files are
+// taken from p.logFiles by path or opened; opened lists those newly opened.
+func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, opened []*logFile, err error) {
+	defer func() {
+		if err != nil {
+			for _, lf := range opened {
+				lf.close()
+			}
+			opened = nil
+		}
+	}()
+	reuse := map[string]*group{}
+	for _, g := range p.groups {
+		reuse[g.name+"\x00"+g.sig] = g
+	}
+	byCfg := map[*config.Upstream]*group{}
+	for _, cs := range cfg.Stream.Servers {
+		srv, err := p.newServer(cs, byCfg, reuse, &opened)
+		if err != nil {
+			return nil, nil, opened, err
+		}
+		servers = append(servers, srv)
+	}
+	seen := map[*group]bool{}
+	for _, srv := range servers {
+		if !seen[srv.group] {
+			seen[srv.group] = true
+			groups = append(groups, srv.group)
+		}
+	}
+	return servers, groups, opened, nil
+}
+
+func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group, reuse map[string]*group, opened *[]*logFile) (*server, error) {
 	srv := &server{
 		connectTimeout: int64(cs.ProxyConnectTimeout),
 		proxyTimeout:   int64(cs.ProxyTimeout),
@@ -165,13 +224,17 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group)
 	}
 	g, ok := groups[u]
 	if !ok {
-		var err error
-		if g, err = newGroup(u); err != nil {
-			pos := u.Pos
-			if u.MethodPos.Line > 0 {
-				pos = u.MethodPos
+		if old := reuse[u.Name+"\x00"+upstreamSig(u)]; old != nil {
+			g = old
+		} else {
+			var err error
+			if g, err = newGroup(u); err != nil {
+				pos := u.Pos
+				if u.MethodPos.Line > 0 {
+					pos = u.MethodPos
+				}
+				return nil, posError(pos, err.Error())
 			}
-			return nil, posError(pos, err.Error())
 		}
 		groups[u] = g
 	}
@@ -185,13 +248,18 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group)
 			return nil, posError(al.Format.Pos, err.Error())
 		}
 		lf := p.logFiles[al.Path]
+		for _, o := range *opened {
+			if o.path == al.Path {
+				lf = o
+			}
+		}
 		if lf == nil {
 			f, err := openAppend(al.Path)
 			if err != nil {
 				return nil, posError(al.Pos, fmt.Sprintf("open() %q failed (%v)", al.Path, err))
 			}
 			lf = &logFile{path: al.Path, f: f}
-			p.logFiles[al.Path] = lf
+			*opened = append(*opened, lf)
 		}
 		srv.accessLogs = append(srv.accessLogs, accessLog{file: lf, format: t})
 	}
@@ -215,17 +283,12 @@ func (p *Proxy) Start() error {
 				p.udp = append(p.udp, u)
 				continue
 			}
-			fd, err := listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive)
+			ln, err := bindListener(srv, cl)
 			if err != nil {
 				p.closeListeners()
-				return posError(cl.Pos, err.Error())
+				return err
 			}
-			sa, _ := unix.Getsockname(fd)
-			ap := addrPort(sa)
-			p.listeners = append(p.listeners, &listener{
-				fd: fd, name: cl.Text, srv: srv,
-				addr: &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())},
-			})
+			p.listeners = append(p.listeners, ln)
 		}
 	}
 	p.started = true
@@ -285,6 +348,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if !p.started {
 		return p.Close()
 	}
+	p.reloadMu.Lock()
+	p.shuttingDown = true
+	p.reloadMu.Unlock()
 	var wg sync.WaitGroup
 	for _, l := range p.loops {
 		wg.Add(1)
@@ -339,11 +405,9 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-var listenersMu sync.Mutex
-
 func (p *Proxy) closeListeners() {
-	listenersMu.Lock()
-	defer listenersMu.Unlock()
+	p.listenersMu.Lock()
+	defer p.listenersMu.Unlock()
 	for _, ln := range p.listeners {
 		if ln.fd >= 0 {
 			unix.Close(ln.fd)

@@ -31,6 +31,7 @@ type group struct {
 	health *health.Group // passive health (max_fails, fail_timeout), one entry per peer
 	method lb.Method
 	key    template // "hash KEY"; nil for other methods
+	sig    string   // upstreamSig of the config it was built from
 }
 
 // Active implements lb.State.
@@ -67,7 +68,7 @@ func methodOf(u *config.Upstream) (lb.Method, error) {
 func usesBackup(m lb.Method) bool { return m == lb.RoundRobin || m == lb.LeastConn }
 
 func newGroup(u *config.Upstream) (*group, error) {
-	g := &group{name: u.Name}
+	g := &group{name: u.Name, sig: upstreamSig(u)}
 	m, err := methodOf(u)
 	if err != nil {
 		return nil, err
@@ -109,4 +110,14 @@ func newGroup(u *config.Upstream) (*group, error) {
 func (g *group) usable(i int, now time.Time) bool {
 	p := &g.peers[i]
 	return !p.down && (p.maxConns == 0 || p.active.Load() < p.maxConns) && g.health.Peer(i).Usable(now)
+}
+
+// upstreamSig is everything about u that shapes its group: two upstreams
+// with the same name and signature can share one group across a reload.
+func upstreamSig(u *config.Upstream) string {
+	b := fmt.Appendf(nil, "%s|%s|%v|%v|%v|%d", u.Method, u.HashKey, u.Consistent, u.RandomTwo, u.RandomLeastConn, u.BalanceFactor)
+	for _, s := range u.Servers {
+		b = fmt.Appendf(b, "|%s %v w%d f%d t%s c%d s%s b%v d%v", s.Name, s.Addrs, s.Weight, s.MaxFails, s.FailTimeout, s.MaxConns, s.SlowStart, s.Backup, s.Down)
+	}
+	return string(b)
 }

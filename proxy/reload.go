@@ -1,0 +1,212 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/batonproxy/baton/config"
+	"golang.org/x/sys/unix"
+)
+
+// Changes is what a Reload changed, for "baton reload" to report.
+type Changes struct {
+	ListenersAdded, ListenersRemoved, ListenersKept    []string
+	UpstreamsAdded, UpstreamsRemoved, UpstreamsChanged []string
+	UpstreamsKept                                      []string
+}
+
+func (c Changes) String() string {
+	var b strings.Builder
+	line := func(what string, names []string) {
+		if len(names) > 0 {
+			fmt.Fprintf(&b, "%s: %s\n", what, strings.Join(names, ", "))
+		}
+	}
+	line("listeners added", c.ListenersAdded)
+	line("listeners removed", c.ListenersRemoved)
+	line("listeners kept", c.ListenersKept)
+	line("upstreams added", c.UpstreamsAdded)
+	line("upstreams changed", c.UpstreamsChanged)
+	line("upstreams removed", c.UpstreamsRemoved)
+	line("upstreams unchanged", c.UpstreamsKept)
+	if b.Len() == 0 {
+		return "nothing changed\n"
+	}
+	return b.String()
+}
+
+// ErrReloadUDP is returned by Reload for a change of UDP listeners, which
+// reload does not handle yet.
+var ErrReloadUDP = errors.New("proxy: reload cannot change UDP listeners yet; restart to change them")
+
+// Reload switches the running proxy to cfg in place, as nginx's SIGHUP:
+//   - cfg is checked and prepared first; on any error nothing changes and the
+//     running configuration stays;
+//   - a listen address in both configs keeps its socket, so no connection
+//     is refused; new addresses are bound, removed ones closed;
+//   - live sessions are not touched: they keep the server and upstream they
+//     started with, so connections to servers that cfg removed drain;
+//   - an upstream whose definition is unchanged keeps its balancer state,
+//     health state and live counts.
+func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
+	var ch Changes
+	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
+		return ch, errors.New("proxy: no stream servers are configured")
+	}
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	if !p.started || p.shuttingDown {
+		return ch, errors.New("proxy: not running")
+	}
+	servers, groups, opened, err := p.build(cfg)
+	if err != nil {
+		return ch, err
+	}
+	fail := func(err error, bound []*listener) (Changes, error) {
+		for _, ln := range bound {
+			unix.Close(ln.fd)
+		}
+		for _, lf := range opened {
+			lf.close()
+		}
+		return Changes{}, err
+	}
+
+	// Listeners: keep the socket of every address that stays.
+	old := map[string]*listener{}
+	for _, ln := range p.listeners {
+		old[ln.key] = ln
+	}
+	oldUDP := map[string]bool{}
+	for _, u := range p.udp {
+		oldUDP[u.addr().String()] = true
+	}
+	var next, bound []*listener
+	keep := map[*listener]*server{}
+	for _, srv := range servers {
+		for _, cl := range srv.listens {
+			if cl.UDP {
+				if !oldUDP[cl.Addr.String()] {
+					return fail(fmt.Errorf("%w (new udp listen %s in %s:%d)", ErrReloadUDP, cl.Text, cl.Pos.File, cl.Pos.Line), bound)
+				}
+				continue
+			}
+			key := "tcp/" + cl.Addr.String()
+			if ln := old[key]; ln != nil {
+				keep[ln] = srv
+				next = append(next, ln)
+				continue
+			}
+			ln, err := bindListener(srv, cl)
+			if err != nil {
+				return fail(err, bound)
+			}
+			bound = append(bound, ln)
+			next = append(next, ln)
+		}
+	}
+	if len(p.udp) > 0 {
+		return fail(ErrReloadUDP, bound)
+	}
+
+	// Swap with every loop parked: no loop reads p.listeners or a
+	// listener's srv until it re-arms. The kernel keeps queueing
+	// connections on the kept sockets meanwhile.
+	p.eachLoop(func(l *loop) { l.disarm() })
+	p.listenersMu.Lock()
+	var removed []*listener
+	for _, ln := range p.listeners {
+		if srv, ok := keep[ln]; ok {
+			applyListenOptions(ln, srv)
+			ln.srv = srv
+			ch.ListenersKept = append(ch.ListenersKept, ln.name)
+		} else {
+			removed = append(removed, ln)
+			ch.ListenersRemoved = append(ch.ListenersRemoved, ln.name)
+		}
+	}
+	for _, ln := range bound {
+		ch.ListenersAdded = append(ch.ListenersAdded, ln.name)
+	}
+	p.listeners = next
+	for _, ln := range removed {
+		unix.Close(ln.fd)
+		ln.fd = -1
+	}
+	p.listenersMu.Unlock()
+
+	ch.UpstreamsAdded, ch.UpstreamsChanged, ch.UpstreamsRemoved, ch.UpstreamsKept = diffGroups(p.groups, groups)
+	p.servers, p.groups = servers, groups
+	for _, lf := range opened {
+		p.logFiles[lf.path] = lf
+	}
+	p.maxSessions.Store(maxSessionsOf(cfg))
+	if p.ownLog {
+		if lv, err := ParseLevel(cfg.ErrorLog.Level); err == nil {
+			if err := p.log.reconfigure(cfg.ErrorLog.Path, lv); err != nil {
+				p.log.Logf(LevelAlert, "reload: error_log %q: %v; logging stays where it was", cfg.ErrorLog.Path, err)
+			}
+		}
+	}
+	p.eachLoop(func(l *loop) { l.arm() })
+	return ch, nil
+}
+
+// eachLoop runs fn on every live loop's goroutine and waits for all.
+func (p *Proxy) eachLoop(fn func(l *loop)) {
+	var wg sync.WaitGroup
+	for _, l := range p.loops {
+		wg.Add(1)
+		if !l.do(func() { fn(l); wg.Done() }) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+}
+
+// applyListenOptions re-applies what can change on a bound listening socket:
+// the backlog (listen(2) again) and SO_KEEPALIVE. reuseport cannot change on
+// a bound socket; a change is logged.
+func applyListenOptions(ln *listener, srv *server) {
+	for _, cl := range srv.listens {
+		if "tcp/"+cl.Addr.String() != ln.key {
+			continue
+		}
+		unix.Listen(ln.fd, cl.Backlog)
+		v := 0
+		if cl.SoKeepalive {
+			v = 1
+		}
+		unix.SetsockoptInt(ln.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, v)
+		ln.cfg = cl
+		ln.name = cl.Text
+	}
+}
+
+// diffGroups compares the upstreams before and after a reload by name.
+func diffGroups(before, after []*group) (added, changed, removed, kept []string) {
+	was := map[string]*group{}
+	for _, g := range before {
+		was[g.name] = g
+	}
+	now := map[string]bool{}
+	for _, g := range after {
+		now[g.name] = true
+		switch o := was[g.name]; {
+		case o == nil:
+			added = append(added, g.name)
+		case o == g:
+			kept = append(kept, g.name)
+		default:
+			changed = append(changed, g.name)
+		}
+	}
+	for _, g := range before {
+		if !now[g.name] {
+			removed = append(removed, g.name)
+		}
+	}
+	return added, changed, removed, kept
+}
