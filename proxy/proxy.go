@@ -48,11 +48,11 @@ type Proxy struct {
 	listenersMu sync.Mutex // guards the listener fds against concurrent close
 	reloadMu    sync.Mutex // one Reload at a time, and not during Shutdown
 
-	wg        sync.WaitGroup // loop goroutines
+	wg           sync.WaitGroup // loop goroutines
 	started      bool
 	shuttingDown bool // under reloadMu
-	closeOnce sync.Once
-	done      chan struct{}
+	closeOnce    sync.Once
+	done         chan struct{}
 }
 
 // server is a stream server block, ready to serve.
