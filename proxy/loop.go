@@ -273,6 +273,7 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 		id:          p.nextID.Add(1),
 		loop:        l,
 		srv:         ln.srv,
+		ln:          ln,
 		cfd:         fd,
 		ufd:         -1,
 		client:      client,
@@ -292,6 +293,8 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	l.sessions = append(l.sessions, s)
 	p.active.Add(1)
 	p.total.Add(1)
+	ln.accepted.Add(1)
+	ln.active.Add(1)
 	s.connectNext()
 }
 

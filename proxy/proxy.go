@@ -38,6 +38,8 @@ type Proxy struct {
 	udp       []*udpListener // "listen ... udp", served apart from the TCP loops (udp.go)
 	loops     []*loop
 	logFiles  map[string]*logFile
+	metrics   *metrics
+	cfg       *config.Config // as given to New; Start reads baton{} settings from it
 
 	base        time.Time
 	nextID      atomic.Uint64
@@ -83,6 +85,9 @@ type listener struct {
 	key  string // what identifies it across reloads: "tcp/" and the bound address
 	srv  *server
 	cfg  *config.Listen
+
+	accepted atomic.Uint64
+	active   atomic.Int64
 }
 
 // bindListener binds cl's socket for srv. Errors name cl's file and line.
@@ -111,7 +116,10 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 		logFiles: map[string]*logFile{},
 		base:     time.Now(),
 		done:     make(chan struct{}),
+		metrics:  newMetrics(),
+		cfg:      cfg,
 	}
+	p.metrics.reg.MustRegister(collector{p}, p.metrics.pick)
 	p.maxSessions.Store(maxSessionsOf(cfg))
 	if p.log == nil {
 		lv, err := ParseLevel(cfg.ErrorLog.Level)
@@ -291,6 +299,15 @@ func (p *Proxy) Start() error {
 			p.listeners = append(p.listeners, ln)
 		}
 	}
+	if addr := p.cfg.Baton.Metrics; addr != "" {
+		if err := p.serveMetrics(addr); err != nil {
+			p.closeListeners()
+			for _, u := range p.udp {
+				u.close()
+			}
+			return posError(p.cfg.Baton.Pos, err.Error())
+		}
+	}
 	p.started = true
 	for _, l := range p.loops {
 		p.wg.Add(1)
@@ -304,6 +321,7 @@ func (p *Proxy) Start() error {
 		for _, u := range p.udp {
 			u.wait()
 		}
+		p.stopMetrics()
 		p.closeListeners()
 		for _, l := range p.loops {
 			l.closeFds()

@@ -34,6 +34,7 @@ type session struct {
 	id     uint64
 	loop   *loop
 	srv    *server
+	ln     *listener // nil for sessions not accepted by a TCP listener
 	cfd    int
 	ufd    int // -1 until a connect attempt
 	state  sessState
@@ -125,7 +126,9 @@ func (s *session) connectNext() {
 			s.finish(502) // every peer was tried; nginx's tries counter is 0
 			return
 		}
+		t0 := l.clock()
 		i, err := g.bal.Pick(s.pickKey(), s.usableFn)
+		l.p.metrics.pick.Observe(float64(l.clock()-t0) / 1e9)
 		if err != nil {
 			g.health.ResetFails() // as nginx, so that the peers come back at once
 			l.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
@@ -202,6 +205,7 @@ func (s *session) connectFailed(err error) {
 	g := s.srv.group
 	p := &g.peers[s.peer]
 	p.active.Add(-1)
+	p.fails.Add(1)
 	if f, ok := g.bal.(lb.Failer); ok {
 		f.Failed(s.peer, p.maxFails) // smooth round robin lowers the effective weight, as nginx
 	}
@@ -240,6 +244,7 @@ func (s *session) onConnectEvent() {
 
 func (s *session) connected() {
 	l := s.loop
+	s.srv.group.peers[s.peer].total.Add(1)
 	s.state = stateProxying
 	s.connectTime = l.now - s.attemptStart
 	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout
@@ -478,7 +483,10 @@ func (s *session) finish(status int) {
 	}
 	if s.peer >= 0 {
 		g := s.srv.group
-		g.peers[s.peer].active.Add(-1)
+		pr := &g.peers[s.peer]
+		pr.active.Add(-1)
+		pr.sent.Add(uint64(s.c2u.n))
+		pr.received.Add(uint64(s.u2c.n))
 		if s.connectTime >= 0 {
 			// nginx reports a connected session's success when it ends
 			// (ngx_stream_proxy_finalize): a success clears max_fails.
@@ -488,6 +496,9 @@ func (s *session) finish(status int) {
 	}
 	l.release(s.cfd)
 	s.cfd = -1
+	if s.ln != nil {
+		s.ln.active.Add(-1)
+	}
 	for _, f := range []*flow{&s.c2u, &s.u2c} {
 		if f.base != nil {
 			putPend(f.base)

@@ -17,9 +17,16 @@ type peer struct {
 	name     string // as written in the config; hashed by the hash methods
 	addr     netip.AddrPort
 	down     bool
+	backup   bool
 	maxFails int
 	maxConns int32
 	active   atomic.Int32 // live connections, counted from the pick, as nginx's peer->conns
+
+	// Counters for status and metrics.
+	total    atomic.Uint64 // connections established
+	fails    atomic.Uint64 // failed or timed-out connects
+	sent     atomic.Uint64 // bytes sent to the peer, added when a session ends
+	received atomic.Uint64 // bytes received from the peer, added when a session ends
 }
 
 // group is one upstream block with its balancer: the per-upstream state the
@@ -83,7 +90,7 @@ func newGroup(u *config.Upstream) (*group, error) {
 			continue
 		}
 		for _, a := range s.Addrs {
-			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
+			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, backup: s.Backup, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
 			peers = append(peers, lb.Peer{Name: s.Name, Weight: s.Weight, Backup: s.Backup})
 			params = append(params, health.Params{Weight: s.Weight, MaxFails: s.MaxFails, FailTimeout: s.FailTimeout, Backup: s.Backup})
 		}

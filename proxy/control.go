@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The control socket serves "baton status" and "baton reload" (and, later,
+// "baton upgrade"): one JSON request line, one JSON reply, then close.
+//
+//	-> {"cmd":"status"}
+//	<- {"ok":true,"status":{...}}
+//	-> {"cmd":"reload"}
+//	<- {"ok":true,"report":"listeners kept: ..."}   or   {"ok":false,"error":"..."}
+//
+// Only the owner of the process (or root) may talk to it: the socket is
+// created 0600 in a 0700 directory, and every peer's uid is checked with
+// SO_PEERCRED. Requests are read without an ancillary-data buffer, so file
+// descriptors a client attaches are discarded by the kernel (HANDOFF.md P12).
+
+// ControlRequest is one request on the control socket.
+type ControlRequest struct {
+	Cmd string `json:"cmd"` // "status" or "reload"
+}
+
+// ControlReply is the answer to a ControlRequest.
+type ControlReply struct {
+	OK     bool    `json:"ok"`
+	Error  string  `json:"error,omitempty"`
+	Report string  `json:"report,omitempty"`
+	Status *Status `json:"status,omitempty"`
+}
+
+// ControlOptions are what the control socket can do beyond status.
+type ControlOptions struct {
+	// Reload re-reads the configuration and applies it, returning a report
+	// of what changed. If nil, reload is refused.
+	Reload func() (string, error)
+}
+
+// Control is a running control socket.
+type Control struct {
+	ln   *net.UnixListener
+	path string
+	p    *Proxy
+	opts ControlOptions
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+const maxControlRequest = 64 << 10
+
+// ServeControl creates the control socket at path and serves it until Close.
+// A stale socket file (nothing answers on it) is replaced; a live one is an
+// error: another baton owns it.
+func (p *Proxy) ServeControl(path string, opts ControlOptions) (*Control, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s is in use by another baton", path)
+		}
+		os.Remove(path) // stale: its process is gone
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	c := &Control{ln: ln, path: path, p: p, opts: opts}
+	c.wg.Add(1)
+	go c.serve()
+	return c, nil
+}
+
+// Path is where the socket is.
+func (c *Control) Path() string { return c.path }
+
+// Close stops serving, removes the socket file and waits for requests in
+// flight. It is idempotent.
+func (c *Control) Close() error {
+	c.once.Do(func() { c.ln.Close() })
+	c.wg.Wait()
+	return nil
+}
+
+func (c *Control) serve() {
+	defer c.wg.Done()
+	for {
+		conn, err := c.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			c.p.log.Logf(LevelAlert, "control socket accept: %v", err)
+			time.Sleep(100 * time.Millisecond) // back off: accept errors here are resource limits
+			continue
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer conn.Close()
+			c.handle(conn)
+		}()
+	}
+}
+
+// peerAllowed reports whether the peer runs as root or as our own user.
+func peerAllowed(conn *net.UnixConn) (uint32, bool) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cerr != nil || cred == nil {
+		return 0, false
+	}
+	return cred.Uid, cred.Uid == 0 || int(cred.Uid) == os.Geteuid()
+}
+
+func (c *Control) handle(conn *net.UnixConn) {
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	reply := func(r ControlReply) { json.NewEncoder(conn).Encode(r) }
+	if uid, ok := peerAllowed(conn); !ok {
+		c.p.log.Logf(LevelWarn, "control socket: refused a client with uid %d", uid)
+		reply(ControlReply{Error: "permission denied"})
+		return
+	}
+	line, err := bufio.NewReader(io.LimitReader(conn, maxControlRequest)).ReadBytes('\n')
+	if err != nil && len(line) == 0 {
+		return
+	}
+	var req ControlRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		reply(ControlReply{Error: "bad request: " + err.Error()})
+		return
+	}
+	switch req.Cmd {
+	case "status":
+		st := c.p.Status()
+		reply(ControlReply{OK: true, Status: &st})
+	case "reload":
+		if c.opts.Reload == nil {
+			reply(ControlReply{Error: "reload is not available: baton runs without a config file"})
+			return
+		}
+		report, err := c.opts.Reload()
+		if err != nil {
+			reply(ControlReply{Error: err.Error()})
+			return
+		}
+		reply(ControlReply{OK: true, Report: report})
+	default:
+		reply(ControlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
+	}
+}
+
+// CallControl sends req to the control socket at path and returns the reply.
+// It is the client side, used by "baton status" and "baton reload".
+func CallControl(path string, req ControlRequest, timeout time.Duration) (*ControlReply, error) {
+	conn, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("no baton answers on %s: %w", path, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return nil, err
+	}
+	var r ControlReply
+	if err := json.NewDecoder(conn).Decode(&r); err != nil {
+		return nil, fmt.Errorf("reading the reply from %s: %w", path, err)
+	}
+	return &r, nil
+}

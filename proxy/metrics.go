@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics exports the proxy's counters to Prometheus. Counters live where
+// the data path keeps them anyway (atomics on listeners and peers); the
+// collector reads them at scrape time, so the data path pays nothing extra
+// but the pick-latency histogram.
+type metrics struct {
+	reg  *prometheus.Registry
+	pick prometheus.Histogram
+	srv  *http.Server
+	ln   net.Listener
+}
+
+var (
+	descActive      = prometheus.NewDesc("baton_connections_active", "Live client connections, by listener.", []string{"listener"}, nil)
+	descTotal       = prometheus.NewDesc("baton_connections_total", "Client connections accepted, by listener.", []string{"listener"}, nil)
+	descUpActive    = prometheus.NewDesc("baton_upstream_connections_active", "Live connections to an upstream server.", []string{"upstream", "server"}, nil)
+	descUpTotal     = prometheus.NewDesc("baton_upstream_connections_total", "Connections established to an upstream server.", []string{"upstream", "server"}, nil)
+	descUpFails     = prometheus.NewDesc("baton_upstream_connect_failures_total", "Failed or timed-out connects to an upstream server.", []string{"upstream", "server"}, nil)
+	descUpSent      = prometheus.NewDesc("baton_upstream_bytes_sent_total", "Bytes sent to an upstream server (counted when a session ends).", []string{"upstream", "server"}, nil)
+	descUpReceived  = prometheus.NewDesc("baton_upstream_bytes_received_total", "Bytes received from an upstream server (counted when a session ends).", []string{"upstream", "server"}, nil)
+	descUpHealthy   = prometheus.NewDesc("baton_upstream_server_up", "1 if the upstream server may take new connections now (not down, failing out or at max_conns), else 0.", []string{"upstream", "server"}, nil)
+	descBackupInUse = prometheus.NewDesc("baton_upstream_backup_in_use", "1 if no primary server of the upstream is usable and a backup is.", []string{"upstream"}, nil)
+)
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		pick: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "baton_pick_duration_seconds",
+			Help:    "Time the balancer took to pick an upstream server.",
+			Buckets: []float64{1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 1e-4, 1e-3},
+		}),
+	}
+	return m
+}
+
+// collector adapts Proxy to prometheus.Collector.
+type collector struct{ p *Proxy }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descActive, descTotal, descUpActive, descUpTotal, descUpFails, descUpSent, descUpReceived, descUpHealthy, descBackupInUse} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.p.Status()
+	for _, l := range st.Listeners {
+		name := l.Protocol + "/" + l.Addr
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(l.Active), name)
+		ch <- prometheus.MustNewConstMetric(descTotal, prometheus.CounterValue, float64(l.Total), name)
+	}
+	for _, u := range st.Upstreams {
+		ch <- prometheus.MustNewConstMetric(descBackupInUse, prometheus.GaugeValue, b2f(u.BackupInUse), u.Name)
+		seen := map[string]bool{}
+		for _, s := range u.Servers {
+			server := s.Addr
+			if s.Name != s.Addr {
+				server = s.Name + "/" + s.Addr
+			}
+			if seen[server] { // the same server listed twice: label it apart
+				server += "#" + strconv.Itoa(len(seen))
+			}
+			seen[server] = true
+			ch <- prometheus.MustNewConstMetric(descUpActive, prometheus.GaugeValue, float64(s.Active), u.Name, server)
+			ch <- prometheus.MustNewConstMetric(descUpTotal, prometheus.CounterValue, float64(s.Total), u.Name, server)
+			ch <- prometheus.MustNewConstMetric(descUpFails, prometheus.CounterValue, float64(s.ConnectFails), u.Name, server)
+			ch <- prometheus.MustNewConstMetric(descUpSent, prometheus.CounterValue, float64(s.BytesSent), u.Name, server)
+			ch <- prometheus.MustNewConstMetric(descUpReceived, prometheus.CounterValue, float64(s.BytesReceived), u.Name, server)
+			ch <- prometheus.MustNewConstMetric(descUpHealthy, prometheus.GaugeValue, b2f(s.Up), u.Name, server)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Handler returns the Prometheus metrics handler.
+func (p *Proxy) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// serveMetrics binds addr ("baton { metrics ADDR; }") and serves /metrics.
+func (p *Proxy) serveMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", p.MetricsHandler())
+	m := p.metrics
+	m.ln = ln
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Logf(LevelAlert, "metrics server on %s: %v", addr, err)
+		}
+	}()
+	return nil
+}
+
+// MetricsAddr is where metrics are served, or nil.
+func (p *Proxy) MetricsAddr() net.Addr {
+	if p.metrics.ln == nil {
+		return nil
+	}
+	return p.metrics.ln.Addr()
+}
+
+func (p *Proxy) stopMetrics() {
+	if p.metrics.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		p.metrics.srv.Shutdown(ctx)
+	}
+}

@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"os"
+	"time"
+
+	"github.com/batonproxy/baton/lb"
+)
+
+// Status is what the proxy believes about everything it serves: what
+// "baton status" shows and the metrics export.
+type Status struct {
+	PID       int              `json:"pid"`
+	Started   time.Time        `json:"started"`
+	Active    int64            `json:"active"` // live sessions
+	Total     uint64           `json:"total"`  // sessions since start
+	Listeners []ListenerStatus `json:"listeners"`
+	Upstreams []UpstreamStatus `json:"upstreams"`
+}
+
+// ListenerStatus is one listening address.
+type ListenerStatus struct {
+	Addr     string `json:"addr"`
+	Protocol string `json:"protocol"`
+	Upstream string `json:"upstream"`
+	Active   int64  `json:"active"`
+	Total    uint64 `json:"total"`
+}
+
+// UpstreamStatus is one upstream and its servers.
+type UpstreamStatus struct {
+	Name        string         `json:"name"`
+	Method      string         `json:"method"`
+	BackupInUse bool           `json:"backup_in_use"` // no primary is usable and a backup is
+	Servers     []ServerStatus `json:"servers"`
+}
+
+// ServerStatus is one upstream server (one address of it).
+type ServerStatus struct {
+	Name          string `json:"name"` // as written in the config
+	Addr          string `json:"addr"`
+	State         string `json:"state"` // "up", "down (config)", "failing since ...", "down by check since ...", ...
+	Up            bool   `json:"up"`    // may take new connections now
+	Backup        bool   `json:"backup,omitempty"`
+	Down          bool   `json:"down,omitempty"`
+	Active        int    `json:"active"`
+	Total         uint64 `json:"total"`
+	ConnectFails  uint64 `json:"connect_fails"`
+	BytesSent     uint64 `json:"bytes_sent"`
+	BytesReceived uint64 `json:"bytes_received"`
+}
+
+// Status returns a snapshot of the proxy's state.
+func (p *Proxy) Status() Status {
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	now := time.Now()
+	st := Status{PID: os.Getpid(), Started: p.base, Active: p.active.Load(), Total: p.total.Load()}
+	for _, ln := range p.listeners {
+		st.Listeners = append(st.Listeners, ListenerStatus{
+			Addr: ln.addr.String(), Protocol: "tcp", Upstream: ln.srv.group.name,
+			Active: ln.active.Load(), Total: ln.accepted.Load(),
+		})
+	}
+	for _, u := range p.udp {
+		if r, ok := any(u).(interface{ status() ListenerStatus }); ok {
+			st.Listeners = append(st.Listeners, r.status())
+		} else {
+			st.Listeners = append(st.Listeners, ListenerStatus{Addr: u.addr().String(), Protocol: "udp"})
+		}
+	}
+	for _, g := range p.groups {
+		st.Upstreams = append(st.Upstreams, g.status(now))
+	}
+	return st
+}
+
+func (g *group) status(now time.Time) UpstreamStatus {
+	us := UpstreamStatus{Name: g.name, Method: g.method.String()}
+	primaryUp, backupUp := false, false
+	for i := range g.peers {
+		p := &g.peers[i]
+		hs := g.health.Peer(i).State(now)
+		ss := ServerStatus{
+			Name: p.name, Addr: p.addr.String(), Down: p.down, Backup: p.backup,
+			Active: int(p.active.Load()), Total: p.total.Load(), ConnectFails: p.fails.Load(),
+			BytesSent: p.sent.Load(), BytesReceived: p.received.Load(),
+			Up: g.usable(i, now), State: hs.String(),
+		}
+		switch {
+		case p.down:
+			ss.State = "down (config)"
+		case p.maxConns > 0 && p.active.Load() >= p.maxConns:
+			ss.State += ", at max_conns"
+		}
+		if ss.Up && ss.Backup {
+			backupUp = true
+		} else if ss.Up {
+			primaryUp = true
+		}
+		us.Servers = append(us.Servers, ss)
+	}
+	us.BackupInUse = backupUp && !primaryUp && (g.method == lb.RoundRobin || g.method == lb.LeastConn)
+	return us
+}
