@@ -68,7 +68,7 @@ what to type. Stop it with Ctrl-C.`,
 The config it runs:
 %s
 `, lns[0].Addr(), lns[1].Addr(), lns[2].Addr(), listen, hostOf(listen), portOf(listen), text)
-			return run(cfg)
+			return run(cfg, runOptions{})
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7000", "address the demo proxy listens on")

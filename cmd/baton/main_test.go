@@ -89,6 +89,15 @@ type proc struct {
 // startBaton runs baton with args and waits for its "ready on" line.
 func startBaton(t *testing.T, args ...string) *proc {
 	t.Helper()
+	// Keep every test's control socket in its own directory, never /run/baton.
+	hasSocket, hasFile := false, false
+	for _, a := range args {
+		hasSocket = hasSocket || a == "--control-socket"
+		hasFile = hasFile || a == "-c"
+	}
+	if hasFile && !hasSocket {
+		args = append(args, "--control-socket", filepath.Join(t.TempDir(), "control.sock"))
+	}
 	cmd := batonCmd(args...)
 	pr, pw := io.Pipe()
 	buf := &syncBuf{}

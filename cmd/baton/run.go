@@ -77,7 +77,7 @@ func quote(s string) string {
 }
 
 func newRunCmd() *cobra.Command {
-	var file string
+	var file, controlSocket string
 	var q quickFlags
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -103,16 +103,23 @@ TERM and INT stop at once, USR1 reopens the log files.`,
 			if err != nil {
 				return err
 			}
-			return run(cfg)
+			return run(cfg, runOptions{file: file, controlSocket: controlSocket})
 		},
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "", "config file (nginx syntax)")
+	cmd.Flags().StringVar(&controlSocket, "control-socket", "", "control socket path (default: the config's baton { control_socket }, "+defaultControlSocket+"; none in quick mode)")
 	q.register(cmd)
 	return cmd
 }
 
+// runOptions are what run needs beyond the config.
+type runOptions struct {
+	file          string // the config file, for reloads; "" in quick and demo mode
+	controlSocket string // --control-socket
+}
+
 // run serves cfg until a signal ends it.
-func run(cfg *config.Config) error {
+func run(cfg *config.Config, opts runOptions) error {
 	if cfg.WorkerRlimitNofile > 0 {
 		if err := setNofile(cfg.WorkerRlimitNofile); err != nil {
 			fmt.Fprintf(os.Stderr, "baton: [warn] worker_rlimit_nofile %d: %v\n", cfg.WorkerRlimitNofile, err)
@@ -140,6 +147,23 @@ func run(cfg *config.Config) error {
 		}
 		defer os.Remove(cfg.Pid)
 	}
+	var reload func() (string, error)
+	if opts.file != "" {
+		reload = reloader(p, opts.file)
+	}
+	ctlPath := opts.controlSocket
+	if ctlPath == "" && opts.file != "" {
+		ctlPath = cfg.Baton.ControlSocket
+	}
+	if ctlPath != "" {
+		ctl, err := p.ServeControl(ctlPath, proxy.ControlOptions{Reload: reload})
+		if err != nil {
+			// Traffic matters more: serve it, and say what is missing.
+			log.Logf(proxy.LevelWarn, "%v; baton status, reload and upgrade will not reach this process (SIGHUP still reloads)", err)
+		} else {
+			defer ctl.Close()
+		}
+	}
 	var addrs []string
 	for _, a := range p.Addrs() {
 		addrs = append(addrs, a.String())
@@ -161,7 +185,16 @@ func run(cfg *config.Config) error {
 					log.Logf(proxy.LevelNotice, "reopened log files")
 				}
 			case syscall.SIGHUP:
-				log.Logf(proxy.LevelWarn, "SIGHUP: reloading the configuration in place is not supported yet; nothing changed")
+				if reload == nil {
+					log.Logf(proxy.LevelWarn, "SIGHUP: nothing to reload: baton runs without a config file")
+					break
+				}
+				report, err := reload()
+				if err != nil {
+					log.Logf(proxy.LevelEmerg, "reload refused, the running configuration stays: %v", err)
+					break
+				}
+				log.Logf(proxy.LevelNotice, "reloaded %s: %s", opts.file, strings.ReplaceAll(strings.TrimSpace(report), "\n", "; "))
 			case syscall.SIGQUIT:
 				log.Logf(proxy.LevelNotice, "gracefully shutting down (%d live connections)", p.Stats().Active)
 				ctx, cancel := context.Background(), context.CancelFunc(func() {})

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/proxy"
+	"github.com/spf13/cobra"
+)
+
+// defaultControlSocket is where baton listens when the config says nothing.
+const defaultControlSocket = "/run/baton/control.sock"
+
+// socketFlags find the control socket of a running baton.
+type socketFlags struct {
+	file, socket string
+}
+
+func (f *socketFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&f.file, "config", "c", "", "the running baton's config file (its baton { control_socket } is used)")
+	cmd.Flags().StringVar(&f.socket, "control-socket", "", "the control socket path (default "+defaultControlSocket+")")
+}
+
+// path is --control-socket, else the config's control_socket, else the default.
+func (f *socketFlags) path() (string, error) {
+	if f.socket != "" {
+		return f.socket, nil
+	}
+	if f.file != "" {
+		cfg, err := config.Load(f.file)
+		if err != nil {
+			return "", err
+		}
+		if cfg.Baton.ControlSocket != "" {
+			return cfg.Baton.ControlSocket, nil
+		}
+	}
+	return defaultControlSocket, nil
+}
+
+func call(f *socketFlags, cmd string) (*proxy.ControlReply, error) {
+	path, err := f.path()
+	if err != nil {
+		return nil, err
+	}
+	r, err := proxy.CallControl(path, proxy.ControlRequest{Cmd: cmd}, 60*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if !r.OK {
+		return r, errors.New(r.Error)
+	}
+	return r, nil
+}
+
+func newStatusCmd() *cobra.Command {
+	var f socketFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [-c FILE | --control-socket PATH] [--json]",
+		Short: "Show what a running baton believes: listeners, upstreams, each server's state, live connections",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := call(&f, "status")
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(r.Status)
+			}
+			printStatus(cmd.OutOrStdout(), r.Status)
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(out io.Writer, st *proxy.Status) {
+	fmt.Fprintf(out, "baton pid %d, up %s, %d live connections, %d since start\n",
+		st.PID, time.Since(st.Started).Round(time.Second), st.Active, st.Total)
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "\nLISTENER\tTO\tLIVE\tTOTAL")
+	for _, l := range st.Listeners {
+		fmt.Fprintf(w, "%s %s\t%s\t%d\t%d\n", l.Protocol, l.Addr, l.Upstream, l.Active, l.Total)
+	}
+	for _, u := range st.Upstreams {
+		backup := ""
+		if u.BackupInUse {
+			backup = ", backup in use"
+		}
+		fmt.Fprintf(w, "\nUPSTREAM %s (%s%s)\tSTATE\tLIVE\tTOTAL\tCONNECT FAILS\tSENT\tRECEIVED\n", u.Name, u.Method, backup)
+		for _, s := range u.Servers {
+			name := s.Name
+			if s.Name != s.Addr {
+				name += " (" + s.Addr + ")"
+			}
+			if s.Backup {
+				name += " backup"
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\n", name, s.State, s.Active, s.Total, s.ConnectFails, s.BytesSent, s.BytesReceived)
+		}
+	}
+	w.Flush()
+}
+
+func newReloadCmd() *cobra.Command {
+	var f socketFlags
+	cmd := &cobra.Command{
+		Use:   "reload [-c FILE | --control-socket PATH]",
+		Short: "Make a running baton re-read its config in place (as SIGHUP); a bad config is refused and the old one stays",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := call(&f, "reload")
+			if err != nil {
+				return fmt.Errorf("reload refused, the running configuration stays:\n%w", err)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), r.Report)
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+// reloader re-reads file and applies it to p; it reports what changed.
+func reloader(p *proxy.Proxy, file string) func() (string, error) {
+	return func() (string, error) {
+		cfg, err := config.Load(file)
+		if err != nil {
+			return "", err
+		}
+		ch, err := p.Reload(cfg)
+		if err != nil {
+			return "", err
+		}
+		var b strings.Builder
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(&b, "warning: %s in %s:%d\n", w.Msg, w.Pos.File, w.Pos.Line)
+		}
+		b.WriteString(ch.String())
+		return b.String(), nil
+	}
+}
