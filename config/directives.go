@@ -12,6 +12,7 @@ const (
 	ctxServer   // stream { server {} }
 	ctxUpstream // stream { upstream NAME {} }
 	ctxBaton    // baton {}
+	ctxMatch    // stream { match NAME {} }
 )
 
 // ignoredMain lists nginx's main-context directives that baton accepts with
@@ -54,17 +55,13 @@ const (
 // refused by name as not supported yet; elsewhere it is "not allowed here".
 var notSupported = map[string]scope{
 	// ngx_stream_core_module
-	"preread_buffer_size": sv, "preread_timeout": sv, "proxy_protocol_timeout": sv,
+	"preread_buffer_size": sv, "preread_timeout": sv,
 	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream,
 	"tcp_nodelay": sv, "server_name": ctxServer,
 	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
-	// ngx_stream_access_module, realip, return, set, pass
-	"allow": sv, "deny": sv, "set_real_ip_from": sv,
+	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
 	"return": ctxServer, "set": ctxServer, "pass": ctxServer,
-	// ngx_stream_limit_conn_module
-	"limit_conn": sv, "limit_conn_zone": ctxStream, "limit_conn_log_level": sv,
-	"limit_conn_dry_run": sv,
 	// ngx_stream_log_module
 	"open_log_file_cache": sv,
 	// ngx_stream_map/geo/geoip/split_clients modules
@@ -73,8 +70,7 @@ var notSupported = map[string]scope{
 	"geoip_org": ctxStream, "split_clients": ctxStream,
 	// ngx_stream_proxy_module
 	"proxy_bind": sv, "proxy_buffer_size": sv, "proxy_download_rate": sv,
-	"proxy_upload_rate": sv, "proxy_protocol": sv, "proxy_requests": sv,
-	"proxy_responses": sv, "proxy_session_drop": sv, "proxy_socket_keepalive": sv,
+	"proxy_upload_rate": sv, "proxy_session_drop": sv, "proxy_socket_keepalive": sv,
 	"proxy_ssl": sv, "proxy_ssl_certificate": sv, "proxy_ssl_certificate_cache": sv,
 	"proxy_ssl_certificate_key": sv, "proxy_ssl_ciphers": sv,
 	"proxy_ssl_conf_command": sv, "proxy_ssl_crl": sv, "proxy_ssl_key_log": sv,
@@ -108,7 +104,6 @@ var notSupported = map[string]scope{
 	"js_shared_dict_zone": ctxStream, "js_var": sv,
 	// commercial modules: upstream extras, health checks, keyval, zone_sync, mqtt, status
 	"state": ctxUpstream, "least_time": ctxUpstream, "sticky": ctxUpstream,
-	"health_check": ctxServer, "health_check_timeout": sv, "match": ctxStream,
 	"keyval": ctxStream, "keyval_zone": ctxStream,
 	"zone_sync": ctxServer, "zone_sync_buffers": sv, "zone_sync_connect_retry_interval": sv,
 	"zone_sync_connect_timeout": sv, "zone_sync_interval": sv,
@@ -124,9 +119,11 @@ var notSupported = map[string]scope{
 }
 
 // implemented lists the directives baton reads, with their contexts; with
-// the two tables above it makes up every name that is not "unknown".
+// the two tables above it makes up every name that is not "unknown". The
+// directives of baton's own blocks (control_socket, metrics in baton {};
+// send, expect in match {}) are not here: elsewhere they are unknown.
 var implemented = map[string]scope{
-	"include": ctxMain | ctxEvents | svu | ctxBaton,
+	"include": ctxMain | ctxEvents | svu | ctxBaton | ctxMatch,
 	"pid":     ctxMain, "error_log": ctxMain | sv, "user": ctxMain,
 	"worker_rlimit_nofile": ctxMain, "worker_shutdown_timeout": ctxMain,
 	"events": ctxMain, "stream": ctxMain, "baton": ctxMain,
@@ -136,8 +133,13 @@ var implemented = map[string]scope{
 	"listen": ctxServer, "proxy_pass": ctxServer,
 	"proxy_connect_timeout": sv, "proxy_timeout": sv, "proxy_next_upstream": sv,
 	"proxy_next_upstream_tries": sv, "proxy_next_upstream_timeout": sv,
-	"proxy_half_close": sv,
-	"zone":             ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
+	"proxy_half_close": sv, "proxy_responses": sv, "proxy_requests": sv,
+	"proxy_protocol": sv, "proxy_protocol_timeout": sv,
+	"set_real_ip_from": sv, "allow": sv, "deny": sv,
+	"limit_conn_zone": ctxStream, "limit_conn": sv, "limit_conn_log_level": sv,
+	"limit_conn_dry_run": sv,
+	"health_check":       ctxServer, "health_check_timeout": sv, "match": ctxStream,
+	"zone": ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
 }
 

@@ -13,6 +13,10 @@ func FuzzParse(f *testing.F) {
 	f.Add("a \"b\\\"c\" 'd' ${e}f{ g; } # h\n")
 	f.Add("include *.conf; http { include x; } baton { metrics x; }")
 	f.Add("stream { server { listen [::1]:80 so_keepalive=1m:: backlog=9; proxy_pass db.internal:5; } }")
+	f.Add("baton { metrics [::1]:9; control_socket /s; } stream { limit_conn_zone $binary_remote_addr zone=z:1m; " +
+		"set_real_ip_from 10.0.0.1/8; allow ::/0; deny all; limit_conn z 1; match m { send \"\\x00\"; expect ~* \"^a\"; } " +
+		"upstream u { zone u 64k; server 1.1.1.1:1 slow_start=1s; } server { listen 53 udp; listen 54 proxy_protocol; " +
+		"proxy_pass u; proxy_protocol v2; proxy_responses 1; health_check match=m udp; limit_conn_dry_run on; } }")
 	f.Fuzz(func(t *testing.T, src string) {
 		c, err := testLoader().Parse("f.conf", []byte(src))
 		if err == nil {

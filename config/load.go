@@ -69,7 +69,7 @@ func (ld *Loader) newLoader(name string) *loader {
 	return &loader{
 		ld:     ld,
 		prefix: filepath.Dir(name),
-		cfg:    &Config{},
+		cfg:    &Config{Baton: Baton{ControlSocket: DefaultControlSocket}},
 		seen:   map[string]bool{},
 	}
 }
@@ -157,7 +157,9 @@ func (l *loader) mainDirective(d *directive) {
 			return
 		}
 		l.batonSet = true
-		l.each(d.block, ctxBaton, func(d *directive) { l.refuse(d, ctxBaton) })
+		l.cfg.Baton.Pos = d.pos
+		bs := &batonState{}
+		l.each(d.block, ctxBaton, func(d *directive) { l.batonDirective(d, bs) })
 	case "pid":
 		if !l.check(d, false, take(1)) {
 			return

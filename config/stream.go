@@ -17,6 +17,8 @@ type streamState struct {
 	upstreams map[string]*Upstream // by lower-cased name: nginx matches names case-insensitively
 	implicit  map[string]*Upstream // "proxy_pass ADDR" upstreams, shared by address as nginx
 	listens   map[string]bool      // "tcp/ADDR:PORT" already bound
+	shm       map[string]*shmZone  // shared memory zone names, as ngx_shared_memory_add
+	limits    []pendingLimit       // limit_conn directives, linked to zones at the end
 }
 
 type serverState struct {
@@ -26,17 +28,34 @@ type serverState struct {
 	hasListen bool
 	hasPass   bool
 	pass      *url // the parsed proxy_pass, nil when it failed
+	hc        *HealthCheck
+	hcMatch   string // health_check match=NAME, linked at the end
 }
 
-// proxyConf holds the proxy_* directives of one level (stream or server).
+// proxyConf holds the settings of one level (stream or server) that a
+// server inherits from stream when it sets none: the proxy_* directives and
+// the other modules' stream/server directives.
 type proxyConf struct {
-	set            map[string]bool
+	set            map[string]bool // scalar directives seen, for "is duplicate" and merging
 	connectTimeout time.Duration
 	timeout        time.Duration
 	nextUpstream   bool
 	tries          int
 	nextTimeout    time.Duration
 	halfClose      bool
+	responses      int
+	requests       int
+	protocol       int
+	ppTimeout      time.Duration // proxy_protocol_timeout
+	hcTimeout      time.Duration // health_check_timeout
+	limitLogLevel  string
+	limitDryRun    bool
+
+	// Array directives: as nginx's merge, a server inherits the stream's
+	// only when it has none of its own.
+	realIP []netip.Prefix
+	access []*AccessRule
+	limits []*LimitConn
 }
 
 // logConf holds the access_log directives of one level.
@@ -47,10 +66,12 @@ type logConf struct {
 
 func (l *loader) stream(d *directive) {
 	st := &streamState{
-		s:         &Stream{Pos: d.pos, LogFormats: map[string]*LogFormat{}},
+		s: &Stream{Pos: d.pos, LogFormats: map[string]*LogFormat{},
+			Matches: map[string]*Match{}, LimitConnZones: map[string]*LimitConnZone{}},
 		upstreams: map[string]*Upstream{},
 		implicit:  map[string]*Upstream{},
 		listens:   map[string]bool{},
+		shm:       map[string]*shmZone{},
 	}
 	l.st = st
 	l.cfg.Stream = st.s
@@ -79,8 +100,12 @@ func (l *loader) streamDirective(d *directive) {
 		l.accessLog(d, &st.logs)
 	case "error_log":
 		l.innerErrorLog(d)
+	case "limit_conn_zone":
+		l.limitConnZone(d)
+	case "match":
+		l.match(d)
 	default:
-		if !l.proxySetting(d, &st.proxy) {
+		if !l.levelSetting(d, &st.proxy) {
 			l.refuse(d, ctxStream)
 		}
 	}
@@ -96,11 +121,29 @@ func (l *loader) serverDirective(d *directive, ss *serverState) {
 		l.accessLog(d, &ss.logs)
 	case "error_log":
 		l.innerErrorLog(d)
+	case "health_check":
+		l.healthCheck(d, ss)
 	default:
-		if !l.proxySetting(d, &ss.proxy) {
+		if !l.levelSetting(d, &ss.proxy) {
 			l.refuse(d, ctxServer)
 		}
 	}
+}
+
+// levelSetting handles the directives valid in both stream and server, and
+// reports whether d was one of them.
+func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
+	switch d.name {
+	case "allow", "deny":
+		l.accessRule(d, pc)
+	case "set_real_ip_from":
+		l.realIPFrom(d, pc)
+	case "limit_conn":
+		l.limitConn(d, pc)
+	default:
+		return l.proxySetting(d, pc)
+	}
+	return true
 }
 
 func (l *loader) innerErrorLog(d *directive) {
@@ -109,12 +152,15 @@ func (l *loader) innerErrorLog(d *directive) {
 	}
 }
 
-// proxySetting handles the proxy_* directives valid in stream and server,
-// and reports whether d was one of them.
+// proxySetting handles the one-argument directives valid in stream and
+// server (proxy_*, health_check_timeout, limit_conn_log_level and
+// limit_conn_dry_run), and reports whether d was one of them.
 func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	switch d.name {
 	case "proxy_connect_timeout", "proxy_timeout", "proxy_next_upstream_timeout",
-		"proxy_next_upstream", "proxy_half_close", "proxy_next_upstream_tries":
+		"proxy_next_upstream", "proxy_half_close", "proxy_next_upstream_tries",
+		"proxy_responses", "proxy_requests", "proxy_protocol", "proxy_protocol_timeout",
+		"health_check_timeout", "limit_conn_log_level", "limit_conn_dry_run":
 	default:
 		return false
 	}
@@ -131,7 +177,8 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	pc.set[d.name] = true
 	v := d.args[0]
 	switch d.name {
-	case "proxy_connect_timeout", "proxy_timeout", "proxy_next_upstream_timeout":
+	case "proxy_connect_timeout", "proxy_timeout", "proxy_next_upstream_timeout",
+		"proxy_protocol_timeout", "health_check_timeout":
 		t, err := ParseDuration(v)
 		if err != nil {
 			l.errorf(d, "\"%s\" directive invalid value", d.name)
@@ -142,10 +189,46 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 			pc.connectTimeout = t
 		case "proxy_timeout":
 			pc.timeout = t
+		case "proxy_protocol_timeout":
+			pc.ppTimeout = t
+		case "health_check_timeout":
+			pc.hcTimeout = t
 		default:
 			pc.nextTimeout = t
 		}
-	case "proxy_next_upstream", "proxy_half_close":
+	case "proxy_protocol":
+		// "v2" is baton's extension: nginx's proxy_protocol is a flag and
+		// sends version 1 only.
+		switch strings.ToLower(v) {
+		case "on":
+			pc.protocol = 1
+		case "v2":
+			pc.protocol = 2
+		case "off":
+			pc.protocol = 0
+		default:
+			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\", \"off\" or \"v2\"", v, d.name)
+		}
+	case "limit_conn_log_level":
+		// ngx_conf_set_enum_slot: case-insensitive.
+		switch lv := strings.ToLower(v); lv {
+		case "info", "notice", "warn", "error":
+			pc.limitLogLevel = lv
+		default:
+			l.errorf(d, "invalid value \"%s\"", v)
+		}
+	case "proxy_responses", "proxy_requests":
+		n, ok := atoiInt(v)
+		if !ok {
+			l.errorf(d, "\"%s\" directive invalid number", d.name)
+			return true
+		}
+		if d.name == "proxy_responses" {
+			pc.responses = n
+		} else {
+			pc.requests = n
+		}
+	case "proxy_next_upstream", "proxy_half_close", "limit_conn_dry_run":
 		var on bool
 		switch strings.ToLower(v) {
 		case "on":
@@ -155,10 +238,13 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", v, d.name)
 			return true
 		}
-		if d.name == "proxy_next_upstream" {
+		switch d.name {
+		case "proxy_next_upstream":
 			pc.nextUpstream = on
-		} else {
+		case "proxy_half_close":
 			pc.halfClose = on
+		default:
+			pc.limitDryRun = on
 		}
 	case "proxy_next_upstream_tries":
 		n, ok := atoiInt(v)
@@ -193,12 +279,15 @@ func (l *loader) listen(d *directive, ss *serverState) {
 		return
 	}
 	proto := Listen{Pos: d.pos, Text: text, Backlog: 511}
+	nerrs := len(l.errs)
+	var backlogSet, keepaliveSet bool
 	for _, p := range d.args[1:] {
 		name, val, hasVal := strings.Cut(p, "=")
 		switch {
 		case p == "udp":
 			proto.UDP = true
-			l.errorf(d, "the \"udp\" parameter of the \"listen\" directive is not supported yet")
+		case p == "proxy_protocol":
+			proto.ProxyProtocol = true
 		case p == "reuseport":
 			proto.ReusePort = true
 		case name == "backlog" && hasVal:
@@ -208,7 +297,9 @@ func (l *loader) listen(d *directive, ss *serverState) {
 				return
 			}
 			proto.Backlog = n
+			backlogSet = true
 		case name == "so_keepalive" && hasVal:
+			keepaliveSet = true
 			switch val {
 			case "on":
 				proto.SoKeepalive = true
@@ -221,13 +312,29 @@ func (l *loader) listen(d *directive, ss *serverState) {
 				}
 				l.errorf(d, "the \"so_keepalive=%s\" parameter of the \"listen\" directive is not supported yet (only on or off)", val)
 			}
-		case p == "bind" || p == "ssl" || p == "proxy_protocol" || p == "deferred" ||
+		case p == "bind" || p == "ssl" || p == "deferred" ||
 			(hasVal && (name == "fastopen" || name == "setfib" || name == "rcvbuf" ||
 				name == "sndbuf" || name == "accept_filter" || name == "ipv6only")):
 			l.errorf(d, "the \"%s\" parameter of the \"listen\" directive is not supported yet", name)
 		default:
 			l.errorf(d, "the invalid \"%s\" parameter", p)
 			return
+		}
+	}
+	if len(l.errs) > nerrs {
+		return
+	}
+	if proto.UDP {
+		// As ngx_stream_core_listen, in its order; the message is nginx's
+		// "\"listen\" directive " followed by the handler's returned text.
+		for _, c := range []struct {
+			set  bool
+			name string
+		}{{backlogSet, "backlog"}, {keepaliveSet, "so_keepalive"}, {proto.ProxyProtocol, "proxy_protocol"}} {
+			if c.set {
+				l.errorf(d, "\"listen\" directive \"%s\" parameter is incompatible with \"udp\"", c.name)
+				return
+			}
 		}
 	}
 	addrs := []netip.Addr{u.addr}
@@ -416,12 +523,67 @@ func (l *loader) finishStream() {
 		if pc := merge("proxy_half_close"); pc != nil {
 			srv.ProxyHalfClose = pc.halfClose
 		}
+		srv.ProxyResponses = -1 // nginx: NGX_MAX_INT_T_VALUE, not limited
+		if pc := merge("proxy_responses"); pc != nil {
+			srv.ProxyResponses = pc.responses
+		}
+		if pc := merge("proxy_requests"); pc != nil {
+			srv.ProxyRequests = pc.requests
+		}
+		if pc := merge("proxy_protocol"); pc != nil {
+			srv.ProxyProtocol = pc.protocol
+		}
+		srv.ProxyProtocolTimeout = 30 * time.Second
+		if pc := merge("proxy_protocol_timeout"); pc != nil {
+			srv.ProxyProtocolTimeout = pc.ppTimeout
+		}
+		srv.LimitConnLogLevel = "error"
+		if pc := merge("limit_conn_log_level"); pc != nil {
+			srv.LimitConnLogLevel = pc.limitLogLevel
+		}
+		if pc := merge("limit_conn_dry_run"); pc != nil {
+			srv.LimitConnDryRun = pc.limitDryRun
+		}
+		srv.SetRealIPFrom = inherit(ss.proxy.realIP, st.proxy.realIP)
+		srv.Access = inherit(ss.proxy.access, st.proxy.access)
+		srv.LimitConns = inherit(ss.proxy.limits, st.proxy.limits)
+		if hc := ss.hc; hc != nil {
+			hc.Timeout = 5 * time.Second
+			if pc := merge("health_check_timeout"); pc != nil {
+				hc.Timeout = pc.hcTimeout
+			}
+			if ss.hcMatch != "" {
+				if hc.Match = st.s.Matches[ss.hcMatch]; hc.Match == nil {
+					l.errAt(hc.Pos, "health_check", "unknown match \"%s\"", ss.hcMatch)
+				}
+			}
+			srv.HealthCheck = hc
+		}
 		logs := ss.logs
 		if !logs.set {
 			logs = st.logs
 		}
 		srv.AccessLogs = append([]*AccessLog(nil), logs.logs...)
+		if len(srv.SetRealIPFrom) == 0 {
+			var last *Listen
+			for _, ln := range srv.Listen {
+				if ln.ProxyProtocol && (last == nil || last.Pos != ln.Pos || last.Text != ln.Text) {
+					l.warnf(ln.Pos, "the PROXY header of clients of %s is not trusted for $remote_addr: no \"set_real_ip_from\"", ln.Text)
+					last = ln
+				}
+			}
+		}
 	}
+	l.linkLimitConns()
+}
+
+// inherit is nginx's merge of an array directive: the server's own list, or
+// the stream's when the server has none. The result is a fresh slice.
+func inherit[T any](own, parent []T) []T {
+	if len(own) == 0 {
+		own = parent
+	}
+	return append([]T(nil), own...)
 }
 
 // passUpstream finds or makes the upstream "proxy_pass" names, as nginx's

@@ -15,9 +15,10 @@ const (
 	allowFailTimeout
 	allowDown
 	allowBackup
+	allowSlowStart // nginx Plus: "cannot be used along with the hash, ip_hash and random methods"
 
-	allowAll    = allowWeight | allowMaxConns | allowMaxFails | allowFailTimeout | allowDown | allowBackup
-	allowNoBkup = allowAll &^ allowBackup // what hash, ip_hash and random allow
+	allowAll    = allowWeight | allowMaxConns | allowMaxFails | allowFailTimeout | allowDown | allowBackup | allowSlowStart
+	allowNoBkup = allowAll &^ (allowBackup | allowSlowStart) // what hash, ip_hash and random allow
 )
 
 // upstreamState is what one upstream block tracks while it is read.
@@ -65,6 +66,12 @@ func (l *loader) upstream(d *directive) {
 			if s.Backup {
 				l.warnf(s.Pos, "backup server \"%s\" will never be used: the \"%s\" balancing method does not use backup servers", s.Name, up.Method)
 			}
+			// Likewise a slow_start written before the method: accepted and
+			// ignored. SlowStart is cleared so the balancer need not know.
+			if s.SlowStart != 0 {
+				l.warnf(s.Pos, "the \"slow_start\" parameter of server \"%s\" is ignored: the \"%s\" balancing method does not support it", s.Name, up.Method)
+				s.SlowStart = 0
+			}
 		}
 	}
 	if up.BalanceFactor != 0 && (up.Method != "hash" || !up.Consistent) {
@@ -85,11 +92,16 @@ func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState
 			return
 		}
 		us.zoneSet = true
+		var size int64
 		if len(d.args) == 2 {
-			if _, err := ParseSize(d.args[1]); err != nil {
+			var err error
+			if size, err = ParseSize(d.args[1]); err != nil {
 				l.errorf(d, "invalid zone size \"%s\"", d.args[1])
+				return
 			}
 		}
+		// The name space is shared with limit_conn_zone, as nginx's.
+		l.shmAdd(d, d.args[0], size, "upstream")
 	case "hash":
 		if !l.setMethod(d, up, us, take(1, 2), allowNoBkup) {
 			return
@@ -193,8 +205,13 @@ func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {
 		case p == "down":
 			need = allowDown
 			s.Down = true
+		case hasVal && name == "slow_start":
+			need = allowSlowStart
+			var err error
+			s.SlowStart, err = ParseSeconds(val)
+			ok = err == nil
 		case p == "resolve" || p == "drain" ||
-			(hasVal && (name == "slow_start" || name == "service" || name == "route")):
+			(hasVal && (name == "service" || name == "route")):
 			l.errorf(d, "the \"%s\" parameter of the \"server\" directive is not supported yet", name)
 			return
 		default:

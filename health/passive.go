@@ -231,6 +231,26 @@ func (p *Peer) Weight(now time.Time) int {
 	return int(max(w, 1))
 }
 
+// Ramp returns how far through slow start the peer is at now, in (0, 1]:
+// 1 when it is not ramping. The proxy admits a ramping peer for a new flow
+// with this probability, so its share of new flows grows linearly over
+// slow_start whatever its weight (Weight cannot ramp a weight-1 peer).
+func (p *Peer) Ramp(now time.Time) float64 {
+	from := p.rampFrom.Load()
+	if from == 0 {
+		return 1
+	}
+	elapsed := now.UnixNano() - from
+	if elapsed >= int64(p.slowStart) {
+		p.rampFrom.CompareAndSwap(from, 0)
+		return 1
+	}
+	if elapsed <= 0 {
+		return 1 / float64(p.slowStart/time.Millisecond+1)
+	}
+	return float64(elapsed) / float64(p.slowStart)
+}
+
 // startRamp begins slow start at now, if the peer has one. Callers hold mu.
 func (p *Peer) startRamp(now time.Time) {
 	if p.slowStart > 0 {

@@ -270,3 +270,25 @@ func BenchmarkUsable(b *testing.B) {
 		})
 	})
 }
+
+func TestRampFraction(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	g := NewGroup([]Params{{Weight: 1, MaxFails: 1, FailTimeout: 10 * time.Second, SlowStart: 10 * time.Second}, {Weight: 1}})
+	p := g.Peer(0)
+	if r := p.Ramp(t0); r != 1 {
+		t.Fatalf("not ramping: %v", r)
+	}
+	p.Picked(t0)
+	p.Failed(t0)
+	t1 := t0.Add(11 * time.Second)
+	p.Picked(t1)
+	p.Succeeded(t1) // recovers: the ramp begins
+	for _, tc := range []struct {
+		after time.Duration
+		want  float64
+	}{{2500 * time.Millisecond, 0.25}, {5 * time.Second, 0.5}, {10 * time.Second, 1}, {20 * time.Second, 1}} {
+		if r := p.Ramp(t1.Add(tc.after)); r < tc.want-0.01 || r > tc.want+0.01 {
+			t.Errorf("Ramp after %s = %v, want %v", tc.after, r, tc.want)
+		}
+	}
+}

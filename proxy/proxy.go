@@ -145,6 +145,10 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 	for _, lf := range opened {
 		p.logFiles[lf.path] = lf
 	}
+	if err := p.attachMonitors(servers); err != nil {
+		p.closeLogs()
+		return nil, err
+	}
 	n := opts.Loops
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
@@ -309,6 +313,7 @@ func (p *Proxy) Start() error {
 		}
 	}
 	p.started = true
+	p.startMonitors(p.groups)
 	for _, l := range p.loops {
 		p.wg.Add(1)
 		go func() {
@@ -322,6 +327,9 @@ func (p *Proxy) Start() error {
 			u.wait()
 		}
 		p.stopMetrics()
+		p.reloadMu.Lock()
+		stopMonitors(p.groups)
+		p.reloadMu.Unlock()
 		p.closeListeners()
 		for _, l := range p.loops {
 			l.closeFds()

@@ -64,7 +64,15 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	if err != nil {
 		return ch, err
 	}
+	if err := p.attachMonitors(servers); err != nil {
+		for _, lf := range opened {
+			lf.close()
+		}
+		stopMonitors(newOnly(groups, p.groups))
+		return ch, err
+	}
 	fail := func(err error, bound []*listener) (Changes, error) {
+		stopMonitors(newOnly(groups, p.groups))
 		for _, ln := range bound {
 			unix.Close(ln.fd)
 		}
@@ -138,6 +146,8 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	p.listenersMu.Unlock()
 
 	ch.UpstreamsAdded, ch.UpstreamsChanged, ch.UpstreamsRemoved, ch.UpstreamsKept = diffGroups(p.groups, groups)
+	stopMonitors(newOnly(p.groups, groups)) // checks of upstreams no longer in use
+	p.startMonitors(newOnly(groups, p.groups))
 	p.servers, p.groups = servers, groups
 	for _, lf := range opened {
 		p.logFiles[lf.path] = lf
@@ -209,4 +219,19 @@ func diffGroups(before, after []*group) (added, changed, removed, kept []string)
 		}
 	}
 	return added, changed, removed, kept
+}
+
+// newOnly returns the groups of a that are not in b.
+func newOnly(a, b []*group) []*group {
+	in := map[*group]bool{}
+	for _, g := range b {
+		in[g] = true
+	}
+	var out []*group
+	for _, g := range a {
+		if !in[g] {
+			out = append(out, g)
+		}
+	}
+	return out
 }

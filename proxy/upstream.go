@@ -32,13 +32,14 @@ type peer struct {
 // group is one upstream block with its balancer: the per-upstream state the
 // balancer and the sessions share.
 type group struct {
-	name   string
-	peers  []peer
-	bal    lb.Balancer
-	health *health.Group // passive health (max_fails, fail_timeout), one entry per peer
-	method lb.Method
-	key    template // "hash KEY"; nil for other methods
-	sig    string   // upstreamSig of the config it was built from
+	name    string
+	peers   []peer
+	bal     lb.Balancer
+	health  *health.Group   // passive health (max_fails, fail_timeout), one entry per peer
+	monitor *health.Monitor // active checks ("health_check"); nil when none
+	method  lb.Method
+	key     template // "hash KEY"; nil for other methods
+	sig     string   // upstreamSig of the config it was built from
 }
 
 // Active implements lb.State.
@@ -92,7 +93,7 @@ func newGroup(u *config.Upstream) (*group, error) {
 		for _, a := range s.Addrs {
 			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, backup: s.Backup, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
 			peers = append(peers, lb.Peer{Name: s.Name, Weight: s.Weight, Backup: s.Backup})
-			params = append(params, health.Params{Weight: s.Weight, MaxFails: s.MaxFails, FailTimeout: s.FailTimeout, Backup: s.Backup})
+			params = append(params, health.Params{Weight: s.Weight, MaxFails: s.MaxFails, FailTimeout: s.FailTimeout, SlowStart: s.SlowStart, Backup: s.Backup})
 		}
 	}
 	if len(peers) == 0 {
@@ -116,7 +117,8 @@ func newGroup(u *config.Upstream) (*group, error) {
 // and not disabled by max_fails within fail_timeout.
 func (g *group) usable(i int, now time.Time) bool {
 	p := &g.peers[i]
-	return !p.down && (p.maxConns == 0 || p.active.Load() < p.maxConns) && g.health.Peer(i).Usable(now)
+	h := g.health.Peer(i)
+	return !p.down && (p.maxConns == 0 || p.active.Load() < p.maxConns) && h.Usable(now) && admitRamping(h.Ramp(now))
 }
 
 // upstreamSig is everything about u that shapes its group: two upstreams
