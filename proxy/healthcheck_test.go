@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -124,3 +125,62 @@ func TestSlowStartSpreadsConnections(t *testing.T) {
 	}
 }
 
+
+// Passive health end to end, with a backend killed and restarted: clients
+// never see a failure, and the dead server is tried again after
+// fail_timeout and takes traffic once it is back.
+func TestBackendKilledAndRestarted(t *testing.T) {
+	a := startBackend(t, "a", greet("a"))
+	b := startBackend(t, "b", greet("b"))
+	victim, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vaddr := victim.Addr().(*net.TCPAddr).AddrPort()
+	serveGreeting := func(ln net.Listener) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("c\n"))
+			c.Close()
+		}
+	}
+	go serveGreeting(victim)
+	cfg := testConfig([]upstreamSpec{{addr: a.addr()}, {addr: b.addr()}, {addr: vaddr}}, nil)
+	for _, us := range cfg.Stream.Servers[0].Upstream.Servers {
+		us.MaxFails, us.FailTimeout = 1, time.Second
+	}
+	p, addr, _ := startProxy(t, cfg)
+	reach := func(n int) map[string]int {
+		seen := map[string]int{}
+		for i := 0; i < n; i++ {
+			c := dial(t, addr)
+			seen[readLine(t, c)]++ // a failed connection fails the test here
+			c.Close()
+		}
+		return seen
+	}
+	if seen := reach(6); seen["c"] != 2 {
+		t.Fatalf("before the kill: %v", seen)
+	}
+	victim.Close() // the backend dies
+	if seen := reach(30); seen["c"] != 0 || seen["a"]+seen["b"] != 30 {
+		t.Fatalf("while dead: %v", seen)
+	}
+	if fails := p.Status().Upstreams[0].Servers[2].ConnectFails; fails != 1 {
+		t.Fatalf("the dead server was tried %d times within fail_timeout, want 1", fails)
+	}
+	// Back on the same address; after fail_timeout it is tried and used again.
+	victim, err = net.Listen("tcp", vaddr.String())
+	if err != nil {
+		t.Skipf("could not listen on %s again: %v", vaddr, err)
+	}
+	defer victim.Close()
+	go serveGreeting(victim)
+	waitStatus(t, p, func(st Status) bool { return st.Upstreams[0].Servers[2].Up })
+	if seen := reach(9); seen["c"] != 3 {
+		t.Fatalf("after the restart: %v", seen)
+	}
+}
