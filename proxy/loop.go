@@ -278,6 +278,7 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 		ufd:         -1,
 		client:      client,
 		peer:        -1,
+		peerAddr:    client,
 		connectTime: -1,
 		startMono:   l.now,
 		heapIdx:     -1,
@@ -295,7 +296,14 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	p.total.Add(1)
 	ln.accepted.Add(1)
 	ln.active.Add(1)
-	s.connectNext()
+	if ln.cfg.ProxyProtocol {
+		s.state = stateHeader
+		s.cEvents = l.setInterest(fd, 0, unix.EPOLLIN|unix.EPOLLRDHUP)
+		s.lastActive, s.timeout = l.now, ln.srv.ppTimeout
+		l.schedule(s)
+		return
+	}
+	s.admit()
 }
 
 // remove forgets a finished session.

@@ -32,7 +32,8 @@ type Proxy struct {
 	log     *Logger
 	ownLog  bool
 	servers []*server
-	groups  []*group // every upstream in use, in config order
+	groups  []*group             // every upstream in use, in config order
+	zones   map[string]*connZone // limit_conn zones by name
 	// listeners is fixed once Start returns; loops index it by epoll tag.
 	listeners []*listener
 	udp       []*udpListener // "listen ... udp", served apart from the TCP loops (udp.go)
@@ -75,6 +76,16 @@ type server struct {
 	// proxy_requests (0: not limited).
 	proxyResponses int
 	proxyRequests  int
+
+	// PROXY protocol: out ("proxy_protocol on|v2": 1 or 2) and the bound on
+	// reading a client's header (proxy_protocol_timeout).
+	ppOut     int
+	ppTimeout int64
+
+	// limit_conn, in directive order.
+	limits        []limitRef
+	limitLogLevel Level
+	limitDryRun   bool
 }
 
 // listener is one bound listening socket.
@@ -137,11 +148,11 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 			p.closeLogs()
 		}
 	}()
-	servers, groups, opened, err := p.build(cfg)
+	servers, groups, zones, opened, err := p.build(cfg)
 	if err != nil {
 		return nil, err
 	}
-	p.servers, p.groups = servers, groups
+	p.servers, p.groups, p.zones = servers, groups, zones
 	for _, lf := range opened {
 		p.logFiles[lf.path] = lf
 	}
@@ -183,7 +194,7 @@ func maxSessionsOf(cfg *config.Config) int64 {
 // name) when their definition is unchanged, so that a reload keeps their
 // balancer position, health state and live counts. Access-log files are
 // taken from p.logFiles by path or opened; opened lists those newly opened.
-func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, opened []*logFile, err error) {
+func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, zones map[string]*connZone, opened []*logFile, err error) {
 	defer func() {
 		if err != nil {
 			for _, lf := range opened {
@@ -196,11 +207,14 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, o
 	for _, g := range p.groups {
 		reuse[g.name+"\x00"+g.sig] = g
 	}
+	if zones, err = p.buildZones(cfg); err != nil {
+		return nil, nil, nil, opened, err
+	}
 	byCfg := map[*config.Upstream]*group{}
 	for _, cs := range cfg.Stream.Servers {
-		srv, err := p.newServer(cs, byCfg, reuse, &opened)
+		srv, err := p.newServer(cs, byCfg, reuse, zones, &opened)
 		if err != nil {
-			return nil, nil, opened, err
+			return nil, nil, nil, opened, err
 		}
 		servers = append(servers, srv)
 	}
@@ -211,10 +225,10 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, o
 			groups = append(groups, srv.group)
 		}
 	}
-	return servers, groups, opened, nil
+	return servers, groups, zones, opened, nil
 }
 
-func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group, reuse map[string]*group, opened *[]*logFile) (*server, error) {
+func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group, reuse map[string]*group, zones map[string]*connZone, opened *[]*logFile) (*server, error) {
 	srv := &server{
 		connectTimeout: int64(cs.ProxyConnectTimeout),
 		proxyTimeout:   int64(cs.ProxyTimeout),
@@ -226,6 +240,21 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 		cfg:            cs,
 		proxyResponses: cs.ProxyResponses,
 		proxyRequests:  cs.ProxyRequests,
+		ppOut:          cs.ProxyProtocol,
+		ppTimeout:      int64(cs.ProxyProtocolTimeout),
+		limitDryRun:    cs.LimitConnDryRun,
+	}
+	lv, err := ParseLevel(cs.LimitConnLogLevel)
+	if err != nil {
+		lv = LevelError
+	}
+	srv.limitLogLevel = lv
+	for _, lc := range cs.LimitConns {
+		z := zones[lc.Zone.Name]
+		if z == nil {
+			return nil, posError(lc.Pos, fmt.Sprintf("zero size shared memory zone %q", lc.Zone.Name))
+		}
+		srv.limits = append(srv.limits, limitRef{zone: z, n: lc.N})
 	}
 	if len(cs.Listen) > 0 {
 		srv.name = cs.Listen[0].Text

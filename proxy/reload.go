@@ -60,7 +60,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	if !p.started || p.shuttingDown {
 		return ch, errors.New("proxy: not running")
 	}
-	servers, groups, opened, err := p.build(cfg)
+	servers, groups, zones, opened, err := p.build(cfg)
 	if err != nil {
 		return ch, err
 	}
@@ -148,7 +148,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	ch.UpstreamsAdded, ch.UpstreamsChanged, ch.UpstreamsRemoved, ch.UpstreamsKept = diffGroups(p.groups, groups)
 	stopMonitors(newOnly(p.groups, groups)) // checks of upstreams no longer in use
 	p.startMonitors(newOnly(groups, p.groups))
-	p.servers, p.groups = servers, groups
+	p.servers, p.groups, p.zones = servers, groups, zones
 	for _, lf := range opened {
 		p.logFiles[lf.path] = lf
 	}

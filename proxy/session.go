@@ -12,7 +12,8 @@ import (
 type sessState uint8
 
 const (
-	stateConnecting sessState = iota // dialing an upstream; the client is not read
+	stateHeader     sessState = iota // reading the client's PROXY protocol header
+	stateConnecting                  // dialing an upstream; the client is not read
 	stateProxying                    // both legs open, bytes moving
 	stateClosed
 )
@@ -31,16 +32,23 @@ type flow struct {
 // session is one proxied TCP connection: plain data owned by one loop, so
 // that an upgrade can stop it at a byte boundary and ship it.
 type session struct {
-	id     uint64
-	loop   *loop
-	srv    *server
-	ln     *listener // nil for sessions not accepted by a TCP listener
-	cfd    int
-	ufd    int // -1 until a connect attempt
-	state  sessState
-	slot   int // index in loop.sessions
-	client netip.AddrPort
-	local  netip.AddrPort // filled lazily by localAddr
+	id       uint64
+	loop     *loop
+	srv      *server
+	ln       *listener // nil for sessions not accepted by a TCP listener
+	cfd      int
+	ufd      int // -1 until a connect attempt
+	state    sessState
+	slot     int            // index in loop.sessions
+	client   netip.AddrPort // $remote_addr: the peer, or its trusted PROXY header's source
+	peerAddr netip.AddrPort // the TCP peer ($realip_remote_addr)
+	ppAddr   netip.AddrPort // the PROXY header's source ($proxy_protocol_addr); invalid if none
+	local    netip.AddrPort // filled lazily by localAddr
+
+	hdr      []byte      // PROXY header being read (stateHeader only)
+	early    []byte      // client bytes read with the PROXY header, sent upstream first
+	ppOutLen int64       // bytes of the PROXY header sent upstream (not client data)
+	limits   []heldLimit // limit_conn counts held until the session ends
 
 	c2u, u2c flow
 
@@ -71,7 +79,7 @@ type session struct {
 }
 
 func (s *session) String() string {
-	st := [...]string{"connecting", "proxying", "closed"}[s.state]
+	st := [...]string{"header", "connecting", "proxying", "closed"}[s.state]
 	return fmt.Sprintf("session *%d %s client=%s server=%s upstream=%s c2u=%d u2c=%d",
 		s.id, st, s.client, s.srv.name, s.upstreamAddrs, s.c2u.n, s.u2c.n)
 }
@@ -246,6 +254,19 @@ func (s *session) connected() {
 	l := s.loop
 	s.srv.group.peers[s.peer].total.Add(1)
 	s.state = stateProxying
+	if v := s.srv.ppOut; v > 0 || len(s.early) > 0 {
+		// What goes upstream before anything else: baton's PROXY header,
+		// then what the client sent along with its own.
+		f := &s.c2u
+		f.base = getPend()
+		f.pend = f.base
+		if v > 0 {
+			f.pend = append(f.pend, s.proxyHeaderOut(v)...)
+			s.ppOutLen = int64(len(f.pend))
+		}
+		f.pend = append(f.pend, s.early...)
+		s.early = nil
+	}
 	s.connectTime = l.now - s.attemptStart
 	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout
 	l.schedule(s)
@@ -254,6 +275,10 @@ func (s *session) connected() {
 
 // onEvent dispatches one epoll event on fd, one of the session's sockets.
 func (s *session) onEvent(fd int, ev uint32) {
+	if s.state == stateHeader {
+		s.readProxyHeader()
+		return
+	}
 	if s.state == stateConnecting {
 		if fd == s.ufd {
 			s.onConnectEvent()
@@ -386,17 +411,20 @@ func (s *session) flush(f *flow, dst int) bool {
 // it, dst is shut down for writing and the session ends when both
 // directions are done.
 func (s *session) flowDone(f *flow, dst int) {
-	if !s.srv.halfClose {
+	other := &s.c2u
+	if f == &s.c2u {
+		other = &s.u2c
+	}
+	if !s.srv.halfClose || other.shut {
+		// The session is over. Its log line is written before the sockets
+		// close, and closing sends the last FIN (both sides have reached
+		// EOF, so nothing unread turns it into a reset).
 		s.finish(200)
 		return
 	}
 	if !f.shut {
 		f.shut = true
 		unix.Shutdown(dst, unix.SHUT_WR)
-	}
-	if s.c2u.shut && s.u2c.shut {
-		s.finish(200)
-		return
 	}
 	s.updateInterest()
 }
@@ -447,6 +475,10 @@ func (s *session) updateInterest() {
 func (s *session) expire() {
 	l := s.loop
 	switch s.state {
+	case stateHeader:
+		l.p.log.Logf(LevelError, "*%d client timed out (110: Connection timed out) while reading PROXY protocol, client: %s, server: %s",
+			s.id, s.peerAddr.Addr(), s.srv.name)
+		s.finish(400)
 	case stateConnecting:
 		s.connectFailed(unix.ETIMEDOUT)
 		s.connectNext()
@@ -477,6 +509,7 @@ func (s *session) finish(status int) {
 		}
 	}
 	s.state = stateClosed
+	s.releaseLimits()
 	if s.ufd >= 0 {
 		l.release(s.ufd)
 		s.ufd = -1

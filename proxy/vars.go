@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ var variables = map[string]variable{
 	},
 	"upstream_addr":           func(b []byte, s *session) []byte { return append(b, s.upstreamAddrs...) },
 	"bytes_sent":              func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.u2c.n, 10) },
-	"bytes_received":          func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.c2u.n, 10) },
+	"bytes_received":          func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.c2u.n-s.ppOutLen, 10) },
 	"upstream_bytes_sent":     func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.c2u.n, 10) },
 	"upstream_bytes_received": func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.u2c.n, 10) },
 	"session_time": func(b []byte, s *session) []byte {
@@ -71,6 +72,22 @@ var variables = map[string]variable{
 		return append(b, byte('0'+ms%1000/100), byte('0'+ms%100/10), byte('0'+ms%10))
 	},
 	"pid": func(b []byte, s *session) []byte { return strconv.AppendInt(b, int64(pid), 10) },
+	"proxy_protocol_addr": func(b []byte, s *session) []byte {
+		if !s.ppAddr.IsValid() {
+			return b
+		}
+		return s.ppAddr.Addr().AppendTo(b)
+	},
+	"proxy_protocol_port": func(b []byte, s *session) []byte {
+		if !s.ppAddr.IsValid() {
+			return b
+		}
+		return strconv.AppendUint(b, uint64(s.ppAddr.Port()), 10)
+	},
+	"realip_remote_addr": func(b []byte, s *session) []byte { return s.realPeer().Addr().AppendTo(b) },
+	"realip_remote_port": func(b []byte, s *session) []byte {
+		return strconv.AppendUint(b, uint64(s.realPeer().Port()), 10)
+	},
 }
 
 // appendSeconds prints d nanoseconds as nginx prints times: seconds with
@@ -136,4 +153,12 @@ func (t template) appendTo(b []byte, s *session) []byte {
 		}
 	}
 	return b
+}
+
+// realPeer is the TCP peer; sessions built without one (UDP) use the client.
+func (s *session) realPeer() netip.AddrPort {
+	if s.peerAddr.IsValid() {
+		return s.peerAddr
+	}
+	return s.client
 }

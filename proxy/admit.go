@@ -1,0 +1,321 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/batonproxy/baton/config"
+	proxyproto "github.com/pires/go-proxyproto"
+	"golang.org/x/sys/unix"
+)
+
+// What happens between accept and the first connect, in nginx's phase
+// order (ngx_stream_core_module.c): read the PROXY header of a
+// "listen ... proxy_protocol" client, trust its address for $remote_addr
+// only from a set_real_ip_from peer (realip, POST_ACCEPT phase), then
+// limit_conn (PREACCESS), then allow/deny (ACCESS).
+
+// maxProxyHeader bounds a PROXY header (nginx's NGX_PROXY_PROTOCOL_MAX_HEADER).
+const maxProxyHeader = 4096
+
+var (
+	sigV1 = []byte("PROXY ")
+	sigV2 = proxyproto.SIGV2
+
+	errNoHeader     = errors.New("no PROXY protocol header")
+	errHeaderTooBig = errors.New("PROXY protocol header too long")
+)
+
+// proxyHeaderLen returns the length of the complete PROXY header (v1 or v2)
+// at the start of b, 0 when more bytes are needed to tell, or an error when
+// b cannot start a header.
+func proxyHeaderLen(b []byte) (int, error) {
+	switch {
+	case len(b) >= len(sigV2) && bytes.Equal(b[:len(sigV2)], sigV2):
+		if len(b) < 16 {
+			return 0, nil
+		}
+		n := 16 + int(binary.BigEndian.Uint16(b[14:16]))
+		if n > maxProxyHeader {
+			return 0, errHeaderTooBig
+		}
+		if len(b) < n {
+			return 0, nil
+		}
+		return n, nil
+	case bytes.HasPrefix(sigV2, b) && len(b) < len(sigV2):
+		return 0, nil // a prefix of the v2 signature: wait for the rest
+	case bytes.HasPrefix(b, sigV1) || bytes.HasPrefix(sigV1, b):
+		const v1Max = 107 // the spec's longest v1 line, CRLF included
+		if i := bytes.Index(b[:min(len(b), v1Max)], []byte("\r\n")); i >= 0 {
+			return i + 2, nil
+		}
+		if len(b) >= v1Max {
+			return 0, errHeaderTooBig
+		}
+		return 0, nil
+	}
+	return 0, errNoHeader
+}
+
+// parseProxyHeader parses exactly one complete header.
+func parseProxyHeader(b []byte) (*proxyproto.Header, error) {
+	return proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(b), max(len(b), 16)))
+}
+
+// readProxyHeader reads what the client has sent and, once the header is
+// complete, applies it and admits the session. It never blocks: a partial
+// header waits for more bytes or for proxy_protocol_timeout.
+func (s *session) readProxyHeader() {
+	l := s.loop
+	if s.hdr == nil {
+		s.hdr = make([]byte, 0, 256)
+	}
+	for {
+		if len(s.hdr) == cap(s.hdr) {
+			if cap(s.hdr) >= maxProxyHeader {
+				s.brokenHeader(errHeaderTooBig)
+				return
+			}
+			s.hdr = append(make([]byte, 0, min(2*cap(s.hdr), maxProxyHeader)), s.hdr...)
+		}
+		n, err := unix.Read(s.cfd, s.hdr[len(s.hdr):cap(s.hdr)])
+		if n > 0 {
+			s.hdr = s.hdr[:len(s.hdr)+n]
+			hl, herr := proxyHeaderLen(s.hdr)
+			if herr != nil {
+				s.brokenHeader(herr)
+				return
+			}
+			if hl == 0 {
+				continue // read on; EAGAIN ends the loop
+			}
+			h, perr := parseProxyHeader(s.hdr[:hl])
+			if perr != nil {
+				s.brokenHeader(perr)
+				return
+			}
+			s.applyProxyHeader(h)
+			if rest := s.hdr[hl:]; len(rest) > 0 {
+				s.early = append([]byte(nil), rest...) // payload that came with the header
+			}
+			s.hdr = nil
+			s.cEvents = l.setInterest(s.cfd, s.cEvents, 0) // not read again until connected
+			s.admit()
+			return
+		}
+		switch err {
+		case nil: // EOF before a complete header
+			l.p.log.Logf(LevelInfo, "*%d client closed connection while reading PROXY protocol, client: %s, server: %s", s.id, s.peerAddr.Addr(), s.srv.name)
+			s.finish(400)
+			return
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+			continue
+		default:
+			s.ioError("recv()", err, s.cfd)
+			return
+		}
+	}
+}
+
+func (s *session) brokenHeader(err error) {
+	shown := s.hdr
+	if len(shown) > 64 {
+		shown = shown[:64]
+	}
+	s.loop.p.log.Logf(LevelError, "*%d broken header: %q (%v) while reading PROXY protocol, client: %s, server: %s",
+		s.id, shown, err, s.peerAddr.Addr(), s.srv.name)
+	s.finish(400)
+}
+
+// applyProxyHeader records what the header says ($proxy_protocol_addr) and,
+// when the peer is trusted (set_real_ip_from), makes its source the
+// session's $remote_addr, for balancing, access, limits and logs.
+func (s *session) applyProxyHeader(h *proxyproto.Header) {
+	if h.Command != proxyproto.PROXY {
+		return // LOCAL: a health check from the proxy in front; the peer stays
+	}
+	src, ok := h.SourceAddr.(*net.TCPAddr)
+	if !ok {
+		if u, isUDP := h.SourceAddr.(*net.UDPAddr); isUDP {
+			src = &net.TCPAddr{IP: u.IP, Port: u.Port}
+		} else {
+			return // UNKNOWN or unix: nothing to take
+		}
+	}
+	a, ok := netip.AddrFromSlice(src.IP)
+	if !ok {
+		return
+	}
+	s.ppAddr = netip.AddrPortFrom(a.Unmap(), uint16(src.Port))
+	if s.srv.trusted(s.peerAddr.Addr()) {
+		s.client = s.ppAddr
+	}
+}
+
+// trusted reports whether a PROXY header from addr may set $remote_addr.
+func (srv *server) trusted(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range srv.cfg.SetRealIPFrom {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// admit runs limit_conn and allow/deny, then starts connecting.
+func (s *session) admit() {
+	if !s.takeLimits() {
+		return
+	}
+	if rule := s.srv.accessDenied(s.client.Addr()); rule != nil {
+		s.loop.p.log.Logf(LevelError, "*%d access forbidden by rule (%s:%d), client: %s, server: %s",
+			s.id, rule.Pos.File, rule.Pos.Line, s.client.Addr(), s.srv.name)
+		s.finish(403)
+		return
+	}
+	s.connectNext()
+}
+
+// accessDenied evaluates allow/deny in order, as nginx: the first rule that
+// matches decides; no match allows. It returns the deny rule that matched.
+func (srv *server) accessDenied(addr netip.Addr) *config.AccessRule {
+	addr = addr.Unmap()
+	for _, r := range srv.cfg.Access {
+		if r.All || r.Prefix.Contains(addr) {
+			if r.Allow {
+				return nil
+			}
+			return r
+		}
+	}
+	return nil
+}
+
+// connZone is a limit_conn_zone: live sessions per evaluated key, shared by
+// every server and loop that uses it.
+type connZone struct {
+	name   string
+	keySrc string
+	key    template
+	max    int // entries the zone's size holds, as nginx's slab would roughly
+	mu     sync.Mutex
+	counts map[string]int32
+}
+
+// heldLimit is one limit_conn count a session holds until it ends.
+type heldLimit struct {
+	zone *connZone
+	key  string
+}
+
+// takeLimits applies the server's limit_conn directives (nginx's PREACCESS
+// phase). On a refusal it releases what it took, logs, ends the session
+// with 503 and returns false.
+func (s *session) takeLimits() bool {
+	for _, lim := range s.srv.limits {
+		key := string(lim.zone.key.appendTo(s.loop.keyBuf[:0], s))
+		if key == "" || len(key) > 255 {
+			continue // nginx skips empty and over-long keys
+		}
+		z := lim.zone
+		z.mu.Lock()
+		n := z.counts[key]
+		full := n >= int32(lim.n) || (n == 0 && len(z.counts) >= z.max)
+		if !full || s.srv.limitDryRun {
+			z.counts[key] = n + 1
+		}
+		z.mu.Unlock()
+		if full {
+			s.loop.p.log.Logf(s.srv.limitLogLevel, "*%d limiting connections%s by zone %q, client: %s, server: %s",
+				s.id, map[bool]string{true: ", dry run,"}[s.srv.limitDryRun], z.name, s.client.Addr(), s.srv.name)
+			if !s.srv.limitDryRun {
+				s.releaseLimits()
+				s.finish(503)
+				return false
+			}
+		}
+		if !full || s.srv.limitDryRun {
+			s.limits = append(s.limits, heldLimit{z, key})
+		}
+	}
+	return true
+}
+
+// releaseLimits gives back every limit_conn count the session holds.
+func (s *session) releaseLimits() {
+	for _, h := range s.limits {
+		h.zone.mu.Lock()
+		if n := h.zone.counts[h.key] - 1; n > 0 {
+			h.zone.counts[h.key] = n
+		} else {
+			delete(h.zone.counts, h.key)
+		}
+		h.zone.mu.Unlock()
+	}
+	s.limits = nil
+}
+
+// limitRef is one limit_conn directive of a server.
+type limitRef struct {
+	zone *connZone
+	n    int
+}
+
+// buildZones makes the limit_conn zones of cfg, reusing those of p with the
+// same name and key (a reload keeps their counts).
+func (p *Proxy) buildZones(cfg *config.Config) (map[string]*connZone, error) {
+	zones := map[string]*connZone{}
+	for name, z := range cfg.Stream.LimitConnZones {
+		if old := p.zones[name]; old != nil && old.keySrc == z.Key {
+			zones[name] = old
+			continue
+		}
+		t, err := compileTemplate(z.Key)
+		if err != nil {
+			return nil, posError(z.Pos, err.Error())
+		}
+		// nginx keeps a node of about 64 bytes plus the key per entry.
+		zones[name] = &connZone{name: name, keySrc: z.Key, key: t, max: int(max(z.Size/128, 1)), counts: map[string]int32{}}
+	}
+	return zones, nil
+}
+
+// proxyHeaderOut builds the PROXY header baton sends upstream
+// ("proxy_protocol on|v2"): the client ($remote_addr, after realip) and the
+// address it connected to. Mixed address families are sent as UNKNOWN (v1)
+// or LOCAL (v2), as nginx does for what it cannot express.
+func (s *session) proxyHeaderOut(version int) []byte {
+	src, dst := s.client, s.localAddr()
+	sa, da := src.Addr().Unmap(), dst.Addr().Unmap()
+	h := &proxyproto.Header{Version: byte(version), Command: proxyproto.PROXY}
+	switch {
+	case sa.Is4() && da.Is4():
+		h.TransportProtocol = proxyproto.TCPv4
+	case sa.Is6() && da.Is6():
+		h.TransportProtocol = proxyproto.TCPv6
+	default:
+		if version == 1 {
+			return []byte("PROXY UNKNOWN\r\n")
+		}
+		h.Command, h.TransportProtocol = proxyproto.LOCAL, proxyproto.UNSPEC
+	}
+	if h.Command == proxyproto.PROXY {
+		h.SourceAddr = &net.TCPAddr{IP: sa.AsSlice(), Port: int(src.Port())}
+		h.DestinationAddr = &net.TCPAddr{IP: da.AsSlice(), Port: int(dst.Port())}
+	}
+	b, err := h.Format()
+	if err != nil {
+		s.loop.p.log.Logf(LevelAlert, "*%d PROXY header for upstream: %v", s.id, err)
+		return []byte("PROXY UNKNOWN\r\n")
+	}
+	return b
+}
