@@ -125,7 +125,6 @@ func TestSlowStartSpreadsConnections(t *testing.T) {
 	}
 }
 
-
 // Passive health end to end, with a backend killed and restarted: clients
 // never see a failure, and the dead server is tried again after
 // fail_timeout and takes traffic once it is back.
