@@ -64,6 +64,12 @@ const maxControlRequest = 64 << 10
 // A stale socket file (nothing answers on it) is replaced; a live one is an
 // error: another baton owns it.
 func (p *Proxy) ServeControl(path string, opts ControlOptions) (*Control, error) {
+	if ln := p.inheritedControl; ln != nil {
+		// Handed over by the old process: same socket, same path.
+		p.inheritedControl = nil
+		ln.SetUnlinkOnClose(true)
+		return p.serveControl(ln, path, opts), nil
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
@@ -86,11 +92,20 @@ func (p *Proxy) ServeControl(path string, opts ControlOptions) (*Control, error)
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	return p.serveControl(ln, path, opts), nil
+}
+
+func (p *Proxy) serveControl(ln *net.UnixListener, path string, opts ControlOptions) *Control {
 	c := &Control{ln: ln, path: path, p: p, opts: opts}
+	p.control = c
 	c.wg.Add(1)
 	go c.serve()
-	return c, nil
+	return c
 }
+
+// HandOff marks the control socket as handed to a new process: closing it
+// here must not remove the path the new process now serves (HANDOFF.md P5).
+func (c *Control) HandOff() { c.ln.SetUnlinkOnClose(false) }
 
 // Path is where the socket is.
 func (c *Control) Path() string { return c.path }

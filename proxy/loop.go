@@ -38,8 +38,9 @@ type loop struct {
 	keyBuf  []byte
 	lineBuf []byte
 
-	fds      []*session // by descriptor
-	closing  []int      // descriptors to close after the current batch
+	fds      []*session          // by descriptor
+	quiesced map[uint64]*session // stopped for an upgrade, waiting for Release or Restore
+	closing  []int               // descriptors to close after the current batch
 	sessions []*session
 	timers   timerHeap
 
@@ -70,11 +71,12 @@ func newLoop(p *Proxy, id int) (*loop, error) {
 	}
 	l := &loop{
 		p: p, id: id, epfd: epfd, wakefd: wfd,
-		events:  make([]unix.EpollEvent, 256),
-		buf:     make([]byte, readBufSize),
-		keyBuf:  make([]byte, 0, 256),
-		lineBuf: make([]byte, 0, 512),
-		base:    p.base,
+		events:   make([]unix.EpollEvent, 256),
+		buf:      make([]byte, readBufSize),
+		keyBuf:   make([]byte, 0, 256),
+		lineBuf:  make([]byte, 0, 512),
+		base:     p.base,
+		quiesced: map[uint64]*session{},
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd), Pad: tagWake}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
@@ -158,6 +160,10 @@ func (l *loop) run() {
 			for len(l.sessions) > 0 {
 				l.sessions[len(l.sessions)-1].finish(200)
 			}
+			for id, s := range l.quiesced {
+				delete(l.quiesced, id)
+				s.drop()
+			}
 			l.closeDeferred()
 			return
 		}
@@ -203,7 +209,7 @@ func (l *loop) waitMs() int {
 // arm adds the listeners to this loop's epoll set. EPOLLEXCLUSIVE wakes one
 // loop per incoming connection instead of all of them.
 func (l *loop) arm() {
-	if l.armed || l.draining || l.stopping {
+	if l.armed || l.draining || l.stopping || l.p.paused.Load() {
 		return
 	}
 	for i, ln := range l.p.listeners {
@@ -306,14 +312,19 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	s.admit()
 }
 
-// remove forgets a finished session.
-func (l *loop) remove(s *session) {
-	l.timers.remove(s)
+// detach takes s out of l.sessions.
+func (l *loop) detach(s *session) {
 	last := l.sessions[len(l.sessions)-1]
 	l.sessions[s.slot] = last
 	last.slot = s.slot
 	l.sessions[len(l.sessions)-1] = nil
 	l.sessions = l.sessions[:len(l.sessions)-1]
+}
+
+// remove forgets a finished session.
+func (l *loop) remove(s *session) {
+	l.timers.remove(s)
+	l.detach(s)
 	if l.p.active.Add(-1) < l.p.maxSessions.Load() && l.acceptResume > 0 && l.lastCapLog > 0 {
 		// A slot freed up: accept again now rather than at the next recheck.
 		l.acceptResume = l.now

@@ -100,9 +100,12 @@ func (p *Proxy) MetricsHandler() http.Handler {
 
 // serveMetrics binds addr ("baton { metrics ADDR; }") and serves /metrics.
 func (p *Proxy) serveMetrics(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
+	ln := p.inheritedMetrics
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", p.MetricsHandler())

@@ -25,6 +25,11 @@ type Options struct {
 
 	// Loops is the number of event loops. If zero, runtime.GOMAXPROCS(0).
 	Loops int
+
+	// Generation numbers the process in a chain of upgrades (0 for the
+	// first); session ids start at Generation<<48 so that they stay unique
+	// across upgrades (HANDOFF.md P20).
+	Generation int
 }
 
 // Proxy serves every stream server of a Config.
@@ -53,9 +58,18 @@ type Proxy struct {
 
 	wg           sync.WaitGroup // loop goroutines
 	started      bool
-	shuttingDown bool // under reloadMu
-	closeOnce    sync.Once
-	done         chan struct{}
+	shuttingDown bool        // under reloadMu
+	paused       atomic.Bool // accepting is paused for an upgrade
+
+	// Upgrade, new process: sockets inherited from the old one, by name,
+	// until Start takes them, and sessions imported but not started yet.
+	inherited        map[string]int
+	inheritedControl *net.UnixListener
+	inheritedMetrics net.Listener
+	imported         map[uint64]*session
+	control          *Control
+	closeOnce        sync.Once
+	done             chan struct{}
 }
 
 // server is a stream server block, ready to serve.
@@ -101,11 +115,20 @@ type listener struct {
 	active   atomic.Int64
 }
 
-// bindListener binds cl's socket for srv. Errors name cl's file and line.
-func bindListener(srv *server, cl *config.Listen) (*listener, error) {
-	fd, err := listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive)
-	if err != nil {
-		return nil, posError(cl.Pos, err.Error())
+// bindListener binds cl's socket for srv, or takes the socket inherited
+// from an old process for that address. Errors name cl's file and line.
+func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) {
+	fd, ok := p.inherited["tcp/"+cl.Addr.String()]
+	if ok {
+		delete(p.inherited, "tcp/"+cl.Addr.String())
+		// Apply this config's options to the inherited socket (envoy PR #23189).
+		unix.Listen(fd, cl.Backlog)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, b2i(cl.SoKeepalive))
+	} else {
+		var err error
+		if fd, err = listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive); err != nil {
+			return nil, posError(cl.Pos, err.Error())
+		}
 	}
 	sa, _ := unix.Getsockname(fd)
 	ap := addrPort(sa)
@@ -129,7 +152,9 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 		done:     make(chan struct{}),
 		metrics:  newMetrics(),
 		cfg:      cfg,
+		imported: map[uint64]*session{},
 	}
+	p.nextID.Store(uint64(opts.Generation) << 48)
 	p.metrics.reg.MustRegister(collector{p}, p.metrics.pick)
 	p.maxSessions.Store(maxSessionsOf(cfg))
 	if p.log == nil {
@@ -324,7 +349,7 @@ func (p *Proxy) Start() error {
 				p.udp = append(p.udp, u)
 				continue
 			}
-			ln, err := bindListener(srv, cl)
+			ln, err := p.bindListener(srv, cl)
 			if err != nil {
 				p.closeListeners()
 				return err
@@ -494,3 +519,10 @@ func (p *Proxy) ReopenLogs() error {
 
 // Logger returns the proxy's error log.
 func (p *Proxy) Logger() *Logger { return p.log }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -107,7 +107,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 				next = append(next, ln)
 				continue
 			}
-			ln, err := bindListener(srv, cl)
+			ln, err := p.bindListener(srv, cl)
 			if err != nil {
 				return fail(err, bound)
 			}

@@ -15,6 +15,7 @@ const (
 	stateHeader     sessState = iota // reading the client's PROXY protocol header
 	stateConnecting                  // dialing an upstream; the client is not read
 	stateProxying                    // both legs open, bytes moving
+	stateQuiesced                    // stopped for an upgrade: out of the epoll set, owned by no loop's list
 	stateClosed
 )
 
@@ -76,10 +77,14 @@ type session struct {
 
 	status int
 	udp    bool // a UDP session's log record ($protocol)
+
+	// Set on a session imported from an old process until a loop adopts it.
+	importAge, importIdle int64
+	importLimits          []heldLimitState
 }
 
 func (s *session) String() string {
-	st := [...]string{"header", "connecting", "proxying", "closed"}[s.state]
+	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed"}[s.state]
 	return fmt.Sprintf("session *%d %s client=%s server=%s upstream=%s c2u=%d u2c=%d",
 		s.id, st, s.client, s.srv.name, s.upstreamAddrs, s.c2u.n, s.u2c.n)
 }

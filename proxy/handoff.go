@@ -1,0 +1,514 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/batonproxy/baton/fdpass"
+	"golang.org/x/sys/unix"
+)
+
+// The proxy's side of an upgrade: as the old process it is an fdpass.Source
+// (listeners out, sessions quiesced at a byte boundary and shipped as plain
+// data with their two sockets), as the new process an fdpass.Sink
+// (listeners adopted by name, sessions imported idle, then started).
+var (
+	_ fdpass.Source = (*Proxy)(nil)
+	_ fdpass.Sink   = sink{}
+)
+
+// sink is the Proxy as an fdpass.Sink (its Start method would clash with
+// Proxy.Start).
+type sink struct{ p *Proxy }
+
+// Sink returns the proxy's fdpass.Sink, for the new process of an upgrade.
+func (p *Proxy) Sink() fdpass.Sink { return sink{p} }
+
+func (s sink) AdoptListeners(files []fdpass.NamedFile) ([]string, error) {
+	return s.p.adoptListeners(files)
+}
+func (s sink) Import(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
+	return s.p.importConns(conns)
+}
+func (s sink) Start(ids []uint64) { s.p.startImported(ids) }
+
+// dupFile returns a close-on-exec duplicate of fd as a file named name; fd
+// and its blocking mode are untouched (HANDOFF.md P3).
+func dupFile(fd int, name string) (*os.File, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(d), name), nil
+}
+
+// takeFD takes the descriptor out of f: a nonblocking close-on-exec
+// duplicate the caller owns; f is closed. It never calls f.Fd(), which could
+// switch the shared open file description to blocking mode.
+func takeFD(f *os.File) (int, error) {
+	defer f.Close()
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	d := -1
+	var derr error
+	raw.Control(func(fd uintptr) { d, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if derr != nil {
+		return -1, derr
+	}
+	if err := unix.SetNonblock(d, true); err != nil {
+		unix.Close(d)
+		return -1, err
+	}
+	return d, nil
+}
+
+// Listeners implements fdpass.Source: duplicates of every listening socket,
+// named by what they serve.
+func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	if len(p.udp) > 0 {
+		return nil, errors.New("upgrade: UDP listeners cannot be handed over yet; restart to upgrade")
+	}
+	var out []fdpass.NamedFile
+	fail := func(err error) ([]fdpass.NamedFile, error) {
+		for _, nf := range out {
+			nf.File.Close()
+		}
+		return nil, err
+	}
+	for _, ln := range p.listeners {
+		f, err := dupFile(ln.fd, ln.key)
+		if err != nil {
+			return fail(err)
+		}
+		out = append(out, fdpass.NamedFile{Name: ln.key, File: f})
+	}
+	if p.control != nil {
+		f, err := fdpass.Dup(p.control.ln, "control")
+		if err != nil {
+			return fail(err)
+		}
+		out = append(out, fdpass.NamedFile{Name: "control", File: f})
+	}
+	if ml, ok := p.metrics.ln.(*net.TCPListener); ok {
+		f, err := fdpass.Dup(ml, "metrics")
+		if err != nil {
+			return fail(err)
+		}
+		out = append(out, fdpass.NamedFile{Name: "metrics", File: f})
+	}
+	return out, nil
+}
+
+// PauseAccepting implements fdpass.Source: no loop accepts once it returns;
+// the listening sockets stay open, so the kernel keeps queueing.
+func (p *Proxy) PauseAccepting() {
+	p.paused.Store(true)
+	p.eachLoop(func(l *loop) { l.disarm() })
+}
+
+// ResumeAccepting implements fdpass.Source.
+func (p *Proxy) ResumeAccepting() {
+	p.paused.Store(false)
+	p.eachLoop(func(l *loop) { l.arm() })
+}
+
+// quiescePoll is how often Quiesce looks again while the only sessions left
+// are still connecting or reading a PROXY header (bounded by their timeouts).
+const quiescePoll = 10 * time.Millisecond
+
+// Quiesce implements fdpass.Source.
+func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
+	for {
+		var conns []fdpass.Conn
+		transitional := 0
+		var errs []error
+		for _, l := range p.loops {
+			if len(conns) >= max {
+				break
+			}
+			want := max - len(conns)
+			done := make(chan struct{})
+			var got []fdpass.Conn
+			var tr int
+			var err error
+			if !l.do(func() { got, tr, err = l.quiesce(want); close(done) }) {
+				continue
+			}
+			<-done
+			conns = append(conns, got...)
+			transitional += tr
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(conns) > 0 || len(errs) > 0 {
+			return conns, false, errors.Join(errs...)
+		}
+		if transitional == 0 {
+			return nil, true, nil
+		}
+		time.Sleep(quiescePoll)
+	}
+}
+
+// quiesce stops up to n proxying sessions of this loop: they leave the
+// epoll set and the timers, keep their sockets, and wait in l.quiesced for
+// Release or Restore. It returns them, and how many sessions are still
+// connecting or reading a header.
+func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error) {
+	for i := 0; i < len(l.sessions); {
+		s := l.sessions[i]
+		if s.state != stateProxying {
+			transitional++
+			i++
+			continue
+		}
+		if len(conns) >= n {
+			break
+		}
+		cf, err := dupFile(s.cfd, "conn/client/"+s.client.String())
+		if err != nil {
+			return conns, transitional, err
+		}
+		uf, err := dupFile(s.ufd, "conn/upstream/"+s.client.String())
+		if err != nil {
+			cf.Close()
+			return conns, transitional, err
+		}
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
+		s.cEvents, s.uEvents = parked, parked
+		l.timers.remove(s)
+		s.state = stateQuiesced
+		l.detach(s) // s moves out of l.sessions; l.sessions[i] is now another session
+		l.quiesced[s.id] = s
+		conns = append(conns, fdpass.Conn{ID: s.id, Files: []*os.File{cf, uf}, State: s.exportState(l.now).encode()})
+	}
+	return conns, transitional, nil
+}
+
+func (s *session) exportState(now int64) *movedState {
+	m := &movedState{
+		id: s.id, client: s.client, peerAddr: s.peerAddr, ppAddr: s.ppAddr,
+		upstreamAddrs: string(s.upstreamAddrs),
+		c2uEOF:        s.c2u.eof, c2uShut: s.c2u.shut, u2cEOF: s.u2c.eof, u2cShut: s.u2c.shut,
+		c2uN: s.c2u.n, u2cN: s.u2c.n, ppOutLen: s.ppOutLen,
+		age: now - s.startMono, idle: now - s.lastActive, connectTime: s.connectTime,
+		c2uPend: s.c2u.pend, u2cPend: s.u2c.pend,
+	}
+	if s.ln != nil {
+		m.listener = s.ln.key
+	}
+	if s.peer >= 0 {
+		m.upstream = s.srv.group.peers[s.peer].addr
+	}
+	for _, h := range s.limits {
+		m.limits = append(m.limits, heldLimitState{h.zone.name, h.key})
+	}
+	return m
+}
+
+// Release implements fdpass.Source: the new process owns these sessions;
+// forget them and close this process's copies of their sockets (no FIN: the
+// other process still holds them). No access-log line: they go on there.
+func (p *Proxy) Release(ids []uint64) {
+	want := idSet(ids)
+	p.eachLoop(func(l *loop) {
+		for id := range want {
+			s := l.quiesced[id]
+			if s == nil {
+				continue
+			}
+			delete(l.quiesced, id)
+			s.drop()
+		}
+	})
+}
+
+// drop forgets a quiesced session that lives on elsewhere: its sockets are
+// closed here and its counts released, without a log line.
+func (s *session) drop() {
+	l := s.loop
+	unix.Close(s.cfd)
+	unix.Close(s.ufd)
+	if s.cfd < len(l.fds) {
+		l.fds[s.cfd] = nil
+	}
+	if s.ufd < len(l.fds) {
+		l.fds[s.ufd] = nil
+	}
+	s.cfd, s.ufd = -1, -1
+	for _, f := range []*flow{&s.c2u, &s.u2c} {
+		if f.base != nil {
+			putPend(f.base)
+			f.pend, f.base = nil, nil
+		}
+	}
+	if s.peer >= 0 {
+		s.srv.group.peers[s.peer].active.Add(-1)
+		s.peer = -1
+	}
+	s.releaseLimits()
+	if s.ln != nil {
+		s.ln.active.Add(-1)
+	}
+	l.p.active.Add(-1)
+	s.state = stateClosed
+}
+
+// Restore implements fdpass.Source: the sessions go on here, from where
+// they were quiesced.
+func (p *Proxy) Restore(ids []uint64) {
+	want := idSet(ids)
+	p.eachLoop(func(l *loop) {
+		for id := range want {
+			s := l.quiesced[id]
+			if s == nil {
+				continue
+			}
+			delete(l.quiesced, id)
+			l.resume(s)
+		}
+	})
+}
+
+// resume puts a quiesced or imported session (its sockets not in the epoll
+// set) back to work in l.
+func (l *loop) resume(s *session) {
+	s.loop = l
+	s.cEvents, s.uEvents = 0, 0
+	if err := l.register(s.cfd, 0, s); err != nil {
+		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) client socket failed %s", s.id, errnoText(err))
+	}
+	if err := l.register(s.ufd, 0, s); err != nil {
+		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) upstream socket failed %s", s.id, errnoText(err))
+	}
+	s.slot = len(l.sessions)
+	l.sessions = append(l.sessions, s)
+	s.state = stateProxying
+	l.schedule(s)
+	s.updateInterest()
+}
+
+func idSet(ids []uint64) map[uint64]bool {
+	m := make(map[uint64]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
+// adoptListeners is fdpass.Sink's AdoptListeners: listening sockets are
+// matched to this config by name; the ones this config does not have are
+// closed; then Start binds what is new and serves.
+func (p *Proxy) adoptListeners(files []fdpass.NamedFile) ([]string, error) {
+	p.inherited = map[string]int{}
+	var adopted []string
+	for _, nf := range files {
+		switch {
+		case strings.HasPrefix(nf.Name, "tcp/"):
+			fd, err := takeFD(nf.File)
+			if err != nil {
+				p.closeInherited()
+				return nil, fmt.Errorf("adopting %s: %w", nf.Name, err)
+			}
+			p.inherited[nf.Name] = fd
+		case nf.Name == "control" || nf.Name == "metrics":
+			ln, err := net.FileListener(nf.File)
+			nf.File.Close()
+			if err != nil {
+				p.closeInherited()
+				return nil, fmt.Errorf("adopting %s: %w", nf.Name, err)
+			}
+			if nf.Name == "control" {
+				p.inheritedControl = ln.(*net.UnixListener)
+			} else {
+				p.inheritedMetrics = ln
+			}
+			adopted = append(adopted, nf.Name)
+		default:
+			nf.File.Close()
+		}
+	}
+	for name := range p.inherited {
+		adopted = append(adopted, name)
+	}
+	if err := p.Start(); err != nil {
+		p.closeInherited()
+		return nil, err
+	}
+	p.closeInherited() // what the new config does not listen on
+	return adopted, nil
+}
+
+// closeInherited closes inherited sockets that no listener took.
+func (p *Proxy) closeInherited() {
+	for name, fd := range p.inherited {
+		unix.Close(fd)
+		delete(p.inherited, name)
+	}
+	if p.inheritedMetrics != nil && p.metrics.ln != p.inheritedMetrics {
+		p.inheritedMetrics.Close()
+		p.inheritedMetrics = nil
+	}
+}
+
+// importConns is fdpass.Sink's Import: sessions are checked and kept idle.
+func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
+	var accepted []uint64
+	rejected := map[uint64]string{}
+	reject := func(c fdpass.Conn, fds []int, why string) {
+		for _, f := range c.Files {
+			f.Close()
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		rejected[c.ID] = why
+	}
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	for _, c := range conns {
+		m, err := decodeState(c.State)
+		if err != nil || len(c.Files) != 2 || m.id != c.ID {
+			reject(c, nil, "malformed state")
+			continue
+		}
+		var ln *listener
+		for _, l := range p.listeners {
+			if l.key == m.listener {
+				ln = l
+			}
+		}
+		if ln == nil {
+			reject(c, nil, fmt.Sprintf("listener %s is not in the new configuration", m.listener))
+			continue
+		}
+		cfd, err := takeFD(c.Files[0])
+		if err != nil {
+			reject(c, nil, err.Error())
+			continue
+		}
+		ufd, err := takeFD(c.Files[1])
+		if err != nil {
+			reject(c, []int{cfd}, err.Error())
+			continue
+		}
+		if !connectedStream(cfd) || !connectedStream(ufd) {
+			reject(c, []int{cfd, ufd}, "not a connected TCP socket")
+			continue
+		}
+		p.imported[c.ID] = importedSession(ln, m, cfd, ufd)
+		accepted = append(accepted, c.ID)
+	}
+	return accepted, rejected
+}
+
+// connectedStream reports whether fd is a connected (not listening) stream socket.
+func connectedStream(fd int) bool {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return false
+	}
+	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil || acc != 0 {
+		return false
+	}
+	_, err = unix.Getpeername(fd)
+	return err == nil
+}
+
+func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
+	s := &session{
+		id: m.id, srv: ln.srv, ln: ln, cfd: cfd, ufd: ufd, state: stateQuiesced,
+		client: m.client, peerAddr: m.peerAddr, ppAddr: m.ppAddr,
+		peer: -1, heapIdx: -1, connectTime: m.connectTime,
+		upstreamAddrs: []byte(m.upstreamAddrs), ppOutLen: m.ppOutLen,
+		cEvents: parked, uEvents: parked,
+	}
+	s.c2u = flow{eof: m.c2uEOF, shut: m.c2uShut, n: m.c2uN}
+	s.u2c = flow{eof: m.u2cEOF, shut: m.u2cShut, n: m.u2cN}
+	for _, f := range []struct {
+		fl   *flow
+		pend []byte
+	}{{&s.c2u, m.c2uPend}, {&s.u2c, m.u2cPend}} {
+		if len(f.pend) > 0 {
+			f.fl.base = getPend()
+			f.fl.pend = append(f.fl.base, f.pend...)
+		}
+	}
+	g := ln.srv.group
+	for i := range g.peers {
+		if g.peers[i].addr == m.upstream {
+			s.peer = i
+			break
+		}
+	}
+	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, s.loop.wall()) }
+	s.importAge, s.importIdle = m.age, m.idle
+	s.importLimits = m.limits
+	return s
+}
+
+// startImported is fdpass.Sink's Start: the imported sessions go to the
+// loops, in turn, and move bytes again, pending bytes first.
+func (p *Proxy) startImported(ids []uint64) {
+	p.reloadMu.Lock()
+	var ss []*session
+	for _, id := range ids {
+		if s := p.imported[id]; s != nil {
+			ss = append(ss, s)
+			delete(p.imported, id)
+		}
+	}
+	p.reloadMu.Unlock()
+	for i, s := range ss {
+		l := p.loops[i%len(p.loops)]
+		if !l.do(func() { l.adopt(s) }) {
+			s.cfd, s.ufd = closeFD(s.cfd), closeFD(s.ufd)
+		}
+	}
+}
+
+func closeFD(fd int) int {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+	return -1
+}
+
+// adopt makes an imported session this loop's.
+func (l *loop) adopt(s *session) {
+	p := l.p
+	s.loop = l
+	s.startMono = l.now - s.importAge
+	s.lastActive = l.now - s.importIdle
+	if s.srv.proxyTimeout > 0 {
+		s.timeout = s.srv.proxyTimeout
+	}
+	if s.peer >= 0 {
+		s.srv.group.peers[s.peer].active.Add(1)
+	}
+	for _, h := range s.importLimits {
+		for _, ref := range s.srv.limits {
+			if ref.zone.name == h.zone {
+				ref.zone.mu.Lock()
+				ref.zone.counts[h.key]++
+				ref.zone.mu.Unlock()
+				s.limits = append(s.limits, heldLimit{ref.zone, h.key})
+			}
+		}
+	}
+	s.importLimits = nil
+	p.active.Add(1)
+	s.ln.active.Add(1)
+	l.resume(s)
+}
