@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batonproxy/baton/fdpass"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,15 +31,17 @@ import (
 
 // ControlRequest is one request on the control socket.
 type ControlRequest struct {
-	Cmd string `json:"cmd"` // "status" or "reload"
+	Cmd    string `json:"cmd"`              // "status", "reload" or "upgrade"
+	Binary string `json:"binary,omitempty"` // upgrade: the new binary (default: this one)
 }
 
 // ControlReply is the answer to a ControlRequest.
 type ControlReply struct {
-	OK     bool    `json:"ok"`
-	Error  string  `json:"error,omitempty"`
-	Report string  `json:"report,omitempty"`
-	Status *Status `json:"status,omitempty"`
+	OK      bool           `json:"ok"`
+	Error   string         `json:"error,omitempty"`
+	Report  string         `json:"report,omitempty"`
+	Status  *Status        `json:"status,omitempty"`
+	Upgrade *fdpass.Report `json:"upgrade,omitempty"`
 }
 
 // ControlOptions are what the control socket can do beyond status.
@@ -46,6 +49,10 @@ type ControlOptions struct {
 	// Reload re-reads the configuration and applies it, returning a report
 	// of what changed. If nil, reload is refused.
 	Reload func() (string, error)
+
+	// Upgrade hands everything to a new process started from binary ("":
+	// this one) and returns what moved. If nil, upgrade is refused.
+	Upgrade func(binary string) (fdpass.Report, error)
 }
 
 // Control is a running control socket.
@@ -188,6 +195,18 @@ func (c *Control) handle(conn *net.UnixConn) {
 			return
 		}
 		reply(ControlReply{OK: true, Report: report})
+	case "upgrade":
+		if c.opts.Upgrade == nil {
+			reply(ControlReply{Error: "upgrade is not available here"})
+			return
+		}
+		conn.SetDeadline(time.Time{}) // an upgrade takes as long as its timeouts allow
+		rep, err := c.opts.Upgrade(req.Binary)
+		if err != nil {
+			reply(ControlReply{Error: err.Error(), Upgrade: &rep})
+			return
+		}
+		reply(ControlReply{OK: true, Upgrade: &rep})
 	default:
 		reply(ControlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
 	}

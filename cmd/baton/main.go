@@ -26,7 +26,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newCheckCmd(), newDemoCmd(), newHashCmd(), newStatusCmd(), newReloadCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newCheckCmd(), newDemoCmd(), newHashCmd(), newStatusCmd(), newReloadCmd(), newUpgradeCmd(), newVersionCmd())
 	if err := root.Execute(); err != nil {
 		printErr(err)
 		os.Exit(1)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -125,8 +126,16 @@ func run(cfg *config.Config, opts runOptions) error {
 			fmt.Fprintf(os.Stderr, "baton: [warn] worker_rlimit_nofile %d: %v\n", cfg.WorkerRlimitNofile, err)
 		}
 	}
-	p, err := proxy.New(cfg, proxy.Options{})
+	// Started by an old baton for an upgrade? Then the listeners come from it.
+	handoff, err := fdpass.AdoptEnv()
 	if err != nil {
+		return fmt.Errorf("upgrade handoff: %w", err)
+	}
+	p, err := proxy.New(cfg, proxy.Options{Generation: generation()})
+	if err != nil {
+		if handoff != nil {
+			handoff.Close()
+		}
 		return err
 	}
 	log := p.Logger()
@@ -134,34 +143,68 @@ func run(cfg *config.Config, opts runOptions) error {
 		log.Logf(proxy.LevelWarn, "%s in %s:%d", w.Msg, w.Pos.File, w.Pos.Line)
 	}
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	if err := p.Start(); err != nil {
-		p.Close()
-		return err
+
+	writePidFile := func() error {
+		if cfg.Pid == "" {
+			return nil
+		}
+		return writePid(cfg.Pid)
 	}
-	if cfg.Pid != "" {
-		if err := writePid(cfg.Pid); err != nil {
+	takeover := make(chan error, 1)
+	if handoff == nil {
+		if err := p.Start(); err != nil {
 			p.Close()
 			return err
 		}
-		defer os.Remove(cfg.Pid)
+		if err := writePidFile(); err != nil {
+			p.Close()
+			return err
+		}
+	} else {
+		// The old process sends its listeners; Start runs inside
+		// AdoptListeners. The PID file is written just before DONE_OK.
+		ready := make(chan error, 1)
+		go func() {
+			defer handoff.Close()
+			takeover <- fdpass.Takeover(handoff, readySink{p.Sink(), ready}, fdpass.TakeoverOptions{Build: version, Done: writePidFile})
+		}()
+		select {
+		case err := <-ready:
+			if err != nil {
+				p.Close()
+				return fmt.Errorf("upgrade: adopting the listeners: %w", err)
+			}
+		case err := <-takeover:
+			p.Close()
+			return fmt.Errorf("upgrade: the handoff failed before this process served: %w", err)
+		}
 	}
+	handedOver := false
+	defer func() {
+		if cfg.Pid != "" && !handedOver {
+			os.Remove(cfg.Pid) // after a handoff it is the new process's
+		}
+	}()
+
 	var reload func() (string, error)
 	if opts.file != "" {
 		reload = reloader(p, opts.file)
 	}
+	up := &upgrader{p: p, log: log, done: make(chan struct{})}
 	ctlPath := opts.controlSocket
 	if ctlPath == "" && opts.file != "" {
 		ctlPath = cfg.Baton.ControlSocket
 	}
+	var ctl *proxy.Control
 	if ctlPath != "" {
-		ctl, err := p.ServeControl(ctlPath, proxy.ControlOptions{Reload: reload})
+		ctl, err = p.ServeControl(ctlPath, proxy.ControlOptions{Reload: reload, Upgrade: up.run})
 		if err != nil {
 			// Traffic matters more: serve it, and say what is missing.
-			log.Logf(proxy.LevelWarn, "%v; baton status, reload and upgrade will not reach this process (SIGHUP still reloads)", err)
+			log.Logf(proxy.LevelWarn, "%v; baton status, reload and upgrade will not reach this process (SIGHUP still reloads, SIGUSR2 still upgrades)", err)
 		} else {
-			defer ctl.Close()
+			defer func() { ctl.Close() }()
 		}
 	}
 	var addrs []string
@@ -172,10 +215,40 @@ func run(cfg *config.Config, opts runOptions) error {
 	// Tests and scripts wait for this line on stderr.
 	fmt.Fprintf(os.Stderr, "baton: ready on %s\n", strings.Join(addrs, ", "))
 
+	graceful := func(why string) {
+		log.Logf(proxy.LevelNotice, "%s (%d live connections)", why, p.Stats().Active)
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if cfg.WorkerShutdownTimeout > 0 {
+			ctx, cancel = context.WithTimeout(ctx, cfg.WorkerShutdownTimeout)
+		}
+		go func() {
+			defer cancel()
+			if err := p.Shutdown(ctx); err != nil {
+				log.Logf(proxy.LevelNotice, "worker_shutdown_timeout %s passed, closed the remaining connections", cfg.WorkerShutdownTimeout)
+			}
+		}()
+	}
+	upgradeDone := up.done
 	for {
 		select {
 		case <-p.Done():
 			return nil
+		case err := <-takeover:
+			if err != nil {
+				log.Logf(proxy.LevelAlert, "upgrade handoff ended early: %v; serving what was handed over", err)
+			} else {
+				log.Logf(proxy.LevelNotice, "upgrade handoff complete: this process (generation %d) serves everything", generation())
+			}
+		case <-upgradeDone:
+			upgradeDone = nil
+			// The new process owns every listener, the control socket and
+			// the PID file now; what is left here are flows it could not take.
+			handedOver = true
+			if ctl != nil {
+				ctl.HandOff()
+				go ctl.Close()
+			}
+			graceful("handed over to the new process; exiting once the connections left here end")
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGUSR1:
@@ -184,6 +257,8 @@ func run(cfg *config.Config, opts runOptions) error {
 				} else {
 					log.Logf(proxy.LevelNotice, "reopened log files")
 				}
+			case syscall.SIGUSR2:
+				go up.run("") // logs its outcome
 			case syscall.SIGHUP:
 				if reload == nil {
 					log.Logf(proxy.LevelWarn, "SIGHUP: nothing to reload: baton runs without a config file")
@@ -196,17 +271,7 @@ func run(cfg *config.Config, opts runOptions) error {
 				}
 				log.Logf(proxy.LevelNotice, "reloaded %s: %s", opts.file, strings.ReplaceAll(strings.TrimSpace(report), "\n", "; "))
 			case syscall.SIGQUIT:
-				log.Logf(proxy.LevelNotice, "gracefully shutting down (%d live connections)", p.Stats().Active)
-				ctx, cancel := context.Background(), context.CancelFunc(func() {})
-				if cfg.WorkerShutdownTimeout > 0 {
-					ctx, cancel = context.WithTimeout(ctx, cfg.WorkerShutdownTimeout)
-				}
-				go func() {
-					defer cancel()
-					if err := p.Shutdown(ctx); err != nil {
-						log.Logf(proxy.LevelNotice, "worker_shutdown_timeout %s passed, closed the remaining connections", cfg.WorkerShutdownTimeout)
-					}
-				}()
+				graceful("gracefully shutting down")
 			default: // TERM, INT
 				log.Logf(proxy.LevelNotice, "exiting on %s", sig)
 				p.Close()
