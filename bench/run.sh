@@ -28,13 +28,14 @@ SETTLE=${SETTLE:-1}                # seconds of pause before each measurement
 SCENARIOS=${SCENARIOS:-"up1 upN down1 both1 connrate"}
 BASE_PORT=${BASE_PORT:-23400}      # ports are taken from here upwards, free ones only
 MAX_SECONDS=${MAX_SECONDS:-115}    # time budget: measurements that would not fit are skipped
-BATON_BIN=$RUN/baton
-DEFAULT_PROXY_CMD="$BATON_BIN run --listen {listen} --upstream {backend}"
+# BATON_BIN: an already built baton to use instead of building ./cmd/baton
+BUILD_BATON=0
+[[ -z ${BATON_BIN:-} ]] && { BATON_BIN=$RUN/baton; BUILD_BATON=1; }
 PROXY_CMD=${PROXY_CMD:-}
 if [[ -z $PROXY_CMD ]]; then
   LABEL=${LABEL:-baton}
-  BUILD_BATON=1
-  PROXY_CMD=$DEFAULT_PROXY_CMD
+  PROXY_CMD="$BATON_BIN run --listen {listen} --upstream {backend}"
+  [[ $BUILD_BATON == 1 || -x $BATON_BIN ]] || { echo "run.sh: BATON_BIN=$BATON_BIN is not executable" >&2; exit 2; }
 else
   read -r first _ <<<"$PROXY_CMD"
   LABEL=${LABEL:-$(basename "$first")}
@@ -107,6 +108,7 @@ forget_pid() {   # drop PID from PIDS once stopped
 
 cleanup() {
   local i
+  (( ${#PIDS[@]} )) && log "stopping ${#PIDS[@]} process(es) we started: ${PIDS[*]}"
   for (( i=${#PIDS[@]}-1; i>=0; i-- )); do stop_pid "${PIDS[i]}"; done
   PIDS=()
 }
@@ -154,21 +156,45 @@ tree_cpu_ticks() {   # utime+stime+cutime+cstime of PID and its live descendants
 }
 
 # The machine may be shared: for each measurement, estimate the CPU used by
-# processes this script did not start: busy time in /proc/stat (user+nice+
-# system) minus the CPU of this shell's reaped children (the loadgen client),
-# the sinks and the proxy tree, as % of all cores. Indicative only.
+# other processes, as % of all cores, two ways, and keep the lower figure
+# (both can only overestimate):
+#  a) per process: CPU time (incl. reaped children) of every process except
+#     this script's tree and kernel threads; overestimates when another
+#     process reaps a child that ran before the window;
+#  b) machine: non-idle time in /proc/stat (user, nice, system, irq,
+#     softirq, steal) minus this script's tree; overestimates by the loopback
+#     softirq work the kernel runs in ksoftirqd on our behalf.
 NCPU=$(nproc)
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat; }
-own_ticks() {
-  local t p
-  t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$$/stat")
-  for p in "${SINK_PIDS[@]}" ${PROXY_PID:-}; do t=$(( t + $(tree_cpu_ticks "$p") )); done
-  echo "$t"
+snap_cpu() {   # snap_cpu FILE : "pid ticks" of every other process, plus OURS and BUSY lines
+  { cat /proc/[0-9]*/stat 2>/dev/null; echo "BUSY $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)"; } \
+  | awk -v me=$$ '
+    $1 == "BUSY" { busy = $2; next }
+    { pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
+      pp[pid] = f[2]; t[pid] = f[12] + f[13] + f[14] + f[15]; all[n++] = pid }
+    END {
+      ours[me] = 1; kt[2] = 1; changed = 1
+      while (changed) { changed = 0
+        for (i = 0; i < n; i++) { x = all[i]
+          if (!(x in ours) && (pp[x] in ours)) { ours[x] = 1; changed = 1 }
+          if (!(x in kt) && (pp[x] in kt)) { kt[x] = 1; changed = 1 } } }
+      for (i = 0; i < n; i++) { x = all[i]
+        if (x in ours) o += t[x]; else if (!(x in kt)) print x, t[x] }
+      print "OURS", o + 0; print "BUSY", busy + 0
+    }' >"$1"
+}
+others_pct() {    # others_pct BEFORE AFTER SECONDS
+  awk -v secs="$3" -v hz="$CLK_TCK" -v n="$NCPU" '
+    NR == FNR { a[$1] = $2; next }
+    $1 == "OURS" { ours = $2 - a["OURS"]; next }
+    $1 == "BUSY" { busy = $2 - a["BUSY"]; next }
+    { d = $2 - (($1 in a) ? a[$1] : 0); if (d > 0) procs += d }
+    END { m = busy - ours; if (m < 0) m = 0; x = (procs < m) ? procs : m
+          p = 100 * x / hz / (secs * n); if (p > 100) p = 100; printf "%.0f", p }' "$1" "$2"
 }
 
 # -------------------------------------------------------------------- build
 mkdir -p "$RUN" "$LOGS"
-rm -f "$LOGS"/*.log "$RUN/results.txt"
+rm -f "$LOGS"/*.log "$RUN/results.txt" "$RUN"/others.[01]
 cd "$ROOT"
 log "building loadgen"
 timeout 300 go build -o "$LOADGEN" ./bench/loadgen || die "go build ./bench/loadgen failed"
@@ -234,7 +260,7 @@ scenario_args() {   # scenario_args NAME : sets SINK and ARGS (loadgen arguments
 }
 
 measure() {   # measure SCENARIO SIDE ADDR
-  local s=$1 side=$2 addr=$3 out line t0=0 t1=0 rc=0 tw b0 b1 o0 o1 w0 w1
+  local s=$1 side=$2 addr=$3 out line t0=0 t1=0 rc=0 tw w0 w1
   scenario_args "$s"
   sleep "$SETTLE"
   if [[ $s == connrate && $HAVE_SS == 1 ]]; then
@@ -242,12 +268,11 @@ measure() {   # measure SCENARIO SIDE ADDR
     R[$s.$side.timewait]=$tw
   fi
   [[ $side == proxy ]] && t0=$(tree_cpu_ticks "$PROXY_PID")
-  b0=$(busy_ticks); o0=$(own_ticks); w0=$(date +%s.%N)
+  snap_cpu "$RUN/others.0"; w0=$(date +%s.%N)
   out=$(timeout "$STEP_TIMEOUT" "$LOADGEN" "${ARGS[0]}" -addr "$addr" "${ARGS[@]:1}" 2>>"$LOGS/loadgen.log") || rc=$?
   [[ $side == proxy ]] && t1=$(tree_cpu_ticks "$PROXY_PID")
-  b1=$(busy_ticks); o1=$(own_ticks); w1=$(date +%s.%N)
-  R[$s.$side.bg]=$(awk -v b=$((b1 - b0)) -v o=$((o1 - o0)) -v w0="$w0" -v w1="$w1" -v hz="$CLK_TCK" -v n="$NCPU" \
-    'BEGIN { f = (b - o) / hz; if (f < 0) f = 0; printf "%.0f", 100 * f / ((w1 - w0) * n) }')
+  w1=$(date +%s.%N); snap_cpu "$RUN/others.1"
+  R[$s.$side.bg]=$(others_pct "$RUN/others.0" "$RUN/others.1" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')")
   line=$(grep '^RESULT ' <<<"$out" | tail -1 || true)
   echo "$s $side $line" >>"$RUN/results.txt"
   log "$s $side via $addr (rc=$rc, other load ${R[$s.$side.bg]}%): ${line:-no result}"
@@ -256,7 +281,9 @@ measure() {   # measure SCENARIO SIDE ADDR
   fi
   if [[ ${ARGS[0]} == throughput ]]; then
     R[$s.$side.value]=$(kv throughput_gbps "$line")
-    R[$s.$side.bytes]=$(kv bytes "$line")
+    # GB moved while the proxy CPU was sampled (whole loadgen run, warm-up
+    # included), assuming the warm-up ran at the measured rate
+    R[$s.$side.gb]=$(awk -v g="${R[$s.$side.value]}" -v a="$w0" -v b="$w1" 'BEGIN { print g / 8 * (b - a) }')
   else
     R[$s.$side.value]=$(kv conns_per_sec "$line")
     R[$s.$side.conns]=$(kv conns "$line")
@@ -306,7 +333,7 @@ cost() {   # cost TICKS AMOUNT UNIT : proxy CPU per unit of work
   awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" -v u="$3" 'BEGIN {
     if (t == "" || n == "" || n + 0 == 0) { print "NA"; exit }
     s = t / hz
-    if (u == "GB") printf "%.2f s/GB\n", s / (n / 1e9)
+    if (u == "GB") printf "%.2f s/GB\n", s / n
     else           printf "%.0f µs/conn\n", s * 1e6 / n }'
 }
 errs() { echo "${R[$1.direct.errors]:-NA} / ${R[$1.proxy.errors]:-NA}"; }
@@ -332,7 +359,7 @@ for s in $SCENARIOS; do
       echo "| connect+echo latency $q | µs | $(fmt "${R[$s.direct.$q]:-}") | $(fmt "${R[$s.proxy.$q]:-}") | $(ratio "${R[$s.direct.$q]:-}" "${R[$s.proxy.$q]:-}") | | | |"
     done
   else
-    echo "| $name | Gbit/s | $(fmt "$d") | $(fmt "$p") | $(ratio "$d" "$p") | $(cost "${R[$s.proxy.cpu]:-}" "${R[$s.proxy.bytes]:-}" GB) | $(errs "$s") | $(bg "$s") |"
+    echo "| $name | Gbit/s | $(fmt "$d") | $(fmt "$p") | $(ratio "$d" "$p") | $(cost "${R[$s.proxy.cpu]:-}" "${R[$s.proxy.gb]:-}" GB) | $(errs "$s") | $(bg "$s") |"
   fi
 done
 echo

@@ -93,6 +93,7 @@ type UpgradeOptions struct {
 	HelloTimeout time.Duration // T_hello: HELLO and READY, default 60s
 	BatchTimeout time.Duration // T_batch: per batch, default 5s
 	BatchSize    int           // flows per batch, default and at most 126
+	Generation   uint64        // this process's generation, sent in HELLO_OK
 
 	// ChildExited is closed when the child process has exited; Kill kills
 	// it (SIGKILL). Upgrade uses them to never resume a flow while the

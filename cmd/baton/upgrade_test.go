@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// echoServer echoes on 127.0.0.1:0 until the test ends.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// exited reports whether pid is gone (or a zombie nobody reaps here).
+func exited(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	return len(f) > 0 && f[0] == "Z"
+}
+
+func waitExited(t *testing.T, pid int) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(15 * time.Second)
+	for !exited(pid) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("old process %d still running 15s after its upgrade", pid)
+		}
+	}
+}
+
+var upgradeLine = regexp.MustCompile(`new pid (\d+): moved (\d+) connections, resumed (\d+) in the old process, lost (\d+)`)
+
+func TestUpgradeUnderLoad(t *testing.T) {
+	backend := echoServer(t)
+	listen := freePort(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	pidFile := filepath.Join(dir, "baton.pid")
+	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf(`
+pid %s;
+baton { control_socket %s; }
+stream { server { listen %s; proxy_pass %s; } }
+`, pidFile, sock, listen, backend))
+	p := startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	pids := []int{p.cmd.Process.Pid}
+	t.Cleanup(func() { // the last generation is not our child: end it by PID
+		if data, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid != p.cmd.Process.Pid {
+				syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+	})
+
+	// Streaming connections: each round trip checked byte for byte.
+	const streams, idle = 200, 50
+	stop := make(chan struct{})
+	errs := make(chan error, streams)
+	var rounds atomic.Int64
+	for i := 0; i < streams; i++ {
+		c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func(i int) {
+			buf := make([]byte, 1024)
+			got := make([]byte, 1024)
+			for n := 0; n < 1_000_000; n++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				for j := range buf {
+					buf[j] = byte(i + n + j)
+				}
+				if _, err := c.Write(buf); err != nil {
+					errs <- fmt.Errorf("stream %d round %d: %w", i, n, err)
+					return
+				}
+				if _, err := io.ReadFull(c, got); err != nil {
+					errs <- fmt.Errorf("stream %d round %d: %w", i, n, err)
+					return
+				}
+				if !bytes.Equal(got, buf) {
+					errs <- fmt.Errorf("stream %d round %d: bytes differ", i, n)
+					return
+				}
+				rounds.Add(1)
+			}
+			errs <- nil
+		}(i)
+	}
+	var idleConns []net.Conn
+	for i := 0; i < idle; i++ {
+		c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		fmt.Fprintf(c, "idle %d\n", i)
+		if _, err := io.ReadFull(c, make([]byte, len(fmt.Sprintf("idle %d\n", i)))); err != nil {
+			t.Fatal(err)
+		}
+		idleConns = append(idleConns, c)
+	}
+	// New connections throughout: none may be refused.
+	var refused, dialled atomic.Int64
+	dialStop := make(chan struct{})
+	dialDone := make(chan struct{})
+	go func() {
+		defer close(dialDone)
+		for n := 0; n < 1_000_000; n++ {
+			select {
+			case <-dialStop:
+				return
+			default:
+			}
+			c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+			dialled.Add(1)
+			if err != nil {
+				refused.Add(1)
+				continue
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write([]byte("x"))
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				refused.Add(1)
+			}
+			c.Close()
+		}
+	}()
+
+	for gen := 1; gen <= 3; gen++ {
+		start := time.Now()
+		out, err := batonCmd("upgrade", "--control-socket", sock).CombinedOutput()
+		if err != nil {
+			t.Fatalf("upgrade %d: %v\n%s", gen, err, out)
+		}
+		m := upgradeLine.FindStringSubmatch(string(out))
+		if m == nil {
+			t.Fatalf("upgrade %d printed %q", gen, out)
+		}
+		newPid, _ := strconv.Atoi(m[1])
+		moved, _ := strconv.Atoi(m[2])
+		lost, _ := strconv.Atoi(m[4])
+		t.Logf("upgrade %d to pid %d in %s: moved %d, resumed %s, lost %d", gen, newPid, time.Since(start).Round(time.Millisecond), moved, m[3], lost)
+		if moved < streams+idle || lost != 0 {
+			t.Fatalf("upgrade %d moved %d (want at least %d) and lost %d", gen, moved, streams+idle, lost)
+		}
+		waitExited(t, pids[len(pids)-1])
+		if data, _ := os.ReadFile(pidFile); strings.TrimSpace(string(data)) != m[1] {
+			t.Fatalf("pid file says %q after upgrade %d, want %s", data, gen, m[1])
+		}
+		pids = append(pids, newPid)
+	}
+	// The streams still round-trip after the last upgrade.
+	before := rounds.Load()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for rounds.Load() < before+streams {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("the streams stopped after the upgrades (%d round trips)", rounds.Load())
+		}
+	}
+	close(dialStop)
+	<-dialDone
+	close(stop)
+	for i := 0; i < streams; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i, c := range idleConns {
+		fmt.Fprintf(c, "still %d\n", i)
+		want := fmt.Sprintf("still %d\n", i)
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+			t.Errorf("idle connection %d after 3 upgrades: %q %v", i, got, err)
+		}
+	}
+	if refused.Load() > 0 {
+		t.Errorf("%d of %d new connections failed during the upgrades", refused.Load(), dialled.Load())
+	}
+	t.Logf("%d round trips, %d new connections, across 3 upgrades", rounds.Load(), dialled.Load())
+}
+
+// A failed upgrade changes nothing: the old process keeps serving, and a
+// later upgrade works.
+func TestFailedUpgradeKeepsServing(t *testing.T) {
+	backend := echoServer(t)
+	listen := freePort(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf("stream { server { listen %s; proxy_pass %s; } }\n", listen, backend))
+	p := startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	for _, bad := range []string{"/bin/false", filepath.Join(dir, "no-such-binary")} {
+		out, err := batonCmd("upgrade", "--control-socket", sock, "--binary", bad).CombinedOutput()
+		if err == nil {
+			t.Fatalf("upgrade to %s succeeded:\n%s", bad, out)
+		}
+		fmt.Fprintln(c, "after "+bad)
+		want := "after " + bad + "\n"
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+			t.Fatalf("after a failed upgrade (%s): %q %v\n%s", bad, got, err, out)
+		}
+	}
+	if exited(p.cmd.Process.Pid) {
+		t.Fatal("the old process exited after a failed upgrade")
+	}
+}

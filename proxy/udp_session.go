@@ -1,0 +1,382 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"github.com/batonproxy/baton/lb"
+	"golang.org/x/sys/unix"
+)
+
+// endReason is why a UDP session ended; it chooses the info or error line
+// nginx writes for it.
+type endReason uint8
+
+const (
+	endDone             endReason = iota + 1 // proxy_responses reached: "udp done"
+	endTimedOut                              // idle, every expected response seen: "udp timed out"
+	endUpstreamTimedOut                      // idle, responses missing: 502 and a peer failure
+	endUpstreamError                         // recv() or send() on the upstream socket failed
+	endClientError                           // sending a reply to the client failed
+	endClosed                                // Proxy.Close
+)
+
+// udpSession is one client address's flow, as nginx's UDP "connection":
+// plain data, so that an upgrade can ship it with its upstream socket
+// (HANDOFF.md §2.4 step 6).
+type udpSession struct {
+	id            uint64
+	key           udpKey
+	client        netip.AddrPort
+	local         netip.AddrPort // the address the client sent to
+	oob           []byte         // IP_PKTINFO for replies, on a wildcard listener
+	peer          int            // index into the group's peers
+	up            *net.UDPConn   // connected to the peer
+	raw           syscall.RawConn
+	upstreamAddrs []byte
+	startMono     int64
+	connectTime   int64
+	timeout       int64 // proxy_timeout; 0: none
+
+	// Owner only.
+	upSent   int64 // bytes written to the upstream
+	detached bool  // not in the table: proxy_requests reached, ended, or replaced
+
+	// Shared by the owner and the upstream reader.
+	mu         sync.Mutex
+	lastActive int64
+	requests   int64 // datagrams from the client (nginx's u->requests)
+	responses  int64 // datagrams to the client (u->responses)
+	received   int64 // bytes from the client ($bytes_received)
+	sent       int64 // bytes to the client ($bytes_sent)
+	ended      bool
+	failed     bool // report a failure of the peer to passive health
+	status     int
+	reason     endReason
+}
+
+// claim ends s with status and reason unless it has ended already. The
+// caller that gets true must see to it that the owner finishes s.
+func (s *udpSession) claim(status int, reason endReason) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return false
+	}
+	s.ended, s.status, s.reason = true, status, reason
+	return true
+}
+
+// udpEnd is what the test hook learns about a finished session.
+type udpEnd struct {
+	u      *udpListener
+	id     uint64
+	status int
+	reason endReason
+	failed bool
+	peer   int // -1: no upstream
+}
+
+func (u *udpListener) hook(e udpEnd) {
+	if h := u.endHook.Load(); h != nil {
+		(*h)(e)
+	}
+}
+
+// finalizeCheck is nginx's ngx_stream_proxy_test_finalize for UDP, with
+// s.mu held: whether s leaves the table (proxy_requests reached: a new
+// datagram from the client starts a new session) and whether it is done
+// (every expected response has come: proxy_responses times the requests).
+func (u *udpListener) finalizeCheck(s *udpSession) (detach, done bool) {
+	req, resp := u.srv.proxyRequests, u.srv.proxyResponses
+	if req > 0 && s.requests < int64(req) {
+		return false, false
+	}
+	detach = req > 0
+	if resp < 0 || s.responses < int64(resp)*s.requests {
+		return detach, false
+	}
+	return detach, true
+}
+
+// open starts a session for a datagram from a new client (owner).
+func (u *udpListener) open(key udpKey, pk udpPacket) {
+	p := u.p
+	now := u.now()
+	if m := p.maxSessions.Load(); m > 0 && p.active.Load() >= m {
+		u.drops.capacity.Add(1)
+		if c := u.capLog.hit(now); c > 0 {
+			p.log.Logf(LevelWarn, "%d worker_connections are not enough, %d datagrams from new clients of %s dropped", m*2, c, u.cl.Text)
+		}
+		return
+	}
+	s := &udpSession{
+		id: p.nextID.Add(1), key: key, client: pk.client, local: u.bound,
+		peer: -1, connectTime: -1, startMono: now, lastActive: now,
+		timeout: u.srv.proxyTimeout, requests: 1, received: int64(pk.n),
+	}
+	if pk.dst.IsValid() && u.wild {
+		s.local = netip.AddrPortFrom(pk.dst, u.bound.Port())
+		s.oob = replyOOB(pk.dst, pk.ifidx)
+	}
+	p.total.Add(1)
+	u.total.Add(1)
+	if !u.connect(s) {
+		u.logAccess(s, 502, u.now(), s.received, 0)
+		u.hook(udpEnd{u: u, id: s.id, status: 502, peer: -1})
+		return
+	}
+	p.active.Add(1)
+	u.active.Add(1)
+	u.live[s] = struct{}{}
+	detach, done := u.finalizeCheck(s)
+	if done {
+		s.ended, s.status, s.reason = true, 200, endDone
+	}
+	if detach {
+		s.detached = true
+	} else {
+		u.table[key] = s
+	}
+	if !done {
+		u.wg.Add(1)
+		go u.readUpstream(s)
+	}
+	u.send(s, (*pk.buf)[:pk.n], done)
+}
+
+// connect picks a peer and opens a connected socket to it, trying further
+// peers as proxy_next_upstream allows when the socket cannot be opened (for
+// UDP, connect() fails only locally, e.g. ENETUNREACH). It reports false
+// when no peer is left: the session is then a 502.
+func (u *udpListener) connect(s *udpSession) bool {
+	srv := u.srv
+	g := srv.group
+	clear(u.tried)
+	var key []byte
+	if g.key != nil {
+		key = g.key.appendTo(u.keyBuf[:0], u.record(s))
+	} else {
+		key = appendAddrKey(u.keyBuf[:0], s.client.Addr())
+	}
+	u.keyBuf = key[:0]
+	first := u.now()
+	for tries := 0; ; tries++ {
+		if tries > 0 && (!srv.nextUpstream ||
+			(srv.nextTries > 0 && tries >= srv.nextTries) ||
+			(srv.nextTimeout > 0 && u.now()-first >= srv.nextTimeout)) {
+			return false
+		}
+		if tries >= len(g.peers) {
+			return false
+		}
+		i, err := g.bal.Pick(key, u.usableFn)
+		if err != nil {
+			g.health.ResetFails() // as nginx, so that the peers come back at once
+			u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q",
+				s.id, s.client.Addr(), srv.name, g.name)
+			return false
+		}
+		start := u.now()
+		g.health.Peer(i).Picked(u.wall(start))
+		u.tried[i] = true
+		pr := &g.peers[i]
+		pr.active.Add(1)
+		if len(s.upstreamAddrs) > 0 {
+			s.upstreamAddrs = append(s.upstreamAddrs, ", "...)
+		}
+		s.upstreamAddrs = pr.addr.AppendTo(s.upstreamAddrs)
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(pr.addr))
+		if err == nil {
+			raw, rerr := c.SyscallConn()
+			if rerr == nil {
+				s.peer, s.up, s.raw = i, c, raw
+				s.connectTime = u.now() - start
+				pr.total.Add(1)
+				return true
+			}
+			c.Close()
+			err = rerr
+		}
+		pr.active.Add(-1)
+		pr.fails.Add(1)
+		if f, ok := g.bal.(lb.Failer); ok {
+			f.Failed(i, pr.maxFails)
+		}
+		disabled := g.health.Peer(i).Failed(u.wall(u.now()))
+		u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
+			s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr)
+		if disabled {
+			u.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
+				s.id, s.client.Addr(), srv.name, pr.addr)
+		}
+	}
+}
+
+// write is u.writeFn: one nonblocking write of u.wbuf to fd (owner).
+func (u *udpListener) write(fd uintptr) bool {
+	for {
+		u.wn, u.werr = unix.Write(int(fd), u.wbuf)
+		if u.werr != unix.EINTR {
+			return true
+		}
+	}
+}
+
+// bareErrno returns the errno inside err if there is one, for errnoText.
+func bareErrno(err error) error {
+	if e := errnoIn(err); e != 0 {
+		return e
+	}
+	return err
+}
+
+// forward sends a client datagram to s's upstream (owner). It reports false,
+// sending nothing, when s has ended.
+func (u *udpListener) forward(s *udpSession, b []byte) bool {
+	now := u.now()
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return false
+	}
+	s.requests++
+	s.received += int64(len(b))
+	s.lastActive = now
+	detach, done := u.finalizeCheck(s)
+	if done {
+		s.ended, s.status, s.reason = true, 200, endDone
+	}
+	s.mu.Unlock()
+	if detach && !s.detached {
+		delete(u.table, s.key)
+		s.detached = true
+	}
+	u.send(s, b, done)
+	return true
+}
+
+// send writes b to s's upstream with one nonblocking write (owner). A full
+// socket buffer drops the datagram, counted and logged; an error of the
+// upstream (ECONNREFUSED: a port unreachable came back) ends s and counts a
+// failure of the peer, as nginx's ngx_udp_send error does. claimed says
+// the owner has already ended s: it is finished here.
+func (u *udpListener) send(s *udpSession, b []byte, claimed bool) {
+	u.wbuf = b
+	err := s.raw.Write(u.writeFn)
+	n, werr := u.wn, u.werr
+	u.wbuf, u.werr = nil, nil
+	if err == nil {
+		err = werr
+	}
+	switch errno := errnoIn(err); {
+	case err == nil:
+		s.upSent += int64(n)
+	case errno == unix.EAGAIN || errno == unix.ENOBUFS || errno == unix.EMSGSIZE:
+		u.drops.send.Add(1)
+		if c := u.sendLog.hit(u.now()); c > 0 {
+			u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream, the last: send() failed %s, udp client: %s, upstream: \"%s\"",
+				c, u.cl.Text, errnoText(errno), s.client.Addr(), s.upstreamAddrs)
+		}
+	default:
+		s.mu.Lock()
+		first := !s.ended
+		if first {
+			s.ended, s.status, s.reason = true, 200, endUpstreamError
+		}
+		s.failed = true
+		s.mu.Unlock()
+		u.p.log.Logf(LevelError, "*%d send() failed %s while proxying and sending to upstream, udp client: %s, server: %s, upstream: \"%s\"",
+			s.id, errnoText(bareErrno(err)), s.client.Addr(), u.srv.name, s.upstreamAddrs)
+		if first || claimed {
+			u.finish(s)
+		}
+		return
+	}
+	if claimed {
+		u.finish(s)
+	}
+}
+
+// finish closes s's upstream socket, releases its peer, reports the peer's
+// health and writes the access-log line (owner; once per session, after
+// whoever ended it).
+func (u *udpListener) finish(s *udpSession) {
+	s.mu.Lock()
+	status, reason, failed := s.status, s.reason, s.failed
+	reqs, resps, recv, sent := s.requests, s.responses, s.received, s.sent
+	s.mu.Unlock()
+	s.up.Close()
+	if !s.detached {
+		delete(u.table, s.key)
+		s.detached = true
+	}
+	delete(u.live, s)
+	end := u.now()
+	g := u.srv.group
+	pr := &g.peers[s.peer]
+	pr.active.Add(-1)
+	pr.sent.Add(uint64(s.upSent))
+	pr.received.Add(uint64(sent))
+	log := u.p.log
+	switch reason {
+	case endDone, endTimedOut:
+		what := "udp done"
+		if reason == endTimedOut {
+			what = "udp timed out"
+		}
+		log.Logf(LevelInfo, "*%d %s, packets from/to client:%d/%d, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
+			s.id, what, reqs, resps, recv, sent, s.upSent, sent)
+	case endUpstreamTimedOut:
+		log.Logf(LevelError, "*%d upstream timed out (110: Connection timed out) while proxying connection, udp client: %s, server: %s, upstream: \"%s\"",
+			s.id, s.client.Addr(), u.srv.name, s.upstreamAddrs)
+	}
+	if failed {
+		// nginx's ngx_stream_proxy_finalize: a UDP upstream socket with a
+		// read or write error is freed with NGX_PEER_FAILED.
+		pr.fails.Add(1)
+		if f, ok := g.bal.(lb.Failer); ok {
+			f.Failed(s.peer, pr.maxFails)
+		}
+		if g.health.Peer(s.peer).Failed(u.wall(end)) {
+			log.Logf(LevelWarn, "*%d upstream server temporarily disabled while proxying connection, udp client: %s, server: %s, upstream: \"%s\"",
+				s.id, s.client.Addr(), u.srv.name, s.upstreamAddrs)
+		}
+	} else {
+		g.health.Peer(s.peer).Succeeded(u.wall(end))
+	}
+	u.p.active.Add(-1)
+	u.active.Add(-1)
+	u.logAccess(s, status, end, recv, sent)
+	u.hook(udpEnd{u: u, id: s.id, status: status, reason: reason, failed: failed, peer: s.peer})
+}
+
+// record fills the owner's log record for s, for the access log and the
+// hash key.
+func (u *udpListener) record(s *udpSession) *session {
+	u.rec = session{
+		id: s.id, srv: u.srv, cfd: -1, ufd: -1, client: s.client, local: s.local,
+		peer: -1, connectTime: s.connectTime, upstreamAddrs: s.upstreamAddrs,
+		startMono: s.startMono, heapIdx: -1, udp: true,
+	}
+	return &u.rec
+}
+
+// logAccess writes s's access-log lines (owner): recv and sent are the
+// bytes from and to the client.
+func (u *udpListener) logAccess(s *udpSession, status int, end, recv, sent int64) {
+	if len(u.srv.accessLogs) == 0 {
+		return
+	}
+	rec := u.record(s)
+	rec.status, rec.endMono = status, end
+	rec.c2u.n, rec.u2c.n = recv, sent
+	for _, al := range u.srv.accessLogs {
+		line := al.format.appendTo(u.lineBuf[:0], rec)
+		line = append(line, '\n')
+		al.file.write(line)
+		u.lineBuf = line[:0]
+	}
+}
