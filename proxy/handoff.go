@@ -470,10 +470,24 @@ func (p *Proxy) startImported(ids []uint64) {
 		}
 	}
 	p.reloadMu.Unlock()
+	// Spread them over the loops, one command per loop.
+	per := make([][]*session, len(p.loops))
 	for i, s := range ss {
-		l := p.loops[i%len(p.loops)]
-		if !l.do(func() { l.adopt(s) }) {
-			s.cfd, s.ufd = closeFD(s.cfd), closeFD(s.ufd)
+		per[i%len(p.loops)] = append(per[i%len(p.loops)], s)
+	}
+	for i, l := range p.loops {
+		mine := per[i]
+		if len(mine) == 0 {
+			continue
+		}
+		if !l.do(func() {
+			for _, s := range mine {
+				l.adopt(s)
+			}
+		}) {
+			for _, s := range mine {
+				s.cfd, s.ufd = closeFD(s.cfd), closeFD(s.ufd)
+			}
 		}
 	}
 }

@@ -71,11 +71,18 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	child.Close() // or we never see EOF from the child (P17)
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	start := time.Now()
 	u.log.Logf(proxy.LevelNotice, "upgrade: started %s, pid %d", binary, cmd.Process.Pid)
 	rep, err := fdpass.Upgrade(parent, u.p, fdpass.UpgradeOptions{
 		ChildExited: exited,
 		Kill:        func() { cmd.Process.Kill() },
-		Progress:    func(f string, a ...any) { u.log.Logf(proxy.LevelNotice, "upgrade: "+f, a...) },
+		Progress: func(f string, a ...any) {
+			lv := proxy.LevelNotice
+			if strings.HasPrefix(f, "batch") {
+				lv = proxy.LevelInfo // one line per 126 connections
+			}
+			u.log.Logf(lv, "upgrade: +%dms "+f, append([]any{time.Since(start).Milliseconds()}, a...)...)
+		},
 	})
 	if err != nil {
 		u.log.Logf(proxy.LevelAlert, "upgrade failed, this process keeps serving: %v (moved %d, resumed %d, lost %d)",
