@@ -34,6 +34,7 @@ var (
 	descUpReceived  = prometheus.NewDesc("baton_upstream_bytes_received_total", "Bytes received from an upstream server (counted when a session ends).", []string{"upstream", "server"}, nil)
 	descUpHealthy   = prometheus.NewDesc("baton_upstream_server_up", "1 if the upstream server may take new connections now (not down, failing out or at max_conns), else 0.", []string{"upstream", "server"}, nil)
 	descBackupInUse = prometheus.NewDesc("baton_upstream_backup_in_use", "1 if no primary server of the upstream is usable and a backup is.", []string{"upstream"}, nil)
+	descUDPDropped  = prometheus.NewDesc("baton_udp_datagrams_dropped_total", "Client datagrams a UDP listener did not forward, by cause.", []string{"listener", "cause"}, nil)
 )
 
 func newMetrics() *metrics {
@@ -52,13 +53,20 @@ func newMetrics() *metrics {
 type collector struct{ p *Proxy }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descTotal, descUpActive, descUpTotal, descUpFails, descUpSent, descUpReceived, descUpHealthy, descBackupInUse} {
+	for _, d := range []*prometheus.Desc{descActive, descTotal, descUpActive, descUpTotal, descUpFails, descUpSent, descUpReceived, descUpHealthy, descBackupInUse, descUDPDropped} {
 		ch <- d
 	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.p.Status()
+	c.p.reloadMu.Lock()
+	for _, u := range c.p.udp {
+		for cause, n := range u.dropCounts() {
+			ch <- prometheus.MustNewConstMetric(descUDPDropped, prometheus.CounterValue, float64(n), "udp/"+u.bound.String(), cause)
+		}
+	}
+	c.p.reloadMu.Unlock()
 	for _, l := range st.Listeners {
 		name := l.Protocol + "/" + l.Addr
 		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(l.Active), name)

@@ -344,6 +344,7 @@ func (p *Proxy) Start() error {
 				u, err := p.startUDP(srv, cl)
 				if err != nil {
 					p.closeListeners()
+					p.closeUDP()
 					return posError(cl.Pos, err.Error())
 				}
 				p.udp = append(p.udp, u)
@@ -352,6 +353,7 @@ func (p *Proxy) Start() error {
 			ln, err := p.bindListener(srv, cl)
 			if err != nil {
 				p.closeListeners()
+				p.closeUDP()
 				return err
 			}
 			p.listeners = append(p.listeners, ln)
@@ -360,9 +362,7 @@ func (p *Proxy) Start() error {
 	if addr := p.cfg.Baton.Metrics; addr != "" {
 		if err := p.serveMetrics(addr); err != nil {
 			p.closeListeners()
-			for _, u := range p.udp {
-				u.close()
-			}
+			p.closeUDP()
 			return posError(p.cfg.Baton.Pos, err.Error())
 		}
 	}
@@ -483,6 +483,15 @@ func (p *Proxy) Close() error {
 	})
 	<-p.done
 	return nil
+}
+
+// closeUDP stops the UDP listeners Start already bound, for its error paths.
+func (p *Proxy) closeUDP() {
+	for _, u := range p.udp {
+		u.close()
+		u.wait()
+	}
+	p.udp = nil
 }
 
 func (p *Proxy) closeListeners() {
