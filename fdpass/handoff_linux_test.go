@@ -359,3 +359,52 @@ func TestUpgradeRollback(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeRefusesOtherProtocol: a child speaking another protocol gets an
+// ERROR, and the old process changes nothing.
+func TestUpgradeRefusesOtherProtocol(t *testing.T) {
+	base := baseline(t)
+	w := newWorld(t, 1)
+	src := &fakeSource{w: w}
+	parent, end := handoffChannel(t)
+	s := &script{t: t, peer: peer{c: end}}
+	exited := make(chan struct{})
+	var childGot error
+	go func() {
+		defer close(exited)
+		defer end.Close()
+		var e Encoder
+		e.Uint16(ProtoVersion + 1)
+		e.Text("future")
+		e.Uint32(1)
+		s.send(TypeHello, &e)
+		_, childGot = s.expect(TypeHelloOK)
+	}()
+	_, err := Upgrade(parent, src, UpgradeOptions{ChildExited: exited, Kill: func() {}})
+	if !errors.Is(err, ErrProtocol) || !errors.Is(childGot, ErrPeer) || len(src.calls) > 0 {
+		t.Errorf("Upgrade: %v; child got %v; source calls %v", err, childGot, src.calls)
+	}
+	parent.Close()
+	w.close()
+	checkNoLeak(t, base)
+}
+
+// TestUpgradeQuiesceFails: the flows moved so far die with the killed child.
+func TestUpgradeQuiesceFails(t *testing.T) {
+	base := baseline(t)
+	w := newWorld(t, 1)
+	for id := range uint64(12) {
+		w.addFlow(id+1, 5)
+	}
+	src, sink := &fakeSource{w: w, quiesceErr: errors.New("loop stuck")}, newFakeSink(t)
+	rep, err, _ := upgradeInProcess(t, src, sink, UpgradeOptions{BatchSize: 5})
+	if !errors.Is(err, ErrRolledBack) || rep.Lost != 12 || rep.Moved+rep.Resumed != 0 {
+		t.Errorf("Upgrade: %+v, %v; want 12 lost", rep, err)
+	}
+	if n := len(src.calls); src.calls[n-1] != "resume" || len(src.released) != 12 {
+		t.Errorf("source calls %v", src.calls)
+	}
+	sink.close()
+	w.close()
+	checkNoLeak(t, base)
+}

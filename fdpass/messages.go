@@ -22,7 +22,7 @@ const ProtoVersion = 1
 //	LISTENERS  bool last | u16 n | n × (text name | fd)
 //	READY      u16 n | n × text name
 //	BATCH      u64 batch | u16 n | n × (u64 id | u8 nfiles | nfiles × fd | u32 state length)
-//	DATA       u64 batch | u64 id | u32 offset | bytes chunk
+//	DATA       u64 batch | (u64 id | u32 offset | bytes chunk)+   as many entries as fit
 //	BATCH_END  u64 batch | u16 n | u32 crc32c of the states, concatenated in BATCH order
 //	ACCEPTED   u64 batch | u16 n | n × u64 id | u16 m | m × (u64 id | text reason)
 //	DONE       empty
@@ -53,10 +53,6 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // maxReason bounds a reason sent in ERROR or ACCEPTED, so that 126 of them
 // fit one record.
 const maxReason = 400
-
-// dataChunk is the most state bytes one DATA record carries: MaxBody less
-// the batch, id, offset and length fields.
-const dataChunk = MaxBody - 8 - 8 - 4 - 4
 
 func clip(s string) string {
 	if len(s) > maxReason {

@@ -41,8 +41,7 @@ type taker struct {
 	peer
 	sink  Sink
 	opts  TakeoverOptions
-	ready bool // READY was sent
-	moved int  // flows accepted so far
+	moved int // flows accepted so far
 }
 
 // gone turns a failed receive into ErrParentGone on EOF.
@@ -87,7 +86,6 @@ func (t *taker) run() error {
 	if err := t.send(TypeReady, &e); err != nil {
 		return t.gone("READY", err)
 	}
-	t.ready = true
 
 	for {
 		rec, files, err := t.receive()
@@ -206,21 +204,28 @@ func (t *taker) takeBatch(rec Record, files []*os.File) error {
 	}
 
 	b.files = nil // the sink owns them now, also those it rejects
-	ok, rejected := t.sink.Import(b.conns)
-	a := accepted{batch: b.id, ok: ok}
-	answered := make(map[uint64]bool, len(ok))
-	for _, id := range ok {
-		answered[id] = true
+	imported, rejected := t.sink.Import(b.conns)
+	// Answer for each flow of the batch once, in batch order, whatever the
+	// sink returned: an id it names twice or that is not in the batch would
+	// make the old process roll back.
+	a := accepted{batch: b.id}
+	isImported := make(map[uint64]bool, len(imported))
+	for _, id := range imported {
+		isImported[id] = true
 	}
 	for _, c := range b.conns {
-		if why, isRejected := rejected[c.ID]; isRejected || !answered[c.ID] {
-			if !isRejected {
-				why = "not imported"
-			}
-			a.rejected = append(a.rejected, c.ID)
-			a.reasons = append(a.reasons, why)
+		if isImported[c.ID] {
+			a.ok = append(a.ok, c.ID)
+			continue
 		}
+		why, ok := rejected[c.ID]
+		if !ok {
+			why = "not imported"
+		}
+		a.rejected = append(a.rejected, c.ID)
+		a.reasons = append(a.reasons, why)
 	}
+	ok := a.ok
 	var e Encoder
 	a.encode(&e)
 	err := t.send(TypeAccepted, &e)
@@ -258,12 +263,29 @@ func (b *incoming) header(rec Record, files []*os.File) error {
 	return d.Finish()
 }
 
-// data appends one DATA chunk to its flow's state.
+// data appends the chunks of one DATA record to their flows' states.
 func (b *incoming) data(d *Decoder) error {
-	batch, id, off, chunk := d.Uint64(), d.Uint64(), d.Uint32(), d.Bytes()
+	batch := d.Uint64()
+	if batch != b.id && d.Err() == nil {
+		return fmt.Errorf("%w: DATA for batch %d in batch %d", ErrProtocol, batch, b.id)
+	}
+	for n := 0; d.Len() > 0 && d.Err() == nil; n++ {
+		id, off, chunk := d.Uint64(), d.Uint32(), d.Bytes()
+		if d.Err() != nil {
+			break
+		}
+		if err := b.chunk(batch, id, off, chunk); err != nil {
+			return err
+		}
+	}
 	if err := d.Finish(); err != nil {
 		return fmt.Errorf("DATA: %w", err)
 	}
+	return nil
+}
+
+// chunk appends one (flow, offset, bytes) entry of a DATA record.
+func (b *incoming) chunk(batch, id uint64, off uint32, chunk []byte) error {
 	i, ok := b.index[id]
 	if batch != b.id || !ok {
 		return fmt.Errorf("%w: DATA for batch %d flow %d", ErrProtocol, batch, id)

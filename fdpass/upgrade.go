@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -312,17 +313,38 @@ func (u *upgrader) sendBatch(conns []Conn) error {
 	}
 	closeAll(files)
 	files = nil
-	for _, c := range conns {
-		for off := 0; off < len(c.State); off += dataChunk {
-			var e Encoder
-			e.Uint64(id)
-			e.Uint64(c.ID)
-			e.Uint32(uint32(off))
-			e.Bytes(c.State[off:min(off+dataChunk, len(c.State))])
-			if err := u.send(TypeData, &e); err != nil {
-				return u.fail(step, err)
-			}
+	// DATA records carry the states as (flow, offset, bytes) entries, as
+	// many as fit in a record: small states travel many to a record.
+	const entryHead = 8 + 4 + 4
+	var d Encoder
+	d.Uint64(id)
+	flush := func() error {
+		if d.Len() == 8 {
+			return nil
 		}
+		err := u.send(TypeData, &d)
+		d = Encoder{}
+		d.Uint64(id)
+		return err
+	}
+	for _, c := range conns {
+		for off := 0; off < len(c.State); {
+			room := MaxBody - d.Len() - entryHead
+			if room < 1 {
+				if err := flush(); err != nil {
+					return u.fail(step, err)
+				}
+				continue
+			}
+			n := min(room, len(c.State)-off)
+			d.Uint64(c.ID)
+			d.Uint32(uint32(off))
+			d.Bytes(c.State[off : off+n])
+			off += n
+		}
+	}
+	if err := flush(); err != nil {
+		return u.fail(step, err)
 	}
 	e = Encoder{}
 	e.Uint64(id)
@@ -390,6 +412,7 @@ func (u *upgrader) rollback(cause error) error {
 		restore = append(restore, id)
 	}
 	clear(u.pending)
+	slices.Sort(restore)
 	if len(restore) > 0 {
 		u.src.Restore(restore)
 	}

@@ -192,7 +192,11 @@ func run(cfg *config.Config, opts runOptions) error {
 	if opts.file != "" {
 		reload = reloader(p, opts.file)
 	}
-	up := &upgrader{p: p, log: log, done: make(chan struct{})}
+	up := &upgrader{p: p, log: log, done: make(chan struct{}), failed: func() {
+		if err := writePidFile(); err != nil {
+			log.Logf(proxy.LevelAlert, "rewriting the pid file after a failed upgrade: %v", err)
+		}
+	}}
 	ctlPath := opts.controlSocket
 	if ctlPath == "" && opts.file != "" {
 		ctlPath = cfg.Baton.ControlSocket

@@ -26,8 +26,9 @@ func generation() int {
 
 // upgrader is the old process's side of "baton upgrade": one at a time.
 type upgrader struct {
-	p    *proxy.Proxy
-	log  *proxy.Logger
+	p      *proxy.Proxy
+	log    *proxy.Logger
+	failed func() // after a failed upgrade: take the PID file back
 	mu   sync.Mutex
 	done chan struct{} // closed after a successful upgrade: this process exits
 	once sync.Once
@@ -57,7 +58,14 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	if err != nil {
 		return fdpass.Report{}, err
 	}
-	defer parent.Close()
+	// On success the channel stays open until this process exits; closing
+	// it while the new process still reads would look like a crash to it.
+	ok := false
+	defer func() {
+		if !ok {
+			parent.Close()
+		}
+	}()
 	cmd := exec.Command(binary, os.Args[1:]...)
 	cmd.ExtraFiles = []*os.File{child} // fd 3 in the child
 	cmd.Env = append(withoutEnv(os.Environ(), fdpass.EnvHandoffFD, envGen),
@@ -74,6 +82,7 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	start := time.Now()
 	u.log.Logf(proxy.LevelNotice, "upgrade: started %s, pid %d", binary, cmd.Process.Pid)
 	rep, err := fdpass.Upgrade(parent, u.p, fdpass.UpgradeOptions{
+		Generation:  uint64(generation() + 1),
 		ChildExited: exited,
 		Kill:        func() { cmd.Process.Kill() },
 		Progress: func(f string, a ...any) {
@@ -87,8 +96,12 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	if err != nil {
 		u.log.Logf(proxy.LevelAlert, "upgrade failed, this process keeps serving: %v (moved %d, resumed %d, lost %d)",
 			err, rep.Moved, rep.Resumed, rep.Lost)
+		if u.failed != nil {
+			u.failed()
+		}
 		return rep, err
 	}
+	ok = true
 	u.log.Logf(proxy.LevelNotice, "upgrade: pid %d took over: moved %d connections, resumed %d here, lost %d",
 		rep.NewPID, rep.Moved, rep.Resumed, rep.Lost)
 	u.once.Do(func() { close(u.done) })
