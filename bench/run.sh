@@ -12,7 +12,7 @@
 # bounded in time (and loadgen also by count), and every process this script
 # starts is stopped by its PID on exit. Exit status is non-zero if any
 # measurement failed.
-set -euo pipefail
+set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -114,6 +114,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'log "ERROR: unexpected failure (status $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 # -------------------------------------------------------------------- ports
 port_in_use() {
@@ -166,7 +167,7 @@ tree_cpu_ticks() {   # utime+stime+cutime+cstime of PID and its live descendants
 #     softirq work the kernel runs in ksoftirqd on our behalf.
 NCPU=$(nproc)
 snap_cpu() {   # snap_cpu FILE : "pid ticks" of every other process, plus OURS and BUSY lines
-  { cat /proc/[0-9]*/stat 2>/dev/null; echo "BUSY $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)"; } \
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; echo "BUSY $(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)"; } \
   | awk -v me=$$ '
     $1 == "BUSY" { busy = $2; next }
     { pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
@@ -264,7 +265,7 @@ measure() {   # measure SCENARIO SIDE ADDR
   scenario_args "$s"
   sleep "$SETTLE"
   if [[ $s == connrate && $HAVE_SS == 1 ]]; then
-    tw=$(ss -Htan state time-wait 2>/dev/null | wc -l)
+    tw=$(ss -Htan state time-wait 2>/dev/null | wc -l || true)
     R[$s.$side.timewait]=$tw
   fi
   [[ $side == proxy ]] && t0=$(tree_cpu_ticks "$PROXY_PID")

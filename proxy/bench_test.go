@@ -81,3 +81,29 @@ func BenchmarkConnRate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPingPong measures the round trip of a small request on a
+// persistent connection (keep-alive latency): one op is a 64-byte write and
+// its echo.
+func BenchmarkPingPong(b *testing.B) {
+	e := startBackend(b, "echo", echo)
+	targets := benchTargets(b, e)
+	for _, name := range []string{"direct", "baton"} {
+		b.Run(name, func(b *testing.B) {
+			c := dial(b, targets[name])
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Minute))
+			msg := make([]byte, 64)
+			got := make([]byte, 64)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, got); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

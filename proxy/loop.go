@@ -3,8 +3,11 @@ package proxy
 import (
 	"encoding/binary"
 	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,6 +35,10 @@ type loop struct {
 	p       *Proxy
 	id      int
 	epfd    int
+	epf     *os.File        // epfd as a file Go's poller watches: the loop parks on it, never blocks an OS thread
+	epraw   syscall.RawConn // epf's RawConn
+	waitFn  func(fd uintptr) bool
+	got     int // events waitFn found
 	wakefd  int
 	events  []unix.EpollEvent
 	buf     []byte // the shared read buffer
@@ -80,15 +87,67 @@ func newLoop(p *Proxy, id int) (*loop, error) {
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd), Pad: tagWake}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(wfd)
+		unix.Close(epfd)
+		return nil, err
+	}
+	// An epoll fd is itself pollable: readable when it has events. Handed
+	// to Go's poller, it lets the loop goroutine park like any other
+	// instead of blocking an OS thread in epoll_wait (which costs a
+	// scheduler hand-off and futex wake-ups on every event).
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(wfd)
+		unix.Close(epfd)
+		return nil, err
+	}
+	l.epf = os.NewFile(uintptr(epfd), "epoll")
+	raw, err := l.epf.SyscallConn()
+	if err != nil {
 		l.closeFds()
 		return nil, err
+	}
+	l.epraw = raw
+	l.waitFn = func(fd uintptr) bool {
+		l.got = epollWaitNow(int(fd), l.events)
+		return l.got != 0
 	}
 	return l, nil
 }
 
 func (l *loop) closeFds() {
 	unix.Close(l.wakefd)
-	unix.Close(l.epfd)
+	l.epf.Close()
+}
+
+// epollWaitNow collects ready events without blocking (RawSyscall: it
+// cannot block, so the scheduler need not know). It returns -1 on EINTR
+// and the like, which callers treat as "look again".
+func epollWaitNow(epfd int, events []unix.EpollEvent) int {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return -1
+	}
+	return int(n)
+}
+
+// wait returns the number of ready events in l.events: at once if any are
+// ready, else after parking until some are or the next deadline passes.
+func (l *loop) wait() int {
+	if n := epollWaitNow(l.epfd, l.events); n != 0 {
+		return max(n, 0)
+	}
+	ms := l.waitMs()
+	if ms == 0 {
+		return 0
+	}
+	if ms > 0 {
+		l.epf.SetReadDeadline(time.Now().Add(time.Duration(ms) * time.Millisecond))
+	} else {
+		l.epf.SetReadDeadline(time.Time{})
+	}
+	l.got = 0
+	l.epraw.Read(l.waitFn) // returns on events, or a timeout at the deadline
+	return max(l.got, 0)
 }
 
 // do asks the loop to run fn on its own goroutine. It returns false, and fn
@@ -124,12 +183,8 @@ func (l *loop) run() {
 	l.now = l.clock()
 	l.arm()
 	for {
-		n, err := unix.EpollWait(l.epfd, l.events, l.waitMs())
+		n := l.wait()
 		l.now = l.clock()
-		if err != nil && err != unix.EINTR {
-			l.p.log.Logf(LevelAlert, "epoll_wait() failed %s", errnoText(err))
-			return
-		}
 		for i := 0; i < n; i++ {
 			ev := &l.events[i]
 			switch ev.Pad {

@@ -350,7 +350,7 @@ func (s *session) park(fd int) {
 func (s *session) pump(f *flow, src, dst int) {
 	l := s.loop
 	for round := 0; round < 4; round++ {
-		n, err := unix.Read(src, l.buf)
+		n, err := rawRead(src, l.buf)
 		if n > 0 {
 			s.lastActive = l.now
 			w, werr := writeAll(dst, l.buf[:n])
