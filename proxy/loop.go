@@ -323,7 +323,6 @@ func (l *loop) accept(ln *listener) {
 			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, errnoText(err))
 			return
 		}
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		l.newSession(ln, fd, addrPort(sa))
 	}
 }
@@ -346,11 +345,10 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	}
 	g := ln.srv.group
 	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, l.wall()) }
-	if err := l.register(fd, 0, s); err != nil {
-		p.log.Logf(LevelAlert, "epoll_ctl(ADD) client socket failed %s", errnoText(err))
-		unix.Close(fd)
-		return
-	}
+	// The client socket joins the epoll set only when there is something to
+	// read from it: its PROXY header, or data once the upstream is connected.
+	l.track(fd, s)
+	s.cEvents = parked
 	s.slot = len(l.sessions)
 	l.sessions = append(l.sessions, s)
 	p.active.Add(1)
@@ -359,7 +357,7 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	ln.active.Add(1)
 	if ln.cfg.ProxyProtocol {
 		s.state = stateHeader
-		s.cEvents = l.setInterest(fd, 0, unix.EPOLLIN|unix.EPOLLRDHUP)
+		s.cEvents = l.setInterest(fd, parked, unix.EPOLLIN|unix.EPOLLRDHUP)
 		s.lastActive, s.timeout = l.now, ln.srv.ppTimeout
 		l.schedule(s)
 		return
@@ -391,11 +389,16 @@ func (l *loop) register(fd int, events uint32, s *session) error {
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return err
 	}
+	l.track(fd, s)
+	return nil
+}
+
+// track maps fd to s for events, whether or not fd is in the epoll set yet.
+func (l *loop) track(fd int, s *session) {
 	for fd >= len(l.fds) {
 		l.fds = append(l.fds, make([]*session, len(l.fds)+64)...)
 	}
 	l.fds[fd] = s
-	return nil
 }
 
 // setInterest changes fd's epoll interest from cur to want and returns the
@@ -423,11 +426,16 @@ func (l *loop) unregister(fd int) {
 	}
 }
 
-// release unregisters a session's descriptor and closes it after the
-// current batch of events: until then its number cannot be reused by a new
-// socket, so a stale event later in the batch cannot reach the wrong session.
+// release forgets a session's descriptor and closes it after the current
+// batch of events: until then its number cannot be reused by a new socket,
+// so a stale event later in the batch cannot reach the wrong session. No
+// EPOLL_CTL_DEL: close removes a descriptor from the epoll set, and a
+// session's descriptors are never duplicated outside a quiesce, which
+// takes them out of the set itself.
 func (l *loop) release(fd int) {
-	l.unregister(fd)
+	if fd < len(l.fds) {
+		l.fds[fd] = nil
+	}
 	l.closing = append(l.closing, fd)
 }
 

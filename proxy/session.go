@@ -287,10 +287,6 @@ func (s *session) onEvent(fd int, ev uint32) {
 	if s.state == stateConnecting {
 		if fd == s.ufd {
 			s.onConnectEvent()
-		} else if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			// The client left before the upstream answered; nginx, which
-			// does not watch the client then, ends such a session with 200.
-			s.finish(200)
 		}
 		return
 	}

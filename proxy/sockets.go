@@ -78,8 +78,12 @@ func listenSocket(ap netip.AddrPort, backlog int, reusePort, keepalive bool) (in
 			return -1, fmt.Errorf("setsockopt(IPV6_V6ONLY) %s failed %s", ap, errnoText(err))
 		}
 	}
+	// Accepted sockets inherit TCP_NODELAY (nginx's tcp_nodelay on) and
+	// SO_KEEPALIVE from the listener: set once here, not per connection.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return -1, fmt.Errorf("setsockopt(TCP_NODELAY) %s failed %s", ap, errnoText(err))
+	}
 	if keepalive {
-		// Accepted sockets inherit SO_KEEPALIVE from the listener.
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
 			return -1, fmt.Errorf("setsockopt(SO_KEEPALIVE) %s failed %s", ap, errnoText(err))
 		}
