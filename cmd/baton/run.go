@@ -147,10 +147,16 @@ func run(cfg *config.Config, opts runOptions) error {
 	defer signal.Stop(sigs)
 
 	writePidFile := func() error {
-		if cfg.Pid == "" {
-			return nil
+		if cfg.Pid != "" {
+			if err := writePid(cfg.Pid); err != nil {
+				return err
+			}
 		}
-		return writePid(cfg.Pid)
+		// systemd (Type=notify): this process is the service's main one now.
+		if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())); err != nil {
+			log.Logf(proxy.LevelWarn, "sd_notify: %v", err)
+		}
+		return nil
 	}
 	takeover := make(chan error, 1)
 	if handoff == nil {
