@@ -272,3 +272,49 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 		t.Fatal("the old process exited after a failed upgrade")
 	}
 }
+
+// systemd (Type=notify, NotifyAccess=all) hears READY from baton, and after
+// an upgrade MAINPID from the new process.
+func TestSystemdNotify(t *testing.T) {
+	dir := t.TempDir()
+	nsock := filepath.Join(dir, "notify.sock")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	t.Setenv("NOTIFY_SOCKET", nsock)
+	read := func() string {
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 256)
+		n, err := nc.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	backend := echoServer(t)
+	listen := freePort(t)
+	sock := filepath.Join(dir, "control.sock")
+	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf("stream { server { listen %s; proxy_pass %s; } }\n", listen, backend))
+	p := startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	if got, want := read(), fmt.Sprintf("MAINPID=%d\nREADY=1", p.cmd.Process.Pid); got != want {
+		t.Fatalf("first notification %q, want %q", got, want)
+	}
+	out, err := batonCmd("upgrade", "--control-socket", sock).CombinedOutput()
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, out)
+	}
+	m := upgradeLine.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("upgrade printed %q", out)
+	}
+	if got, want := read(), "MAINPID="+m[1]+"\nREADY=1"; got != want {
+		t.Fatalf("after the upgrade %q, want %q", got, want)
+	}
+	t.Cleanup(func() {
+		if pid, err := strconv.Atoi(m[1]); err == nil {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+	})
+}
