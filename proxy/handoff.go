@@ -73,10 +73,10 @@ func takeFD(f *os.File) (int, error) {
 func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
-	if len(p.udp) > 0 {
-		return nil, errors.New("upgrade: UDP listeners cannot be handed over yet; restart to upgrade")
+	out, err := p.udpFiles() // "udp/ADDR": the sessions follow in Quiesce
+	if err != nil {
+		return nil, err
 	}
-	var out []fdpass.NamedFile
 	fail := func(err error) ([]fdpass.NamedFile, error) {
 		for _, nf := range out {
 			nf.File.Close()
@@ -108,16 +108,24 @@ func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
 }
 
 // PauseAccepting implements fdpass.Source: no loop accepts once it returns;
-// the listening sockets stay open, so the kernel keeps queueing.
+// the listening sockets stay open, so the kernel keeps queueing. UDP
+// listeners and their sessions' upstream readers stop reading at a datagram
+// boundary, every datagram already read forwarded (udp_handoff.go).
 func (p *Proxy) PauseAccepting() {
 	p.paused.Store(true)
 	p.eachLoop(func(l *loop) { l.disarm() })
+	for _, u := range p.udpListeners() {
+		u.pause()
+	}
 }
 
 // ResumeAccepting implements fdpass.Source.
 func (p *Proxy) ResumeAccepting() {
 	p.paused.Store(false)
 	p.eachLoop(func(l *loop) { l.arm() })
+	for _, u := range p.udpListeners() {
+		u.resume()
+	}
 }
 
 // quiescePoll is how often Quiesce looks again while the only sessions left
@@ -148,6 +156,12 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 			if err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if len(conns) < max {
+			got, tr, uerrs := p.quiesceUDP(max - len(conns))
+			conns = append(conns, got...)
+			transitional += tr
+			errs = append(errs, uerrs...)
 		}
 		if len(conns) > 0 || len(errs) > 0 {
 			return conns, false, errors.Join(errs...)
@@ -185,6 +199,9 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error)
 		}
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
+		// Bytes held in a splice pipe travel as pending bytes.
+		s.drainPipe(&s.c2u)
+		s.drainPipe(&s.u2c)
 		s.cEvents, s.uEvents = parked, parked
 		l.timers.remove(s)
 		s.state = stateQuiesced
@@ -231,6 +248,9 @@ func (p *Proxy) Release(ids []uint64) {
 			s.drop()
 		}
 	})
+	for _, u := range p.udpListeners() {
+		u.do(func() { u.release(want) })
+	}
 }
 
 // drop forgets a quiesced session that lives on elsewhere: its sockets are
@@ -278,6 +298,9 @@ func (p *Proxy) Restore(ids []uint64) {
 			l.resume(s)
 		}
 	})
+	for _, u := range p.udpListeners() {
+		u.do(func() { u.restore(want) })
+	}
 }
 
 // resume puts a quiesced or imported session (its sockets not in the epoll
@@ -314,7 +337,8 @@ func (p *Proxy) adoptListeners(files []fdpass.NamedFile) ([]string, error) {
 	var adopted []string
 	for _, nf := range files {
 		switch {
-		case strings.HasPrefix(nf.Name, "tcp/"):
+		case strings.HasPrefix(nf.Name, "tcp/"), strings.HasPrefix(nf.Name, "udp/"):
+			// UDP: startUDP takes it, and holds its reader until HandoffDone.
 			fd, err := takeFD(nf.File)
 			if err != nil {
 				p.closeInherited()
@@ -377,6 +401,14 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
 	for _, c := range conns {
+		if udpStateKind(c.State) {
+			if why := p.importUDP(c); why != "" {
+				rejected[c.ID] = why
+			} else {
+				accepted = append(accepted, c.ID)
+			}
+			continue
+		}
 		m, err := decodeState(c.State)
 		if err != nil || len(c.Files) != 2 || m.id != c.ID {
 			reject(c, nil, "malformed state")
@@ -463,13 +495,19 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 func (p *Proxy) startImported(ids []uint64) {
 	p.reloadMu.Lock()
 	var ss []*session
+	others := map[uint64]bool{}
 	for _, id := range ids {
 		if s := p.imported[id]; s != nil {
 			ss = append(ss, s)
 			delete(p.imported, id)
+		} else {
+			others[id] = true
 		}
 	}
 	p.reloadMu.Unlock()
+	if len(others) > 0 {
+		p.startImportedUDP(others)
+	}
 	// Spread them over the loops, one command per loop.
 	per := make([][]*session, len(p.loops))
 	for i, s := range ss {

@@ -88,8 +88,8 @@ func TestHandoffMovesLiveSessionsByteExact(t *testing.T) {
 		var pendC2U, pendU2C int
 		old.eachLoop(func(l *loop) {
 			for _, s := range l.sessions {
-				pendC2U += len(s.c2u.pend)
-				pendU2C += len(s.u2c.pend)
+				pendC2U += len(s.c2u.pend) + s.c2u.inPipe
+				pendU2C += len(s.u2c.pend) + s.u2c.inPipe
 			}
 		})
 		return pendC2U > 0 && pendU2C > 0

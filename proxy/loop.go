@@ -48,6 +48,7 @@ type loop struct {
 	fds      []*session          // by descriptor
 	quiesced map[uint64]*session // stopped for an upgrade, waiting for Release or Restore
 	closing  []int               // descriptors to close after the current batch
+	pipes    []*pipe             // spare pipes for splice
 	sessions []*session
 	timers   timerHeap
 
@@ -220,9 +221,11 @@ func (l *loop) run() {
 				s.drop()
 			}
 			l.closeDeferred()
+			l.closePipes()
 			return
 		}
 		if l.draining && len(l.sessions) == 0 {
+			l.closePipes()
 			return
 		}
 	}

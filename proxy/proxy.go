@@ -401,6 +401,9 @@ func (p *Proxy) Addrs() []net.Addr {
 		a = append(a, ln.addr)
 	}
 	for _, u := range p.udp {
+		if u.retired.Load() {
+			continue // removed by a reload, still draining
+		}
 		a = append(a, u.addr())
 	}
 	return a

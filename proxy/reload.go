@@ -37,10 +37,6 @@ func (c Changes) String() string {
 	return b.String()
 }
 
-// ErrReloadUDP is returned by Reload for a change of UDP listeners, which
-// reload does not handle yet.
-var ErrReloadUDP = errors.New("proxy: reload cannot change UDP listeners yet; restart to change them")
-
 // Reload switches the running proxy to cfg in place, as nginx's SIGHUP:
 //   - cfg is checked and prepared first; on any error nothing changes and the
 //     running configuration stays;
@@ -50,6 +46,16 @@ var ErrReloadUDP = errors.New("proxy: reload cannot change UDP listeners yet; re
 //     started with, so connections to servers that cfg removed drain;
 //   - an upstream whose definition is unchanged keeps its balancer state,
 //     health state and live counts.
+//
+// UDP listeners follow the same rules: a kept address keeps its socket and
+// serves the new server block for new sessions, while live sessions keep
+// the server and upstream they started with; a new address is bound (a
+// bind error refuses the reload before anything changed); a removed one
+// stops reading at once and drains its sessions (proxy_timeout,
+// proxy_responses). Until it has finished it stays in p.udp, retired, so
+// that Close, Shutdown and Done see it; its socket stays bound meanwhile
+// (replies leave from it), so datagrams sent to the removed address are
+// queued there unread, not refused.
 func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	var ch Changes
 	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
@@ -59,6 +65,11 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	defer p.reloadMu.Unlock()
 	if !p.started || p.shuttingDown {
 		return ch, errors.New("proxy: not running")
+	}
+	if p.paused.Load() {
+		// Between PauseAccepting and the end of an upgrade: a listener added
+		// now would not be paused, and the old process is on its way out.
+		return ch, errors.New("proxy: an upgrade is in progress; reload refused")
 	}
 	servers, groups, zones, opened, err := p.build(cfg)
 	if err != nil {
@@ -71,10 +82,14 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 		stopMonitors(newOnly(groups, p.groups))
 		return ch, err
 	}
+	var boundUDP []*udpListener // bound, not started
 	fail := func(err error, bound []*listener) (Changes, error) {
 		stopMonitors(newOnly(groups, p.groups))
 		for _, ln := range bound {
 			unix.Close(ln.fd)
+		}
+		for _, u := range boundUDP {
+			u.conn.Close()
 		}
 		for _, lf := range opened {
 			lf.close()
@@ -87,18 +102,28 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	for _, ln := range p.listeners {
 		old[ln.key] = ln
 	}
-	oldUDP := map[string]bool{}
-	for _, u := range p.udp {
-		oldUDP[u.addr().String()] = true
+	oldUDP := map[string]*udpListener{}
+	for _, u := range p.currentUDP() {
+		oldUDP[u.key()] = u
 	}
 	var next, bound []*listener
+	var nextUDP []*udpListener
 	keep := map[*listener]*server{}
+	keepUDP := map[*udpListener]*udpConf{}
 	for _, srv := range servers {
 		for _, cl := range srv.listens {
 			if cl.UDP {
-				if !oldUDP[cl.Addr.String()] {
-					return fail(fmt.Errorf("%w (new udp listen %s in %s:%d)", ErrReloadUDP, cl.Text, cl.Pos.File, cl.Pos.Line), bound)
+				if u := oldUDP["udp/"+cl.Addr.String()]; u != nil && keepUDP[u] == nil {
+					keepUDP[u] = &udpConf{srv: srv, cl: cl}
+					nextUDP = append(nextUDP, u)
+					continue
 				}
+				u, _, err := p.newUDP(srv, cl)
+				if err != nil {
+					return fail(posError(cl.Pos, err.Error()), bound)
+				}
+				boundUDP = append(boundUDP, u)
+				nextUDP = append(nextUDP, u)
 				continue
 			}
 			key := "tcp/" + cl.Addr.String()
@@ -114,9 +139,6 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 			bound = append(bound, ln)
 			next = append(next, ln)
 		}
-	}
-	if len(p.udp) > 0 {
-		return fail(ErrReloadUDP, bound)
 	}
 
 	// Swap with every loop parked: no loop reads p.listeners or a
@@ -144,6 +166,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 		ln.fd = -1
 	}
 	p.listenersMu.Unlock()
+	p.swapUDP(keepUDP, boundUDP, nextUDP, &ch)
 
 	ch.UpstreamsAdded, ch.UpstreamsChanged, ch.UpstreamsRemoved, ch.UpstreamsKept = diffGroups(p.groups, groups)
 	stopMonitors(newOnly(p.groups, groups)) // checks of upstreams no longer in use
@@ -234,4 +257,35 @@ func newOnly(a, b []*group) []*group {
 		}
 	}
 	return out
+}
+
+// swapUDP is Reload's UDP step, with p.reloadMu held and nothing left that
+// can fail: kept listeners serve their new server block (for new sessions:
+// live ones keep theirs), new ones start, removed ones retire and drain.
+func (p *Proxy) swapUDP(keep map[*udpListener]*udpConf, bound, next []*udpListener, ch *Changes) {
+	var retired []*udpListener
+	for _, u := range p.udp {
+		if u.retired.Load() {
+			select {
+			case <-u.finished:
+				// drained: nothing refers to it any more
+			default:
+				retired = append(retired, u)
+			}
+			continue
+		}
+		if c := keep[u]; c != nil {
+			u.conf.Store(c)
+			ch.ListenersKept = append(ch.ListenersKept, c.cl.Text)
+			continue
+		}
+		ch.ListenersRemoved = append(ch.ListenersRemoved, u.text())
+		u.retire()
+		retired = append(retired, u)
+	}
+	for _, u := range bound {
+		u.start(true)
+		ch.ListenersAdded = append(ch.ListenersAdded, u.text())
+	}
+	p.udp = append(next, retired...)
 }

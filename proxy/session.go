@@ -23,12 +23,18 @@ const (
 // dst. pend holds bytes read but not yet written; while it is non-empty src
 // is not read (backpressure), and it is non-nil only then.
 type flow struct {
-	pend []byte
-	base []byte // the borrowed buffer pend is a tail of
-	eof  bool   // src returned EOF
-	shut bool   // dst was shut down for writing (proxy_half_close)
-	n    int64  // bytes written to dst
+	pend   []byte
+	base   []byte // the borrowed buffer pend is a tail of
+	pipe   *pipe  // held while inPipe > 0 (splice)
+	inPipe int    // bytes in pipe, read from src and not yet written to dst
+	eof    bool   // src returned EOF
+	shut   bool   // dst was shut down for writing (proxy_half_close)
+	n      int64  // bytes written to dst
 }
+
+// pending reports whether f holds bytes not yet written to its destination,
+// in user space (pend) or in its pipe.
+func (f *flow) pending() bool { return f.pend != nil || f.inPipe > 0 }
 
 // session is one proxied TCP connection: plain data owned by one loop, so
 // that an upgrade can stop it at a byte boundary and ship it.
@@ -297,12 +303,12 @@ func (s *session) onEvent(fd int, ev uint32) {
 	} else {
 		in, out, other = &s.u2c, &s.c2u, s.cfd
 	}
-	if ev&unix.EPOLLOUT != 0 && len(out.pend) > 0 {
+	if ev&unix.EPOLLOUT != 0 && out.pending() {
 		if !s.flush(out, fd) {
 			return
 		}
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !in.eof && len(in.pend) == 0 {
+	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !in.eof && !in.pending() {
 		s.pump(in, fd, other)
 		return
 	}
@@ -317,7 +323,7 @@ func (s *session) onEvent(fd int, ev uint32) {
 		return
 	}
 	if ev&unix.EPOLLHUP != 0 {
-		if !in.eof && in.pend != nil {
+		if !in.eof && in.pending() {
 			// The peer has closed, but what it sent before is still to be
 			// read once the other side takes our pending bytes. epoll
 			// reports HUP whatever the interest, so leave the set until then.
@@ -344,6 +350,9 @@ func (s *session) park(fd int) {
 // pump reads from src and writes to dst until src would block, dst would
 // block (the rest goes to f.pend), or EOF.
 func (s *session) pump(f *flow, src, dst int) {
+	if s.pumpSplice(f, src, dst) {
+		return
+	}
 	l := s.loop
 	for round := 0; round < 4; round++ {
 		n, err := rawRead(src, l.buf)
@@ -384,6 +393,27 @@ func (s *session) pump(f *flow, src, dst int) {
 
 // flush writes f's pending bytes to dst. It returns false if the session ended.
 func (s *session) flush(f *flow, dst int) bool {
+	if f.pipe != nil {
+		before := f.inPipe
+		if err := f.flushPipe(dst); err != nil {
+			s.ioError("splice()", err, dst)
+			return false
+		}
+		if f.inPipe < before {
+			s.lastActive = s.loop.now
+		}
+		if f.inPipe > 0 {
+			return true
+		}
+		s.loop.putPipe(f.pipe)
+		f.pipe = nil
+		if f.eof {
+			s.flowDone(f, dst)
+			return s.state != stateClosed
+		}
+		s.updateInterest()
+		return true
+	}
 	w, err := writeAll(dst, f.pend)
 	f.n += int64(w)
 	if err != nil {
@@ -452,16 +482,16 @@ func (s *session) updateInterest() {
 		return
 	}
 	var c, u uint32
-	if !s.c2u.eof && s.c2u.pend == nil {
+	if !s.c2u.eof && !s.c2u.pending() {
 		c |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
-	if !s.u2c.eof && s.u2c.pend == nil {
+	if !s.u2c.eof && !s.u2c.pending() {
 		u |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
-	if s.u2c.pend != nil {
+	if s.u2c.pending() {
 		c |= unix.EPOLLOUT
 	}
-	if s.c2u.pend != nil {
+	if s.c2u.pending() {
 		u |= unix.EPOLLOUT
 	}
 	if c != s.cEvents {
@@ -537,6 +567,10 @@ func (s *session) finish(status int) {
 		if f.base != nil {
 			putPend(f.base)
 			f.pend, f.base = nil, nil
+		}
+		if f.pipe != nil { // it holds bytes nobody will take: not for reuse
+			l.closing = append(l.closing, f.pipe.r, f.pipe.w)
+			f.pipe, f.inPipe = nil, 0
 		}
 	}
 	l.remove(s)

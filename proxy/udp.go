@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,13 +74,22 @@ import (
 // ("disconnected on shutdown"). A wildcard listener replies from the
 // address the client sent to (IP_PKTINFO), as nginx does.
 
-// udpPacket is one datagram from a client, on its way to the owner.
+// udpPacket is one datagram from a client, on its way to the owner. A
+// packet with a nil buf is the reader's "parked" marker (udp_handoff.go):
+// every datagram it read before pausing is queued ahead of it.
 type udpPacket struct {
 	buf    *[]byte
 	n      int
 	client netip.AddrPort
 	dst    netip.Addr // from IP_PKTINFO on a wildcard listener; else invalid
 	ifidx  uint32
+}
+
+// udpConf is what a listener serves: swapped whole by Reload. Sessions keep
+// the server they started with (udpSession.srv).
+type udpConf struct {
+	srv *server
+	cl  *config.Listen
 }
 
 // udpKey identifies a session as nginx does: client address and port, and
@@ -94,11 +104,27 @@ const udpQueue = 256 // datagrams between the reader and the owner
 // udpListener serves one "listen ... udp" address.
 type udpListener struct {
 	p     *Proxy
-	srv   *server
-	cl    *config.Listen
+	conf  atomic.Pointer[udpConf] // the server new sessions get; Reload swaps it
 	conn  *net.UDPConn
 	bound netip.AddrPort
 	wild  bool
+
+	// retired: a Reload removed this address. The listener reads no more
+	// datagrams and drains its sessions; it stays in Proxy.udp (so that
+	// Close, Shutdown and Done still see it) until it has finished.
+	retired  atomic.Bool
+	finished chan struct{} // retired: closed when every goroutine has ended
+
+	// Upgrade (udp_handoff.go). The reader starts with start, or later with
+	// startReader when the socket was inherited (Proxy.HandoffDone).
+	readerOnce  sync.Once
+	readerStart atomic.Bool
+	pausing     atomic.Bool   // the reader parks at its next read (PauseAccepting)
+	dlMu        sync.Mutex    // orders the listener socket's read deadline changes
+	wake        chan struct{} // pokes a parked reader (resume, shutdown, close)
+	parked      chan struct{} // the owner saw the reader's parked marker
+	cmds        chan func()   // run on the owner goroutine
+	ownerDone   chan struct{} // closed when the owner has ended
 
 	packets chan udpPacket   // reader → owner; closed when the reader ends
 	ends    chan *udpSession // upstream readers → owner: sessions they ended
@@ -117,8 +143,11 @@ type udpListener struct {
 	// Owner only.
 	table    map[udpKey]*udpSession
 	live     map[*udpSession]struct{} // every session not yet finished, in the table or not
+	quiesced map[uint64]*udpSession   // handed out by Quiesce, waiting for Release or Restore
+	idle     map[uint64]*udpSession   // imported, waiting for Start
 	closing  bool
 	tried    []bool
+	pickG    *group // the group connect is picking from, for usableFn
 	usableFn func(int) bool
 	keyBuf   []byte
 	lineBuf  []byte
@@ -140,38 +169,89 @@ type udpDrops struct {
 	capacity  atomic.Uint64 // a new session was refused: worker_connections reached
 }
 
-// startUDP binds cl for srv and starts serving it.
+// startUDP binds cl for srv and starts serving it. In the new process of an
+// upgrade the socket inherited for cl's address is taken instead of a new
+// bind, and its reader waits for Proxy.HandoffDone (HANDOFF.md P19: the
+// listener is read only once its sessions are installed).
 func (p *Proxy) startUDP(srv *server, cl *config.Listen) (*udpListener, error) {
-	if cl.ProxyProtocol {
-		// config rejects it already; a Config built in code may not have.
-		return nil, errors.New(`"listen" directive "proxy_protocol" parameter is incompatible with "udp"`)
-	}
-	conn, err := listenUDP(cl.Addr, cl.ReusePort)
+	u, inherited, err := p.newUDP(srv, cl)
 	if err != nil {
 		return nil, err
 	}
-	bound := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	u := &udpListener{
-		p: p, srv: srv, cl: cl, conn: conn,
-		bound:   netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
-		wild:    cl.Addr.Addr().IsUnspecified(),
-		packets: make(chan udpPacket, udpQueue),
-		ends:    make(chan *udpSession),
-		closeCh: make(chan struct{}),
-		table:   map[udpKey]*udpSession{},
-		live:    map[*udpSession]struct{}{},
-		tried:   make([]bool, len(srv.group.peers)),
-		keyBuf:  make([]byte, 0, 256),
-		lineBuf: make([]byte, 0, 512),
-	}
-	g := srv.group
-	u.usableFn = func(i int) bool { return !u.tried[i] && g.usable(i, u.wall(u.now())) }
-	u.writeFn = u.write
-	u.wg.Add(2)
-	go u.read()
-	go u.run()
+	u.start(!inherited)
 	return u, nil
 }
+
+// newUDP prepares a listener for cl: its socket bound (or inherited), no
+// goroutine started yet.
+func (p *Proxy) newUDP(srv *server, cl *config.Listen) (u *udpListener, inherited bool, err error) {
+	if cl.ProxyProtocol {
+		// config rejects it already; a Config built in code may not have.
+		return nil, false, errors.New(`"listen" directive "proxy_protocol" parameter is incompatible with "udp"`)
+	}
+	conn, err := p.inheritedUDP(cl)
+	if err != nil {
+		return nil, false, err
+	}
+	inherited = conn != nil
+	if conn == nil {
+		if conn, err = listenUDP(cl.Addr, cl.ReusePort); err != nil {
+			return nil, false, err
+		}
+	}
+	bound := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	u = &udpListener{
+		p: p, conn: conn,
+		bound:     netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
+		wild:      cl.Addr.Addr().IsUnspecified(),
+		packets:   make(chan udpPacket, udpQueue),
+		ends:      make(chan *udpSession),
+		closeCh:   make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		parked:    make(chan struct{}, 1),
+		cmds:      make(chan func()),
+		ownerDone: make(chan struct{}),
+		table:     map[udpKey]*udpSession{},
+		live:      map[*udpSession]struct{}{},
+		quiesced:  map[uint64]*udpSession{},
+		idle:      map[uint64]*udpSession{},
+		keyBuf:    make([]byte, 0, 256),
+		lineBuf:   make([]byte, 0, 512),
+	}
+	u.conf.Store(&udpConf{srv: srv, cl: cl})
+	u.usableFn = func(i int) bool { return !u.tried[i] && u.pickG.usable(i, u.wall(u.now())) }
+	u.writeFn = u.write
+	return u, inherited, nil
+}
+
+// start starts the owner and, if reading, the reader.
+func (u *udpListener) start(reading bool) {
+	u.wg.Add(1)
+	go u.run()
+	if reading {
+		u.startReader()
+	}
+}
+
+// startReader starts the reader once (HandoffDone, shutdown and close call
+// it too, so that a reader that was held still ends).
+func (u *udpListener) startReader() {
+	u.readerOnce.Do(func() {
+		u.readerStart.Store(true)
+		u.wg.Add(1)
+		go u.read()
+	})
+}
+
+// srv is the server new sessions get.
+func (u *udpListener) srv() *server { return u.conf.Load().srv }
+
+// text is the listen directive as written, for logs.
+func (u *udpListener) text() string { return u.conf.Load().cl.Text }
+
+// key names the listener across reloads and upgrades: "udp/" and the bound
+// address.
+func (u *udpListener) key() string { return "udp/" + u.bound.String() }
 
 // addr is the bound address.
 func (u *udpListener) addr() net.Addr { return net.UDPAddrFromAddrPort(u.bound) }
@@ -182,14 +262,51 @@ func (u *udpListener) addr() net.Addr { return net.UDPAddrFromAddrPort(u.bound) 
 // (proxy_timeout, proxy_responses).
 func (u *udpListener) shutdown() {
 	u.stopOnce.Do(func() {
+		u.dlMu.Lock()
 		u.stopping.Store(true)
 		u.conn.SetReadDeadline(time.Unix(1, 0))
+		u.dlMu.Unlock()
+		u.poke()
+		u.startReader() // a held reader must still end, closing packets
 	})
+}
+
+// retire stops a listener a reload removed: no new datagrams, live sessions
+// drain; finished closes when it is over.
+func (u *udpListener) retire() {
+	u.retired.Store(true)
+	u.finished = make(chan struct{})
+	u.shutdown()
+	go func() {
+		u.wait()
+		close(u.finished)
+	}()
 }
 
 // close ends every session and stops at once.
 func (u *udpListener) close() {
-	u.closeOnce.Do(func() { close(u.closeCh) })
+	u.closeOnce.Do(func() {
+		close(u.closeCh)
+		u.poke()
+		u.startReader()
+	})
+}
+
+// poke wakes a parked reader.
+func (u *udpListener) poke() {
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (u *udpListener) closed() bool {
+	select {
+	case <-u.closeCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // wait returns when every goroutine of u has ended.
@@ -198,7 +315,7 @@ func (u *udpListener) wait() { u.wg.Wait() }
 // status reports the listener for Proxy.Status.
 func (u *udpListener) status() ListenerStatus {
 	return ListenerStatus{
-		Addr: u.bound.String(), Protocol: "udp", Upstream: u.srv.group.name,
+		Addr: u.bound.String(), Protocol: "udp", Upstream: u.srv().group.name,
 		Active: u.active.Load(), Total: u.total.Load(),
 	}
 }
@@ -239,11 +356,20 @@ func (u *udpListener) read() {
 			break
 		}
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || u.closed() {
 				break
 			}
+			if u.pausing.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				// Paused for an upgrade: a read with a deadline in the past
+				// returns before any syscall, so no datagram is taken; one
+				// read before the pause (readiness won) went on as usual.
+				if !u.park() {
+					break
+				}
+				continue
+			}
 			if c := errLog.hit(now); c > 0 {
-				u.p.log.Logf(LevelAlert, "recvmsg() on %s failed %s (%d times)", u.cl.Text, errnoText(bareErrno(err)), c)
+				u.p.log.Logf(LevelAlert, "recvmsg() on %s failed %s (%d times)", u.text(), errnoText(bareErrno(err)), c)
 			}
 			continue
 		}
@@ -253,13 +379,13 @@ func (u *udpListener) read() {
 			kernelSeen = in.drops
 			u.drops.kernel.Add(uint64(d))
 			if c := kernelLog.add(now, uint64(d)); c > 0 {
-				u.p.log.Logf(LevelWarn, "the kernel dropped %d datagrams to %s: the socket's receive buffer was full", c, u.cl.Text)
+				u.p.log.Logf(LevelWarn, "the kernel dropped %d datagrams to %s: the socket's receive buffer was full", c, u.text())
 			}
 		}
 		if flags&udpMsgTrunc != 0 || n >= dgramBig {
 			u.drops.truncated.Add(1)
 			if c := truncLog.hit(now); c > 0 {
-				u.p.log.Logf(LevelError, "%d datagrams to %s were dropped: larger than %d bytes, client: %s", c, u.cl.Text, dgramBig-1, from.Addr())
+				u.p.log.Logf(LevelError, "%d datagrams to %s were dropped: larger than %d bytes, client: %s", c, u.text(), dgramBig-1, from.Addr())
 			}
 			continue
 		}
@@ -276,13 +402,13 @@ func (u *udpListener) read() {
 			putDgram(pk.buf)
 			u.drops.queueFull.Add(1)
 			if c := queueLog.hit(now); c > 0 {
-				u.p.log.Logf(LevelWarn, "%d datagrams to %s were dropped: the session queue (%d) is full", c, u.cl.Text, udpQueue)
+				u.p.log.Logf(LevelWarn, "%d datagrams to %s were dropped: the session queue (%d) is full", c, u.text(), udpQueue)
 			}
 		}
 	}
 	putDgram(big)
 	if c := queueLog.flush(); c > 0 {
-		u.p.log.Logf(LevelWarn, "%d datagrams to %s were dropped: the session queue (%d) is full", c, u.cl.Text, udpQueue)
+		u.p.log.Logf(LevelWarn, "%d datagrams to %s were dropped: the session queue (%d) is full", c, u.text(), udpQueue)
 	}
 }
 
@@ -290,18 +416,28 @@ func (u *udpListener) read() {
 // It ends when the reader has ended and no session is left.
 func (u *udpListener) run() {
 	defer u.wg.Done()
+	defer close(u.ownerDone)
 	packets, closeCh := u.packets, u.closeCh
-	for packets != nil || len(u.live) > 0 {
+	for packets != nil || len(u.live) > 0 || len(u.quiesced) > 0 || len(u.idle) > 0 {
 		select {
 		case pk, ok := <-packets:
 			if !ok {
 				packets = nil
 				continue
 			}
+			if pk.buf == nil { // the reader parked: every datagram before it is handled
+				select {
+				case u.parked <- struct{}{}:
+				default:
+				}
+				continue
+			}
 			u.handle(pk)
 			putDgram(pk.buf)
 		case s := <-u.ends:
 			u.finish(s)
+		case fn := <-u.cmds:
+			fn()
 		case <-closeCh:
 			closeCh = nil
 			u.closeAll()
@@ -309,7 +445,7 @@ func (u *udpListener) run() {
 	}
 	u.conn.Close()
 	if c := u.sendLog.flush(); c > 0 {
-		u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream", c, u.cl.Text)
+		u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream", c, u.text())
 	}
 }
 
@@ -321,6 +457,16 @@ func (u *udpListener) closeAll() {
 		if s.claim(200, endClosed) {
 			u.finish(s)
 		}
+	}
+	// Quiesced and imported-but-not-started sessions may live on in the
+	// other process: forget them without a log line.
+	for id, s := range u.quiesced {
+		delete(u.quiesced, id)
+		u.drop(s)
+	}
+	for id, s := range u.idle {
+		delete(u.idle, id)
+		s.up.Close()
 	}
 }
 

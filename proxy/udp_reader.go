@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,8 +13,13 @@ import (
 // and keeps the idle deadline. A 64 KiB buffer is held only while replies
 // keep coming: it goes back to the pool when the socket would block, so an
 // idle session holds none.
-func (u *udpListener) readUpstream(s *udpSession) {
+//
+// An upgrade parks it (udp_handoff.go): a read deadline in the past and
+// s.paused make it return between two datagrams, the session still live;
+// it is started again (startUpstreamReader) to resume.
+func (u *udpListener) readUpstream(s *udpSession, done chan struct{}) {
 	defer u.wg.Done()
+	defer close(done)
 	var buf *[]byte
 	var n int
 	var rerr error
@@ -39,9 +45,18 @@ func (u *udpListener) readUpstream(s *udpSession) {
 			putDgram(buf)
 		}
 	}()
-	if s.timeout > 0 {
-		s.up.SetReadDeadline(u.deadline(s.startMono + s.timeout))
+	s.mu.Lock()
+	if s.paused || s.ended {
+		s.parkedRd = s.paused
+		s.mu.Unlock()
+		return
 	}
+	if s.timeout > 0 {
+		s.up.SetReadDeadline(u.deadline(s.lastActive + s.timeout))
+	} else {
+		s.up.SetReadDeadline(time.Time{})
+	}
+	s.mu.Unlock()
 	for {
 		err := s.raw.Read(recv)
 		switch {
@@ -90,7 +105,7 @@ func (u *udpListener) reply(s *udpSession, b []byte) bool {
 		}
 		if !errors.Is(err, net.ErrClosed) {
 			u.p.log.Logf(LevelError, "*%d sendmsg() failed %s while proxying and sending to client, udp client: %s, server: %s, upstream: \"%s\"",
-				s.id, errnoText(bareErrno(err)), s.client.Addr(), u.srv.name, s.upstreamAddrs)
+				s.id, errnoText(bareErrno(err)), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		}
 		u.ends <- s
 		return false
@@ -105,21 +120,29 @@ func (u *udpListener) reply(s *udpSession, b []byte) bool {
 // expire handles the idle deadline: if nothing moved for proxy_timeout the
 // session ends as nginx's timer does (200 when every expected response has
 // come, else "upstream timed out", 502 and a peer failure); otherwise the
-// deadline moves on. It reports whether the reader is done.
+// deadline moves on. It reports whether the reader is done; a paused
+// session's reader is done without ending it. The deadline is set under
+// s.mu, where pause sets its own, so that it never overwrites the pause's.
 func (u *udpListener) expire(s *udpSession) bool {
 	now := u.now()
 	s.mu.Lock()
-	if s.ended {
+	if s.ended || s.paused {
+		s.parkedRd = s.paused
 		s.mu.Unlock()
 		return true
 	}
-	if at := s.lastActive + s.timeout; at > now {
+	if s.timeout <= 0 { // a deadline nobody asked for: none from here on
+		s.up.SetReadDeadline(time.Time{})
 		s.mu.Unlock()
+		return false
+	}
+	if at := s.lastActive + s.timeout; at > now {
 		s.up.SetReadDeadline(u.deadline(at))
+		s.mu.Unlock()
 		return false
 	}
 	s.ended = true
-	if resp := u.srv.proxyResponses; resp < 0 || s.responses >= int64(resp)*s.requests {
+	if resp := s.srv.proxyResponses; resp < 0 || s.responses >= int64(resp)*s.requests {
 		s.status, s.reason = 200, endTimedOut
 	} else {
 		s.status, s.reason, s.failed = 502, endUpstreamTimedOut, true
@@ -142,11 +165,18 @@ func (u *udpListener) upstreamFailed(s *udpSession, err error) {
 		return
 	}
 	s.ended, s.failed, s.reason, s.status = true, true, endUpstreamError, 200
-	if resp := u.srv.proxyResponses; resp >= 0 && s.responses+1 < int64(resp)*s.requests {
+	if resp := s.srv.proxyResponses; resp >= 0 && s.responses+1 < int64(resp)*s.requests {
 		s.status = 502
 	}
 	s.mu.Unlock()
 	u.p.log.Logf(LevelError, "*%d recv() failed %s while proxying and reading from upstream, udp client: %s, server: %s, upstream: \"%s\"",
-		s.id, errnoText(err), s.client.Addr(), u.srv.name, s.upstreamAddrs)
+		s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 	u.ends <- s
+}
+
+// startUpstreamReader starts s's upstream reader (owner).
+func (u *udpListener) startUpstreamReader(s *udpSession) {
+	s.rdone = make(chan struct{})
+	u.wg.Add(1)
+	go u.readUpstream(s, s.rdone)
 }

@@ -28,6 +28,7 @@ const (
 // (HANDOFF.md §2.4 step 6).
 type udpSession struct {
 	id            uint64
+	srv           *server // the server it started with: a reload does not move it
 	key           udpKey
 	client        netip.AddrPort
 	local         netip.AddrPort // the address the client sent to
@@ -41,8 +42,13 @@ type udpSession struct {
 	timeout       int64 // proxy_timeout; 0: none
 
 	// Owner only.
-	upSent   int64 // bytes written to the upstream
-	detached bool  // not in the table: proxy_requests reached, ended, or replaced
+	upSent   int64         // bytes written to the upstream
+	detached bool          // not in the table: proxy_requests reached, ended, or replaced
+	rdone    chan struct{} // closed when the current upstream reader has returned
+	stay     bool          // restored during an upgrade: not quiesced again by it
+	wasIn    bool          // quiesced: it was in the table (Restore puts it back)
+	ifidx    uint32        // the interface of s.oob (IPv6 wildcard listeners)
+	pend     [][]byte      // client datagrams carried over an upgrade, sent at start
 
 	// Shared by the owner and the upstream reader.
 	mu         sync.Mutex
@@ -52,6 +58,8 @@ type udpSession struct {
 	received   int64 // bytes from the client ($bytes_received)
 	sent       int64 // bytes to the client ($bytes_sent)
 	ended      bool
+	paused     bool // an upgrade parks the upstream reader (udp_handoff.go)
+	parkedRd   bool // the upstream reader saw paused and returned
 	failed     bool // report a failure of the peer to passive health
 	status     int
 	reason     endReason
@@ -90,7 +98,7 @@ func (u *udpListener) hook(e udpEnd) {
 // datagram from the client starts a new session) and whether it is done
 // (every expected response has come: proxy_responses times the requests).
 func (u *udpListener) finalizeCheck(s *udpSession) (detach, done bool) {
-	req, resp := u.srv.proxyRequests, u.srv.proxyResponses
+	req, resp := s.srv.proxyRequests, s.srv.proxyResponses
 	if req > 0 && s.requests < int64(req) {
 		return false, false
 	}
@@ -108,18 +116,20 @@ func (u *udpListener) open(key udpKey, pk udpPacket) {
 	if m := p.maxSessions.Load(); m > 0 && p.active.Load() >= m {
 		u.drops.capacity.Add(1)
 		if c := u.capLog.hit(now); c > 0 {
-			p.log.Logf(LevelWarn, "%d worker_connections are not enough, %d datagrams from new clients of %s dropped", m*2, c, u.cl.Text)
+			p.log.Logf(LevelWarn, "%d worker_connections are not enough, %d datagrams from new clients of %s dropped", m*2, c, u.text())
 		}
 		return
 	}
+	srv := u.srv()
 	s := &udpSession{
-		id: p.nextID.Add(1), key: key, client: pk.client, local: u.bound,
+		id: p.nextID.Add(1), srv: srv, key: key, client: pk.client, local: u.bound,
 		peer: -1, connectTime: -1, startMono: now, lastActive: now,
-		timeout: u.srv.proxyTimeout, requests: 1, received: int64(pk.n),
+		timeout: srv.proxyTimeout, requests: 1, received: int64(pk.n),
 	}
 	if pk.dst.IsValid() && u.wild {
 		s.local = netip.AddrPortFrom(pk.dst, u.bound.Port())
 		s.oob = replyOOB(pk.dst, pk.ifidx)
+		s.ifidx = pk.ifidx
 	}
 	p.total.Add(1)
 	u.total.Add(1)
@@ -141,8 +151,7 @@ func (u *udpListener) open(key udpKey, pk udpPacket) {
 		u.table[key] = s
 	}
 	if !done {
-		u.wg.Add(1)
-		go u.readUpstream(s)
+		u.startUpstreamReader(s)
 	}
 	u.send(s, (*pk.buf)[:pk.n], done)
 }
@@ -152,9 +161,14 @@ func (u *udpListener) open(key udpKey, pk udpPacket) {
 // UDP, connect() fails only locally, e.g. ENETUNREACH). It reports false
 // when no peer is left: the session is then a 502.
 func (u *udpListener) connect(s *udpSession) bool {
-	srv := u.srv
+	srv := s.srv
 	g := srv.group
+	if len(u.tried) < len(g.peers) {
+		u.tried = make([]bool, len(g.peers))
+	}
+	u.tried = u.tried[:len(g.peers)]
 	clear(u.tried)
+	u.pickG = g
 	var key []byte
 	if g.key != nil {
 		key = g.key.appendTo(u.keyBuf[:0], u.record(s))
@@ -278,7 +292,7 @@ func (u *udpListener) send(s *udpSession, b []byte, claimed bool) {
 		u.drops.send.Add(1)
 		if c := u.sendLog.hit(u.now()); c > 0 {
 			u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream, the last: send() failed %s, udp client: %s, upstream: \"%s\"",
-				c, u.cl.Text, errnoText(errno), s.client.Addr(), s.upstreamAddrs)
+				c, u.text(), errnoText(errno), s.client.Addr(), s.upstreamAddrs)
 		}
 	default:
 		s.mu.Lock()
@@ -289,7 +303,7 @@ func (u *udpListener) send(s *udpSession, b []byte, claimed bool) {
 		s.failed = true
 		s.mu.Unlock()
 		u.p.log.Logf(LevelError, "*%d send() failed %s while proxying and sending to upstream, udp client: %s, server: %s, upstream: \"%s\"",
-			s.id, errnoText(bareErrno(err)), s.client.Addr(), u.srv.name, s.upstreamAddrs)
+			s.id, errnoText(bareErrno(err)), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		if first || claimed {
 			u.finish(s)
 		}
@@ -315,11 +329,14 @@ func (u *udpListener) finish(s *udpSession) {
 	}
 	delete(u.live, s)
 	end := u.now()
-	g := u.srv.group
-	pr := &g.peers[s.peer]
-	pr.active.Add(-1)
-	pr.sent.Add(uint64(s.upSent))
-	pr.received.Add(uint64(sent))
+	g := s.srv.group
+	var pr *peer
+	if s.peer >= 0 { // -1: imported, its upstream not in this config's group
+		pr = &g.peers[s.peer]
+		pr.active.Add(-1)
+		pr.sent.Add(uint64(s.upSent))
+		pr.received.Add(uint64(sent))
+	}
 	log := u.p.log
 	switch reason {
 	case endDone, endTimedOut:
@@ -331,9 +348,11 @@ func (u *udpListener) finish(s *udpSession) {
 			s.id, what, reqs, resps, recv, sent, s.upSent, sent)
 	case endUpstreamTimedOut:
 		log.Logf(LevelError, "*%d upstream timed out (110: Connection timed out) while proxying connection, udp client: %s, server: %s, upstream: \"%s\"",
-			s.id, s.client.Addr(), u.srv.name, s.upstreamAddrs)
+			s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 	}
-	if failed {
+	if pr == nil {
+		// no peer of this group to account to
+	} else if failed {
 		// nginx's ngx_stream_proxy_finalize: a UDP upstream socket with a
 		// read or write error is freed with NGX_PEER_FAILED.
 		pr.fails.Add(1)
@@ -342,7 +361,7 @@ func (u *udpListener) finish(s *udpSession) {
 		}
 		if g.health.Peer(s.peer).Failed(u.wall(end)) {
 			log.Logf(LevelWarn, "*%d upstream server temporarily disabled while proxying connection, udp client: %s, server: %s, upstream: \"%s\"",
-				s.id, s.client.Addr(), u.srv.name, s.upstreamAddrs)
+				s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		}
 	} else {
 		g.health.Peer(s.peer).Succeeded(u.wall(end))
@@ -357,7 +376,7 @@ func (u *udpListener) finish(s *udpSession) {
 // hash key.
 func (u *udpListener) record(s *udpSession) *session {
 	u.rec = session{
-		id: s.id, srv: u.srv, cfd: -1, ufd: -1, client: s.client, local: s.local,
+		id: s.id, srv: s.srv, cfd: -1, ufd: -1, client: s.client, local: s.local,
 		peer: -1, connectTime: s.connectTime, upstreamAddrs: s.upstreamAddrs,
 		startMono: s.startMono, heapIdx: -1, udp: true,
 	}
@@ -367,13 +386,13 @@ func (u *udpListener) record(s *udpSession) *session {
 // logAccess writes s's access-log lines (owner): recv and sent are the
 // bytes from and to the client.
 func (u *udpListener) logAccess(s *udpSession, status int, end, recv, sent int64) {
-	if len(u.srv.accessLogs) == 0 {
+	if len(s.srv.accessLogs) == 0 {
 		return
 	}
 	rec := u.record(s)
 	rec.status, rec.endMono = status, end
 	rec.c2u.n, rec.u2c.n = recv, sent
-	for _, al := range u.srv.accessLogs {
+	for _, al := range s.srv.accessLogs {
 		line := al.format.appendTo(u.lineBuf[:0], rec)
 		line = append(line, '\n')
 		al.file.write(line)

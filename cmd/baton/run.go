@@ -174,7 +174,14 @@ func run(cfg *config.Config, opts runOptions) error {
 		ready := make(chan error, 1)
 		go func() {
 			defer handoff.Close()
-			takeover <- fdpass.Takeover(handoff, readySink{p.Sink(), ready}, fdpass.TakeoverOptions{Build: version, Done: writePidFile})
+			err := fdpass.Takeover(handoff, readySink{p.Sink(), ready}, fdpass.TakeoverOptions{Build: version, Done: func() error {
+				p.HandoffDone() // UDP listeners start reading now that their sessions are in place
+				return writePidFile()
+			}})
+			if err != nil {
+				p.HandoffDone() // the old process died or the handoff broke: serve UDP anyway
+			}
+			takeover <- err
 		}()
 		select {
 		case err := <-ready:
@@ -198,7 +205,7 @@ func run(cfg *config.Config, opts runOptions) error {
 	if opts.file != "" {
 		reload = reloader(p, opts.file)
 	}
-	up := &upgrader{p: p, log: log, done: make(chan struct{}), failed: func() {
+	up := &upgrader{p: p, log: log, done: make(chan struct{}), inbound: handoff != nil, failed: func() {
 		if err := writePidFile(); err != nil {
 			log.Logf(proxy.LevelAlert, "rewriting the pid file after a failed upgrade: %v", err)
 		}
@@ -244,6 +251,7 @@ func run(cfg *config.Config, opts runOptions) error {
 		case <-p.Done():
 			return nil
 		case err := <-takeover:
+			up.inboundDone()
 			if err != nil {
 				log.Logf(proxy.LevelAlert, "upgrade handoff ended early: %v; serving what was handed over", err)
 			} else {

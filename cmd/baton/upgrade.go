@@ -26,12 +26,13 @@ func generation() int {
 
 // upgrader is the old process's side of "baton upgrade": one at a time.
 type upgrader struct {
-	p      *proxy.Proxy
-	log    *proxy.Logger
-	failed func() // after a failed upgrade: take the PID file back
-	mu   sync.Mutex
-	done chan struct{} // closed after a successful upgrade: this process exits
-	once sync.Once
+	p       *proxy.Proxy
+	log     *proxy.Logger
+	failed  func() // after a failed upgrade: take the PID file back
+	inbound bool   // this process's own handoff (as the new process) is still running
+	mu      sync.Mutex
+	done    chan struct{} // closed after a successful upgrade: this process exits
+	once    sync.Once
 }
 
 // run starts binary ("": this executable) with the same arguments and the
@@ -42,6 +43,11 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 		return fdpass.Report{}, errors.New("an upgrade is already running")
 	}
 	defer u.mu.Unlock()
+	if u.inbound {
+		// HANDOFF.md §2.4 step 0: not before this process has taken over
+		// everything from its own predecessor.
+		return fdpass.Report{}, errors.New("this process is still taking over from the previous one; try again in a moment")
+	}
 	select {
 	case <-u.done:
 		return fdpass.Report{}, errors.New("this process has handed over already and is exiting")
@@ -106,6 +112,13 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 		rep.NewPID, rep.Moved, rep.Resumed, rep.Lost)
 	u.once.Do(func() { close(u.done) })
 	return rep, nil
+}
+
+// inboundDone records that this process's own takeover has ended.
+func (u *upgrader) inboundDone() {
+	u.mu.Lock()
+	u.inbound = false
+	u.mu.Unlock()
 }
 
 func withoutEnv(env []string, names ...string) []string {

@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"golang.org/x/sys/unix"
+)
+
+// Zero-copy forwarding: bytes go from the source socket into a pipe and
+// from the pipe to the destination socket with splice(2), never through
+// user space. A flow borrows a pipe from its loop's pool only while bytes
+// are in flight; a pipe that still holds bytes when the destination would
+// block stays with the flow (those bytes are its pending bytes, kept in the
+// kernel). Quiesce for an upgrade drains a held pipe into the flow's
+// pending buffer, so no byte is lost (HANDOFF.md §2.5, §6).
+
+// pipeSize is the capacity each pipe is given (F_SETPIPE_SZ): the most one
+// splice moves.
+const pipeSize = 256 << 10
+
+// maxSparePipes bounds the pipes a loop keeps for reuse.
+const maxSparePipes = 64
+
+type pipe struct{ r, w int }
+
+// getPipe returns a pipe from the pool or a new one; nil when none can be
+// made (the file limit): the caller then copies through user space.
+func (l *loop) getPipe() *pipe {
+	if n := len(l.pipes); n > 0 {
+		p := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return p
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil
+	}
+	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
+	return &pipe{r: fds[0], w: fds[1]}
+}
+
+// putPipe returns an empty pipe to the pool, or closes it.
+func (l *loop) putPipe(p *pipe) {
+	if len(l.pipes) < maxSparePipes {
+		l.pipes = append(l.pipes, p)
+		return
+	}
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+func (l *loop) closePipes() {
+	for _, p := range l.pipes {
+		unix.Close(p.r)
+		unix.Close(p.w)
+	}
+	l.pipes = nil
+}
+
+// splice moves up to n bytes from fd in to fd out without blocking. It
+// returns the count moved, 0 at EOF, and again when it would block.
+func splice(in, out, n int) (m int, again bool, err error) {
+	for {
+		k, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch err {
+		case nil:
+			return int(k), false, nil
+		case unix.EAGAIN:
+			return 0, true, nil
+		case unix.EINTR:
+			continue
+		default:
+			return 0, false, err
+		}
+	}
+}
+
+// flushPipe splices what f's pipe holds to dst until it is empty or dst
+// would block.
+func (f *flow) flushPipe(dst int) error {
+	for f.inPipe > 0 {
+		w, again, err := splice(f.pipe.r, dst, f.inPipe)
+		if err != nil {
+			return err
+		}
+		if again {
+			return nil
+		}
+		f.inPipe -= w
+		f.n += int64(w)
+	}
+	return nil
+}
+
+// pumpSplice is pump through a pipe. It returns false if no pipe could be
+// had, and the caller copies instead.
+func (s *session) pumpSplice(f *flow, src, dst int) bool {
+	l := s.loop
+	p := l.getPipe()
+	if p == nil {
+		return false
+	}
+	for round := 0; round < 4; round++ {
+		m, again, err := splice(src, p.w, pipeSize)
+		if err != nil {
+			l.putPipe(p)
+			s.ioError("splice()", err, src)
+			return true
+		}
+		if again {
+			break
+		}
+		if m == 0 { // EOF
+			l.putPipe(p)
+			f.eof = true
+			s.flowDone(f, dst)
+			return true
+		}
+		s.lastActive = l.now
+		f.pipe, f.inPipe = p, m
+		if err := f.flushPipe(dst); err != nil {
+			s.ioError("splice()", err, dst)
+			return true
+		}
+		if f.inPipe > 0 {
+			// dst would block: the flow keeps the pipe and its bytes.
+			s.updateInterest()
+			return true
+		}
+		f.pipe = nil
+		if m < pipeSize {
+			break
+		}
+	}
+	l.putPipe(p)
+	return true
+}
+
+// drainPipe moves what f's pipe holds into f's pending buffer (user space)
+// and gives the pipe back: before a quiesce, whose state carries pending
+// bytes as bytes.
+func (s *session) drainPipe(f *flow) {
+	if f.pipe == nil {
+		return
+	}
+	l := s.loop
+	for f.inPipe > 0 {
+		if f.base == nil {
+			f.base = getPend()
+			f.pend = f.base
+		}
+		buf := l.buf[:min(len(l.buf), f.inPipe)]
+		n, err := rawRead(f.pipe.r, buf)
+		if n <= 0 || err != nil {
+			break // cannot happen: the bytes are there
+		}
+		f.pend = append(f.pend, buf[:n]...)
+		f.inPipe -= n
+	}
+	l.putPipe(f.pipe)
+	f.pipe, f.inPipe = nil, 0
+}
