@@ -86,6 +86,11 @@ type Report struct {
 	Moved   int // flows the new process accepted
 	Resumed int // flows quiesced but resumed in the old process
 	Lost    int // flows that died with a failed new process
+
+	// PendingBytes is how many bytes read but not yet written the moved
+	// flows carried (filled in by the caller from its Source; fdpass does
+	// not look inside states).
+	PendingBytes int64
 }
 
 // UpgradeOptions tune Upgrade. Zero values take the defaults.

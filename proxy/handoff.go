@@ -180,25 +180,28 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error) {
 	for i := 0; i < len(l.sessions); {
 		s := l.sessions[i]
-		if s.state != stateProxying {
-			transitional++
-			i++
-			continue
-		}
 		if len(conns) >= n {
 			break
 		}
+		// Every session moves in the phase it is in: a connect under way
+		// is a socket too, and a PROXY header half read is bytes.
+		files := make([]*os.File, 0, 2)
 		cf, err := dupFile(s.cfd, "conn/client/"+s.client.String())
 		if err != nil {
 			return conns, transitional, err
 		}
-		uf, err := dupFile(s.ufd, "conn/upstream/"+s.client.String())
-		if err != nil {
-			cf.Close()
-			return conns, transitional, err
+		files = append(files, cf)
+		if s.ufd >= 0 {
+			uf, err := dupFile(s.ufd, "conn/upstream/"+s.client.String())
+			if err != nil {
+				cf.Close()
+				return conns, transitional, err
+			}
+			files = append(files, uf)
+			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
 		}
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil)
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil) // ENOENT when parked: harmless
+		s.movedFrom = s.state
 		// Bytes held in a splice pipe travel as pending bytes.
 		s.drainPipe(&s.c2u)
 		s.drainPipe(&s.u2c)
@@ -207,7 +210,8 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error)
 		s.state = stateQuiesced
 		l.detach(s) // s moves out of l.sessions; l.sessions[i] is now another session
 		l.quiesced[s.id] = s
-		conns = append(conns, fdpass.Conn{ID: s.id, Files: []*os.File{cf, uf}, State: s.exportState(l.now).encode()})
+		l.p.carried.Add(int64(len(s.c2u.pend) + len(s.u2c.pend)))
+		conns = append(conns, fdpass.Conn{ID: s.id, Files: files, State: s.exportState(l.now).encode()})
 	}
 	return conns, transitional, nil
 }
@@ -220,6 +224,22 @@ func (s *session) exportState(now int64) *movedState {
 		c2uN: s.c2u.n, u2cN: s.u2c.n, ppOutLen: s.ppOutLen,
 		age: now - s.startMono, idle: now - s.lastActive, connectTime: s.connectTime,
 		c2uPend: s.c2u.pend, u2cPend: s.u2c.pend,
+		hdr: s.hdr, early: s.early, tries: int64(s.tries),
+		firstTryAge: now - s.firstTry, attemptAge: now - s.attemptStart,
+	}
+	switch s.movedFrom {
+	case stateHeader:
+		m.phase = phaseHeader
+	case stateConnecting:
+		m.phase = phaseConnecting
+	}
+	if s.state == stateHeader || s.movedFrom == stateHeader {
+		m.phase = phaseHeader
+	}
+	for i := range s.srv.group.peers {
+		if s.isTried(i) {
+			m.tried = append(m.tried, s.srv.group.peers[i].addr.String())
+		}
 	}
 	if s.ln != nil {
 		m.listener = s.ln.key
@@ -232,6 +252,10 @@ func (s *session) exportState(now int64) *movedState {
 	}
 	return m
 }
+
+// CarriedBytes returns how many pending bytes (read, not yet written) the
+// sessions quiesced since the last call carried, and starts counting anew.
+func (p *Proxy) CarriedBytes() int64 { return p.carried.Swap(0) }
 
 // Release implements fdpass.Source: the new process owns these sessions;
 // forget them and close this process's copies of their sockets (no FIN: the
@@ -257,13 +281,13 @@ func (p *Proxy) Release(ids []uint64) {
 // closed here and its counts released, without a log line.
 func (s *session) drop() {
 	l := s.loop
-	unix.Close(s.cfd)
-	unix.Close(s.ufd)
-	if s.cfd < len(l.fds) {
-		l.fds[s.cfd] = nil
-	}
-	if s.ufd < len(l.fds) {
-		l.fds[s.ufd] = nil
+	for _, fd := range []int{s.cfd, s.ufd} {
+		if fd >= 0 {
+			unix.Close(fd)
+			if fd < len(l.fds) {
+				l.fds[fd] = nil
+			}
+		}
 	}
 	s.cfd, s.ufd = -1, -1
 	for _, f := range []*flow{&s.c2u, &s.u2c} {
@@ -307,18 +331,39 @@ func (p *Proxy) Restore(ids []uint64) {
 // set) back to work in l.
 func (l *loop) resume(s *session) {
 	s.loop = l
-	s.cEvents, s.uEvents = 0, 0
-	if err := l.register(s.cfd, 0, s); err != nil {
-		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) client socket failed %s", s.id, errnoText(err))
-	}
-	if err := l.register(s.ufd, 0, s); err != nil {
-		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) upstream socket failed %s", s.id, errnoText(err))
-	}
 	s.slot = len(l.sessions)
 	l.sessions = append(l.sessions, s)
-	s.state = stateProxying
+	fail := func(what string, err error) {
+		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, errnoText(err))
+	}
+	switch s.movedFrom {
+	case stateHeader:
+		s.state = stateHeader
+		s.cEvents = unix.EPOLLIN | unix.EPOLLRDHUP
+		if err := l.register(s.cfd, s.cEvents, s); err != nil {
+			fail("client", err)
+		}
+		s.timeout = s.srv.ppTimeout
+	case stateConnecting:
+		s.state = stateConnecting
+		l.track(s.cfd, s)
+		s.cEvents, s.uEvents = parked, unix.EPOLLOUT
+		if err := l.register(s.ufd, s.uEvents, s); err != nil {
+			fail("upstream", err)
+		}
+		s.timeout = s.srv.connectTimeout
+	default:
+		s.state = stateProxying
+		s.cEvents, s.uEvents = 0, 0
+		if err := l.register(s.cfd, 0, s); err != nil {
+			fail("client", err)
+		}
+		if err := l.register(s.ufd, 0, s); err != nil {
+			fail("upstream", err)
+		}
+		s.updateInterest()
+	}
 	l.schedule(s)
-	s.updateInterest()
 }
 
 func idSet(ids []uint64) map[uint64]bool {
@@ -410,7 +455,11 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 			continue
 		}
 		m, err := decodeState(c.State)
-		if err != nil || len(c.Files) != 2 || m.id != c.ID {
+		want := 2
+		if m != nil && m.phase == phaseHeader {
+			want = 1
+		}
+		if err != nil || len(c.Files) != want || m.id != c.ID {
 			reject(c, nil, "malformed state")
 			continue
 		}
@@ -429,19 +478,42 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 			reject(c, nil, err.Error())
 			continue
 		}
-		ufd, err := takeFD(c.Files[1])
-		if err != nil {
-			reject(c, []int{cfd}, err.Error())
+		ufd := -1
+		if want == 2 {
+			if ufd, err = takeFD(c.Files[1]); err != nil {
+				reject(c, []int{cfd}, err.Error())
+				continue
+			}
+		}
+		upOK := ufd < 0 || connectedStream(ufd) || (m.phase == phaseConnecting && streamSocket(ufd))
+		if !connectedStream(cfd) || !upOK {
+			fds := []int{cfd}
+			if ufd >= 0 {
+				fds = append(fds, ufd)
+			}
+			reject(c, fds, "not a connected TCP socket")
 			continue
 		}
-		if !connectedStream(cfd) || !connectedStream(ufd) {
-			reject(c, []int{cfd, ufd}, "not a connected TCP socket")
+		s := importedSession(ln, m, cfd, ufd)
+		if s.movedFrom == stateConnecting && s.peer < 0 {
+			reject(c, []int{cfd, ufd}, fmt.Sprintf("upstream %s is not in the new configuration", m.upstream))
 			continue
 		}
-		p.imported[c.ID] = importedSession(ln, m, cfd, ufd)
+		p.imported[c.ID] = s
 		accepted = append(accepted, c.ID)
 	}
 	return accepted, rejected
+}
+
+// streamSocket reports whether fd is a stream socket that is not listening
+// (a connect may still be under way).
+func streamSocket(fd int) bool {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return false
+	}
+	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	return err == nil && acc == 0
 }
 
 // connectedStream reports whether fd is a connected (not listening) stream socket.
@@ -487,6 +559,23 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, s.loop.wall()) }
 	s.importAge, s.importIdle = m.age, m.idle
 	s.importLimits = m.limits
+	s.hdr, s.early, s.tries = m.hdr, m.early, int(m.tries)
+	s.importFirstTry, s.importAttempt = m.firstTryAge, m.attemptAge
+	for _, a := range m.tried {
+		for i := range g.peers {
+			if g.peers[i].addr.String() == a {
+				s.markTried(i)
+			}
+		}
+	}
+	switch m.phase {
+	case phaseHeader:
+		s.movedFrom = stateHeader
+	case phaseConnecting:
+		s.movedFrom = stateConnecting
+	default:
+		s.movedFrom = stateProxying
+	}
 	return s
 }
 
@@ -543,9 +632,8 @@ func (l *loop) adopt(s *session) {
 	s.loop = l
 	s.startMono = l.now - s.importAge
 	s.lastActive = l.now - s.importIdle
-	if s.srv.proxyTimeout > 0 {
-		s.timeout = s.srv.proxyTimeout
-	}
+	s.firstTry = l.now - s.importFirstTry
+	s.attemptStart = l.now - s.importAttempt
 	if s.peer >= 0 {
 		s.srv.group.peers[s.peer].active.Add(1)
 	}

@@ -9,7 +9,14 @@ import (
 // A session's state as it travels to a new process (fdpass.Conn.State):
 // plain data, little-endian, versioned. Times are durations relative to the
 // moment of the quiesce, never time.Time (HANDOFF.md P2).
-const stateVersion = 1
+const stateVersion = 2
+
+// The phase a session is moved in.
+const (
+	phaseProxying   = 0
+	phaseHeader     = 1 // reading the client's PROXY header: only the client socket moves
+	phaseConnecting = 2 // a connect to the upstream is under way
+)
 
 type movedState struct {
 	id                       uint64
@@ -23,6 +30,12 @@ type movedState struct {
 	age, idle, connectTime   int64 // nanoseconds
 	limits                   []heldLimitState
 	c2uPend, u2cPend         []byte
+
+	phase                   uint8
+	hdr, early              []byte   // PROXY header bytes read so far; payload read with it
+	tries                   int64    // upstream connects tried
+	tried                   []string // their addresses
+	firstTryAge, attemptAge int64    // since the first and the current connect began
 }
 
 type heldLimitState struct{ zone, key string }
@@ -122,6 +135,16 @@ func (m *movedState) encode() []byte {
 	}
 	w.bytes(m.c2uPend)
 	w.bytes(m.u2cPend)
+	w.b = append(w.b, m.phase)
+	w.bytes(m.hdr)
+	w.bytes(m.early)
+	w.i64(m.tries)
+	w.u64(uint64(len(m.tried)))
+	for _, a := range m.tried {
+		w.str(a)
+	}
+	w.i64(m.firstTryAge)
+	w.i64(m.attemptAge)
 	return w.b
 }
 
@@ -150,7 +173,21 @@ func decodeState(b []byte) (*movedState, error) {
 	}
 	m.c2uPend = append([]byte(nil), r.bytes()...)
 	m.u2cPend = append([]byte(nil), r.bytes()...)
-	if r.err != nil || len(r.b) != 0 {
+	if p := r.take(1); p != nil {
+		m.phase = p[0]
+	}
+	m.hdr = append([]byte(nil), r.bytes()...)
+	m.early = append([]byte(nil), r.bytes()...)
+	m.tries = r.i64()
+	nt := r.u64()
+	if nt > 1<<16 {
+		return nil, errBadState
+	}
+	for i := uint64(0); i < nt && r.err == nil; i++ {
+		m.tried = append(m.tried, r.str())
+	}
+	m.firstTryAge, m.attemptAge = r.i64(), r.i64()
+	if r.err != nil || len(r.b) != 0 || m.phase > phaseConnecting {
 		return nil, errBadState
 	}
 	return m, nil

@@ -178,3 +178,68 @@ func TestHandoffManyIdleSessions(t *testing.T) {
 		t.Fatalf("new process counts %d sessions, want %d", nw.Stats().Active, n)
 	}
 }
+
+// Sessions move in whatever phase they are in: one whose connect is still
+// under way, and one whose PROXY header is half read.
+func TestHandoffMovesConnectingAndHeaderSessions(t *testing.T) {
+	hang := fullListener(t)
+	live := startBackend(t, "live", greet("live"))
+	cfg := testConfig([]upstreamSpec{{addr: netip.MustParseAddrPort(hang)}, {addr: live.addr()}}, func(s *config.Server) {
+		s.ProxyConnectTimeout = 300 * time.Millisecond
+		s.Listen = append(s.Listen, &config.Listen{Addr: netip.MustParseAddrPort("127.0.0.1:0"), Text: "pp", Backlog: 511, ProxyProtocol: true})
+		s.SetRealIPFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		s.ProxyProtocolTimeout = 5 * time.Second
+	})
+	old, addr, _ := startProxy(t, cfg)
+	ppAddr := old.Addrs()[1].String()
+
+	// Connecting: round robin sends the first client to the hanging server.
+	connecting := dial(t, addr)
+	defer connecting.Close()
+	// Header: half a PROXY header.
+	header := dial(t, ppAddr)
+	defer header.Close()
+	h := append(v1Header("192.0.2.5:4000"), "payload"...)
+	header.Write(h[:10])
+	waitFor(t, func() bool {
+		var phases []sessState
+		old.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				phases = append(phases, s.state)
+			}
+		})
+		hasC, hasH := false, false
+		for _, st := range phases {
+			hasC = hasC || st == stateConnecting
+			hasH = hasH || st == stateHeader
+		}
+		return hasC && hasH
+	})
+
+	cfg2 := testConfig([]upstreamSpec{{addr: netip.MustParseAddrPort(hang)}, {addr: live.addr()}}, func(s *config.Server) {
+		s.ProxyConnectTimeout = 300 * time.Millisecond
+		s.Listen[0].Addr = netip.MustParseAddrPort(addr)
+		s.Listen = append(s.Listen, &config.Listen{Addr: netip.MustParseAddrPort(ppAddr), Text: "pp", Backlog: 511, ProxyProtocol: true})
+		s.SetRealIPFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		s.ProxyProtocolTimeout = 5 * time.Second
+	})
+	nw, err := New(cfg2, Options{Log: old.log, Generation: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Close()
+	if moved := handOver(t, old, nw); moved != 2 {
+		t.Fatalf("moved %d sessions, want 2", moved)
+	}
+	old.Close()
+	// The moved connect times out in the new process, which then tries the
+	// next server, as the old one would have.
+	if got := readLine(t, connecting); got != "live" {
+		t.Fatalf("the session moved while connecting: %q", got)
+	}
+	// The rest of the header reaches the new process, which parses it.
+	header.Write(h[10:])
+	if got := readLine(t, header); got != "live" {
+		t.Fatalf("the session moved mid-header: %q", got)
+	}
+}

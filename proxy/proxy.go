@@ -59,7 +59,8 @@ type Proxy struct {
 	wg           sync.WaitGroup // loop goroutines
 	started      bool
 	shuttingDown bool        // under reloadMu
-	paused       atomic.Bool // accepting is paused for an upgrade
+	paused       atomic.Bool  // accepting is paused for an upgrade
+	carried      atomic.Int64 // pending bytes of quiesced sessions (CarriedBytes)
 
 	// Upgrade, new process: sockets inherited from the old one, by name,
 	// until Start takes them, and sessions imported but not started yet.

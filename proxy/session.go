@@ -85,8 +85,10 @@ type session struct {
 	udp    bool // a UDP session's log record ($protocol)
 
 	// Set on a session imported from an old process until a loop adopts it.
-	importAge, importIdle int64
-	importLimits          []heldLimitState
+	importAge, importIdle         int64
+	importFirstTry, importAttempt int64
+	importLimits                  []heldLimitState
+	movedFrom                     sessState // the state it was quiesced in
 }
 
 func (s *session) String() string {

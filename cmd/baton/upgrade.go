@@ -86,6 +86,7 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	start := time.Now()
+	u.p.CarriedBytes() // count this upgrade's only
 	u.log.Logf(proxy.LevelNotice, "upgrade: started %s, pid %d", binary, cmd.Process.Pid)
 	rep, err := fdpass.Upgrade(parent, u.p, fdpass.UpgradeOptions{
 		Generation:  uint64(generation() + 1),
@@ -99,6 +100,7 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 			u.log.Logf(lv, "upgrade: +%dms "+f, append([]any{time.Since(start).Milliseconds()}, a...)...)
 		},
 	})
+	rep.PendingBytes = u.p.CarriedBytes()
 	if err != nil {
 		u.log.Logf(proxy.LevelAlert, "upgrade failed, this process keeps serving: %v (moved %d, resumed %d, lost %d)",
 			err, rep.Moved, rep.Resumed, rep.Lost)
@@ -108,8 +110,8 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 		return rep, err
 	}
 	ok = true
-	u.log.Logf(proxy.LevelNotice, "upgrade: pid %d took over: moved %d connections, resumed %d here, lost %d",
-		rep.NewPID, rep.Moved, rep.Resumed, rep.Lost)
+	u.log.Logf(proxy.LevelNotice, "upgrade: pid %d took over in %s: moved %d connections carrying %d pending bytes, resumed %d here, lost %d",
+		rep.NewPID, time.Since(start).Round(time.Millisecond), rep.Moved, rep.PendingBytes, rep.Resumed, rep.Lost)
 	u.once.Do(func() { close(u.done) })
 	return rep, nil
 }
@@ -173,8 +175,8 @@ serving everything).`,
 				return err
 			}
 			if rep := r.Upgrade; rep != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "new pid %d: moved %d connections, resumed %d in the old process, lost %d\n",
-					rep.NewPID, rep.Moved, rep.Resumed, rep.Lost)
+				fmt.Fprintf(cmd.OutOrStdout(), "new pid %d: moved %d connections, resumed %d in the old process, lost %d; %d pending bytes carried\n",
+					rep.NewPID, rep.Moved, rep.Resumed, rep.Lost, rep.PendingBytes)
 			}
 			if !r.OK {
 				return fmt.Errorf("upgrade failed, the old process keeps serving: %s", r.Error)
