@@ -58,7 +58,7 @@ type Proxy struct {
 
 	wg           sync.WaitGroup // loop goroutines
 	started      bool
-	shuttingDown bool        // under reloadMu
+	shuttingDown bool         // under reloadMu
 	paused       atomic.Bool  // accepting is paused for an upgrade
 	carried      atomic.Int64 // pending bytes of quiesced sessions (CarriedBytes)
 
