@@ -1,15 +1,20 @@
 package config
 
+import "time"
+
 // DefaultControlSocket is Baton.ControlSocket when "control_socket" is not set.
 const DefaultControlSocket = "/run/baton/control.sock"
 
+// DefaultUpgradeTimeout is Baton.UpgradeTimeout when "upgrade_timeout" is not set.
+const DefaultUpgradeTimeout = 10 * time.Second
+
 // batonState tracks the baton {} block while it is read.
 type batonState struct {
-	socketSet, metricsSet bool
+	socketSet, metricsSet, upgradeSet bool
 }
 
-// batonDirective reads one directive of "baton {}": control_socket and
-// metrics; anything else is refused as not supported yet.
+// batonDirective reads one directive of "baton {}": control_socket,
+// metrics and upgrade_timeout; anything else is refused as not supported yet.
 func (l *loader) batonDirective(d *directive, bs *batonState) {
 	b := &l.cfg.Baton
 	switch d.name {
@@ -57,6 +62,21 @@ func (l *loader) batonDirective(d *directive, bs *batonState) {
 			return
 		}
 		b.Metrics = text
+	case "upgrade_timeout":
+		if !l.check(d, false, take(1)) {
+			return
+		}
+		if bs.upgradeSet {
+			l.errorf(d, "\"upgrade_timeout\" directive is duplicate")
+			return
+		}
+		bs.upgradeSet = true
+		t, err := ParseDuration(d.args[0])
+		if err != nil || t <= 0 {
+			l.errorf(d, "\"upgrade_timeout\" directive invalid value")
+			return
+		}
+		b.UpgradeTimeout = t
 	default:
 		l.refuse(d, ctxBaton)
 	}

@@ -413,11 +413,11 @@ func TestSlowStart(t *testing.T) {
 
 func TestBaton(t *testing.T) {
 	c := mustParse(t, "")
-	if c.Baton != (Baton{ControlSocket: "/run/baton/control.sock"}) {
+	if c.Baton != (Baton{ControlSocket: "/run/baton/control.sock", UpgradeTimeout: 10 * time.Second}) {
 		t.Errorf("defaults %+v", c.Baton)
 	}
-	c = mustParse(t, "baton {\ncontrol_socket /tmp/b.sock;\nmetrics [::1]:9090;\n}")
-	if c.Baton != (Baton{Pos: Pos{"a.conf", 1}, ControlSocket: "/tmp/b.sock", Metrics: "[::1]:9090"}) {
+	c = mustParse(t, "baton {\ncontrol_socket /tmp/b.sock;\nmetrics [::1]:9090;\nupgrade_timeout 30s;\n}")
+	if c.Baton != (Baton{Pos: Pos{"a.conf", 1}, ControlSocket: "/tmp/b.sock", Metrics: "[::1]:9090", UpgradeTimeout: 30 * time.Second}) {
 		t.Errorf("set %+v", c.Baton)
 	}
 	for _, m := range []string{"127.0.0.1:9090", "localhost:9100"} {
@@ -438,6 +438,8 @@ func TestBaton(t *testing.T) {
 		{"metrics duplicate", "baton {\nmetrics off;\nmetrics off;\n}", `"metrics" directive is duplicate in a.conf:3`},
 		{"socket duplicate", "baton {\ncontrol_socket /a;\ncontrol_socket /b;\n}", `"control_socket" directive is duplicate in a.conf:3`},
 		{"socket empty", "baton {\ncontrol_socket \"\";\n}", `"control_socket" directive invalid value in a.conf:2`},
+		{"upgrade_timeout zero", "baton {\nupgrade_timeout 0;\n}", `"upgrade_timeout" directive invalid value in a.conf:2`},
+		{"upgrade_timeout duplicate", "baton {\nupgrade_timeout 1s;\nupgrade_timeout 2s;\n}", `"upgrade_timeout" directive is duplicate in a.conf:3`},
 		{"socket args", "baton {\ncontrol_socket;\n}", `invalid number of arguments in "control_socket" directive in a.conf:2`},
 		{"other", "baton {\nlisten 1;\n}", `"listen" directive is not supported yet in a.conf:2`},
 		{"outside baton", "metrics 127.0.0.1:9090;", `unknown directive "metrics" in a.conf:1`},

@@ -69,7 +69,7 @@ func (ld *Loader) newLoader(name string) *loader {
 	return &loader{
 		ld:     ld,
 		prefix: filepath.Dir(name),
-		cfg:    &Config{Baton: Baton{ControlSocket: DefaultControlSocket}},
+		cfg:    &Config{Baton: Baton{ControlSocket: DefaultControlSocket, UpgradeTimeout: DefaultUpgradeTimeout}},
 		seen:   map[string]bool{},
 	}
 }

@@ -62,6 +62,11 @@ type Baton struct {
 	// Metrics is "metrics ADDR:PORT": where Prometheus metrics are served.
 	// Empty (the default) means off.
 	Metrics string
+
+	// UpgradeTimeout is "upgrade_timeout T": how long the old process waits
+	// for the new one at each step of an upgrade (its HELLO and READY, each
+	// batch's acknowledgement, DONE) before it rolls back. Default 10s.
+	UpgradeTimeout time.Duration
 }
 
 // Warning is a non-fatal finding, printed by "baton check" and at start-up.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -205,7 +206,7 @@ func run(cfg *config.Config, opts runOptions) error {
 	if opts.file != "" {
 		reload = reloader(p, opts.file)
 	}
-	up := &upgrader{p: p, log: log, done: make(chan struct{}), inbound: handoff != nil, failed: func() {
+	up := &upgrader{p: p, log: log, timeout: cmp.Or(cfg.Baton.UpgradeTimeout, config.DefaultUpgradeTimeout), done: make(chan struct{}), inbound: handoff != nil, failed: func() {
 		if err := writePidFile(); err != nil {
 			log.Logf(proxy.LevelAlert, "rewriting the pid file after a failed upgrade: %v", err)
 		}

@@ -26,6 +26,7 @@ func generation() int {
 
 // upgrader is the old process's side of "baton upgrade": one at a time.
 type upgrader struct {
+	timeout time.Duration // baton { upgrade_timeout }
 	p       *proxy.Proxy
 	log     *proxy.Logger
 	failed  func() // after a failed upgrade: take the PID file back
@@ -89,9 +90,11 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	u.p.CarriedBytes() // count this upgrade's only
 	u.log.Logf(proxy.LevelNotice, "upgrade: started %s, pid %d", binary, cmd.Process.Pid)
 	rep, err := fdpass.Upgrade(parent, u.p, fdpass.UpgradeOptions{
-		Generation:  uint64(generation() + 1),
-		ChildExited: exited,
-		Kill:        func() { cmd.Process.Kill() },
+		Generation:   uint64(generation() + 1),
+		HelloTimeout: max(u.timeout, 30*time.Second), // the new process loads its config first
+		BatchTimeout: u.timeout,
+		ChildExited:  exited,
+		Kill:         func() { cmd.Process.Kill() },
 		Progress: func(f string, a ...any) {
 			lv := proxy.LevelNotice
 			if strings.HasPrefix(f, "batch") {
