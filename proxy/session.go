@@ -249,11 +249,20 @@ func (s *session) connectFailed(err error) {
 	}
 }
 
-// onConnectEvent completes a nonblocking connect.
-func (s *session) onConnectEvent() {
-	errno, err := unix.GetsockoptInt(s.ufd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && errno != 0 {
-		err = unix.Errno(errno)
+// onConnectEvent completes a nonblocking connect. Writable without an
+// error or hang-up means connected (Linux); only then is SO_ERROR skipped.
+func (s *session) onConnectEvent(ev uint32) {
+	var err error
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 || ev&unix.EPOLLOUT == 0 {
+		errno, gerr := unix.GetsockoptInt(s.ufd, unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case gerr != nil:
+			err = gerr
+		case errno != 0:
+			err = unix.Errno(errno)
+		case ev&unix.EPOLLOUT == 0:
+			return // not an answer to the connect yet
+		}
 	}
 	if err != nil {
 		s.connectFailed(err)
@@ -294,7 +303,7 @@ func (s *session) onEvent(fd int, ev uint32) {
 	}
 	if s.state == stateConnecting {
 		if fd == s.ufd {
-			s.onConnectEvent()
+			s.onConnectEvent(ev)
 		}
 		return
 	}
