@@ -5,7 +5,7 @@ package main
 //	go build -o bench/.run/baton ./cmd/baton
 //	BATON_BIN=$PWD/bench/.run/baton go test -run '^$' -bench . ./bench/loadgen
 //
-// Without BATON_BIN (or PROXY_CMD, a command template as in bench/run.sh) only
+// Without BATON_BIN (or PROXY_CMD, a command template as in bench/quick.sh) only
 // the "direct" sub-benchmarks run; the proxied ones are skipped. The sinks run
 // inside the test process; the proxy is a separate process started once per
 // benchmark and stopped (SIGTERM, then SIGKILL after 5 s) by its PID.

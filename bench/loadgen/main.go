@@ -1,5 +1,5 @@
 // Command loadgen is the load generator and test backend of baton's
-// benchmark (bench/run.sh, bench/README.md).
+// quick benchmark (bench/quick.sh, bench/README.md).
 //
 //	loadgen sink       -listen 127.0.0.1:23401 [-mode discard|echo|greet|source]
 //	loadgen throughput -addr 127.0.0.1:23401 -conns 1 -duration 5s -size 131072 [-dir up|down|both]
