@@ -201,6 +201,12 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error)
 			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
 		}
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil) // ENOENT when parked: harmless
+		// No event may reach it while it is quiesced; resume maps it again.
+		for _, fd := range []int{s.cfd, s.ufd} {
+			if fd >= 0 && fd < len(l.fds) {
+				l.fds[fd] = nil
+			}
+		}
 		s.movedFrom = s.state
 		// Bytes held in a splice pipe travel as pending bytes.
 		s.drainPipe(&s.c2u)

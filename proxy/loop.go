@@ -186,6 +186,7 @@ func (l *loop) run() {
 	for {
 		n := l.wait()
 		l.now = l.clock()
+		woken := false
 		for i := 0; i < n; i++ {
 			ev := &l.events[i]
 			switch ev.Pad {
@@ -203,8 +204,15 @@ func (l *loop) run() {
 			case tagWake:
 				var b [8]byte
 				unix.Read(l.wakefd, b[:])
-				l.runCmds()
+				woken = true
 			}
+		}
+		// Commands run between batches, never inside one: a command that
+		// takes a session away (quiesce) must not leave later events of the
+		// same batch pointing at it.
+		if woken {
+			woken = false
+			l.runCmds()
 		}
 		l.runTimers()
 		l.closeDeferred()
