@@ -69,6 +69,7 @@ func (t *taker) run() error {
 	if err := d.Finish(); err != nil {
 		return t.gone("HELLO_OK", err)
 	}
+	testStop("after-hello")
 
 	lns, err := t.receiveListeners()
 	if err != nil {
@@ -86,6 +87,7 @@ func (t *taker) run() error {
 	if err := t.send(TypeReady, &e); err != nil {
 		return t.gone("READY", err)
 	}
+	testStop("after-listeners")
 
 	for {
 		rec, files, err := t.receive()
@@ -103,6 +105,7 @@ func (t *taker) run() error {
 					return fmt.Errorf("fdpass: takeover: done: %w", err)
 				}
 			}
+			testStop("before-done-ok")
 			var e Encoder
 			e.Uint32(uint32(os.Getpid()))
 			if err := t.send(TypeDoneOK, &e); err != nil {
@@ -174,6 +177,7 @@ func (t *taker) takeBatch(rec Record, files []*os.File) error {
 	if err := b.header(rec, files); err != nil {
 		return fmt.Errorf("fdpass: takeover: BATCH: %w", err)
 	}
+	testStop("mid-batch")
 	for {
 		rec, files, err := t.receive()
 		if err != nil {
@@ -236,6 +240,7 @@ func (t *taker) takeBatch(rec Record, files []*os.File) error {
 	if err != nil {
 		return t.gone(fmt.Sprintf("ACCEPTED for batch %d", b.id), err)
 	}
+	testStop("after-accepted")
 	return nil
 }
 

@@ -372,6 +372,11 @@ func (u *upgrader) sendBatch(conns []Conn) error {
 	u.inflight = nil
 	u.resolve(a.ok, a.rejected)
 	u.progress("batch %d: %d flows moved, %d rejected and resumed here", id, len(a.ok), len(a.rejected))
+	for i, rid := range a.rejected {
+		if i < len(a.reasons) {
+			u.progress("rejected flow %d, resumed here: %s", rid, a.reasons[i])
+		}
+	}
 	return nil
 }
 

@@ -221,11 +221,14 @@ func CallControl(path string, req ControlRequest, timeout time.Duration) (*Contr
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, err
-	}
+	// A server that refuses us answers and closes without reading: a failed
+	// write is then less telling than the answer, so read it first.
+	werr := json.NewEncoder(conn).Encode(req)
 	var r ControlReply
 	if err := json.NewDecoder(conn).Decode(&r); err != nil {
+		if werr != nil {
+			return nil, werr
+		}
 		return nil, fmt.Errorf("reading the reply from %s: %w", path, err)
 	}
 	return &r, nil

@@ -297,6 +297,9 @@ func (s *session) connected() {
 
 // onEvent dispatches one epoll event on fd, one of the session's sockets.
 func (s *session) onEvent(fd int, ev uint32) {
+	if s.state == stateQuiesced || s.state == stateClosed {
+		return // stale: a session moved away or ended earlier in this batch
+	}
 	if s.state == stateHeader {
 		s.readProxyHeader()
 		return

@@ -97,7 +97,7 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 		Kill:         func() { cmd.Process.Kill() },
 		Progress: func(f string, a ...any) {
 			lv := proxy.LevelNotice
-			if strings.HasPrefix(f, "batch") {
+			if strings.HasPrefix(f, "batch") || strings.HasPrefix(f, "rejected flow") {
 				lv = proxy.LevelInfo // one line per 126 connections
 			}
 			u.log.Logf(lv, "upgrade: +%dms "+f, append([]any{time.Since(start).Milliseconds()}, a...)...)
