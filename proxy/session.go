@@ -26,6 +26,7 @@ type flow struct {
 	pend   []byte
 	base   []byte // the borrowed buffer pend is a tail of
 	pipe   *pipe  // held while inPipe > 0 (splice)
+	bulk   bool   // a read filled the whole buffer: this flow moves by splice from now on
 	inPipe int    // bytes in pipe, read from src and not yet written to dst
 	eof    bool   // src returned EOF
 	shut   bool   // dst was shut down for writing (proxy_half_close)
@@ -363,8 +364,12 @@ func (s *session) park(fd int) {
 
 // pump reads from src and writes to dst until src would block, dst would
 // block (the rest goes to f.pend), or EOF.
+// Small messages (requests, responses, keep-alive chatter) are cheapest
+// through read and write; splice has a higher fixed cost per call and wins
+// only on bulk. A flow therefore starts copying and switches to splice for
+// good once a read fills the whole buffer.
 func (s *session) pump(f *flow, src, dst int) {
-	if s.pumpSplice(f, src, dst) {
+	if f.bulk && s.pumpSplice(f, src, dst) {
 		return
 	}
 	l := s.loop
@@ -385,6 +390,10 @@ func (s *session) pump(f *flow, src, dst int) {
 				return
 			}
 			if n < len(l.buf) {
+				return
+			}
+			f.bulk = true
+			if s.pumpSplice(f, src, dst) {
 				return
 			}
 			continue
