@@ -85,8 +85,11 @@ func TestHandoffMovesLiveSessionsByteExact(t *testing.T) {
 	// Let both directions fill up: baton must be holding pending bytes
 	// both ways when it is quiesced, or this test proves nothing.
 	waitFor(t, func() bool {
+		var mu sync.Mutex // eachLoop runs on every loop at once
 		var pendC2U, pendU2C int
 		old.eachLoop(func(l *loop) {
+			mu.Lock()
+			defer mu.Unlock()
 			for _, s := range l.sessions {
 				pendC2U += len(s.c2u.pend) + s.c2u.inPipe
 				pendU2C += len(s.u2c.pend) + s.u2c.inPipe
@@ -202,8 +205,11 @@ func TestHandoffMovesConnectingAndHeaderSessions(t *testing.T) {
 	h := append(v1Header("192.0.2.5:4000"), "payload"...)
 	header.Write(h[:10])
 	waitFor(t, func() bool {
+		var mu sync.Mutex // eachLoop runs on every loop at once
 		var phases []sessState
 		old.eachLoop(func(l *loop) {
+			mu.Lock()
+			defer mu.Unlock()
 			for _, s := range l.sessions {
 				phases = append(phases, s.state)
 			}
