@@ -125,6 +125,9 @@ func TestProxyProtocolIn(t *testing.T) {
 func TestProxyProtocolTimeoutDoesNotBlockAccept(t *testing.T) {
 	b := startBackend(t, "echo", echo)
 	cfg, _ := ppConfig(t, b.addr(), "127.0.0.0/8")
+	// Stuck headers hold for 3s; a good client behind them must not wait
+	// for that (1s leaves a loaded CI runner room, and still proves it).
+	cfg.Stream.Servers[0].ProxyProtocolTimeout = 3 * time.Second
 	_, addr, log := startProxy(t, cfg)
 	var stuck []*net.TCPConn
 	for i := 0; i < 20; i++ {
@@ -137,7 +140,7 @@ func TestProxyProtocolTimeoutDoesNotBlockAccept(t *testing.T) {
 	if got := ppSession(t, addr, append(v1Header("192.0.2.1:1"), "ok"...), false); got != "ok" {
 		t.Fatalf("a good client behind stuck ones: %q", got)
 	}
-	if el := time.Since(start); el > 250*time.Millisecond {
+	if el := time.Since(start); el > time.Second {
 		t.Errorf("a good client waited %s behind stuck headers", el)
 	}
 	for _, c := range stuck {
