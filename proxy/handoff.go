@@ -267,19 +267,23 @@ func (p *Proxy) CarriedBytes() int64 { return p.carried.Swap(0) }
 // forget them and close this process's copies of their sockets (no FIN: the
 // other process still holds them). No access-log line: they go on there.
 func (p *Proxy) Release(ids []uint64) {
+	p.takeQuiesced(ids, (*session).drop, (*udpListener).release)
+}
+
+// takeQuiesced hands each quiesced session among ids, on its own loop's
+// goroutine, to tcp, and the ids to every UDP listener's udp, on its owner.
+func (p *Proxy) takeQuiesced(ids []uint64, tcp func(*session), udp func(*udpListener, map[uint64]bool)) {
 	want := idSet(ids)
 	p.eachLoop(func(l *loop) {
 		for id := range want {
-			s := l.quiesced[id]
-			if s == nil {
-				continue
+			if s := l.quiesced[id]; s != nil {
+				delete(l.quiesced, id)
+				tcp(s)
 			}
-			delete(l.quiesced, id)
-			s.drop()
 		}
 	})
 	for _, u := range p.udpListeners() {
-		u.do(func() { u.release(want) })
+		u.do(func() { udp(u, want) })
 	}
 }
 
@@ -296,20 +300,7 @@ func (s *session) drop() {
 		}
 	}
 	s.cfd, s.ufd = -1, -1
-	for _, f := range []*flow{&s.c2u, &s.u2c} {
-		if f.base != nil {
-			putPend(f.base)
-			f.pend, f.base = nil, nil
-		}
-	}
-	if s.peer >= 0 {
-		s.srv.group.peers[s.peer].active.Add(-1)
-		s.peer = -1
-	}
-	s.releaseLimits()
-	if s.ln != nil {
-		s.ln.active.Add(-1)
-	}
+	s.letGo()
 	l.p.active.Add(-1)
 	s.state = stateClosed
 }
@@ -317,20 +308,7 @@ func (s *session) drop() {
 // Restore implements fdpass.Source: the sessions go on here, from where
 // they were quiesced.
 func (p *Proxy) Restore(ids []uint64) {
-	want := idSet(ids)
-	p.eachLoop(func(l *loop) {
-		for id := range want {
-			s := l.quiesced[id]
-			if s == nil {
-				continue
-			}
-			delete(l.quiesced, id)
-			l.resume(s)
-		}
-	})
-	for _, u := range p.udpListeners() {
-		u.do(func() { u.restore(want) })
-	}
+	p.takeQuiesced(ids, func(s *session) { s.loop.resume(s) }, (*udpListener).restore)
 }
 
 // resume puts a quiesced or imported session (its sockets not in the epoll

@@ -188,10 +188,13 @@ func (s *session) connectNext() {
 // pickKey evaluates the balancing key for this session's upstream.
 func (s *session) pickKey() []byte {
 	g := s.srv.group
-	if g.key != nil {
+	switch {
+	case g.key != nil:
 		return g.key.appendTo(s.loop.keyBuf[:0], s)
+	case g.method == lb.IPHash:
+		return appendAddrKey(s.loop.keyBuf[:0], s.client.Addr())
 	}
-	return appendAddrKey(s.loop.keyBuf[:0], s.client.Addr())
+	return nil // round robin, least_conn, random: no key
 }
 
 // dial opens the upstream socket and starts connecting. It returns nil when
@@ -298,9 +301,6 @@ func (s *session) connected() {
 
 // onEvent dispatches one epoll event on fd, one of the session's sockets.
 func (s *session) onEvent(fd int, ev uint32) {
-	if s.state == stateQuiesced || s.state == stateClosed {
-		return // stale: a session moved away or ended earlier in this batch
-	}
 	if s.state == stateHeader {
 		s.readProxyHeader()
 		return
@@ -554,7 +554,8 @@ func (s *session) finish(status int) {
 	s.status = status
 	s.endMono = l.now
 	if len(s.srv.accessLogs) > 0 {
-		s.localAddr()
+		// $server_addr looks the address up itself, and only if a format
+		// uses it: the client socket is still open here.
 		for _, al := range s.srv.accessLogs {
 			line := al.format.appendTo(l.lineBuf[:0], s)
 			line = append(line, '\n')
@@ -563,7 +564,6 @@ func (s *session) finish(status int) {
 		}
 	}
 	s.state = stateClosed
-	s.releaseLimits()
 	if s.ufd >= 0 {
 		l.release(s.ufd)
 		s.ufd = -1
@@ -571,7 +571,6 @@ func (s *session) finish(status int) {
 	if s.peer >= 0 {
 		g := s.srv.group
 		pr := &g.peers[s.peer]
-		pr.active.Add(-1)
 		pr.sent.Add(uint64(s.c2u.n))
 		pr.received.Add(uint64(s.u2c.n))
 		if s.connectTime >= 0 {
@@ -579,13 +578,19 @@ func (s *session) finish(status int) {
 			// (ngx_stream_proxy_finalize): a success clears max_fails.
 			g.health.Peer(s.peer).Succeeded(l.wall())
 		}
-		s.peer = -1
 	}
 	l.release(s.cfd)
 	s.cfd = -1
-	if s.ln != nil {
-		s.ln.active.Add(-1)
-	}
+	s.letGo()
+	l.remove(s)
+}
+
+// letGo gives back what a session holds in this process besides its
+// sockets: pending buffers and pipes, its peer's live count, its limit_conn
+// counts and its listener's live count. finish and drop (a session that
+// moved to a new process) share it.
+func (s *session) letGo() {
+	l := s.loop
 	for _, f := range []*flow{&s.c2u, &s.u2c} {
 		if f.base != nil {
 			putPend(f.base)
@@ -596,7 +601,14 @@ func (s *session) finish(status int) {
 			f.pipe, f.inPipe = nil, 0
 		}
 	}
-	l.remove(s)
+	if s.peer >= 0 {
+		s.srv.group.peers[s.peer].active.Add(-1)
+		s.peer = -1
+	}
+	s.releaseLimits()
+	if s.ln != nil {
+		s.ln.active.Add(-1)
+	}
 }
 
 // Pending buffers are borrowed only while a destination would block.

@@ -63,11 +63,7 @@ func (p *Proxy) Status() Status {
 		})
 	}
 	for _, u := range p.udp {
-		if r, ok := any(u).(interface{ status() ListenerStatus }); ok {
-			st.Listeners = append(st.Listeners, r.status())
-		} else {
-			st.Listeners = append(st.Listeners, ListenerStatus{Addr: u.addr().String(), Protocol: "udp"})
-		}
+		st.Listeners = append(st.Listeners, u.status())
 	}
 	for _, g := range p.groups {
 		st.Upstreams = append(st.Upstreams, g.status(now))

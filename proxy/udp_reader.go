@@ -85,20 +85,10 @@ func (u *udpListener) readUpstream(s *udpSession, done chan struct{}) {
 // reply sends one upstream datagram to the client. It reports false when s
 // has ended.
 func (u *udpListener) reply(s *udpSession, b []byte) bool {
-	now := u.now()
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
+	_, done, ok := u.count(s, len(b), false)
+	if !ok {
 		return false
 	}
-	s.responses++
-	s.sent += int64(len(b))
-	s.lastActive = now
-	_, done := u.finalizeCheck(s)
-	if done {
-		s.ended, s.status, s.reason = true, 200, endDone
-	}
-	s.mu.Unlock()
 	if _, _, err := u.conn.WriteMsgUDPAddrPort(b, s.oob, s.client); err != nil {
 		if !done && !s.claim(200, endClientError) {
 			return false

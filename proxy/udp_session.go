@@ -94,6 +94,32 @@ func (u *udpListener) hook(e udpEnd) {
 }
 
 // finalizeCheck is nginx's ngx_stream_proxy_test_finalize for UDP, with
+// count records an n-byte datagram of s, a request from the client or a
+// response to it, and applies nginx's end check (finalizeCheck); a session
+// that is done ends here with 200. ok is false, and nothing is counted, if s
+// had already ended.
+func (u *udpListener) count(s *udpSession, n int, request bool) (detach, done, ok bool) {
+	now := u.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return false, false, false
+	}
+	if request {
+		s.requests++
+		s.received += int64(n)
+	} else {
+		s.responses++
+		s.sent += int64(n)
+	}
+	s.lastActive = now
+	detach, done = u.finalizeCheck(s)
+	if done {
+		s.ended, s.status, s.reason = true, 200, endDone
+	}
+	return detach, done, true
+}
+
 // s.mu held: whether s leaves the table (proxy_requests reached: a new
 // datagram from the client starts a new session) and whether it is done
 // (every expected response has come: proxy_responses times the requests).
@@ -250,20 +276,10 @@ func bareErrno(err error) error {
 // forward sends a client datagram to s's upstream (owner). It reports false,
 // sending nothing, when s has ended.
 func (u *udpListener) forward(s *udpSession, b []byte) bool {
-	now := u.now()
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
+	detach, done, ok := u.count(s, len(b), true)
+	if !ok {
 		return false
 	}
-	s.requests++
-	s.received += int64(len(b))
-	s.lastActive = now
-	detach, done := u.finalizeCheck(s)
-	if done {
-		s.ended, s.status, s.reason = true, 200, endDone
-	}
-	s.mu.Unlock()
 	if detach && !s.detached {
 		delete(u.table, s.key)
 		s.detached = true

@@ -65,13 +65,8 @@ var variables = map[string]variable{
 	"time_iso8601": func(b []byte, s *session) []byte {
 		return time.Now().AppendFormat(b, "2006-01-02T15:04:05-07:00")
 	},
-	"msec": func(b []byte, s *session) []byte {
-		ms := time.Now().UnixMilli()
-		b = strconv.AppendInt(b, ms/1000, 10)
-		b = append(b, '.')
-		return append(b, byte('0'+ms%1000/100), byte('0'+ms%100/10), byte('0'+ms%10))
-	},
-	"pid": func(b []byte, s *session) []byte { return strconv.AppendInt(b, int64(pid), 10) },
+	"msec": func(b []byte, s *session) []byte { return appendSeconds(b, time.Now().UnixNano()) },
+	"pid":  func(b []byte, s *session) []byte { return strconv.AppendInt(b, int64(pid), 10) },
 	"proxy_protocol_addr": func(b []byte, s *session) []byte {
 		if !s.ppAddr.IsValid() {
 			return b
