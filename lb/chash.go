@@ -170,31 +170,20 @@ func (c *consistentHash) walkLocked(start int, usable func(i int) bool, bounded 
 	n := len(c.hashes)
 	tries := 0
 	for k := range n {
-		best, total, seen := -1, 0, false
-		for _, i := range c.members[c.servers[(start+k)%n]] {
-			if bounded {
-				if !c.ok[i] {
-					continue
-				}
-				seen = true
-				if !c.eligibleLocked(i) {
-					continue
-				}
-			} else if !usable(i) {
-				continue
+		// Peers sharing this point's server name take turns by nginx's
+		// smooth round robin, as everywhere else.
+		seen := false
+		best := c.smoothLocked(c.members[c.servers[(start+k)%n]], func(i int) bool {
+			if !bounded {
+				return usable(i)
 			}
-			p := &c.peers[i]
-			p.current += p.effective
-			total += p.effective
-			if p.effective < p.weight {
-				p.effective++
+			if !c.ok[i] {
+				return false
 			}
-			if best < 0 || p.current > c.peers[best].current {
-				best = i
-			}
-		}
+			seen = true
+			return c.eligibleLocked(i)
+		})
 		if best >= 0 {
-			c.peers[best].current -= total
 			return best, true
 		}
 		if bounded && seen {
