@@ -128,8 +128,9 @@ func (p *Proxy) ResumeAccepting() {
 	}
 }
 
-// quiescePoll is how often Quiesce looks again while the only sessions left
-// are still connecting or reading a PROXY header (bounded by their timeouts).
+// quiescePoll is how often Quiesce looks again while the only flows left
+// are UDP sessions whose readers have not parked yet (TCP sessions move in
+// whatever phase they are in, so they never make it wait).
 const quiescePoll = 10 * time.Millisecond
 
 // Quiesce implements fdpass.Source.
@@ -145,14 +146,12 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 			want := max - len(conns)
 			done := make(chan struct{})
 			var got []fdpass.Conn
-			var tr int
 			var err error
-			if !l.do(func() { got, tr, err = l.quiesce(want); close(done) }) {
+			if !l.do(func() { got, err = l.quiesce(want); close(done) }) {
 				continue
 			}
 			<-done
 			conns = append(conns, got...)
-			transitional += tr
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -173,11 +172,10 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 	}
 }
 
-// quiesce stops up to n proxying sessions of this loop: they leave the
-// epoll set and the timers, keep their sockets, and wait in l.quiesced for
-// Release or Restore. It returns them, and how many sessions are still
-// connecting or reading a header.
-func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error) {
+// quiesce stops up to n sessions of this loop, in whatever phase: they
+// leave the epoll set and the timers, keep their sockets, and wait in
+// l.quiesced for Release or Restore. It returns them.
+func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 	for i := 0; i < len(l.sessions); {
 		s := l.sessions[i]
 		if len(conns) >= n {
@@ -188,14 +186,14 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error)
 		files := make([]*os.File, 0, 2)
 		cf, err := dupFile(s.cfd, "conn/client/"+s.client.String())
 		if err != nil {
-			return conns, transitional, err
+			return conns, err
 		}
 		files = append(files, cf)
 		if s.ufd >= 0 {
 			uf, err := dupFile(s.ufd, "conn/upstream/"+s.client.String())
 			if err != nil {
 				cf.Close()
-				return conns, transitional, err
+				return conns, err
 			}
 			files = append(files, uf)
 			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
@@ -219,7 +217,7 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, transitional int, err error)
 		l.p.carried.Add(int64(len(s.c2u.pend) + len(s.u2c.pend)))
 		conns = append(conns, fdpass.Conn{ID: s.id, Files: files, State: s.exportState(l.now).encode()})
 	}
-	return conns, transitional, nil
+	return conns, nil
 }
 
 func (s *session) exportState(now int64) *movedState {
