@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +27,7 @@ const (
 	capRecheck     = 50 * time.Millisecond  // while at the connection cap
 	capLogEvery    = 10 * time.Second
 	maxEpollWaitMs = 1000
+	yieldEvery     = int64(2 * time.Millisecond)
 )
 
 // loop is one event loop: an epoll set, the sessions it owns and their
@@ -46,8 +48,9 @@ type loop struct {
 	lineBuf []byte
 
 	fds      []*session          // by descriptor
+	closedIn []uint64            // by descriptor: the batch in which it was last closed
+	batch    uint64              // counts epoll_wait batches, from 1
 	quiesced map[uint64]*session // stopped for an upgrade, waiting for Release or Restore
-	closing  []int               // descriptors to close after the current batch
 	pipes    []*pipe             // spare pipes for splice
 	sessions []*session
 	timers   timerHeap
@@ -59,6 +62,7 @@ type loop struct {
 	acceptResume  int64 // when > 0: re-arm the listeners at this time
 	lastCapLog    int64
 	lastEMFILELog int64
+	lastYield     int64
 
 	mu       sync.Mutex
 	cmds     []func()
@@ -186,13 +190,18 @@ func (l *loop) run() {
 	for {
 		n := l.wait()
 		l.now = l.clock()
+		l.batch++
 		woken := false
 		for i := 0; i < n; i++ {
 			ev := &l.events[i]
 			switch ev.Pad {
 			case tagSession:
+				// An event for a descriptor closed earlier in this batch is
+				// stale: its number may already belong to a new socket.
+				// Dropping it loses nothing (epoll is level-triggered, so a
+				// new socket's readiness is reported again).
 				fd := int(ev.Fd)
-				if fd < len(l.fds) && l.fds[fd] != nil {
+				if fd < len(l.fds) && l.fds[fd] != nil && l.closedIn[fd] != l.batch {
 					l.fds[fd].onEvent(fd, ev.Events)
 				}
 			case tagListener:
@@ -215,10 +224,16 @@ func (l *loop) run() {
 			l.runCmds()
 		}
 		l.runTimers()
-		l.closeDeferred()
 		if l.acceptResume > 0 && l.now >= l.acceptResume {
 			l.acceptResume = 0
 			l.arm()
+		}
+		if l.now-l.lastYield >= yieldEvery {
+			// A loop under load may never park. Yielding now and then
+			// keeps the runtime's sysmon from preempting it by signal
+			// every 10 ms, which also keeps sysmon polling every 20 µs.
+			l.lastYield = l.now
+			runtime.Gosched()
 		}
 		if l.stopping {
 			for len(l.sessions) > 0 {
@@ -228,7 +243,6 @@ func (l *loop) run() {
 				delete(l.quiesced, id)
 				s.drop()
 			}
-			l.closeDeferred()
 			l.closePipes()
 			return
 		}
@@ -316,7 +330,7 @@ func (l *loop) accept(ln *listener) {
 			l.pauseAccept(capRecheck)
 			return
 		}
-		fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, client, err := rawAccept4(ln.fd)
 		switch err {
 		case nil:
 		case unix.EAGAIN:
@@ -334,7 +348,7 @@ func (l *loop) accept(ln *listener) {
 			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, errnoText(err))
 			return
 		}
-		l.newSession(ln, fd, addrPort(sa))
+		l.newSession(ln, fd, client)
 	}
 }
 
@@ -373,6 +387,7 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 		l.schedule(s)
 		return
 	}
+	s.readEarly()
 	s.admit()
 }
 
@@ -397,7 +412,7 @@ func (l *loop) remove(s *session) {
 
 func (l *loop) register(fd int, events uint32, s *session) error {
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: tagSession}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return err
 	}
 	l.track(fd, s)
@@ -408,6 +423,7 @@ func (l *loop) register(fd int, events uint32, s *session) error {
 func (l *loop) track(fd int, s *session) {
 	for fd >= len(l.fds) {
 		l.fds = append(l.fds, make([]*session, len(l.fds)+64)...)
+		l.closedIn = append(l.closedIn, make([]uint64, len(l.fds)-len(l.closedIn))...)
 	}
 	l.fds[fd] = s
 }
@@ -424,37 +440,34 @@ func (l *loop) setInterest(fd int, cur, want uint32) uint32 {
 		op = unix.EPOLL_CTL_ADD
 	}
 	ev := unix.EpollEvent{Events: want, Fd: int32(fd), Pad: tagSession}
-	if err := unix.EpollCtl(l.epfd, op, fd, &ev); err != nil {
+	if err := rawEpollCtl(l.epfd, op, fd, &ev); err != nil {
 		l.p.log.Logf(LevelAlert, "epoll_ctl(%d, %d) failed %s", op, fd, errnoText(err))
 	}
 	return want
 }
 
 func (l *loop) unregister(fd int) {
-	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	var ev unix.EpollEvent
+	rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, &ev)
 	if fd < len(l.fds) {
 		l.fds[fd] = nil
 	}
 }
 
-// release forgets a session's descriptor and closes it after the current
-// batch of events: until then its number cannot be reused by a new socket,
-// so a stale event later in the batch cannot reach the wrong session. No
-// EPOLL_CTL_DEL: close removes a descriptor from the epoll set, and a
-// session's descriptors are never duplicated outside a quiesce, which
-// takes them out of the set itself.
+// release forgets a session's descriptor and closes it now, so that the
+// FIN goes out at once: after a server's last reply baton, not its client,
+// is the side that closes first (as nginx), and the TIME_WAIT stays here.
+// Its number may be reused by a socket accepted later in the same batch;
+// closedIn lets the loop drop the closed socket's stale events of this
+// batch. No EPOLL_CTL_DEL: close removes a descriptor from the epoll set,
+// and a session's descriptors are never duplicated outside a quiesce,
+// which takes them out of the set itself.
 func (l *loop) release(fd int) {
 	if fd < len(l.fds) {
 		l.fds[fd] = nil
+		l.closedIn[fd] = l.batch
 	}
-	l.closing = append(l.closing, fd)
-}
-
-func (l *loop) closeDeferred() {
-	for _, fd := range l.closing {
-		unix.Close(fd)
-	}
-	l.closing = l.closing[:0]
+	rawClose(fd)
 }
 
 // schedule makes sure s's deadline (lastActive+timeout) is in the heap.

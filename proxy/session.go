@@ -171,12 +171,25 @@ func (s *session) connectNext() {
 		s.attemptStart = l.now
 
 		err = s.dial(p.addr)
-		if err == nil {
+		if s.ufd < 0 {
+			s.connectFailed(err)
+			continue
+		}
+		if err == unix.EINPROGRESS && s.hasOpening() {
+			// On loopback and near upstreams the handshake is often done
+			// by the time connect returns. Sending the opening now says
+			// which: it goes out with the handshake's last ACK (delayed
+			// for it, see dial), or the socket is still connecting
+			// (EAGAIN), or the connect failed.
+			err = s.sendOpening()
+		}
+		switch err {
+		case nil:
 			s.connected()
 			return
-		}
-		if err == unix.EINPROGRESS {
+		case unix.EINPROGRESS, unix.EAGAIN:
 			s.state = stateConnecting
+			s.uEvents = l.setInterest(s.ufd, parked, unix.EPOLLOUT)
 			s.lastActive, s.timeout = l.now, srv.connectTimeout
 			l.schedule(s)
 			return
@@ -184,6 +197,64 @@ func (s *session) connectNext() {
 		s.connectFailed(err)
 	}
 }
+
+// hasOpening reports whether something must go upstream before anything
+// else once connected: baton's PROXY header not yet sent, or client bytes
+// read before the upstream was connected.
+func (s *session) hasOpening() bool {
+	return len(s.early) > 0 || (s.srv.ppOut > 0 && s.ppOutLen == 0)
+}
+
+// appendOpening appends the opening (PROXY header, then early client
+// bytes) to b.
+func (s *session) appendOpening(b []byte) []byte {
+	if v := s.srv.ppOut; v > 0 && s.ppOutLen == 0 {
+		b = append(b, s.proxyHeaderOut(v)...)
+	}
+	return append(b, s.early...)
+}
+
+// sendOpening writes the opening to an upstream socket that may still be
+// connecting. It returns nil once any of it is written (connected; the rest
+// is pending), EAGAIN if the socket is not connected yet (nothing sent), or
+// the connect's error.
+func (s *session) sendOpening() error {
+	l := s.loop
+	b := s.appendOpening(l.buf[:0])
+	w, err := writeAll(s.ufd, b)
+	if w <= 0 {
+		if err == nil {
+			return unix.EAGAIN
+		}
+		return err
+	}
+	if v := s.srv.ppOut; v > 0 && s.ppOutLen == 0 {
+		s.ppOutLen = int64(len(b) - len(s.early))
+	}
+	s.early = nil
+	f := &s.c2u
+	f.n += int64(w)
+	if w < len(b) {
+		f.base = getPend()
+		f.pend = append(f.base, b[w:]...)
+	}
+	return nil
+}
+
+// readEarly reads what the client sent before its upstream is chosen, so
+// that it goes out with the upstream handshake (see sendOpening) instead of
+// after another trip through epoll. Nothing read (EAGAIN), EOF and errors
+// are left for the first read after the upstream connects, as nginx sees
+// them. At most earlyMax bytes: the rest waits in the socket, as it would.
+func (s *session) readEarly() {
+	l := s.loop
+	n, _ := rawRead(s.cfd, l.buf[:earlyMax])
+	if n > 0 {
+		s.early = append([]byte(nil), l.buf[:n]...)
+	}
+}
+
+const earlyMax = 16 << 10
 
 // pickKey evaluates the balancing key for this session's upstream.
 func (s *session) pickKey() []byte {
@@ -198,27 +269,21 @@ func (s *session) pickKey() []byte {
 }
 
 // dial opens the upstream socket and starts connecting. It returns nil when
-// connected at once, EINPROGRESS when the connect is under way (the socket
-// then waits for EPOLLOUT), or the error, with no socket left open.
+// connected at once, EINPROGRESS when the connect is under way, or the
+// error, with no socket left open (s.ufd is -1). The socket is tracked but
+// not yet in the epoll set. With an opening to send, the handshake's last
+// ACK is delayed (TCP_QUICKACK off, as HAProxy's tcp-smart-connect) so
+// that it goes out with the opening, which is written the moment the
+// socket is connected; the kernel turns quick ACKs back on once the
+// handshake is done.
 func (s *session) dial(addr netip.AddrPort) error {
-	l := s.loop
-	fd, err := unix.Socket(family(addr), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	err = unix.Connect(fd, sockaddr(addr))
-	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
+	fd, err := rawDial(addr, s.hasOpening())
+	if fd < 0 {
 		return err
 	}
 	s.ufd = fd
-	s.uEvents = unix.EPOLLOUT
-	if e := l.register(fd, s.uEvents, s); e != nil {
-		unix.Close(fd)
-		s.ufd = -1
-		return e
-	}
+	s.uEvents = parked
+	s.loop.track(fd, s)
 	return err
 }
 
@@ -280,22 +345,26 @@ func (s *session) connected() {
 	l := s.loop
 	s.srv.group.peers[s.peer].total.Add(1)
 	s.state = stateProxying
-	if v := s.srv.ppOut; v > 0 || len(s.early) > 0 {
-		// What goes upstream before anything else: baton's PROXY header,
-		// then what the client sent along with its own.
-		f := &s.c2u
-		f.base = getPend()
-		f.pend = f.base
-		if v > 0 {
-			f.pend = append(f.pend, s.proxyHeaderOut(v)...)
-			s.ppOutLen = int64(len(f.pend))
-		}
-		f.pend = append(f.pend, s.early...)
-		s.early = nil
-	}
 	s.connectTime = l.now - s.attemptStart
 	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout
 	l.schedule(s)
+	if s.hasOpening() {
+		// Connected before the opening could be sent (an EPOLLOUT event,
+		// or a session imported while connecting): send it now.
+		f := &s.c2u
+		if f.base == nil {
+			f.base = getPend()
+			f.pend = f.base
+		}
+		f.pend = s.appendOpening(f.pend)
+		if v := s.srv.ppOut; v > 0 && s.ppOutLen == 0 {
+			s.ppOutLen = int64(len(f.pend) - len(s.early))
+		}
+		s.early = nil
+		if !s.flush(f, s.ufd) || !f.pending() {
+			return // ended, or fully written (flush set the interest)
+		}
+	}
 	s.updateInterest()
 }
 
@@ -324,7 +393,7 @@ func (s *session) onEvent(fd int, ev uint32) {
 		}
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !in.eof && !in.pending() {
-		s.pump(in, fd, other)
+		s.pump(in, fd, other, ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0)
 		return
 	}
 	if s.state == stateClosed {
@@ -354,7 +423,8 @@ const parked = 1 << 31
 
 // park removes fd from the epoll set; updateInterest adds it back.
 func (s *session) park(fd int) {
-	unix.EpollCtl(s.loop.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	var ev unix.EpollEvent
+	rawEpollCtl(s.loop.epfd, unix.EPOLL_CTL_DEL, fd, &ev)
 	if fd == s.cfd {
 		s.cEvents = parked
 	} else {
@@ -363,12 +433,18 @@ func (s *session) park(fd int) {
 }
 
 // pump reads from src and writes to dst until src would block, dst would
-// block (the rest goes to f.pend), or EOF.
+// block (the rest goes to f.pend), or EOF. A read shorter than the buffer
+// has drained the socket, so pump stops there, unless the event said the
+// peer has closed (hup): then it reads on to the EOF now, as nginx does with
+// EPOLLRDHUP, and the session ends in this pass instead of the next. That
+// also makes baton, not its client, the side that closes first after a
+// server's last reply, as nginx is: the TIME_WAIT stays here instead of
+// slowing the client's next connect.
 // Small messages (requests, responses, keep-alive chatter) are cheapest
 // through read and write; splice has a higher fixed cost per call and wins
 // only on bulk. A flow therefore starts copying and switches to splice for
 // good once a read fills the whole buffer.
-func (s *session) pump(f *flow, src, dst int) {
+func (s *session) pump(f *flow, src, dst int, hup bool) {
 	if f.bulk && s.pumpSplice(f, src, dst) {
 		return
 	}
@@ -390,6 +466,9 @@ func (s *session) pump(f *flow, src, dst int) {
 				return
 			}
 			if n < len(l.buf) {
+				if hup {
+					continue
+				}
 				return
 			}
 			f.bulk = true
@@ -564,6 +643,9 @@ func (s *session) finish(status int) {
 		}
 	}
 	s.state = stateClosed
+	// The client's FIN first: a client waiting for it closes after baton.
+	l.release(s.cfd)
+	s.cfd = -1
 	if s.ufd >= 0 {
 		l.release(s.ufd)
 		s.ufd = -1
@@ -579,8 +661,6 @@ func (s *session) finish(status int) {
 			g.health.Peer(s.peer).Succeeded(l.wall())
 		}
 	}
-	l.release(s.cfd)
-	s.cfd = -1
 	s.letGo()
 	l.remove(s)
 }
@@ -590,14 +670,14 @@ func (s *session) finish(status int) {
 // counts and its listener's live count. finish and drop (a session that
 // moved to a new process) share it.
 func (s *session) letGo() {
-	l := s.loop
 	for _, f := range []*flow{&s.c2u, &s.u2c} {
 		if f.base != nil {
 			putPend(f.base)
 			f.pend, f.base = nil, nil
 		}
 		if f.pipe != nil { // it holds bytes nobody will take: not for reuse
-			l.closing = append(l.closing, f.pipe.r, f.pipe.w)
+			unix.Close(f.pipe.r) // pipes are never in the epoll set
+			unix.Close(f.pipe.w)
 			f.pipe, f.inPipe = nil, 0
 		}
 	}

@@ -145,3 +145,89 @@ func writeAll(fd int, b []byte) (int, error) {
 	}
 	return done, nil
 }
+
+// The data path's other socket calls, through RawSyscall for the same
+// reason as rawRead: none of them can block on a nonblocking TCP socket
+// (close without SO_LINGER does not wait either). Through Syscall, one that
+// takes longer than a sysmon tick (close and connect on loopback do, as
+// they run the peer's TCP receive inline) lets the runtime hand the loop's
+// P to another thread and wake it: two context switches per call. unix's
+// Accept4 also asks the socket for its protocol on every IPv4 accept.
+
+// rawAccept4 is accept4(2), nonblocking and close-on-exec, with the peer's
+// address.
+func rawAccept4(lfd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	size := uint32(unsafe.Sizeof(rsa))
+	fd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&size)),
+		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	return int(fd), rawAddrPort(&rsa), nil
+}
+
+// rawAddrPort reads an AF_INET or AF_INET6 address; anything else is the
+// zero AddrPort.
+func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		port := (*[2]byte)(unsafe.Pointer(&a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(port[0])<<8|uint16(port[1]))
+	case unix.AF_INET6:
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		port := (*[2]byte)(unsafe.Pointer(&a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(port[0])<<8|uint16(port[1]))
+	}
+	return netip.AddrPort{}
+}
+
+// rawDial opens a nonblocking TCP socket with TCP_NODELAY (and without
+// TCP_QUICKACK if delayAck) and starts connecting it to ap. It returns the
+// socket with a nil error (connected) or EINPROGRESS, or -1 and the error
+// with nothing left open.
+func rawDial(ap netip.AddrPort, delayAck bool) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family(ap)), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	fd := int(r)
+	one := int32(1)
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+	if delayAck {
+		zero := int32(0)
+		unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, uintptr(unsafe.Pointer(&zero)), 4, 0)
+	}
+	if ap.Addr().Is4() {
+		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}
+		port := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	} else {
+		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
+		port := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	}
+	switch e {
+	case 0:
+		return fd, nil
+	case unix.EINPROGRESS:
+		return fd, unix.EINPROGRESS
+	}
+	rawClose(fd)
+	return -1, e
+}
+
+func rawClose(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
