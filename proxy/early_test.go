@@ -1,0 +1,113 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+)
+
+// lineEcho answers every line it reads with "NAME LINE"; a PROXY header
+// line is answered as "NAME header".
+func lineEcho(name string) func(net.Conn) {
+	return func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "PROXY TCP4 ") {
+				line = "header\n"
+			}
+			fmt.Fprintf(c, "%s %s", name, line)
+		}
+	}
+}
+
+// The client writes as soon as it is connected, so its first bytes are
+// usually read before the upstream is chosen and sent with the upstream
+// handshake (readEarly, sendOpening). Whatever the timing, and whether the
+// first upstream refuses or never answers, the upstream must see the PROXY
+// header (if any) first, then the client's bytes once each, in order.
+func TestEarlyBytesGoFirstAndOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		first  func(t *testing.T) string // the upstream tried first
+		pp     int
+		conns  int
+		within time.Duration
+	}{
+		{"refused first", func(t *testing.T) string { return deadAddr(t).String() }, 0, 20, 5 * time.Second},
+		{"refused first, PROXY header out", func(t *testing.T) string { return deadAddr(t).String() }, 1, 20, 5 * time.Second},
+		{"timed out first, PROXY header out", fullListener, 1, 2, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live := startBackend(t, "live", lineEcho("live"))
+			_, addr, log := startProxy(t, testConfig([]upstreamSpec{
+				{addr: mustAddrPort(tc.first(t))}, {addr: live.addr()},
+			}, func(s *config.Server) {
+				s.ProxyConnectTimeout = 200 * time.Millisecond
+				s.ProxyProtocol = tc.pp
+				// Never marked failed, so round robin keeps sending
+				// sessions to it first.
+				s.Upstream.Servers[0].MaxFails = 0
+			}))
+			var wg sync.WaitGroup
+			errs := make(chan error, tc.conns)
+			for i := 0; i < tc.conns; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					errs <- earlyRoundTrip(addr, i, tc.pp > 0, tc.within)
+				}(i)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Error(err)
+				}
+			}
+			if !strings.Contains(log.String(), "while connecting to upstream") {
+				t.Errorf("no session tried the first upstream:\n%s", log)
+			}
+		})
+	}
+}
+
+func earlyRoundTrip(addr string, i int, header bool, within time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, within)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(within))
+	first, second := fmt.Sprintf("first %d\n", i), fmt.Sprintf("second %d\n", i)
+	if _, err := c.Write([]byte(first)); err != nil {
+		return err
+	}
+	r := bufio.NewReader(c)
+	want := []string{"live " + first}
+	if header {
+		want = append([]string{"live header\n"}, want...)
+	}
+	for _, w := range want {
+		got, err := r.ReadString('\n')
+		if err != nil || got != w {
+			return fmt.Errorf("conn %d: got %q, %v; want %q", i, got, err, w)
+		}
+	}
+	if _, err := c.Write([]byte(second)); err != nil {
+		return err
+	}
+	if got, err := r.ReadString('\n'); err != nil || got != "live "+second {
+		return fmt.Errorf("conn %d: got %q, %v; want %q", i, got, err, "live "+second)
+	}
+	return nil
+}
