@@ -56,19 +56,22 @@ func (l *loop) closePipes() {
 }
 
 // splice moves up to n bytes from fd in to fd out without blocking. It
-// returns the count moved, 0 at EOF, and again when it would block.
+// returns the count moved, 0 at EOF, and again when it would block. It
+// goes through RawSyscall as rawRead does: with both ends nonblocking it
+// cannot block, and a 256 KiB splice takes long enough that, through
+// Syscall, the runtime would hand the loop's P to another thread.
 func splice(in, out, n int) (m int, again bool, err error) {
 	for {
-		k, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		switch err {
-		case nil:
+		k, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch e {
+		case 0:
 			return int(k), false, nil
 		case unix.EAGAIN:
 			return 0, true, nil
 		case unix.EINTR:
 			continue
 		default:
-			return 0, false, err
+			return 0, false, e
 		}
 	}
 }
