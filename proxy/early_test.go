@@ -111,3 +111,44 @@ func earlyRoundTrip(addr string, i int, header bool, within time.Duration) error
 	}
 	return nil
 }
+
+// A burst of clients connecting at once is spread over the loops: every
+// loop is woken for the listener and the first awake would otherwise take
+// the whole burst, leaving one core to serve every keep-alive client.
+func TestAcceptBurstIsSpreadOverLoops(t *testing.T) {
+	b := startBackend(t, "echo", echo)
+	cfg := testConfig([]upstreamSpec{{addr: b.addr()}}, nil)
+	p, err := New(cfg, Options{Log: NewWriterLogger(&logBuf{}, LevelInfo), Loops: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	addr := p.Addrs()[0].String()
+	const n = 40
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < n; i++ { // connect all first: one burst
+		c := dial(t, addr)
+		conns = append(conns, c)
+	}
+	for i, c := range conns { // each session is proxying once it echoes
+		msg := fmt.Sprintf("ping %d\n", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readLine(t, c); got+"\n" != msg {
+			t.Fatalf("conn %d: got %q", i, got)
+		}
+	}
+	a, z := p.loops[0].load.Load(), p.loops[1].load.Load()
+	if a+z != n || a-z > 2*balanceSlack || z-a > 2*balanceSlack {
+		t.Fatalf("loops hold %d and %d of %d sessions; want them within %d of each other", a, z, n, 2*balanceSlack)
+	}
+}

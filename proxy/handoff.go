@@ -313,8 +313,7 @@ func (p *Proxy) Restore(ids []uint64) {
 // set) back to work in l.
 func (l *loop) resume(s *session) {
 	s.loop = l
-	s.slot = len(l.sessions)
-	l.sessions = append(l.sessions, s)
+	l.attach(s)
 	fail := func(what string, err error) {
 		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, errnoText(err))
 	}

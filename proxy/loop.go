@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -63,6 +64,10 @@ type loop struct {
 	lastCapLog    int64
 	lastEMFILELog int64
 	lastYield     int64
+
+	// load is len(sessions) plus sessions handed to this loop and not
+	// yet started, for other loops' accept balancing (balanceTo).
+	load atomic.Int64
 
 	mu       sync.Mutex
 	cmds     []func()
@@ -246,7 +251,7 @@ func (l *loop) run() {
 			l.closePipes()
 			return
 		}
-		if l.draining && len(l.sessions) == 0 {
+		if l.draining && l.load.Load() == 0 { // none live, none handed over and not started
 			l.closePipes()
 			return
 		}
@@ -348,8 +353,36 @@ func (l *loop) accept(ln *listener) {
 			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, errnoText(err))
 			return
 		}
+		if t := l.balanceTo(); t != nil {
+			t.load.Add(1)
+			if t.do(func() { t.load.Add(-1); t.newSession(ln, fd, client) }) {
+				continue
+			}
+			t.load.Add(-1)
+		}
 		l.newSession(ln, fd, client)
 	}
+}
+
+// balanceSlack is how many more sessions than another loop a loop may
+// hold before it hands new connections over.
+const balanceSlack = 4
+
+// balanceTo returns the loop a connection this loop just accepted should
+// go to instead, or nil to keep it. Every loop is woken for a listener
+// (EPOLLEXCLUSIVE does not hold through the poller's nested epoll), and
+// the first awake takes a whole burst: without this, 50 keep-alive clients
+// connecting at once all land on one loop, one core, and wait on each
+// other while the other loop idles.
+func (l *loop) balanceTo() *loop {
+	var best *loop
+	least := l.load.Load() - balanceSlack
+	for _, o := range l.p.loops {
+		if n := o.load.Load(); o != l && n < least {
+			best, least = o, n
+		}
+	}
+	return best
 }
 
 func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
@@ -374,8 +407,7 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	// read from it: its PROXY header, or data once the upstream is connected.
 	l.track(fd, s)
 	s.cEvents = parked
-	s.slot = len(l.sessions)
-	l.sessions = append(l.sessions, s)
+	l.attach(s)
 	p.active.Add(1)
 	p.total.Add(1)
 	ln.accepted.Add(1)
@@ -391,8 +423,16 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	s.admit()
 }
 
+// attach adds s to l.sessions.
+func (l *loop) attach(s *session) {
+	s.slot = len(l.sessions)
+	l.sessions = append(l.sessions, s)
+	l.load.Add(1)
+}
+
 // detach takes s out of l.sessions.
 func (l *loop) detach(s *session) {
+	l.load.Add(-1)
 	last := l.sessions[len(l.sessions)-1]
 	l.sessions[s.slot] = last
 	last.slot = s.slot
