@@ -3,11 +3,9 @@ package proxy
 import (
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -38,10 +36,6 @@ type loop struct {
 	p       *Proxy
 	id      int
 	epfd    int
-	epf     *os.File        // epfd as a file Go's poller watches: the loop parks on it, never blocks an OS thread
-	epraw   syscall.RawConn // epf's RawConn
-	waitFn  func(fd uintptr) bool
-	got     int // events waitFn found
 	wakefd  int
 	events  []unix.EpollEvent
 	buf     []byte // the shared read buffer
@@ -101,63 +95,68 @@ func newLoop(p *Proxy, id int) (*loop, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	// An epoll fd is itself pollable: readable when it has events. Handed
-	// to Go's poller, it lets the loop goroutine park like any other
-	// instead of blocking an OS thread in epoll_wait (which costs a
-	// scheduler hand-off and futex wake-ups on every event).
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(wfd)
-		unix.Close(epfd)
-		return nil, err
-	}
-	l.epf = os.NewFile(uintptr(epfd), "epoll")
-	raw, err := l.epf.SyscallConn()
-	if err != nil {
-		l.closeFds()
-		return nil, err
-	}
-	l.epraw = raw
-	l.waitFn = func(fd uintptr) bool {
-		l.got = epollWaitNow(int(fd), l.events)
-		return l.got != 0
-	}
 	return l, nil
 }
 
 func (l *loop) closeFds() {
 	unix.Close(l.wakefd)
-	l.epf.Close()
+	unix.Close(l.epfd)
 }
 
-// epollWaitNow collects ready events without blocking (RawSyscall: it
-// cannot block, so the scheduler need not know). It returns -1 on EINTR
-// and the like, which callers treat as "look again".
-func epollWaitNow(epfd int, events []unix.EpollEvent) int {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+// wait blocks in epoll_wait until events are ready or the next deadline
+// passes, and returns how many events are in l.events.
+//
+// It blocks the loop's OS thread through RawSyscall, so the runtime sees a
+// running goroutine, not a syscall: its P is never handed to another
+// thread, and a wake-up is the kernel's alone, as for nginx's workers. (A
+// loop that parked in Go's poller instead paid a netpoll, a futex wake
+// and a scheduler pass per wake-up, and, since that poller's epoll nests
+// this one, every loop was woken for every new connection: EPOLLEXCLUSIVE
+// holds only for threads waiting in epoll_wait itself.) The price is one P
+// per loop: reserveProcs keeps one more for the rest of the process. A
+// signal (the runtime's preemption, or a stop-the-world for GC) ends the
+// wait with EINTR, so the loop still reaches a safe point at once.
+func (l *loop) wait() int {
+	ms := l.waitMs()
+	if ms < 0 {
+		ms = maxEpollWaitMs
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(ms), 0, 0)
 	if e != 0 {
-		return -1
+		return 0 // EINTR: look again
 	}
 	return int(n)
 }
 
-// wait returns the number of ready events in l.events: at once if any are
-// ready, else after parking until some are or the next deadline passes.
-func (l *loop) wait() int {
-	if n := epollWaitNow(l.epfd, l.events); n != 0 {
-		return max(n, 0)
+// Loops hold a P each while they wait (see wait). loopProcs counts the
+// loops running in this process, and GOMAXPROCS is kept at least one
+// above it, so that everything else (the control socket, health checks,
+// UDP readers, the upgrade protocol, the GC) always has a P.
+var (
+	loopProcsMu   sync.Mutex
+	loopProcs     int
+	loopProcsBase int // GOMAXPROCS before the first loop started
+)
+
+func reserveProcs(n int) {
+	loopProcsMu.Lock()
+	defer loopProcsMu.Unlock()
+	if loopProcs == 0 {
+		loopProcsBase = runtime.GOMAXPROCS(0)
 	}
-	ms := l.waitMs()
-	if ms == 0 {
-		return 0
+	loopProcs += n
+	if want := loopProcs + 1; runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
 	}
-	if ms > 0 {
-		l.epf.SetReadDeadline(time.Now().Add(time.Duration(ms) * time.Millisecond))
-	} else {
-		l.epf.SetReadDeadline(time.Time{})
+}
+
+func releaseProcs(n int) {
+	loopProcsMu.Lock()
+	defer loopProcsMu.Unlock()
+	loopProcs -= n
+	if want := max(loopProcsBase, loopProcs+1); runtime.GOMAXPROCS(0) > want {
+		runtime.GOMAXPROCS(want)
 	}
-	l.got = 0
-	l.epraw.Read(l.waitFn) // returns on events, or a timeout at the deadline
-	return max(l.got, 0)
 }
 
 // do asks the loop to run fn on its own goroutine. It returns false, and fn
@@ -189,6 +188,7 @@ func (l *loop) wall() time.Time { return l.base.Add(time.Duration(l.now)) }
 
 // run is the loop's goroutine.
 func (l *loop) run() {
+	defer releaseProcs(1)
 	defer l.exit()
 	l.now = l.clock()
 	l.arm()
@@ -353,14 +353,15 @@ func (l *loop) accept(ln *listener) {
 			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, errnoText(err))
 			return
 		}
+		srv, pp := ln.srv, ln.cfg.ProxyProtocol
 		if t := l.balanceTo(); t != nil {
 			t.load.Add(1)
-			if t.do(func() { t.load.Add(-1); t.newSession(ln, fd, client) }) {
+			if t.do(func() { t.load.Add(-1); t.newSession(ln, srv, pp, fd, client) }) {
 				continue
 			}
 			t.load.Add(-1)
 		}
-		l.newSession(ln, fd, client)
+		l.newSession(ln, srv, pp, fd, client)
 	}
 }
 
@@ -385,12 +386,17 @@ func (l *loop) balanceTo() *loop {
 	return best
 }
 
-func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
+// newSession starts a session for a connection accepted on ln, which
+// belonged to srv and took PROXY headers (pp) when it was accepted: read
+// there, by the accepting loop while its listeners were armed, since a
+// reload rewrites them once every loop has disarmed, and a handed-over
+// connection starts on another loop later (balanceTo).
+func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client netip.AddrPort) {
 	p := l.p
 	s := &session{
 		id:          p.nextID.Add(1),
 		loop:        l,
-		srv:         ln.srv,
+		srv:         srv,
 		ln:          ln,
 		cfd:         fd,
 		ufd:         -1,
@@ -401,7 +407,7 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 		startMono:   l.now,
 		heapIdx:     -1,
 	}
-	g := ln.srv.group
+	g := srv.group
 	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, l.wall()) }
 	// The client socket joins the epoll set only when there is something to
 	// read from it: its PROXY header, or data once the upstream is connected.
@@ -412,10 +418,10 @@ func (l *loop) newSession(ln *listener, fd int, client netip.AddrPort) {
 	p.total.Add(1)
 	ln.accepted.Add(1)
 	ln.active.Add(1)
-	if ln.cfg.ProxyProtocol {
+	if pp {
 		s.state = stateHeader
 		s.cEvents = l.setInterest(fd, parked, unix.EPOLLIN|unix.EPOLLRDHUP)
-		s.lastActive, s.timeout = l.now, ln.srv.ppTimeout
+		s.lastActive, s.timeout = l.now, srv.ppTimeout
 		l.schedule(s)
 		return
 	}

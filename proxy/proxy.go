@@ -369,6 +369,7 @@ func (p *Proxy) Start() error {
 	}
 	p.started = true
 	p.startMonitors(p.groups)
+	reserveProcs(len(p.loops))
 	for _, l := range p.loops {
 		p.wg.Add(1)
 		go func() {
