@@ -24,6 +24,9 @@ type Options struct {
 	Log *Logger
 
 	// Loops is the number of event loops. If zero, runtime.GOMAXPROCS(0).
+	// Each running loop holds a P while it waits in epoll_wait, so Start
+	// raises GOMAXPROCS to one above the loops running in the process
+	// (and it comes down again as they stop): see loop.wait.
 	Loops int
 
 	// Generation numbers the process in a chain of upgrades (0 for the
