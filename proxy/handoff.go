@@ -291,10 +291,7 @@ func (s *session) drop() {
 	l := s.loop
 	for _, fd := range []int{s.cfd, s.ufd} {
 		if fd >= 0 {
-			unix.Close(fd)
-			if fd < len(l.fds) {
-				l.fds[fd] = nil
-			}
+			l.release(fd)
 		}
 	}
 	s.cfd, s.ufd = -1, -1

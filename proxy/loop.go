@@ -370,11 +370,10 @@ func (l *loop) accept(ln *listener) {
 const balanceSlack = 4
 
 // balanceTo returns the loop a connection this loop just accepted should
-// go to instead, or nil to keep it. Every loop is woken for a listener
-// (EPOLLEXCLUSIVE does not hold through the poller's nested epoll), and
-// the first awake takes a whole burst: without this, 50 keep-alive clients
-// connecting at once all land on one loop, one core, and wait on each
-// other while the other loop idles.
+// go to instead, or nil to keep it. The loop woken for a listener accepts
+// up to acceptBatch connections at once, so without this a burst (50
+// keep-alive clients connecting together) lands on one loop, one core,
+// whose clients then wait on each other while the other loop idles.
 func (l *loop) balanceTo() *loop {
 	var best *loop
 	least := l.load.Load() - balanceSlack

@@ -214,6 +214,15 @@ func (s *session) appendOpening(b []byte) []byte {
 	return append(b, s.early...)
 }
 
+// openingTaken records that the opening, n bytes, has left s.early and
+// the PROXY header: written, or moved into c2u's pending bytes.
+func (s *session) openingTaken(n int) {
+	if s.srv.ppOut > 0 && s.ppOutLen == 0 {
+		s.ppOutLen = int64(n - len(s.early))
+	}
+	s.early = nil
+}
+
 // sendOpening writes the opening to an upstream socket that may still be
 // connecting. It returns nil once any of it is written (connected; the rest
 // is pending), EAGAIN if the socket is not connected yet (nothing sent), or
@@ -228,10 +237,7 @@ func (s *session) sendOpening() error {
 		}
 		return err
 	}
-	if v := s.srv.ppOut; v > 0 && s.ppOutLen == 0 {
-		s.ppOutLen = int64(len(b) - len(s.early))
-	}
-	s.early = nil
+	s.openingTaken(len(b))
 	f := &s.c2u
 	f.n += int64(w)
 	if w < len(b) {
@@ -352,15 +358,9 @@ func (s *session) connected() {
 		// Connected before the opening could be sent (an EPOLLOUT event,
 		// or a session imported while connecting): send it now.
 		f := &s.c2u
-		if f.base == nil {
-			f.base = getPend()
-			f.pend = f.base
-		}
-		f.pend = s.appendOpening(f.pend)
-		if v := s.srv.ppOut; v > 0 && s.ppOutLen == 0 {
-			s.ppOutLen = int64(len(f.pend) - len(s.early))
-		}
-		s.early = nil
+		f.base = getPend()
+		f.pend = s.appendOpening(f.base)
+		s.openingTaken(len(f.pend))
 		if !s.flush(f, s.ufd) || !f.pending() {
 			return // ended, or fully written (flush set the interest)
 		}
@@ -676,8 +676,7 @@ func (s *session) letGo() {
 			f.pend, f.base = nil, nil
 		}
 		if f.pipe != nil { // it holds bytes nobody will take: not for reuse
-			unix.Close(f.pipe.r) // pipes are never in the epoll set
-			unix.Close(f.pipe.w)
+			f.pipe.close()
 			f.pipe, f.inPipe = nil, 0
 		}
 	}

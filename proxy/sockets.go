@@ -173,12 +173,10 @@ func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
 		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		port := (*[2]byte)(unsafe.Pointer(&a.Port))
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(port[0])<<8|uint16(port[1]))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), getPort(&a.Port))
 	case unix.AF_INET6:
 		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		port := (*[2]byte)(unsafe.Pointer(&a.Port))
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(port[0])<<8|uint16(port[1]))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), getPort(&a.Port))
 	}
 	return netip.AddrPort{}
 }
@@ -201,13 +199,11 @@ func rawDial(ap netip.AddrPort, delayAck bool) (int, error) {
 	}
 	if ap.Addr().Is4() {
 		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}
-		port := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
+		putPort(&sa.Port, ap.Port())
 		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
 	} else {
 		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
-		port := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
+		putPort(&sa.Port, ap.Port())
 		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
 	}
 	switch e {
@@ -218,6 +214,18 @@ func rawDial(ap netip.AddrPort, delayAck bool) (int, error) {
 	}
 	rawClose(fd)
 	return -1, e
+}
+
+// getPort and putPort read and write a sockaddr's port, which is in
+// network byte order.
+func getPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
 }
 
 func rawClose(fd int) {

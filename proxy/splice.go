@@ -21,6 +21,13 @@ const maxSparePipes = 64
 
 type pipe struct{ r, w int }
 
+// close closes both ends. Pipes are never in an epoll set, so they close
+// at once.
+func (p *pipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
 // getPipe returns a pipe from the pool or a new one; nil when none can be
 // made (the file limit): the caller then copies through user space.
 func (l *loop) getPipe() *pipe {
@@ -43,14 +50,12 @@ func (l *loop) putPipe(p *pipe) {
 		l.pipes = append(l.pipes, p)
 		return
 	}
-	unix.Close(p.r)
-	unix.Close(p.w)
+	p.close()
 }
 
 func (l *loop) closePipes() {
 	for _, p := range l.pipes {
-		unix.Close(p.r)
-		unix.Close(p.w)
+		p.close()
 	}
 	l.pipes = nil
 }
