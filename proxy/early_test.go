@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/config"
+	"golang.org/x/sys/unix"
 )
 
 // lineEcho answers every line it reads with "NAME LINE"; a PROXY header
@@ -150,5 +152,53 @@ func TestAcceptBurstIsSpreadOverLoops(t *testing.T) {
 	a, z := p.loops[0].load.Load(), p.loops[1].load.Load()
 	if a+z != n || a-z > 2*balanceSlack || z-a > 2*balanceSlack {
 		t.Fatalf("loops hold %d and %d of %d sessions; want them within %d of each other", a, z, n, 2*balanceSlack)
+	}
+}
+
+// An upstream's last reply and its close reach the client as one segment
+// (pump's MSG_MORE before flowDone's close), as they left the upstream: the
+// client's socket receives the SYN-ACK, the ACK of its request and the
+// reply with the FIN, three segments, not four.
+func TestLastReplyCarriesTheFIN(t *testing.T) {
+	reply := strings.Repeat("r", 300)
+	be := startBackend(t, "corked", func(c net.Conn) {
+		tc := c.(*net.TCPConn)
+		raw, err := tc.SyscallConn()
+		if err != nil {
+			return
+		}
+		// Corked, so the reply and the FIN leave together and reach
+		// baton in one event.
+		raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) })
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			return
+		}
+		io.WriteString(c, reply)
+		c.Close()
+	})
+	_, addr, _ := startProxy(t, testConfig([]upstreamSpec{{addr: be.addr()}}, nil))
+	for i := 0; i < 5; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "request\n"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != reply {
+			t.Fatalf("read %d bytes, %v; want the %d-byte reply, then EOF", len(got), err, len(reply))
+		}
+		raw, _ := c.(*net.TCPConn).SyscallConn()
+		var info *unix.TCPInfo
+		raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Segs_in > 3 {
+			t.Errorf("connection %d: the client received %d segments; want 3 (SYN-ACK, ACK, reply with FIN)", i, info.Segs_in)
+		}
 	}
 }

@@ -453,7 +453,22 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 		n, err := rawRead(src, l.buf)
 		if n > 0 {
 			s.lastActive = l.now
-			w, werr := writeAll(dst, l.buf[:n])
+			flags := 0
+			if hup && n < len(l.buf) {
+				// The peer has closed: if this is its last message, it
+				// and our FIN can leave in one segment. MSG_MORE holds
+				// the bytes in the socket until flowDone's close or
+				// shutdown sends the FIN, which takes them along (a
+				// partial write is pushed by the rest's plain write).
+				m, rerr := rawRead(src, l.buf[n:])
+				if m > 0 {
+					n += m
+				} else if rerr == nil {
+					f.eof = true
+					flags = unix.MSG_MORE
+				}
+			}
+			w, werr := sendAll(dst, l.buf[:n], flags)
 			f.n += int64(w)
 			if werr != nil {
 				s.ioError("send()", werr, dst)
@@ -463,6 +478,10 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 				f.base = getPend()
 				f.pend = append(f.base, l.buf[w:n]...)
 				s.updateInterest()
+				return
+			}
+			if f.eof {
+				s.flowDone(f, dst)
 				return
 			}
 			if n < len(l.buf) {

@@ -123,13 +123,34 @@ func rawWrite(fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
+// rawSend is send(2) with flags, through RawSyscall as rawWrite.
+func rawSend(fd int, p []byte, flags int) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
 // writeAll writes b to the nonblocking fd until it is all written or the
 // socket buffer is full. It returns how much was written; err is nil when the
 // socket merely would block.
-func writeAll(fd int, b []byte) (int, error) {
+func writeAll(fd int, b []byte) (int, error) { return sendAll(fd, b, 0) }
+
+// sendAll is writeAll with send(2) flags (none: write(2)).
+func sendAll(fd int, b []byte, flags int) (int, error) {
 	done := 0
 	for done < len(b) {
-		n, err := rawWrite(fd, b[done:])
+		var n int
+		var err error
+		if flags == 0 {
+			n, err = rawWrite(fd, b[done:])
+		} else {
+			n, err = rawSend(fd, b[done:], flags)
+		}
 		if n > 0 {
 			done += n
 		}
