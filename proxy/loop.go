@@ -26,6 +26,7 @@ const (
 	capRecheck     = 50 * time.Millisecond  // while at the connection cap
 	capLogEvery    = 10 * time.Second
 	maxEpollWaitMs = 1000
+	busyWaitMs     = 5 // under sysmon's 10 ms preemption threshold (see wait)
 	yieldEvery     = int64(2 * time.Millisecond)
 )
 
@@ -116,14 +117,29 @@ func (l *loop) closeFds() {
 // per loop: reserveProcs keeps one more for the rest of the process. A
 // signal (the runtime's preemption, or a stop-the-world for GC) ends the
 // wait with EINTR, so the loop still reaches a safe point at once.
+//
+// A loop with nothing to do for busyWaitMs goes on waiting through Syscall
+// instead: a goroutine that seems to run for 10 ms is preempted by signal,
+// so an idle loop blocked in RawSyscall would be woken by the runtime about
+// a hundred times a second, and would keep sysmon from sleeping. Through
+// Syscall the runtime knows the thread is blocked, and leaves it alone; the
+// first event after the lull costs that one wake-up its exitsyscall.
 func (l *loop) wait() int {
 	ms := l.waitMs()
 	if ms < 0 {
 		ms = maxEpollWaitMs
 	}
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(ms), 0, 0)
+	first := min(ms, busyWaitMs)
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(first), 0, 0)
 	if e != 0 {
 		return 0 // EINTR: look again
+	}
+	if n > 0 || ms == first {
+		return int(n)
+	}
+	n, _, e = unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(ms-first), 0, 0)
+	if e != 0 {
+		return 0
 	}
 	return int(n)
 }
