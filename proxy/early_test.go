@@ -202,3 +202,40 @@ func TestLastReplyCarriesTheFIN(t *testing.T) {
 		}
 	}
 }
+
+// An upstream that resets after its last reply: the client gets the reply,
+// and the reset is logged as nginx logs it, whether baton reads the reply
+// and the reset in one pass (pump's look for the EOF finds the reset) or
+// in two.
+func TestResetAfterLastReplyIsLogged(t *testing.T) {
+	reply := strings.Repeat("r", 300)
+	be := startBackend(t, "resetter", func(c net.Conn) {
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			return
+		}
+		io.WriteString(c, reply)
+		c.(*net.TCPConn).SetLinger(0) // close sends RST
+		c.Close()
+	})
+	_, addr, log := startProxy(t, testConfig([]upstreamSpec{{addr: be.addr()}}, nil))
+	const conns = 20
+	for i := 0; i < conns; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "request\n"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(got) != reply {
+			t.Fatalf("connection %d: read %d bytes, %v; want the %d-byte reply, then EOF", i, len(got), err, len(reply))
+		}
+	}
+	// The client's EOF comes when baton closes, after the log line.
+	if n := strings.Count(log.String(), "recv() failed (104: Connection reset by peer)"); n != conns {
+		t.Errorf("%d of %d resets logged:\n%s", n, conns, log)
+	}
+}

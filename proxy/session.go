@@ -30,6 +30,7 @@ type flow struct {
 	inPipe int    // bytes in pipe, read from src and not yet written to dst
 	eof    bool   // src returned EOF
 	shut   bool   // dst was shut down for writing (proxy_half_close)
+	rerr   uint16 // errno src returned after the bytes in pend, reported once they are written
 	n      int64  // bytes written to dst
 }
 
@@ -454,18 +455,22 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 		if n > 0 {
 			s.lastActive = l.now
 			flags := 0
+			var rerr unix.Errno // the peer's reset, found looking for its EOF
 			if hup && n < len(l.buf) {
 				// The peer has closed: if this is its last message, it
 				// and our FIN can leave in one segment. MSG_MORE holds
 				// the bytes in the socket until flowDone's close or
 				// shutdown sends the FIN, which takes them along (a
 				// partial write is pushed by the rest's plain write).
-				m, rerr := rawRead(src, l.buf[n:])
-				if m > 0 {
+				m, err := rawRead(src, l.buf[n:])
+				switch {
+				case m > 0:
 					n += m
-				} else if rerr == nil {
+				case err == nil:
 					f.eof = true
 					flags = unix.MSG_MORE
+				case err != unix.EAGAIN && err != unix.EINTR:
+					rerr = err.(unix.Errno)
 				}
 			}
 			w, werr := sendAll(dst, l.buf[:n], flags)
@@ -477,7 +482,12 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 			if w < n {
 				f.base = getPend()
 				f.pend = append(f.base, l.buf[w:n]...)
+				f.rerr = uint16(rerr)
 				s.updateInterest()
+				return
+			}
+			if rerr != 0 {
+				s.ioError("recv()", rerr, src)
 				return
 			}
 			if f.eof {
@@ -550,6 +560,14 @@ func (s *session) flush(f *flow, dst int) bool {
 	}
 	putPend(f.base)
 	f.pend, f.base = nil, nil
+	if f.rerr != 0 {
+		src := s.cfd
+		if f == &s.u2c {
+			src = s.ufd
+		}
+		s.ioError("recv()", unix.Errno(f.rerr), src)
+		return false
+	}
 	if f.eof {
 		s.flowDone(f, dst)
 		return s.state != stateClosed
