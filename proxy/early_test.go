@@ -178,20 +178,10 @@ func TestLastReplyCarriesTheFIN(t *testing.T) {
 	})
 	_, addr, _ := startProxy(t, testConfig([]upstreamSpec{{addr: be.addr()}}, nil))
 	for i := 0; i < 5; i++ {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "request\n"); err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(c)
-		if err != nil || string(got) != reply {
-			t.Fatalf("read %d bytes, %v; want the %d-byte reply, then EOF", len(got), err, len(reply))
-		}
-		raw, _ := c.(*net.TCPConn).SyscallConn()
+		c := requestReply(t, addr, i, reply)
+		raw, _ := c.SyscallConn()
 		var info *unix.TCPInfo
+		var err error
 		raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
 		c.Close()
 		if err != nil {
@@ -220,22 +210,31 @@ func TestResetAfterLastReplyIsLogged(t *testing.T) {
 	_, addr, log := startProxy(t, testConfig([]upstreamSpec{{addr: be.addr()}}, nil))
 	const conns = 20
 	for i := 0; i < conns; i++ {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "request\n"); err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(c)
-		c.Close()
-		if err != nil || string(got) != reply {
-			t.Fatalf("connection %d: read %d bytes, %v; want the %d-byte reply, then EOF", i, len(got), err, len(reply))
-		}
+		requestReply(t, addr, i, reply).Close()
 	}
 	// The client's EOF comes when baton closes, after the log line.
 	if n := strings.Count(log.String(), "recv() failed (104: Connection reset by peer)"); n != conns {
 		t.Errorf("%d of %d resets logged:\n%s", n, conns, log)
 	}
+}
+
+// requestReply sends one request line to addr and reads to EOF, which must
+// come right after want. It returns the connection, still open.
+func requestReply(t *testing.T, addr string, i int, want string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "request\n"); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != want {
+		c.Close()
+		t.Fatalf("connection %d: read %d bytes, %v; want the %d-byte reply, then EOF", i, len(got), err, len(want))
+	}
+	return c.(*net.TCPConn)
 }

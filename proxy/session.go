@@ -456,6 +456,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 			s.lastActive = l.now
 			flags := 0
 			var rerr unix.Errno // the peer's reset, found looking for its EOF
+			more := false       // the look found bytes: the EOF may still follow
 			if hup && n < len(l.buf) {
 				// The peer has closed: if this is its last message, it
 				// and our FIN can leave in one segment. MSG_MORE holds
@@ -466,10 +467,13 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 				switch {
 				case m > 0:
 					n += m
+					more = true
+				case err == unix.EINTR:
+					more = true
 				case err == nil:
 					f.eof = true
 					flags = unix.MSG_MORE
-				case err != unix.EAGAIN && err != unix.EINTR:
+				case err != unix.EAGAIN:
 					rerr = err.(unix.Errno)
 				}
 			}
@@ -495,7 +499,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 				return
 			}
 			if n < len(l.buf) {
-				if hup {
+				if more {
 					continue
 				}
 				return

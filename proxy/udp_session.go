@@ -93,7 +93,6 @@ func (u *udpListener) hook(e udpEnd) {
 	}
 }
 
-// finalizeCheck is nginx's ngx_stream_proxy_test_finalize for UDP, with
 // count records an n-byte datagram of s, a request from the client or a
 // response to it, and applies nginx's end check (finalizeCheck); a session
 // that is done ends here with 200. ok is false, and nothing is counted, if s
@@ -120,6 +119,7 @@ func (u *udpListener) count(s *udpSession, n int, request bool) (detach, done, o
 	return detach, done, true
 }
 
+// finalizeCheck is nginx's ngx_stream_proxy_test_finalize for UDP, with
 // s.mu held: whether s leaves the table (proxy_requests reached: a new
 // datagram from the client starts a new session) and whether it is done
 // (every expected response has come: proxy_responses times the requests).

@@ -668,6 +668,23 @@ func (h *harness) describe(tc *tconn) string {
 	return fmt.Sprintf("%d connections not done:\n%s", stuck, strings.Join(out, "\n"))
 }
 
+// eventually checks cond every `every` until it holds or `within` has
+// passed, and reports whether it held.
+func eventually(within, every time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	limit := time.NewTimer(within)
+	defer limit.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-limit.C:
+			return cond()
+		}
+	}
+	return true
+}
+
 // waitUp waits (bounded) until the upstream has accepted every one of conns.
 func waitUp(t *testing.T, conns []*tconn, within time.Duration) {
 	t.Helper()

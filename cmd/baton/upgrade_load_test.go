@@ -138,20 +138,8 @@ stream {
 		}
 		return true
 	}
-	{
-		tick := time.NewTicker(5 * time.Millisecond)
-		limit := time.NewTimer(10 * time.Second)
-		for !backlogged() {
-			select {
-			case <-tick.C:
-				continue
-			case <-limit.C:
-				t.Logf("the slow connections have not all backed up 1 MiB after 10s; going on")
-			}
-			break
-		}
-		tick.Stop()
-		limit.Stop()
+	if !eventually(10*time.Second, 5*time.Millisecond, backlogged) {
+		t.Logf("the slow connections have not all backed up 1 MiB after 10s; going on")
 	}
 	setup := time.Since(testStart)
 
@@ -253,23 +241,10 @@ stream {
 	liveSockets := -1
 	{
 		want := 2*nlong + baseSockets
-		tick := time.NewTicker(5 * time.Millisecond)
-		limit := time.NewTimer(5 * time.Second)
-		for {
-			s, _, _ := fdCounts(final)
-			liveSockets = s
-			if s <= want+4 {
-				break
-			}
-			select {
-			case <-tick.C:
-				continue
-			case <-limit.C:
-			}
-			break
-		}
-		tick.Stop()
-		limit.Stop()
+		eventually(5*time.Second, 5*time.Millisecond, func() bool {
+			liveSockets, _, _ = fdCounts(final)
+			return liveSockets <= want+4
+		})
 		if liveSockets < 2*nlong || liveSockets > want+4 {
 			t.Errorf("the final process (pid %d) holds %d sockets with %d live connections, want %d..%d (2 per connection + %d at start)",
 				final, liveSockets, nlong, 2*nlong, want+4, baseSockets)
@@ -285,22 +260,10 @@ stream {
 	// Once the connections are gone, so are their sockets.
 	var endSockets, endPipes, endTotal int
 	{
-		tick := time.NewTicker(5 * time.Millisecond)
-		limit := time.NewTimer(10 * time.Second)
-		for {
+		eventually(10*time.Second, 5*time.Millisecond, func() bool {
 			endSockets, endPipes, endTotal = fdCounts(final)
-			if endSockets <= baseSockets {
-				break
-			}
-			select {
-			case <-tick.C:
-				continue
-			case <-limit.C:
-			}
-			break
-		}
-		tick.Stop()
-		limit.Stop()
+			return endSockets <= baseSockets
+		})
 		if endSockets > baseSockets {
 			t.Errorf("the final process (pid %d) holds %d sockets after every connection ended, %d at start", final, endSockets, baseSockets)
 		}

@@ -66,15 +66,8 @@ func exited(pid int) bool {
 
 func waitExited(t *testing.T, pid int) {
 	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(15 * time.Second)
-	for !exited(pid) {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("old process %d still running 15s after its upgrade", pid)
-		}
+	if !eventually(15*time.Second, 10*time.Millisecond, func() bool { return exited(pid) }) {
+		t.Fatalf("old process %d still running 15s after its upgrade", pid)
 	}
 }
 
@@ -209,15 +202,8 @@ stream { server { listen %s; proxy_pass %s; } }
 	}
 	// The streams still round-trip after the last upgrade.
 	before := rounds.Load()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(20 * time.Second)
-	for rounds.Load() < before+streams {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("the streams stopped after the upgrades (%d round trips)", rounds.Load())
-		}
+	if !eventually(20*time.Second, time.Millisecond, func() bool { return rounds.Load() >= before+streams }) {
+		t.Fatalf("the streams stopped after the upgrades (%d round trips)", rounds.Load())
 	}
 	close(dialStop)
 	<-dialDone
