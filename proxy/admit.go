@@ -29,6 +29,8 @@ var (
 
 	errNoHeader     = errors.New("no PROXY protocol header")
 	errHeaderTooBig = errors.New("PROXY protocol header too long")
+	errV1LF         = errors.New("PROXY protocol v1 line must end with CRLF")
+	errV2Version    = errors.New("unknown PROXY protocol version")
 )
 
 // proxyHeaderLen returns the length of the complete PROXY header (v1 or v2)
@@ -52,8 +54,11 @@ func proxyHeaderLen(b []byte) (int, error) {
 		return 0, nil // a prefix of the v2 signature: wait for the rest
 	case bytes.HasPrefix(b, sigV1) || bytes.HasPrefix(sigV1, b):
 		const v1Max = 107 // the spec's longest v1 line, CRLF included
-		if i := bytes.Index(b[:min(len(b), v1Max)], []byte("\r\n")); i >= 0 {
-			return i + 2, nil
+		if i := bytes.IndexByte(b[:min(len(b), v1Max)], '\n'); i >= 0 {
+			if i == 0 || b[i-1] != '\r' {
+				return 0, errV1LF // no CR will come: refuse now, not at the timeout
+			}
+			return i + 1, nil
 		}
 		if len(b) >= v1Max {
 			return 0, errHeaderTooBig
@@ -63,8 +68,21 @@ func proxyHeaderLen(b []byte) (int, error) {
 	return 0, errNoHeader
 }
 
-// parseProxyHeader parses exactly one complete header.
+// parseProxyHeader parses exactly one complete header. A v2 header whose
+// command, address family or transport baton does not take addresses from
+// is accepted without them, as nginx's ngx_proxy_protocol_v2_read does
+// (it skips such a header by its length): go-proxyproto refuses UNSPEC and
+// UNIX families with a PROXY command, which nginx accepts.
 func parseProxyHeader(b []byte) (*proxyproto.Header, error) {
+	if len(b) >= 16 && bytes.HasPrefix(b, sigV2) {
+		if b[12]>>4 != 2 {
+			return nil, errV2Version
+		}
+		family, transport := b[13]>>4, b[13]&0x0f
+		if b[12]&0x0f != 1 || (family != 1 && family != 2) || (transport != 1 && transport != 2) {
+			return &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL}, nil
+		}
+	}
 	return proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(b), max(len(b), 16)))
 }
 
@@ -105,7 +123,7 @@ func (s *session) readProxyHeader() {
 				s.early = append([]byte(nil), rest...) // payload that came with the header
 			}
 			s.hdr = nil
-			s.cEvents = l.setInterest(s.cfd, s.cEvents, 0) // not read again until connected
+			// The client stays in the set: clientWhileConnecting watches it.
 			s.admit()
 			return
 		}

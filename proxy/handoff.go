@@ -324,8 +324,10 @@ func (l *loop) resume(s *session) {
 		s.timeout = s.srv.ppTimeout
 	case stateConnecting:
 		s.state = stateConnecting
-		l.track(s.cfd, s)
-		s.cEvents, s.uEvents = parked, unix.EPOLLOUT
+		s.cEvents, s.uEvents = unix.EPOLLIN|unix.EPOLLRDHUP, unix.EPOLLOUT
+		if err := l.register(s.cfd, s.cEvents, s); err != nil {
+			fail("client", err)
+		}
 		if err := l.register(s.ufd, s.uEvents, s); err != nil {
 			fail("upstream", err)
 		}
