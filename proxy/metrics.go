@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,8 +23,29 @@ type metrics struct {
 	reg  *prometheus.Registry
 	pick prometheus.Histogram
 	srv  *http.Server
-	ln   net.Listener
+	ln   net.Listener // the bound listener (handed over on upgrade), not the limiting wrapper
+
+	// Limits of the /metrics server (issue 12: one scrape on each of 20,000
+	// connections left 20,000 idle descriptors and 547 MB behind). Zero means
+	// the default below; tests set them between New and Start.
+	maxConns      int           // connections served at once; more wait in the kernel's backlog
+	idleTimeout   time.Duration // an idle keep-alive connection is closed after this
+	headerTimeout time.Duration // to read a request's header
+	readTimeout   time.Duration // to read a whole request
+	writeTimeout  time.Duration // from the end of the header to the end of the reply
 }
+
+// Defaults of the metrics server's limits. A scrape is one small GET whose
+// reply takes milliseconds to build; Prometheus keeps one connection per
+// target, so 64 at once leaves room for many scrapers and a few humans.
+const (
+	defaultMetricsMaxConns      = 64
+	defaultMetricsIdleTimeout   = 30 * time.Second
+	defaultMetricsHeaderTimeout = 5 * time.Second
+	defaultMetricsReadTimeout   = 10 * time.Second
+	defaultMetricsWriteTimeout  = 10 * time.Second
+	metricsMaxHeaderBytes       = 16 << 10 // a scrape's header is a few hundred bytes; net/http's default is 1 MiB
+)
 
 var (
 	descActive      = prometheus.NewDesc("baton_connections_active", "Live client connections, by listener.", []string{"listener"}, nil)
@@ -119,12 +142,82 @@ func (p *Proxy) serveMetrics(addr string) error {
 	mux.Handle("/metrics", p.MetricsHandler())
 	m := p.metrics
 	m.ln = ln
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	m.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cmp.Or(m.headerTimeout, defaultMetricsHeaderTimeout),
+		ReadTimeout:       cmp.Or(m.readTimeout, defaultMetricsReadTimeout),
+		WriteTimeout:      cmp.Or(m.writeTimeout, defaultMetricsWriteTimeout),
+		IdleTimeout:       cmp.Or(m.idleTimeout, defaultMetricsIdleTimeout),
+		MaxHeaderBytes:    metricsMaxHeaderBytes,
+	}
+	limited := newLimitListener(ln, cmp.Or(m.maxConns, defaultMetricsMaxConns))
 	go func() {
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := m.srv.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Logf(LevelAlert, "metrics server on %s: %v", addr, err)
 		}
 	}()
+	return nil
+}
+
+// limitListener holds at most cap accepted connections at once. At the cap,
+// Accept waits for a slot before it takes the next connection off the
+// kernel's queue, rather than accepting and closing it: a connection waiting
+// there costs baton no descriptor and no memory, and a scrape that arrives
+// in a burst is served late (as soon as a slot frees, within the timeouts
+// above) instead of refused. A flood beyond the listen backlog is refused by
+// the kernel. The same as golang.org/x/net/netutil.LimitListener, which
+// baton does not otherwise need.
+type limitListener struct {
+	net.Listener
+	slots     chan struct{} // one token per accepted connection not yet closed
+	done      chan struct{} // closed by Close: a waiting Accept gives up
+	closeOnce sync.Once
+}
+
+func newLimitListener(ln net.Listener, cap int) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, cap), done: make(chan struct{})}
+}
+
+// Accept waits for a free slot, then accepts. The returned conn frees its
+// slot when it is closed (once, however often Close is called).
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+// Close closes the listener and wakes an Accept waiting for a slot.
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+type limitConn struct {
+	net.Conn
+	release   func()
+	closeOnce sync.Once
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(c.release)
+	return err
+}
+
+// CloseWrite passes on the half-close net/http uses to end a reply to a bad
+// request before it closes (closeWriteAndWait).
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
 	return nil
 }
 
