@@ -1,11 +1,16 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // writeFiles creates files (path relative to dir: content) and returns dir.
@@ -100,5 +105,101 @@ func TestLoadMissingMain(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "x.conf"))
 	if err == nil || !strings.Contains(err.Error(), "(2: No such file or directory)") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// Anything but a regular file is refused by its Stat, before it is opened:
+// opening a FIFO for reading would block until a writer came (issue 12).
+func TestIncludeRefusesWhatIsNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(fifo, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, include, want string // with DIR for dir
+	}{
+		{"FIFO", "fifo", `"DIR/fifo" is not a regular file in DIR/main.conf:2`},
+		{"symlink to a FIFO", "link", `"DIR/link" is not a regular file in DIR/main.conf:2`},
+		{"device", "/dev/null", `"/dev/null" is not a regular file in DIR/main.conf:2`},
+		{"directory", ".", `"DIR" is not a regular file in DIR/main.conf:2`},
+		{"glob matching a FIFO", "fif[o]", `"DIR/fifo" is not a regular file in DIR/main.conf:2`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			main := filepath.Join(dir, "main.conf")
+			if err := os.WriteFile(main, []byte("events {}\ninclude "+tc.include+";\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := loadUnblocked(t, fifo, main)
+			if want := strings.ReplaceAll(tc.want, "DIR", dir); err == nil || err.Error() != want {
+				t.Fatalf("got %v\nwant %s", err, want)
+			}
+		})
+	}
+	t.Run("main file", func(t *testing.T) {
+		_, err := loadUnblocked(t, fifo, fifo)
+		if want := `"` + fifo + `" is not a regular file`; err == nil || err.Error() != want {
+			t.Fatalf("got %v\nwant %s", err, want)
+		}
+	})
+}
+
+// loadUnblocked loads main from disk. Should Load block opening fifo for
+// reading, a writer opens it after 10s, so that the test fails rather than
+// hangs.
+func loadUnblocked(t *testing.T, fifo, main string) (*Config, error) {
+	t.Helper()
+	var blocked atomic.Bool
+	unblock := time.AfterFunc(10*time.Second, func() {
+		blocked.Store(true)
+		// O_RDWR never blocks on Linux, and makes a reader's open return.
+		if f, err := os.OpenFile(fifo, os.O_RDWR, 0); err == nil {
+			f.Close()
+		}
+	})
+	c, err := diskLoader().Load(main)
+	unblock.Stop()
+	if blocked.Load() {
+		t.Fatalf("Load blocked opening the FIFO %s", fifo)
+	}
+	return c, err
+}
+
+// One Load reads at most maxTotalSize bytes in all, however the files are
+// reached; the include that would pass it is named, and nothing more is
+// read (issue 12: a thousand includes of a 20 MB file took a minute).
+func TestIncludeTotalSize(t *testing.T) {
+	dir := t.TempDir()
+	// A valid file just over half the total: the second include is refused
+	// by its size, before it is read.
+	big := filepath.Join(dir, "big.conf")
+	comment := "#" + strings.Repeat("x", maxTotalSize/2) + "\n"
+	if err := os.WriteFile(big, []byte(comment), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	main := filepath.Join(dir, "main.conf")
+	if err := os.WriteFile(main, []byte("events {}\n"+strings.Repeat("include big.conf;\n", 1000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := diskLoader().Load(main)
+	want := fmt.Sprintf(`the configuration would be more than %d bytes with "%s" included in %s:3`, maxTotalSize, big, main)
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	// What comes through the ReadFile seam is counted too.
+	ld := testLoader()
+	ld.ReadFile = func(name string) ([]byte, error) {
+		if name == "main.conf" {
+			return []byte("events {}\ninclude a.conf;\n"), nil
+		}
+		return make([]byte, maxTotalSize), nil
+	}
+	_, err = ld.Load("main.conf")
+	want = fmt.Sprintf(`the configuration would be more than %d bytes with "a.conf" included in main.conf:2`, maxTotalSize)
+	if err == nil || err.Error() != want {
+		t.Fatalf("through the seam: got %v\nwant %s", err, want)
 	}
 }

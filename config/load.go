@@ -17,7 +17,8 @@ type Loader struct {
 	LookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// ReadFile reads a config file. If nil, a regular file is read from disk
-	// (at most 64 MiB; devices and FIFOs are refused).
+	// (at most 64 MiB); anything else, a FIFO or a device, is refused without
+	// being opened. Either way one Load reads at most 64 MiB in all.
 	ReadFile func(name string) ([]byte, error)
 
 	// Glob expands an "include" pattern. If nil, filepath.Glob is used, with
@@ -58,6 +59,7 @@ type loader struct {
 	stack  []string // files being read, for cycle detection
 	seen   map[string]bool
 	nfiles int
+	nbytes int64 // read so far, of maxTotalSize
 
 	// main-context state
 	pidSet, rlimitSet, shutdownSet, errorLogSet, eventsSet, connsSet, batonSet bool
