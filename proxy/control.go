@@ -28,6 +28,11 @@ import (
 // created 0600 in a 0700 directory, and every peer's uid is checked with
 // SO_PEERCRED. Requests are read without an ancillary-data buffer, so file
 // descriptors a client attaches are discarded by the kernel (HANDOFF.md P12).
+//
+// The trust goes both ways (issue 12): the server serves only from a
+// directory no other user can change (checkControlDir), and CallControl
+// checks the server's uid with SO_PEERCRED before it sends anything, so a
+// socket another user put at the path hears nothing.
 
 // ControlRequest is one request on the control socket.
 type ControlRequest struct {
@@ -81,6 +86,9 @@ func (p *Proxy) ServeControl(path string, opts ControlOptions) (*Control, error)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	if err := checkControlDir(dir); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
@@ -100,6 +108,67 @@ func (p *Proxy) ServeControl(path string, opts ControlOptions) (*Control, error)
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	return p.serveControl(ln, path, opts), nil
+}
+
+// checkControlDir refuses a directory for the control socket that a user
+// other than root and baton's own could change. In the review (issue 12) a
+// pre-existing 0777 directory let another user unlink baton's socket and
+// listen in its place, and root's "baton reload" talked to the impostor:
+// whoever may write a directory may unlink or rename the names in it. So:
+//
+//   - dir itself (Lstat) must be a directory, not a symbolic link, owned by
+//     root or by baton's euid, and with no group or other write bit at all,
+//     sticky or not: a sticky world-writable directory such as /tmp keeps
+//     others from unlinking our socket, but not from leaving look-alikes
+//     beside it, and the default /run/baton is made 0700 anyway.
+//   - every directory above it, on the path as written and on the path with
+//     its symbolic links resolved, must be owned by root or baton's euid and,
+//     if group- or other-writable, sticky (as /tmp): otherwise another user
+//     could rename dir away and put a directory of their own in its place.
+//
+// The client's SO_PEERCRED check (CallControl) is the other half: it holds
+// even where this check cannot, e.g. for a path baton never served.
+func checkControlDir(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	euid := uint32(os.Geteuid())
+	var st unix.Stat_t
+	if err := unix.Lstat(abs, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: abs, Err: err}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return fmt.Errorf("directory %s is a symbolic link; name the directory it points to", abs)
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%s is not a directory", abs)
+	case st.Uid != 0 && st.Uid != euid:
+		return fmt.Errorf("directory %s is owned by uid %d, not by root or baton's uid %d", abs, st.Uid, euid)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("directory %s is writable by other users (mode %04o)", abs, st.Mode&0o7777)
+	}
+	resolved, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{abs, resolved} {
+		for d := filepath.Dir(p); ; d = filepath.Dir(d) {
+			if err := unix.Stat(d, &st); err != nil {
+				return &os.PathError{Op: "stat", Path: d, Err: err}
+			}
+			switch {
+			case st.Uid != 0 && st.Uid != euid:
+				return fmt.Errorf("directory %s is in %s, which is owned by uid %d, not by root or baton's uid %d", abs, d, st.Uid, euid)
+			case st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0:
+				return fmt.Errorf("directory %s is in %s, which is writable by other users and not sticky (mode %04o)", abs, d, st.Mode&0o7777)
+			}
+			if d == filepath.Dir(d) {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 func (p *Proxy) serveControl(ln *net.UnixListener, path string, opts ControlOptions) *Control {
@@ -148,19 +217,35 @@ func (c *Control) serve() {
 
 // peerAllowed reports whether the peer runs as root or as our own user.
 func peerAllowed(conn *net.UnixConn) (uint32, bool) {
-	raw, err := conn.SyscallConn()
+	uid, err := peerUID(conn)
 	if err != nil {
 		return 0, false
 	}
+	return uid, uidAllowed(uid)
+}
+
+// uidAllowed is the rule both ends apply to each other: root, or our euid.
+func uidAllowed(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
+
+// peerUID returns the effective uid of conn's peer (SO_PEERCRED): for a
+// server, the process that called listen; for a client, the one that
+// connected.
+func peerUID(conn *net.UnixConn) (uint32, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
 	var cred *unix.Ucred
 	var cerr error
-	raw.Control(func(fd uintptr) {
+	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if cerr != nil || cred == nil {
-		return 0, false
+	}); err != nil {
+		return 0, err
 	}
-	return cred.Uid, cred.Uid == 0 || int(cred.Uid) == os.Geteuid()
+	if cerr != nil {
+		return 0, cerr
+	}
+	return cred.Uid, nil
 }
 
 func (c *Control) handle(conn *net.UnixConn) {
@@ -213,13 +298,24 @@ func (c *Control) handle(conn *net.UnixConn) {
 }
 
 // CallControl sends req to the control socket at path and returns the reply.
-// It is the client side, used by "baton status" and "baton reload".
+// It is the client side, used by "baton status", "baton reload" and "baton
+// upgrade". Before it sends anything it checks who serves the socket
+// (SO_PEERCRED): root or the caller's own euid, the rule the server applies
+// to its clients; a socket of any other user gets an error and no request.
 func CallControl(path string, req ControlRequest, timeout time.Duration) (*ControlReply, error) {
-	conn, err := net.DialTimeout("unix", path, timeout)
+	c, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("no baton answers on %s: %w", path, err)
 	}
-	defer conn.Close()
+	defer c.Close()
+	conn := c.(*net.UnixConn)
+	uid, err := peerUID(conn)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: who serves it: %w", path, err)
+	}
+	if !uidAllowed(uid) {
+		return nil, fmt.Errorf("control socket %s is served by uid %d, not by root or uid %d: another user's socket; nothing sent", path, uid, os.Geteuid())
+	}
 	conn.SetDeadline(time.Now().Add(timeout))
 	// A server that refuses us answers and closes without reading: a failed
 	// write is then less telling than the answer, so read it first.

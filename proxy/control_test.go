@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -94,4 +98,228 @@ func TestControlStatusAndMetrics(t *testing.T) {
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("socket file left after Close: %v", err)
 	}
+}
+
+// Issue 12: another user who can write the socket's directory can unlink
+// baton's socket and listen in its place. ServeControl refuses such a
+// directory, and creates nothing in it.
+func TestControlRefusesUnsafeDirectory(t *testing.T) {
+	p, _, _ := startProxy(t, testConfig([]upstreamSpec{{addr: deadAddr(t)}}, nil))
+	mkdir := func(t *testing.T, path string, mode os.FileMode) string {
+		t.Helper()
+		if err := os.Mkdir(path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil { // not the umask's
+			t.Fatal(err)
+		}
+		return path
+	}
+	const nobody = 65534
+	for _, tc := range []struct {
+		name     string
+		root     bool // needs root
+		make     func(t *testing.T, tmp string) string
+		wantErr  string // "" = served; %[1]s is the socket's directory, %[2]s the temp directory
+		wantMode os.FileMode
+	}{
+		{name: "world-writable", make: func(t *testing.T, tmp string) string { return mkdir(t, tmp+"/d", 0o777) },
+			wantErr: "control socket %[1]s/control.sock: directory %[1]s is writable by other users (mode 0777)"},
+		{name: "group-writable", make: func(t *testing.T, tmp string) string { return mkdir(t, tmp+"/d", 0o770) },
+			wantErr: "directory %[1]s is writable by other users (mode 0770)"},
+		{name: "sticky and world-writable, as /tmp", make: func(t *testing.T, tmp string) string { return mkdir(t, tmp+"/d", 0o777|os.ModeSticky) },
+			wantErr: "directory %[1]s is writable by other users (mode 1777)"},
+		{name: "a symbolic link", make: func(t *testing.T, tmp string) string {
+			mkdir(t, tmp+"/real", 0o700)
+			if err := os.Symlink(tmp+"/real", tmp+"/link"); err != nil {
+				t.Fatal(err)
+			}
+			return tmp + "/link"
+		}, wantErr: "directory %[1]s is a symbolic link"},
+		{name: "in a world-writable directory", make: func(t *testing.T, tmp string) string {
+			return mkdir(t, mkdir(t, tmp+"/open", 0o777)+"/d", 0o700)
+		}, wantErr: "directory %[1]s is in %[2]s/open, which is writable by other users and not sticky (mode 0777)"},
+		{name: "through a symbolic link into a world-writable directory", make: func(t *testing.T, tmp string) string {
+			// The path as written passes (via is a link to a 0700
+			// directory); the path resolved does not.
+			mkdir(t, mkdir(t, tmp+"/open", 0o777)+"/real", 0o700)
+			if err := os.Symlink(tmp+"/open/real", tmp+"/via"); err != nil {
+				t.Fatal(err)
+			}
+			return tmp + "/via/new" // made by ServeControl
+		}, wantErr: "directory %[1]s is in %[2]s/open, which is writable by other users and not sticky (mode 0777)"},
+		{name: "owned by another user", root: true, make: func(t *testing.T, tmp string) string {
+			d := mkdir(t, tmp+"/d", 0o700)
+			if err := os.Chown(d, nobody, nobody); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}, wantErr: "directory %[1]s is owned by uid 65534, not by root or baton's uid 0"},
+		{name: "in a directory owned by another user", root: true, make: func(t *testing.T, tmp string) string {
+			o := mkdir(t, tmp+"/o", 0o755)
+			if err := os.Chown(o, nobody, nobody); err != nil {
+				t.Fatal(err)
+			}
+			return mkdir(t, o+"/d", 0o700)
+		}, wantErr: "directory %[1]s is in %[2]s/o, which is owned by uid 65534"},
+		{name: "0755", make: func(t *testing.T, tmp string) string { return mkdir(t, tmp+"/d", 0o755) }, wantMode: 0o755},
+		{name: "new, in a sticky world-writable directory", make: func(t *testing.T, tmp string) string {
+			return mkdir(t, tmp+"/sticky", 0o777|os.ModeSticky) + "/new"
+		}, wantMode: 0o700},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.root && os.Geteuid() != 0 {
+				t.Skip("needs root to give a directory to another user")
+			}
+			tmp := t.TempDir()
+			dir := tc.make(t, tmp)
+			path := filepath.Join(dir, "control.sock")
+			ctl, err := p.ServeControl(path, ControlOptions{})
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ctl.Close()
+				if r, err := CallControl(path, ControlRequest{Cmd: "status"}, 5*time.Second); err != nil || !r.OK {
+					t.Fatalf("status: %+v %v", r, err)
+				}
+				if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != tc.wantMode {
+					t.Errorf("directory mode %v %v, want %v", fi.Mode(), err, tc.wantMode)
+				}
+				return
+			}
+			want := fmt.Sprintf(tc.wantErr, dir, tmp)
+			if err == nil {
+				ctl.Close()
+				t.Fatalf("served in %s; want %q", dir, want)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q, want %q", err, want)
+			}
+			if _, err := os.Lstat(path); !os.IsNotExist(err) {
+				t.Errorf("a refused directory holds %s: %v", path, err)
+			}
+		})
+	}
+}
+
+// Issue 12: root's "baton reload" talked to a socket another user had put at
+// the path, and printed its answer. CallControl checks who serves the socket
+// (SO_PEERCRED) before it sends anything. The impostor is this test binary
+// re-run as uid 65534 (as TestPassFD), so the test needs root.
+func TestControlClientRefusesImpostor(t *testing.T) {
+	if os.Getenv("BATON_IMPOSTOR_SOCKET") != "" {
+		impostor(os.Getenv("BATON_IMPOSTOR_SOCKET"))
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run an impostor as uid 65534")
+	}
+	const nobody = 65534
+	// A copy of this binary that nobody may run, in a directory it may
+	// enter, and a directory of its own for the socket.
+	pub, err := os.MkdirTemp("", "baton-impostor-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pub) })
+	if err := os.Chmod(pub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(pub, "proxy.test")
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(pub, "theirs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "control.sock")
+
+	cmd := exec.Command(bin, "-test.run=^TestControlClientRefusesImpostor$")
+	cmd.Env = append(os.Environ(), "BATON_IMPOSTOR_SOCKET="+sock)
+	cmd.Dir = pub
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kill := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() }) // a hang becomes a failure
+	defer kill.Stop()
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	next := func() string {
+		t.Helper()
+		for l := range lines {
+			if strings.HasPrefix(l, "impostor: ") {
+				return strings.TrimPrefix(l, "impostor: ")
+			}
+		}
+		t.Fatal("the impostor ended without a word")
+		return ""
+	}
+	if l := next(); l != "listening" {
+		t.Fatalf("impostor: %s", l)
+	}
+
+	r, err := CallControl(sock, ControlRequest{Cmd: "reload"}, 5*time.Second)
+	if err == nil {
+		t.Errorf("CallControl took the impostor's answer: %+v", r)
+	} else if want := "control socket " + sock + " is served by uid 65534"; !strings.Contains(err.Error(), want) {
+		t.Errorf("CallControl: %v; want %q", err, want)
+	}
+	if l := next(); l != `received ""` {
+		t.Errorf("the impostor %s; want nothing", l)
+	}
+	for range lines { // to EOF, then reap
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("impostor: %v", err)
+	}
+}
+
+// impostor listens on path as whoever runs it, answers the first client as
+// baton would, and prints what that client sent.
+func impostor(path string) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		fmt.Println("impostor: listen:", err)
+		return
+	}
+	defer ln.Close()
+	fmt.Println("impostor: listening")
+	ln.SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := ln.AcceptUnix()
+	if err != nil {
+		fmt.Println("impostor: accept:", err)
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, `{"ok":true,"report":"listeners kept: all (the impostor)"}`+"\n")
+	// Until the client closes: a client that closes with the answer unread
+	// resets the connection, which ends the read as well.
+	got, _ := io.ReadAll(c)
+	fmt.Printf("impostor: received %q\n", got)
 }

@@ -93,3 +93,34 @@ stream {
 		t.Fatalf("after SIGHUP: %q", line)
 	}
 }
+
+// Issue 12: baton refuses to serve its control socket from a directory other
+// users can write to (they could replace the socket), says why, and serves
+// traffic anyway.
+func TestControlSocketInWritableDirectory(t *testing.T) {
+	a := greeter(t, "a")
+	listen := freePort(t)
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(open, "control.sock")
+	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf("error_log stderr notice;\nstream { server { listen %s; proxy_pass %s; } }\n", listen, a))
+	p := startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	p.stderr.waitFor(t, "control socket "+sock+": directory "+open+" is writable by other users (mode 0777); baton status, reload and upgrade will not reach this process")
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Errorf("baton made %s: %v", sock, err)
+	}
+	c, _, line := dialLine(t, listen)
+	c.Close()
+	if line != "hello from a" {
+		t.Fatalf("traffic: %q", line)
+	}
+	if out, err := batonCmd("status", "--control-socket", sock).CombinedOutput(); err == nil || !strings.Contains(string(out), "no baton answers on "+sock) {
+		t.Errorf("baton status: %v\n%s", err, out)
+	}
+}
