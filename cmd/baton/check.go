@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -27,8 +31,8 @@ each naming its file and line (exit 1). Nothing is bound or started.`,
 				return err
 			}
 			out := cmd.ErrOrStderr()
-			for _, w := range cfg.Warnings {
-				fmt.Fprintf(out, "baton: [warn] %s in %s:%d\n", w.Msg, w.Pos.File, w.Pos.Line)
+			for _, w := range warnings(cfg) {
+				fmt.Fprintf(out, "baton: [warn] %s\n", w)
 			}
 			// Building the proxy checks what the parser cannot: log formats'
 			// variables, balancers. It binds nothing.
@@ -39,45 +43,106 @@ each naming its file and line (exit 1). Nothing is bound or started.`,
 			p.Close()
 			fmt.Fprintf(out, "baton: the configuration file %s syntax is ok\n", file)
 			fmt.Fprintf(out, "baton: configuration file %s test is successful\n", file)
-			fmt.Fprint(cmd.OutOrStdout(), summary(cfg))
-			return nil
+			return summary(cmd.OutOrStdout(), cfg)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "config", "c", "", "config file (nginx syntax)")
 	return cmd
 }
 
-// summary lists what the config serves: each listener and where it goes.
-func summary(cfg *config.Config) string {
-	if cfg.Stream == nil {
-		return "no stream {} block: nothing to serve\n"
+// warnings are what "baton check" prints and "baton run" logs at start, as
+// nginx [warn] lines without the prefix: the config's own warnings, then
+// those that depend on the machine.
+func warnings(cfg *config.Config) []string {
+	var ws []string
+	for _, w := range cfg.Warnings {
+		ws = append(ws, fmt.Sprintf("%s in %s:%d", w.Msg, w.Pos.File, w.Pos.Line))
 	}
-	s := fmt.Sprintf("%d files, %d servers, %d upstreams\n", len(cfg.Files), len(cfg.Stream.Servers), len(cfg.Stream.Upstreams))
+	if w := nofileWarning(cfg); w != "" {
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+// nofileWarning is nginx's check in ngx_event_module_init: more
+// worker_connections than the open-file limit allows is worth a warning,
+// in nginx's words. The limit is worker_rlimit_nofile when it is set, else
+// the soft RLIMIT_NOFILE, and nginx warns only when worker_connections
+// exceeds the soft limit and, if set, worker_rlimit_nofile too. ("baton run"
+// has applied worker_rlimit_nofile by then; the Go runtime raises the soft
+// limit to the hard one at start, so the soft limit read here is the one
+// baton runs with.)
+func nofileWarning(cfg *config.Config) string {
+	conns := cfg.WorkerConnections
+	if conns <= 0 {
+		return ""
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Sprintf("getrlimit(RLIMIT_NOFILE) failed (%v), ignored", err)
+	}
+	if lim.Cur == unix.RLIM_INFINITY || lim.Cur >= math.MaxInt64 || uint64(conns) <= lim.Cur {
+		return ""
+	}
+	limit := int64(lim.Cur)
+	if n := cfg.WorkerRlimitNofile; n > 0 {
+		if conns <= n {
+			return ""
+		}
+		limit = int64(n)
+	}
+	return fmt.Sprintf("%d worker_connections exceed open file resource limit: %d", conns, limit)
+}
+
+// summary writes what the config serves to w: each listener and where it
+// goes. It writes as it goes, and formats each upstream's method and server
+// list once however many listeners use it, so that its work grows with the
+// config (issue 12: it used to build one string with +=, and 50,000 servers
+// took 53 s).
+func summary(w io.Writer, cfg *config.Config) error {
+	bw := bufio.NewWriter(w)
+	if cfg.Stream == nil {
+		bw.WriteString("no stream {} block: nothing to serve\n")
+		return bw.Flush()
+	}
+	fmt.Fprintf(bw, "%d files, %d servers, %d upstreams\n", len(cfg.Files), len(cfg.Stream.Servers), len(cfg.Stream.Upstreams))
+	described := map[*config.Upstream]string{}
 	for _, srv := range cfg.Stream.Servers {
+		u := srv.Upstream
+		d, ok := described[u]
+		if !ok {
+			d = describeUpstream(u)
+			described[u] = d
+		}
 		for _, l := range srv.Listen {
-			u := srv.Upstream
-			method := u.Method
-			switch {
-			case method == "":
-				method = "round_robin"
-			case u.Consistent:
-				method = "hash " + u.HashKey + " consistent"
-			case method == "hash":
-				method = "hash " + u.HashKey
-			}
-			var names []string
-			for _, us := range u.Servers {
-				n := us.Name
-				if us.Backup {
-					n += " (backup)"
-				}
-				if us.Down {
-					n += " (down)"
-				}
-				names = append(names, n)
-			}
-			s += fmt.Sprintf("  listen %s -> %s [%s] %v\n", l.Addr, u.Name, method, names)
+			fmt.Fprintf(bw, "  listen %s -> %s %s\n", l.Addr, u.Name, d)
 		}
 	}
-	return s
+	return bw.Flush()
+}
+
+// describeUpstream is u's method and servers as summary prints them:
+// "[round_robin] [10.0.0.1:80 10.0.0.2:80 (backup)]".
+func describeUpstream(u *config.Upstream) string {
+	method := u.Method
+	switch {
+	case method == "":
+		method = "round_robin"
+	case u.Consistent:
+		method = "hash " + u.HashKey + " consistent"
+	case method == "hash":
+		method = "hash " + u.HashKey
+	}
+	var names []string
+	for _, us := range u.Servers {
+		n := us.Name
+		if us.Backup {
+			n += " (backup)"
+		}
+		if us.Down {
+			n += " (down)"
+		}
+		names = append(names, n)
+	}
+	return fmt.Sprintf("[%s] %v", method, names)
 }

@@ -140,8 +140,8 @@ func run(cfg *config.Config, opts runOptions) error {
 		return err
 	}
 	log := p.Logger()
-	for _, w := range cfg.Warnings {
-		log.Logf(proxy.LevelWarn, "%s in %s:%d", w.Msg, w.Pos.File, w.Pos.Line)
+	for _, w := range warnings(cfg) {
+		log.Logf(proxy.LevelWarn, "%s", w)
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
