@@ -62,15 +62,35 @@ type ControlOptions struct {
 
 // Control is a running control socket.
 type Control struct {
-	ln   *net.UnixListener
-	path string
-	p    *Proxy
-	opts ControlOptions
-	wg   sync.WaitGroup
-	once sync.Once
+	ln    *net.UnixListener
+	path  string
+	p     *Proxy
+	opts  ControlOptions
+	wg    sync.WaitGroup
+	once  sync.Once
+	slots chan struct{} // one per client being served; at most maxControlConns
+
+	// Owned by the accept loop (serve).
+	acceptAlerts alertLimiter
+	busyAlerts   alertLimiter
 }
 
-const maxControlRequest = 64 << 10
+const (
+	maxControlRequest = 64 << 10
+
+	// maxControlConns is how many clients the control socket serves at
+	// once; one more is answered "busy" and closed at once. Each holds a
+	// descriptor and a goroutine for up to 30 s, or for a whole upgrade.
+	// Clients are root or baton's own user (socket mode and SO_PEERCRED),
+	// so this bounds a runaway script, not a stranger; 16 leaves room for
+	// an upgrade and the status calls of scripts watching it.
+	maxControlConns = 16
+
+	// controlAlertEvery is how often the accept loop logs a failure: at the
+	// file limit accept fails on every back-off (100 ms), with the same
+	// error each time (issue 12).
+	controlAlertEvery = time.Second
+)
 
 // ServeControl creates the control socket at path and serves it until Close.
 // A stale socket file (nothing answers on it) is replaced; a live one is an
@@ -172,7 +192,8 @@ func checkControlDir(dir string) error {
 }
 
 func (p *Proxy) serveControl(ln *net.UnixListener, path string, opts ControlOptions) *Control {
-	c := &Control{ln: ln, path: path, p: p, opts: opts}
+	c := &Control{ln: ln, path: path, p: p, opts: opts, slots: make(chan struct{}, maxControlConns),
+		acceptAlerts: alertLimiter{every: controlAlertEvery}, busyAlerts: alertLimiter{every: controlAlertEvery}}
 	p.control = c
 	c.wg.Add(1)
 	go c.serve()
@@ -202,17 +223,77 @@ func (c *Control) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			c.p.log.Logf(LevelAlert, "control socket accept: %v", err)
+			if n, ok := c.acceptAlerts.allow(time.Now()); ok {
+				c.p.log.Logf(LevelAlert, "control socket accept: %v%s", err, notLogged(n))
+			}
 			time.Sleep(100 * time.Millisecond) // back off: accept errors here are resource limits
+			continue
+		}
+		if n, ok := c.acceptAlerts.pending(time.Now()); ok {
+			c.p.log.Logf(LevelNotice, "control socket accept works again; %d failures were not logged", n)
+		}
+		select {
+		case c.slots <- struct{}{}:
+		default:
+			// Answer at once: a client left waiting would only time out.
+			conn.SetWriteDeadline(time.Now().Add(time.Second))
+			json.NewEncoder(conn).Encode(ControlReply{Error: fmt.Sprintf("busy: baton serves %d control clients at once", maxControlConns)})
+			conn.Close()
+			if n, ok := c.busyAlerts.allow(time.Now()); ok {
+				c.p.log.Logf(LevelWarn, "control socket: refused a client: %d clients are being served%s", maxControlConns, notLogged(n))
+			}
 			continue
 		}
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
+			defer func() { <-c.slots }()
 			defer conn.Close()
 			c.handle(conn)
 		}()
 	}
+}
+
+// alertLimiter lets a repeated log line through at most once per every,
+// and counts the ones it holds back. It is not safe for concurrent use.
+type alertLimiter struct {
+	every      time.Duration
+	last       time.Time // when a line was last let through
+	suppressed int       // held back since
+}
+
+// allow reports whether a line for an event at now may be logged, and if
+// so how many were held back before it.
+func (a *alertLimiter) allow(now time.Time) (suppressed int, ok bool) {
+	if a.holding(now) {
+		a.suppressed++
+		return 0, false
+	}
+	suppressed, a.suppressed, a.last = a.suppressed, 0, now
+	return suppressed, true
+}
+
+// pending reports, when the events have stopped, whether a line saying how
+// many were held back may be logged at now. Counted as a line itself, so
+// that failures alternating with successes still log once per every.
+func (a *alertLimiter) pending(now time.Time) (suppressed int, ok bool) {
+	if a.suppressed == 0 || a.holding(now) {
+		return 0, false
+	}
+	suppressed, a.suppressed, a.last = a.suppressed, 0, now
+	return suppressed, true
+}
+
+func (a *alertLimiter) holding(now time.Time) bool {
+	return !a.last.IsZero() && now.Sub(a.last) < a.every
+}
+
+// notLogged says how many lines an alertLimiter held back, if any.
+func notLogged(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d more not logged)", n)
 }
 
 // peerAllowed reports whether the peer runs as root or as our own user.
@@ -287,6 +368,7 @@ func (c *Control) handle(conn *net.UnixConn) {
 		}
 		conn.SetDeadline(time.Time{}) // an upgrade takes as long as its timeouts allow
 		rep, err := c.opts.Upgrade(req.Binary)
+		conn.SetDeadline(time.Now().Add(30 * time.Second)) // but its answer does not
 		if err != nil {
 			reply(ControlReply{Error: err.Error(), Upgrade: &rep})
 			return

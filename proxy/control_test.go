@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestControlStatusAndMetrics(t *testing.T) {
@@ -322,4 +326,257 @@ func impostor(path string) {
 	// resets the connection, which ends the read as well.
 	got, _ := io.ReadAll(c)
 	fmt.Printf("impostor: received %q\n", got)
+}
+
+// Issue 12: at the file limit the control socket's accept loop logged an
+// alert on every 100 ms back-off, without end. Now at most one line a
+// second, which counts the failures it did not log. The starved process is
+// this test binary re-run (as TestPassFD) with its descriptors used up.
+func TestControlAcceptAlertRateLimited(t *testing.T) {
+	if path := os.Getenv("BATON_CONTROL_STARVED"); path != "" {
+		starvedControl(path)
+		return
+	}
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestControlAcceptAlertRateLimited$")
+	cmd.Env = append(os.Environ(), "BATON_CONTROL_STARVED="+sock)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kill := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() }) // a hang becomes a failure
+	defer kill.Stop()
+	type line struct {
+		text string
+		at   time.Time
+	}
+	scan := func(r io.Reader, into chan<- line) {
+		defer close(into)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			into <- line{sc.Text(), time.Now()}
+		}
+	}
+	outc, errc := make(chan line, 64), make(chan line, 1024)
+	go scan(stdout, outc)
+	go scan(stderr, errc)
+	var log []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("the starved process's log:\n%s", strings.Join(log, "\n"))
+		}
+	}()
+	// next returns the next line on ch that contains sub.
+	next := func(ch <-chan line, sub string) line {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case l, ok := <-ch:
+				if !ok {
+					t.Fatalf("the starved process ended before %q", sub)
+				}
+				if ch == errc {
+					log = append(log, l.text)
+				}
+				if strings.Contains(l.text, sub) {
+					return l
+				}
+			case <-timeout:
+				t.Fatalf("no %q within 10s", sub)
+			}
+		}
+	}
+	next(outc, "starved: exhausted")
+
+	// A client waits in the backlog; each accept fails with EMFILE.
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var alerts []line
+	for len(alerts) < 3 {
+		alerts = append(alerts, next(errc, "control socket accept: "))
+	}
+	for _, a := range alerts {
+		t.Logf("+%s %s", a.at.Sub(alerts[0].at).Round(time.Millisecond), a.text)
+	}
+	if !strings.Contains(alerts[0].text, "too many open files") {
+		t.Errorf("first alert: %s", alerts[0].text)
+	}
+	if gap := alerts[2].at.Sub(alerts[0].at); gap < 1500*time.Millisecond {
+		t.Errorf("3 accept alerts within %s; want at most one a second", gap)
+	}
+	for _, a := range alerts[1:] {
+		if !strings.Contains(a.text, "more not logged)") {
+			t.Errorf("an alert after the first does not count the failures it stands for: %s", a.text)
+		}
+	}
+
+	// Descriptors free again: the waiting client is served.
+	io.WriteString(stdin, "free\n")
+	next(outc, "starved: freed")
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, `{"cmd":"status"}`+"\n")
+	var r ControlReply
+	if err := json.NewDecoder(c).Decode(&r); err != nil || !r.OK || r.Status == nil {
+		t.Errorf("status after the descriptors came back: %+v %v", r, err)
+	}
+	stdin.Close()
+	for range outc {
+	}
+	for l := range errc {
+		log = append(log, l.text)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("starved process: %v", err)
+	}
+}
+
+// starvedControl serves a control socket at path, uses up its descriptors,
+// says so, and on "free" on stdin frees them; it returns at stdin's end.
+func starvedControl(path string) {
+	p, err := New(testConfig([]upstreamSpec{{addr: netip.MustParseAddrPort("127.0.0.1:9")}}, nil),
+		Options{Log: NewWriterLogger(os.Stderr, LevelInfo)})
+	if err != nil {
+		fmt.Println("starved:", err)
+		return
+	}
+	ctl, err := p.ServeControl(path, ControlOptions{})
+	if err != nil {
+		fmt.Println("starved:", err)
+		return
+	}
+	defer ctl.Close()
+	in := bufio.NewReader(os.Stdin)
+	lim := unix.Rlimit{Cur: 64, Max: 64}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Println("starved: setrlimit:", err)
+		return
+	}
+	var files []*os.File
+	for i := 0; i < 64; i++ {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		files = append(files, f)
+	}
+	fmt.Println("starved: exhausted")
+	in.ReadString('\n')
+	for _, f := range files {
+		f.Close()
+	}
+	fmt.Println("starved: freed")
+	io.Copy(io.Discard, in)
+}
+
+// One client more than the control socket serves at once is answered
+// "busy" at once (it used to wait 30s for its turn to time out), and the
+// socket serves again when clients leave.
+func TestControlConnectionCap(t *testing.T) {
+	p, _, _ := startProxy(t, testConfig([]upstreamSpec{{addr: deadAddr(t)}}, nil))
+	path := filepath.Join(t.TempDir(), "control.sock")
+	ctl, err := p.ServeControl(path, ControlOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < maxControlConns; i++ { // silent clients: each holds a slot
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// The accept loop takes clients in order: by the time it reaches this
+	// one, every slot is taken.
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var r ControlReply
+	if err := json.NewDecoder(c).Decode(&r); err != nil || r.OK || !strings.Contains(r.Error, "busy") {
+		t.Fatalf("client %d: %+v %v; want a busy answer at once", maxControlConns+1, r, err)
+	}
+	if r, err := CallControl(path, ControlRequest{Cmd: "status"}, 5*time.Second); err != nil || r.OK || !strings.Contains(r.Error, "busy") {
+		t.Fatalf("status with every slot taken: %+v %v", r, err)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	// The slots free as the server sees each close: within a few tries.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		r, err := CallControl(path, ControlRequest{Cmd: "status"}, 5*time.Second)
+		if err == nil && r.OK {
+			break
+		}
+		if i == 500 {
+			t.Fatalf("status after the clients left: %+v %v", r, err)
+		}
+		<-tick.C
+	}
+}
+
+func TestAlertLimiter(t *testing.T) {
+	type step struct {
+		at      time.Duration // since the start
+		pending bool          // the failures stopped: pending, not allow
+		want    int           // -1: held back; else logged, with this many held back before it
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"a run of failures", []step{{0, false, 0}, {100 * time.Millisecond, false, -1}, {200 * time.Millisecond, false, -1},
+			{1050 * time.Millisecond, false, 2}, {1100 * time.Millisecond, false, -1}, {3 * time.Second, false, 1}}},
+		{"the end of a run", []step{{0, false, 0}, {500 * time.Millisecond, false, -1},
+			{700 * time.Millisecond, true, -1}, {1200 * time.Millisecond, true, 1}, {1300 * time.Millisecond, true, -1}}},
+		{"nothing held back", []step{{0, false, 0}, {2 * time.Second, true, -1}, {3 * time.Second, false, 0}}},
+		{"failures alternating with successes", []step{{0, false, 0}, {100 * time.Millisecond, true, -1},
+			{200 * time.Millisecond, false, -1}, {300 * time.Millisecond, true, -1}, {1100 * time.Millisecond, true, 1},
+			{1200 * time.Millisecond, false, -1}, {1300 * time.Millisecond, true, -1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := alertLimiter{every: time.Second}
+			t0 := time.Unix(1e9, 0)
+			for _, s := range tc.steps {
+				f := a.allow
+				if s.pending {
+					f = a.pending
+				}
+				n, ok := f(t0.Add(s.at))
+				got := -1
+				if ok {
+					got = n
+				}
+				if got != s.want {
+					t.Errorf("at %s (pending %v): %d, want %d", s.at, s.pending, got, s.want)
+				}
+			}
+		})
+	}
 }
