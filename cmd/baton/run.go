@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/fdpass"
@@ -203,8 +204,12 @@ func run(cfg *config.Config, opts runOptions) error {
 	}()
 
 	var reload func() (string, error)
+	reloads := newReloadQueue()
+	stopReloads := make(chan struct{})
+	defer close(stopReloads)
 	if opts.file != "" {
-		reload = reloader(p, opts.file)
+		reload = oneReload(reloader(p, opts.file))
+		go reloads.run(stopReloads, reload, opts.file, log)
 	}
 	up := &upgrader{p: p, log: log, timeout: cmp.Or(cfg.Baton.UpgradeTimeout, config.DefaultUpgradeTimeout), done: make(chan struct{}), inbound: handoff != nil, failed: func() {
 		if err := writePidFile(); err != nil {
@@ -283,20 +288,37 @@ func run(cfg *config.Config, opts runOptions) error {
 					log.Logf(proxy.LevelWarn, "SIGHUP: nothing to reload: baton runs without a config file")
 					break
 				}
-				report, err := reload()
-				if err != nil {
-					log.Logf(proxy.LevelEmerg, "reload refused, the running configuration stays: %v", err)
-					break
-				}
-				log.Logf(proxy.LevelNotice, "reloaded %s: %s", opts.file, strings.ReplaceAll(strings.TrimSpace(report), "\n", "; "))
+				reloads.request() // logs its outcome
 			case syscall.SIGQUIT:
 				graceful("gracefully shutting down")
 			default: // TERM, INT
 				log.Logf(proxy.LevelNotice, "exiting on %s", sig)
-				p.Close()
+				closeBounded(p, log)
 				return nil
 			}
 		}
+	}
+}
+
+// termCloseWait bounds how long TERM waits for the proxy to close. Whatever
+// else is under way (a reload, an upgrade), TERM stops this process: should
+// Close wait longer, the process exits without it, which closes every socket
+// just as well.
+const termCloseWait = 5 * time.Second
+
+// closeBounded closes p, waiting at most termCloseWait.
+func closeBounded(p *proxy.Proxy, log *proxy.Logger) {
+	closed := make(chan struct{})
+	go func() {
+		p.Close()
+		close(closed)
+	}()
+	t := time.NewTimer(termCloseWait)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+		log.Logf(proxy.LevelAlert, "the proxy did not close within %s; exiting without it", termCloseWait)
 	}
 }
 

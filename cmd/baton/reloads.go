@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/batonproxy/baton/proxy"
+)
+
+// reloadQueue runs the reloads that SIGHUP asks for on a goroutine of its
+// own, so that the signal loop never waits for one: a slow reload (a huge
+// include, a resolver that does not answer) used to keep TERM, QUIT and USR1
+// waiting until it ended (issue 12). A HUP that comes while a reload runs
+// asks for one more after it, which reads the file as it is by then; however
+// many come, they make one.
+type reloadQueue struct {
+	kick chan struct{} // capacity 1: a reload asked for and not yet started
+}
+
+func newReloadQueue() *reloadQueue {
+	return &reloadQueue{kick: make(chan struct{}, 1)}
+}
+
+// request asks for a reload and returns at once.
+func (q *reloadQueue) request() {
+	select {
+	case q.kick <- struct{}{}:
+	default: // one is asked for already; it will read the latest file
+	}
+}
+
+// run does the reloads asked for, one at a time, until stop is closed, and
+// logs each outcome. A reload under way when stop closes is not waited for.
+func (q *reloadQueue) run(stop <-chan struct{}, reload func() (string, error), file string, log *proxy.Logger) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-q.kick:
+		}
+		report, err := reload()
+		if err != nil {
+			log.Logf(proxy.LevelEmerg, "reload refused, the running configuration stays: %v", err)
+			continue
+		}
+		log.Logf(proxy.LevelNotice, "reloaded %s: %s", file, strings.ReplaceAll(strings.TrimSpace(report), "\n", "; "))
+	}
+}
+
+// oneReload makes reload run one at a time whoever asks, SIGHUP or the
+// control socket, so that a reload that read the file earlier never applies
+// after one that read it later.
+func oneReload(reload func() (string, error)) func() (string, error) {
+	var mu sync.Mutex
+	return func() (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		testHoldReload()
+		return reload()
+	}
+}
+
+// envTestHoldReload is a TEST HOOK, for TestSignalsDuringReload and nothing
+// else: when it names a FIFO, each reload first says so on stderr and then
+// opens the FIFO for reading, which blocks until the test opens it for
+// writing. It holds a reload for as long as a test needs, without a sleep.
+const envTestHoldReload = "BATON_TEST_HOLD_RELOAD"
+
+func testHoldReload() {
+	path := os.Getenv(envTestHoldReload)
+	if path == "" {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "baton: test hook %s: pid %d holds a reload\n", envTestHoldReload, os.Getpid())
+	if f, err := os.Open(path); err == nil {
+		f.Close()
+	}
+}
