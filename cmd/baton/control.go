@@ -44,6 +44,9 @@ func (f *socketFlags) path() (string, error) {
 	return defaultControlSocket, nil
 }
 
+// call sends cmd to the running baton. A reply that is not OK comes back
+// with its error; a nil reply means none came (or one from another user's
+// socket, which proxy.CallControl does not ask).
 func call(f *socketFlags, cmd string) (*proxy.ControlReply, error) {
 	path, err := f.path()
 	if err != nil {
@@ -121,6 +124,9 @@ func newReloadCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := call(&f, "reload")
+			if err != nil && r == nil {
+				return err // no baton answered (or not ours): nothing was refused
+			}
 			if err != nil {
 				return fmt.Errorf("reload refused, the running configuration stays:\n%w", err)
 			}

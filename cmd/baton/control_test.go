@@ -124,3 +124,12 @@ func TestControlSocketInWritableDirectory(t *testing.T) {
 		t.Errorf("baton status: %v\n%s", err, out)
 	}
 }
+
+// baton reload says a reload was refused only when a baton refused it.
+func TestReloadWithoutBaton(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	out, err := batonCmd("reload", "--control-socket", sock).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no baton answers on "+sock) || strings.Contains(string(out), "reload refused") {
+		t.Errorf("baton reload with no baton: %v\n%s", err, out)
+	}
+}
