@@ -6,9 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"time"
 )
+
+// LocalError reports whether err is this process's failure to make a
+// socket (socket(2) failed: EMFILE, ENFILE, ENOBUFS...), which says
+// nothing about the target it was meant for.
+func LocalError(err error) bool {
+	var se *os.SyscallError
+	return errors.As(err, &se) && se.Syscall == "socket"
+}
 
 // ErrNoMatch means the backend answered, or closed, without sending what the
 // match block expects.

@@ -157,7 +157,10 @@ func (m *Monitor) watch(ctx context.Context, i int) {
 		if ctx.Err() != nil {
 			return // stopped: a check cut short says nothing about the target
 		}
-		if v.record(err == nil) {
+		if LocalError(err) {
+			// This process could not make a socket (EMFILE, ENOBUFS...):
+			// that says nothing about the target either.
+		} else if v.record(err == nil) {
 			m.report(i, v.up, err)
 		}
 		select {

@@ -3,11 +3,14 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -282,5 +285,39 @@ func TestNewMonitorErrors(t *testing.T) {
 		if _, err := NewMonitor(cfg); err == nil {
 			t.Errorf("NewMonitor(%+v): no error", cfg)
 		}
+	}
+}
+
+// A check that fails because this process could not make a socket (EMFILE)
+// says nothing about the target: no verdict changes, however many come.
+func TestMonitorLocalErrorIsNotTheTargets(t *testing.T) {
+	g := NewGroup(two(1, 10*time.Second))
+	s := &scripted{results: map[string]chan error{"a:1": make(chan error)}}
+	changes := make(chan Change, 1)
+	m, err := NewMonitor(MonitorConfig{
+		Checker: s, Targets: []Target{{Addr: "a:1", Peer: g.Peer(0)}}, Interval: time.Millisecond,
+		OnChange: func(c Change) { changes <- c },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(context.Background())
+	defer m.Stop()
+	emfile := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+	for i := 0; i < 5; i++ {
+		s.results["a:1"] <- fmt.Errorf("health: connect to a:1: %w", emfile)
+	}
+	s.results["a:1"] <- nil // the sixth check has begun: the five were recorded
+	select {
+	case c := <-changes:
+		t.Fatalf("a local failure changed the verdict: %+v", c)
+	default:
+	}
+	if !g.Peer(0).Usable(at(100)) {
+		t.Fatal("down after local failures")
+	}
+	s.results["a:1"] <- errors.New("refused") // a real failure still counts
+	if c := <-changes; c.Up {
+		t.Fatalf("change %+v", c)
 	}
 }

@@ -479,6 +479,10 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 			reject(c, []int{cfd, ufd}, fmt.Sprintf("upstream %s is not in the new configuration", m.upstream))
 			continue
 		}
+		if !p.fds.take(tcpSessionFDs) {
+			reject(c, []int{cfd, ufd}, p.fds.capReason())
+			continue
+		}
 		p.imported[c.ID] = s
 		accepted = append(accepted, c.ID)
 	}
@@ -594,6 +598,7 @@ func (p *Proxy) startImported(ids []uint64) {
 		}) {
 			for _, s := range mine {
 				s.cfd, s.ufd = closeFD(s.cfd), closeFD(s.ufd)
+				p.fds.give(tcpSessionFDs)
 			}
 		}
 	}

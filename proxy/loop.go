@@ -59,6 +59,7 @@ type loop struct {
 	lastCapLog    int64
 	lastEMFILELog int64
 	lastYield     int64
+	localLog      rateLog // baton's own socket() failures (dialFailedHere)
 
 	// load is len(sessions) plus sessions handed to this loop and not
 	// yet started, for other loops' accept balancing (balanceTo).
@@ -89,6 +90,7 @@ func newLoop(p *Proxy, id int) (*loop, error) {
 		lineBuf:  make([]byte, 0, 512),
 		base:     p.base,
 		quiesced: map[uint64]*session{},
+		localLog: rateLog{every: int64(time.Second)},
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd), Pad: tagWake}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
@@ -343,15 +345,25 @@ func (l *loop) pauseAccept(d time.Duration) {
 func (l *loop) accept(ln *listener) {
 	p := l.p
 	for i := 0; i < acceptBatch; i++ {
-		if m := p.maxSessions.Load(); m > 0 && p.active.Load() >= m {
+		// The session's two descriptors are taken before the first is
+		// made (fdbudget.go): its connect never meets EMFILE, and
+		// worker_connections is never exceeded, however many loops accept.
+		if !p.fds.take(tcpSessionFDs) && !l.makeRoom() {
 			if l.now-l.lastCapLog >= int64(capLogEvery) || l.lastCapLog == 0 {
 				l.lastCapLog = l.now
-				p.log.Logf(LevelWarn, "%d worker_connections are not enough, not accepting new connections until some close", m*2)
+				// nginx logs "worker_connections are not enough" at alert.
+				p.log.Logf(LevelAlert, "%s, not accepting new connections until some close", p.fds.capReason())
 			}
 			l.pauseAccept(capRecheck)
 			return
 		}
+		if p.fds.starved.Load() {
+			p.fds.starved.Store(false) // room again: pipes may be made
+		}
 		fd, client, err := rawAccept4(ln.fd)
+		if err != nil {
+			p.fds.give(tcpSessionFDs)
+		}
 		switch err {
 		case nil:
 		case unix.EAGAIN:
@@ -465,8 +477,10 @@ func (l *loop) detach(s *session) {
 func (l *loop) remove(s *session) {
 	l.timers.remove(s)
 	l.detach(s)
-	if l.p.active.Add(-1) < l.p.maxSessions.Load() && l.acceptResume > 0 && l.lastCapLog > 0 {
-		// A slot freed up: accept again now rather than at the next recheck.
+	l.p.active.Add(-1)
+	if l.acceptResume > 0 && l.lastCapLog > 0 {
+		// Paused at the budget, and descriptors came free: accept again
+		// now rather than at the next recheck.
 		l.acceptResume = l.now
 	}
 }

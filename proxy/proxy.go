@@ -33,6 +33,10 @@ type Options struct {
 	// first); session ids start at Generation<<48 so that they stay unique
 	// across upgrades (HANDOFF.md P20).
 	Generation int
+
+	// FileLimit is the open file limit the descriptor budget is made
+	// from (fdbudget.go). If zero, the process's soft RLIMIT_NOFILE.
+	FileLimit int
 }
 
 // Proxy serves every stream server of a Config.
@@ -50,11 +54,14 @@ type Proxy struct {
 	metrics   *metrics
 	cfg       *config.Config // as given to New; Start reads baton{} settings from it
 
-	base        time.Time
-	nextID      atomic.Uint64
-	active      atomic.Int64 // live sessions
-	total       atomic.Uint64
-	maxSessions atomic.Int64 // from worker_connections; 0: no cap
+	base   time.Time
+	nextID atomic.Uint64
+	active atomic.Int64 // live sessions
+	total  atomic.Uint64
+	fds    fdBudget // descriptors sessions may hold (fdbudget.go)
+
+	fileLimitOpt  int           // Options.FileLimit
+	udpUnanswered time.Duration // how long a UDP session with no reply keeps its descriptor (udpUnansweredTimeout)
 
 	listenersMu sync.Mutex // guards the listener fds against concurrent close
 	reloadMu    sync.Mutex // one Reload at a time, and not during Shutdown
@@ -160,7 +167,8 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 	}
 	p.nextID.Store(uint64(opts.Generation) << 48)
 	p.metrics.reg.MustRegister(collector{p}, p.metrics.pick)
-	p.maxSessions.Store(maxSessionsOf(cfg))
+	p.fileLimitOpt = opts.FileLimit
+	p.udpUnanswered = udpUnansweredTimeout
 	if p.log == nil {
 		lv, err := ParseLevel(cfg.ErrorLog.Level)
 		if err != nil {
@@ -203,20 +211,13 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 		}
 		p.loops = append(p.loops, l)
 	}
+	p.setBudget(cfg)
 	ok = true
 	return p, nil
 }
 
 func posError(pos config.Pos, msg string) error {
 	return fmt.Errorf("%s in %s:%d", msg, pos.File, pos.Line)
-}
-
-// maxSessionsOf is the session cap worker_connections gives (0: none).
-func maxSessionsOf(cfg *config.Config) int64 {
-	if cfg.WorkerConnections <= 0 {
-		return 0
-	}
-	return max(int64(cfg.WorkerConnections/2), 1)
 }
 
 // build prepares every server of cfg. Upstreams are taken from reuse (by

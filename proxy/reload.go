@@ -175,7 +175,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	for _, lf := range opened {
 		p.logFiles[lf.path] = lf
 	}
-	p.maxSessions.Store(maxSessionsOf(cfg))
+	p.setBudget(cfg)
 	if p.ownLog {
 		if lv, err := ParseLevel(cfg.ErrorLog.Level); err == nil {
 			if err := p.log.reconfigure(cfg.ErrorLog.Path, lv); err != nil {

@@ -173,6 +173,10 @@ func (s *session) connectNext() {
 
 		err = s.dial(p.addr)
 		if s.ufd < 0 {
+			if localFailure(err) {
+				s.dialFailedHere(err)
+				return
+			}
 			s.connectFailed(err)
 			continue
 		}
@@ -329,6 +333,25 @@ func (s *session) connectFailed(err error) {
 		s.ufd = -1
 		s.uEvents = 0
 	}
+}
+
+// dialFailedHere ends the session when baton could not make the upstream
+// socket at all (socket(): EMFILE, ENOBUFS...). As nginx's
+// ngx_stream_proxy_connect on NGX_ERROR: 500, no next upstream, and no
+// failure counted against the peer, which did nothing wrong (the review
+// that found this saw healthy servers "temporarily disabled" 3,006 times
+// each and their baton_upstream_server_up at 0). The line is logged at most
+// once a second per loop.
+func (s *session) dialFailedHere(err error) {
+	l := s.loop
+	p := &s.srv.group.peers[s.peer]
+	p.active.Add(-1)
+	s.peer = -1
+	if c := l.localLog.hit(l.now); c > 0 {
+		l.p.log.Logf(LevelAlert, "*%d %v while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
+			s.id, err, s.client.Addr(), s.srv.name, p.addr, timesText(c))
+	}
+	s.finish(500)
 }
 
 // onConnectEvent completes a nonblocking connect. Writable without an
@@ -744,10 +767,11 @@ func (s *session) letGo() {
 			f.pend, f.base = nil, nil
 		}
 		if f.pipe != nil { // it holds bytes nobody will take: not for reuse
-			f.pipe.close()
+			s.loop.closePipe(f.pipe)
 			f.pipe, f.inPipe = nil, 0
 		}
 	}
+	s.loop.p.fds.give(tcpSessionFDs)
 	if s.peer >= 0 {
 		s.srv.group.peers[s.peer].active.Add(-1)
 		s.peer = -1

@@ -29,15 +29,23 @@ func (p *pipe) close() {
 }
 
 // getPipe returns a pipe from the pool or a new one; nil when none can be
-// made (the file limit): the caller then copies through user space.
+// made (the descriptor budget, fdbudget.go, has none left, or the file
+// limit): the caller then copies through user space. A pipe's descriptors
+// count against the budget as a session's do, in a flow or spare, so that
+// sessions that splice never push the process past worker_connections or
+// the file limit.
 func (l *loop) getPipe() *pipe {
 	if n := len(l.pipes); n > 0 {
 		p := l.pipes[n-1]
 		l.pipes = l.pipes[:n-1]
 		return p
 	}
+	if l.p.fds.starved.Load() || !l.p.fds.take(pipeFDs) {
+		return nil
+	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		l.p.fds.give(pipeFDs)
 		return nil
 	}
 	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
@@ -50,14 +58,59 @@ func (l *loop) putPipe(p *pipe) {
 		l.pipes = append(l.pipes, p)
 		return
 	}
+	l.closePipe(p)
+}
+
+// closePipe closes p and gives its descriptors back to the budget.
+func (l *loop) closePipe(p *pipe) {
 	p.close()
+	l.p.fds.give(pipeFDs)
 }
 
 func (l *loop) closePipes() {
 	for _, p := range l.pipes {
-		p.close()
+		l.closePipe(p)
 	}
 	l.pipes = nil
+}
+
+// makeRoom is called when the budget has no room for a session this loop
+// is about to accept: sessions come before pipes. It gives back the
+// pipes of every loop that hold no bytes or only bytes stalled behind a
+// destination that would block (reclaimPipes), takes the session's
+// descriptors if that made room, and reports whether it did. While it
+// finds none, the budget is starved and no new pipe is made.
+func (l *loop) makeRoom() bool {
+	p := l.p
+	l.reclaimPipes()
+	if p.fds.take(tcpSessionFDs) {
+		return true
+	}
+	p.fds.starved.Store(true)
+	for _, o := range p.loops {
+		if o != l {
+			o.do(o.reclaimPipes)
+		}
+	}
+	return false
+}
+
+// reclaimPipes closes this loop's spare pipes and moves what each stalled
+// flow holds in its pipe to user space (drainPipe), closing the pipe: a
+// stalled pipe's descriptors do nothing a buffer cannot do, and the budget
+// needs them for a session.
+func (l *loop) reclaimPipes() {
+	for _, s := range l.sessions {
+		if s.state != stateProxying {
+			continue
+		}
+		for _, f := range []*flow{&s.c2u, &s.u2c} {
+			if f.pipe != nil {
+				s.drainPipe(f)
+			}
+		}
+	}
+	l.closePipes()
 }
 
 // splice moves up to n bytes from fd in to fd out without blocking. It

@@ -141,23 +141,26 @@ type udpListener struct {
 	endHook atomic.Pointer[func(udpEnd)] // called by the owner for each finished session; for tests
 
 	// Owner only.
-	table    map[udpKey]*udpSession
-	live     map[*udpSession]struct{} // every session not yet finished, in the table or not
-	quiesced map[uint64]*udpSession   // handed out by Quiesce, waiting for Release or Restore
-	idle     map[uint64]*udpSession   // imported, waiting for Start
-	closing  bool
-	tried    []bool
-	pickG    *group // the group connect is picking from, for usableFn
-	usableFn func(int) bool
-	keyBuf   []byte
-	lineBuf  []byte
-	rec      session // the log record of the session being finished
-	sendLog  rateLog
-	capLog   rateLog
-	writeFn  func(fd uintptr) bool // u.write, made once
-	wbuf     []byte                // what writeFn writes
-	wn       int
-	werr     error
+	table      map[udpKey]*udpSession
+	live       map[*udpSession]struct{} // every session not yet finished, in the table or not
+	quiesced   map[uint64]*udpSession   // handed out by Quiesce, waiting for Release or Restore
+	idle       map[uint64]*udpSession   // imported, waiting for Start
+	closing    bool
+	tried      []bool
+	pickG      *group // the group connect is picking from, for usableFn
+	usableFn   func(int) bool
+	keyBuf     []byte
+	lineBuf    []byte
+	rec        session // the log record of the session being finished
+	sendLog    rateLog
+	capLog     rateLog
+	connLog    rateLog               // connect() failures and "no live upstreams", once a second
+	localLog   rateLog               // baton's own socket() failures, once a second
+	timeoutLog rateLog               // "upstream timed out", once a second
+	writeFn    func(fd uintptr) bool // u.write, made once
+	wbuf       []byte                // what writeFn writes
+	wn         int
+	werr       error
 }
 
 // udpDrops counts datagrams baton did not forward, by cause.
@@ -202,21 +205,24 @@ func (p *Proxy) newUDP(srv *server, cl *config.Listen) (u *udpListener, inherite
 	bound := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	u = &udpListener{
 		p: p, conn: conn,
-		bound:     netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
-		wild:      cl.Addr.Addr().IsUnspecified(),
-		packets:   make(chan udpPacket, udpQueue),
-		ends:      make(chan *udpSession),
-		closeCh:   make(chan struct{}),
-		wake:      make(chan struct{}, 1),
-		parked:    make(chan struct{}, 1),
-		cmds:      make(chan func()),
-		ownerDone: make(chan struct{}),
-		table:     map[udpKey]*udpSession{},
-		live:      map[*udpSession]struct{}{},
-		quiesced:  map[uint64]*udpSession{},
-		idle:      map[uint64]*udpSession{},
-		keyBuf:    make([]byte, 0, 256),
-		lineBuf:   make([]byte, 0, 512),
+		bound:      netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
+		wild:       cl.Addr.Addr().IsUnspecified(),
+		packets:    make(chan udpPacket, udpQueue),
+		ends:       make(chan *udpSession),
+		closeCh:    make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		parked:     make(chan struct{}, 1),
+		cmds:       make(chan func()),
+		ownerDone:  make(chan struct{}),
+		table:      map[udpKey]*udpSession{},
+		live:       map[*udpSession]struct{}{},
+		quiesced:   map[uint64]*udpSession{},
+		idle:       map[uint64]*udpSession{},
+		keyBuf:     make([]byte, 0, 256),
+		lineBuf:    make([]byte, 0, 512),
+		connLog:    rateLog{every: int64(time.Second)},
+		localLog:   rateLog{every: int64(time.Second)},
+		timeoutLog: rateLog{every: int64(time.Second)},
 	}
 	u.conf.Store(&udpConf{srv: srv, cl: cl})
 	u.usableFn = func(i int) bool { return !u.tried[i] && u.pickG.usable(i, u.wall(u.now())) }
@@ -466,7 +472,7 @@ func (u *udpListener) closeAll() {
 	}
 	for id, s := range u.idle {
 		delete(u.idle, id)
-		s.up.Close()
+		s.closeUp(u.p)
 	}
 }
 

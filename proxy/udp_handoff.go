@@ -303,7 +303,7 @@ func (u *udpListener) release(ids map[uint64]bool) {
 
 // drop forgets s (owner): it was quiesced and lives on elsewhere.
 func (u *udpListener) drop(s *udpSession) {
-	s.up.Close()
+	s.closeUp(u.p)
 	if s.peer >= 0 {
 		s.srv.group.peers[s.peer].active.Add(-1)
 	}
@@ -443,8 +443,12 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 			break
 		}
 	}
-	if !u.do(func() { u.idle[s.id] = s }) {
+	if !p.fds.takeUDP() {
 		conn.Close()
+		return p.fds.capReason()
+	}
+	if !u.do(func() { u.idle[s.id] = s }) {
+		s.closeUp(p)
 		return "the listener has closed"
 	}
 	return ""
@@ -505,7 +509,7 @@ func (p *Proxy) HandoffDone() {
 		u.do(func() {
 			for id, s := range u.idle {
 				delete(u.idle, id)
-				s.up.Close()
+				s.closeUp(u.p)
 				dropped++
 			}
 		})

@@ -51,8 +51,8 @@ func (u *udpListener) readUpstream(s *udpSession, done chan struct{}) {
 		s.mu.Unlock()
 		return
 	}
-	if s.timeout > 0 {
-		s.up.SetReadDeadline(u.deadline(s.lastActive + s.timeout))
+	if t := u.idleTimeout(s); t > 0 {
+		s.up.SetReadDeadline(u.deadline(s.lastActive + t))
 	} else {
 		s.up.SetReadDeadline(time.Time{})
 	}
@@ -121,12 +121,13 @@ func (u *udpListener) expire(s *udpSession) bool {
 		s.mu.Unlock()
 		return true
 	}
-	if s.timeout <= 0 { // a deadline nobody asked for: none from here on
+	t := u.idleTimeout(s)
+	if t <= 0 { // a deadline nobody asked for: none from here on
 		s.up.SetReadDeadline(time.Time{})
 		s.mu.Unlock()
 		return false
 	}
-	if at := s.lastActive + s.timeout; at > now {
+	if at := s.lastActive + t; at > now {
 		s.up.SetReadDeadline(u.deadline(at))
 		s.mu.Unlock()
 		return false
@@ -140,6 +141,18 @@ func (u *udpListener) expire(s *udpSession) bool {
 	s.mu.Unlock()
 	u.ends <- s
 	return true
+}
+
+// idleTimeout is how long s may go without a datagram either way, with
+// s.mu held: proxy_timeout, and while no reply has come, no longer than
+// the unanswered bound (udpUnansweredTimeout), so that a flood of one
+// datagram from each of many sources holds its descriptors briefly.
+func (u *udpListener) idleTimeout(s *udpSession) int64 {
+	t := s.timeout
+	if un := int64(u.p.udpUnanswered); s.responses == 0 && un > 0 && (t <= 0 || un < t) {
+		t = un
+	}
+	return t
 }
 
 // upstreamFailed ends s on a recv() error of its upstream socket, typically

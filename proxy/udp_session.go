@@ -43,6 +43,7 @@ type udpSession struct {
 
 	// Owner only.
 	upSent   int64         // bytes written to the upstream
+	upClosed bool          // up is closed and its descriptor back in the budget
 	detached bool          // not in the table: proxy_requests reached, ended, or replaced
 	rdone    chan struct{} // closed when the current upstream reader has returned
 	stay     bool          // restored during an upgrade: not quiesced again by it
@@ -63,6 +64,17 @@ type udpSession struct {
 	failed     bool // report a failure of the peer to passive health
 	status     int
 	reason     endReason
+}
+
+// closeUp closes s's upstream socket and gives its descriptor back to p's
+// budget (fdbudget.go), once (owner).
+func (s *udpSession) closeUp(p *Proxy) {
+	if s.upClosed {
+		return
+	}
+	s.upClosed = true
+	s.up.Close()
+	p.fds.giveUDP()
 }
 
 // claim ends s with status and reason unless it has ended already. The
@@ -139,10 +151,10 @@ func (u *udpListener) finalizeCheck(s *udpSession) (detach, done bool) {
 func (u *udpListener) open(key udpKey, pk udpPacket) {
 	p := u.p
 	now := u.now()
-	if m := p.maxSessions.Load(); m > 0 && p.active.Load() >= m {
+	if !p.fds.takeUDP() {
 		u.drops.capacity.Add(1)
 		if c := u.capLog.hit(now); c > 0 {
-			p.log.Logf(LevelWarn, "%d worker_connections are not enough, %d datagrams from new clients of %s dropped", m*2, c, u.text())
+			p.log.Logf(LevelAlert, "%s, %d datagrams from new clients of %s dropped", p.fds.udpCapReason(), c, u.text())
 		}
 		return
 	}
@@ -159,9 +171,10 @@ func (u *udpListener) open(key udpKey, pk udpPacket) {
 	}
 	p.total.Add(1)
 	u.total.Add(1)
-	if !u.connect(s) {
-		u.logAccess(s, 502, u.now(), s.received, 0)
-		u.hook(udpEnd{u: u, id: s.id, status: 502, peer: -1})
+	if status := u.connect(s); status != 0 {
+		p.fds.giveUDP()
+		u.logAccess(s, status, u.now(), s.received, 0)
+		u.hook(udpEnd{u: u, id: s.id, status: status, peer: -1})
 		return
 	}
 	p.active.Add(1)
@@ -183,10 +196,13 @@ func (u *udpListener) open(key udpKey, pk udpPacket) {
 }
 
 // connect picks a peer and opens a connected socket to it, trying further
-// peers as proxy_next_upstream allows when the socket cannot be opened (for
-// UDP, connect() fails only locally, e.g. ENETUNREACH). It reports false
-// when no peer is left: the session is then a 502.
-func (u *udpListener) connect(s *udpSession) bool {
+// peers as proxy_next_upstream allows when the socket cannot be connected
+// (for UDP, connect() fails only on routes, e.g. ENETUNREACH). It returns
+// 0 once connected, 502 when no peer is left, and 500 when baton could not
+// make a socket at all (socket(): EMFILE, ENOBUFS...): as nginx's
+// ngx_event_connect_peer, a local failure is not the peer's, so it counts
+// no failure against it and tries no other.
+func (u *udpListener) connect(s *udpSession) int {
 	srv := s.srv
 	g := srv.group
 	if len(u.tried) < len(g.peers) {
@@ -207,17 +223,19 @@ func (u *udpListener) connect(s *udpSession) bool {
 		if tries > 0 && (!srv.nextUpstream ||
 			(srv.nextTries > 0 && tries >= srv.nextTries) ||
 			(srv.nextTimeout > 0 && u.now()-first >= srv.nextTimeout)) {
-			return false
+			return 502
 		}
 		if tries >= len(g.peers) {
-			return false
+			return 502
 		}
 		i, err := g.bal.Pick(key, u.usableFn)
 		if err != nil {
 			g.health.ResetFails() // as nginx, so that the peers come back at once
-			u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q",
-				s.id, s.client.Addr(), srv.name, g.name)
-			return false
+			if c := u.connLog.hit(u.now()); c > 0 {
+				u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q%s",
+					s.id, s.client.Addr(), srv.name, g.name, timesText(c))
+			}
+			return 502
 		}
 		start := u.now()
 		g.health.Peer(i).Picked(u.wall(start))
@@ -235,19 +253,28 @@ func (u *udpListener) connect(s *udpSession) bool {
 				s.peer, s.up, s.raw = i, c, raw
 				s.connectTime = u.now() - start
 				pr.total.Add(1)
-				return true
+				return 0
 			}
 			c.Close()
 			err = rerr
 		}
 		pr.active.Add(-1)
+		if localFailure(err) {
+			if c := u.localLog.hit(u.now()); c > 0 {
+				u.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
+					s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))
+			}
+			return 500
+		}
 		pr.fails.Add(1)
 		if f, ok := g.bal.(lb.Failer); ok {
 			f.Failed(i, pr.maxFails)
 		}
 		disabled := g.health.Peer(i).Failed(u.wall(u.now()))
-		u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
-			s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr)
+		if c := u.connLog.hit(u.now()); c > 0 {
+			u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
+				s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))
+		}
 		if disabled {
 			u.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
 				s.id, s.client.Addr(), srv.name, pr.addr)
@@ -338,7 +365,7 @@ func (u *udpListener) finish(s *udpSession) {
 	status, reason, failed := s.status, s.reason, s.failed
 	reqs, resps, recv, sent := s.requests, s.responses, s.received, s.sent
 	s.mu.Unlock()
-	s.up.Close()
+	s.closeUp(u.p)
 	if !s.detached {
 		delete(u.table, s.key)
 		s.detached = true
@@ -363,8 +390,10 @@ func (u *udpListener) finish(s *udpSession) {
 		log.Logf(LevelInfo, "*%d %s, packets from/to client:%d/%d, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
 			s.id, what, reqs, resps, recv, sent, s.upSent, sent)
 	case endUpstreamTimedOut:
-		log.Logf(LevelError, "*%d upstream timed out (110: Connection timed out) while proxying connection, udp client: %s, server: %s, upstream: \"%s\"",
-			s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
+		if c := u.timeoutLog.hit(end); c > 0 {
+			log.Logf(LevelError, "*%d upstream timed out (110: Connection timed out) while proxying connection, udp client: %s, server: %s, upstream: \"%s\"%s",
+				s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs, timesText(c))
+		}
 	}
 	if pr == nil {
 		// no peer of this group to account to

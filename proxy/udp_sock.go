@@ -157,6 +157,7 @@ func errnoIn(err error) unix.Errno {
 // then at most one every udpLogEvery with the count since the last line. It is
 // owned by one goroutine.
 type rateLog struct {
+	every   int64 // the shortest time between two reports; 0: udpLogEvery
 	last    int64
 	pending uint64
 }
@@ -168,7 +169,11 @@ func (r *rateLog) hit(now int64) uint64 { return r.add(now, 1) }
 // add counts n events at now, as hit.
 func (r *rateLog) add(now int64, n uint64) uint64 {
 	r.pending += n
-	if r.last != 0 && now-r.last < udpLogEvery {
+	every := r.every
+	if every == 0 {
+		every = udpLogEvery
+	}
+	if r.last != 0 && now-r.last < every {
 		return 0
 	}
 	r.last = now
