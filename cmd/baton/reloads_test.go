@@ -66,8 +66,9 @@ func TestReloadQueueCoalesces(t *testing.T) {
 }
 
 // heldReloadBaton starts baton with reloads held by the test hook (on a
-// FIFO nobody writes), and holds one: SIGHUP, then the hook's line.
-func heldReloadBaton(t *testing.T) (p *proc, listen, fifo string) {
+// FIFO nobody writes), and holds one, asked for by SIGHUP or, with viaSocket,
+// by "baton reload" (which then waits for its answer in the background).
+func heldReloadBaton(t *testing.T, viaSocket bool) (p *proc, listen, fifo string) {
 	t.Helper()
 	dir := t.TempDir()
 	fifo = filepath.Join(dir, "hold")
@@ -77,12 +78,29 @@ func heldReloadBaton(t *testing.T) (p *proc, listen, fifo string) {
 	t.Setenv(envTestHoldReload, fifo)
 	a := greeter(t, "a")
 	listen = freePort(t)
+	sock := filepath.Join(dir, "control.sock")
 	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf(`
 error_log stderr notice;
 stream { server { listen %s; proxy_pass %s; } }
 `, listen, a))
-	p = startBaton(t, "run", "-c", conf)
-	p.cmd.Process.Signal(syscall.SIGHUP)
+	p = startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	if viaSocket {
+		cli := batonCmd("reload", "--control-socket", sock)
+		if err := cli.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cliDone := make(chan struct{})
+		go func() {
+			cli.Wait()
+			close(cliDone)
+		}()
+		t.Cleanup(func() {
+			cli.Process.Kill()
+			<-cliDone
+		})
+	} else {
+		p.cmd.Process.Signal(syscall.SIGHUP)
+	}
 	p.stderr.waitFor(t, "holds a reload")
 	return p, listen, fifo
 }
@@ -109,20 +127,26 @@ func releaseReload(t *testing.T, fifo string) {
 // SIGTERM ends baton at once, SIGQUIT starts the graceful stop, SIGUSR1
 // reopens the logs, and the HUPs that come meanwhile make one more reload.
 func TestSignalsDuringReload(t *testing.T) {
-	t.Run("TERM", func(t *testing.T) {
-		p, listen, _ := heldReloadBaton(t)
-		c, r, _ := dialLine(t, listen)
-		defer c.Close()
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		if err := p.wait(t, 5*time.Second); err != nil {
-			t.Fatalf("exit: %v", err)
+	for _, viaSocket := range []bool{false, true} {
+		name := "TERM"
+		if viaSocket {
+			name = "TERM during baton reload"
 		}
-		if _, err := r.ReadString('\n'); err == nil {
-			t.Fatal("connection still open after SIGTERM")
-		}
-	})
+		t.Run(name, func(t *testing.T) {
+			p, listen, _ := heldReloadBaton(t, viaSocket)
+			c, r, _ := dialLine(t, listen)
+			defer c.Close()
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			if err := p.wait(t, 5*time.Second); err != nil {
+				t.Fatalf("exit: %v", err)
+			}
+			if _, err := r.ReadString('\n'); err == nil {
+				t.Fatal("connection still open after SIGTERM")
+			}
+		})
+	}
 	t.Run("QUIT", func(t *testing.T) {
-		p, listen, _ := heldReloadBaton(t)
+		p, listen, _ := heldReloadBaton(t, false)
 		c, r, _ := dialLine(t, listen)
 		defer c.Close()
 		p.cmd.Process.Signal(syscall.SIGQUIT)
@@ -147,7 +171,7 @@ func TestSignalsDuringReload(t *testing.T) {
 		}
 	})
 	t.Run("HUP and USR1", func(t *testing.T) {
-		p, _, fifo := heldReloadBaton(t)
+		p, _, fifo := heldReloadBaton(t, false)
 		for i := 1; i <= 3; i++ {
 			// USR1 after HUP: once the logs are reopened, the loop has
 			// handled the HUP too (a lower signal number is delivered first).

@@ -227,7 +227,14 @@ func run(cfg *config.Config, opts runOptions) error {
 			// Traffic matters more: serve it, and say what is missing.
 			log.Logf(proxy.LevelWarn, "%v; baton status, reload and upgrade will not reach this process (SIGHUP still reloads, SIGUSR2 still upgrades)", err)
 		} else {
-			defer func() { ctl.Close() }()
+			defer func() {
+				// A handler may be waiting on a reload or an upgrade; this
+				// process is exiting, so only a reply being written is
+				// waited for.
+				if !within(ctlCloseWait, func() { ctl.Close() }) {
+					log.Logf(proxy.LevelInfo, "control socket: exiting with a request still being served")
+				}
+			}()
 		}
 	}
 	var addrs []string
@@ -306,19 +313,32 @@ func run(cfg *config.Config, opts runOptions) error {
 // just as well.
 const termCloseWait = 5 * time.Second
 
+// ctlCloseWait bounds how long an exiting baton waits for the control
+// socket's handlers: enough for a reply being written.
+const ctlCloseWait = time.Second
+
 // closeBounded closes p, waiting at most termCloseWait.
 func closeBounded(p *proxy.Proxy, log *proxy.Logger) {
-	closed := make(chan struct{})
+	if !within(termCloseWait, func() { p.Close() }) {
+		log.Logf(proxy.LevelAlert, "the proxy did not close within %s; exiting without it", termCloseWait)
+	}
+}
+
+// within runs f and waits at most d for it to return; it reports whether f
+// returned. f goes on running if it did not.
+func within(d time.Duration, f func()) bool {
+	done := make(chan struct{})
 	go func() {
-		p.Close()
-		close(closed)
+		f()
+		close(done)
 	}()
-	t := time.NewTimer(termCloseWait)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-closed:
+	case <-done:
+		return true
 	case <-t.C:
-		log.Logf(proxy.LevelAlert, "the proxy did not close within %s; exiting without it", termCloseWait)
+		return false
 	}
 }
 
