@@ -133,6 +133,9 @@ func run(cfg *config.Config, opts runOptions) error {
 	if err != nil {
 		return fmt.Errorf("upgrade handoff: %w", err)
 	}
+	if handoff != nil {
+		testSpawn()
+	}
 	p, err := proxy.New(cfg, proxy.Options{Generation: generation()})
 	if err != nil {
 		if handoff != nil {
@@ -265,6 +268,7 @@ func run(cfg *config.Config, opts runOptions) error {
 			return nil
 		case err := <-takeover:
 			up.inboundDone()
+			rejoinGroup(log)
 			if err != nil {
 				log.Logf(proxy.LevelAlert, "upgrade handoff ended early: %v; serving what was handed over", err)
 			} else {
@@ -300,6 +304,7 @@ func run(cfg *config.Config, opts runOptions) error {
 				graceful("gracefully shutting down")
 			default: // TERM, INT
 				log.Logf(proxy.LevelNotice, "exiting on %s", sig)
+				up.abort()
 				closeBounded(p, log)
 				return nil
 			}

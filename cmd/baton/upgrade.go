@@ -8,15 +8,21 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // envGen carries the upgrade generation to the new process.
 const envGen = "BATON_GEN"
+
+// envPgid carries the old process's process group to the new one, which
+// joins it once its handoff has ended (rejoinGroup).
+const envPgid = "BATON_UPGRADE_PGID"
 
 // generation is this process's place in a chain of upgrades.
 func generation() int {
@@ -34,6 +40,9 @@ type upgrader struct {
 	mu      sync.Mutex
 	done    chan struct{} // closed after a successful upgrade: this process exits
 	once    sync.Once
+
+	childMu   sync.Mutex
+	childPgid int // the new process's group while an upgrade runs, else 0
 }
 
 // run starts binary ("": this executable) with the same arguments and the
@@ -75,17 +84,47 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	}()
 	cmd := exec.Command(binary, os.Args[1:]...)
 	cmd.ExtraFiles = []*os.File{child} // fd 3 in the child
-	cmd.Env = append(withoutEnv(os.Environ(), fdpass.EnvHandoffFD, envGen),
-		fdpass.EnvHandoffFD+"=3", envGen+"="+strconv.Itoa(generation()+1))
+	cmd.Env = append(withoutEnv(os.Environ(), fdpass.EnvHandoffFD, envGen, envPgid),
+		fdpass.EnvHandoffFD+"=3", envGen+"="+strconv.Itoa(generation()+1), envPgid+"="+strconv.Itoa(unix.Getpgrp()))
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	// The new process starts in a process group of its own, so that a
+	// failed upgrade kills it with everything it started (issue 12: killing
+	// the child alone left its children running). Out of this process's
+	// group it would miss what a terminal sends to its foreground group
+	// (Ctrl-C); so once its handoff has ended it moves itself back into this
+	// process's group (rejoinGroup), and until then TERM and INT here kill
+	// it (abort). Until it moves back it is a background group of the
+	// terminal: with "stty tostop" its writes to the terminal would stop it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// No Pdeathsig: it is per thread in Go, and the child outlives us (HANDOFF.md P16).
 	if err := cmd.Start(); err != nil {
 		child.Close()
 		return fdpass.Report{}, fmt.Errorf("starting %s: %w", binary, err)
 	}
 	child.Close() // or we never see EOF from the child (P17)
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	// Setpgid with Pgid 0: the group is named after the child.
+	pgid := cmd.Process.Pid
+	u.setChildPgid(pgid)
+	// The child is reaped only once the group can no longer be killed: a
+	// zombie keeps its pid, the group's id, from being reused, so that
+	// kill(-pgid) never reaches another group.
+	exited, settled, reaped := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer func() {
+		u.setChildPgid(0)
+		close(settled)
+		select {
+		case <-exited:
+			<-reaped // a failed upgrade returns with its child reaped
+		default:
+		}
+	}()
+	go func() {
+		waitChildExit(pgid)
+		close(exited)
+		<-settled
+		cmd.Wait()
+		close(reaped)
+	}()
 	start := time.Now()
 	u.p.CarriedBytes() // count this upgrade's only
 	u.log.Logf(proxy.LevelNotice, "upgrade: started %s, pid %d", binary, cmd.Process.Pid)
@@ -94,7 +133,10 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 		HelloTimeout: max(u.timeout, 30*time.Second), // the new process loads its config first
 		BatchTimeout: u.timeout,
 		ChildExited:  exited,
-		Kill:         func() { cmd.Process.Kill() },
+		Kill: func() {
+			unix.Kill(-pgid, unix.SIGKILL) // the new process and all it started
+			cmd.Process.Kill()             // should it have left the group already
+		},
 		Progress: func(f string, a ...any) {
 			lv := proxy.LevelNotice
 			if strings.HasPrefix(f, "batch") || strings.HasPrefix(f, "rejected flow") {
@@ -124,6 +166,74 @@ func (u *upgrader) inboundDone() {
 	u.mu.Lock()
 	u.inbound = false
 	u.mu.Unlock()
+}
+
+func (u *upgrader) setChildPgid(pgid int) {
+	u.childMu.Lock()
+	u.childPgid = pgid
+	u.childMu.Unlock()
+}
+
+// abort kills the new process of an upgrade under way, with its group, for
+// TERM and INT: they stop this process, and the new one, in a group of its
+// own until its handoff has ended, would not get the terminal's Ctrl-C that
+// used to stop both. After a successful upgrade it does nothing.
+func (u *upgrader) abort() {
+	u.childMu.Lock()
+	defer u.childMu.Unlock()
+	if u.childPgid > 0 {
+		unix.Kill(-u.childPgid, unix.SIGKILL)
+	}
+}
+
+// waitChildExit returns once pid, a child of this process, has exited, and
+// leaves it to be reaped (WNOWAIT).
+func waitChildExit(pid int) {
+	var info unix.Siginfo
+	for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+	}
+}
+
+// rejoinGroup moves this process, the new one of an upgrade, from the group
+// of its own it was started in into the old process's group, once its
+// handoff has ended: from then on it is the baton that serves, and a
+// terminal's Ctrl-C must reach it as it reached the old one. setpgid to a
+// group of the same session is allowed; should the group be gone (the old
+// process died and was alone in it), this process stays in its own.
+func rejoinGroup(log *proxy.Logger) {
+	pgid, err := strconv.Atoi(os.Getenv(envPgid))
+	if err != nil || pgid <= 0 {
+		return
+	}
+	os.Unsetenv(envPgid)
+	if err := unix.Setpgid(0, pgid); err != nil {
+		log.Logf(proxy.LevelWarn, "upgrade: joining the old process's group %d: %v; this process stays in a group of its own", pgid, err)
+	}
+}
+
+// envTestUpgradeSpawn is a TEST HOOK, for TestFailedUpgradeKillsProcessGroup
+// and nothing else: the new process of an upgrade, when it is set, starts
+// "sleep 60" as a child of its own and writes the child's pid to the file it
+// names, unless that file exists (so only the first new process does).
+const envTestUpgradeSpawn = "BATON_TEST_UPGRADE_SPAWN"
+
+func testSpawn() {
+	path := os.Getenv(envTestUpgradeSpawn)
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err == nil {
+		return
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "baton: test hook %s: %v\n", envTestUpgradeSpawn, err)
+		return
+	}
+	go cmd.Wait()
+	if err := os.WriteFile(path+".tmp", []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err == nil {
+		os.Rename(path+".tmp", path)
+	}
 }
 
 func withoutEnv(env []string, names ...string) []string {
