@@ -192,11 +192,15 @@ func (l *loop) do(fn func()) bool {
 	return true
 }
 
-// exit marks the loop ended; do refuses work from then on.
+// exit marks the loop ended; do refuses work from then on. Commands
+// queued after the loop's last batch still run here, on the stopped loop
+// (each finds no sessions and no armed listeners): a caller waiting for
+// one, as Reload's eachLoop does under reloadMu, is never left waiting.
 func (l *loop) exit() {
 	l.mu.Lock()
 	l.exited = true
 	l.mu.Unlock()
+	l.runCmds()
 }
 
 func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
