@@ -469,7 +469,8 @@ func (l *loader) accessLog(d *directive, lc *logConf) {
 		l.errorf(d, "unknown log format \"%s\"", d.args[1])
 		return
 	}
-	for _, p := range d.args[2:] {
+	if len(d.args) > 2 { // the first parameter after the format is reported
+		p := d.args[2]
 		name, _, _ := strings.Cut(p, "=")
 		switch name {
 		case "buffer", "gzip", "flush", "if":

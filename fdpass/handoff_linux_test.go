@@ -26,7 +26,7 @@ func baseline(t *testing.T) int {
 
 // upgradeInProcess runs Upgrade against Takeover in a goroutine over a fresh
 // socketpair and returns what both said.
-func upgradeInProcess(t *testing.T, src Source, sink Sink, opts UpgradeOptions) (Report, error, *inProcessChild) {
+func upgradeInProcess(t *testing.T, src Source, sink Sink, opts UpgradeOptions) (Report, *inProcessChild, error) {
 	t.Helper()
 	parent, end := handoffChannel(t)
 	defer parent.Close()
@@ -41,7 +41,7 @@ func upgradeInProcess(t *testing.T, src Source, sink Sink, opts UpgradeOptions) 
 	if err == nil && done != 1 {
 		t.Errorf("Done called %d times before DONE_OK, want 1", done)
 	}
-	return rep, err, ch
+	return rep, ch, err
 }
 
 func TestUpgradeMovesEverything(t *testing.T) {
@@ -63,7 +63,7 @@ func TestUpgradeMovesEverything(t *testing.T) {
 	}
 	src, sink := &fakeSource{w: w}, newFakeSink(t)
 	var steps []string
-	rep, err, ch := upgradeInProcess(t, src, sink, UpgradeOptions{
+	rep, ch, err := upgradeInProcess(t, src, sink, UpgradeOptions{
 		BatchSize: 100,
 		Progress:  func(f string, a ...any) { steps = append(steps, f) },
 	})
@@ -102,7 +102,7 @@ func TestUpgradeManyListeners(t *testing.T) {
 	base := baseline(t)
 	w := newWorld(t, MaxFDs+40)
 	src, sink := &fakeSource{w: w}, newFakeSink(t)
-	rep, err, _ := upgradeInProcess(t, src, sink, UpgradeOptions{})
+	rep, _, err := upgradeInProcess(t, src, sink, UpgradeOptions{})
 	if err != nil || rep.Moved != 0 || len(sink.adopted) != MaxFDs+40 {
 		t.Errorf("Upgrade: %+v, %v; adopted %d listeners, want %d", rep, err, len(sink.adopted), MaxFDs+40)
 	}
@@ -126,7 +126,7 @@ func TestUpgradeRestoresRejected(t *testing.T) {
 	}
 	src, sink := &fakeSource{w: w}, newFakeSink(t)
 	sink.reject = func(id uint64) bool { return id%3 == 0 }
-	rep, err, _ := upgradeInProcess(t, src, sink, UpgradeOptions{BatchSize: 7})
+	rep, _, err := upgradeInProcess(t, src, sink, UpgradeOptions{BatchSize: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestUpgradeChildFailsBeforeReady(t *testing.T) {
 	w.addFlow(1, 10)
 	src, sink := &fakeSource{w: w}, newFakeSink(t)
 	sink.adoptErr = errors.New("port 7000 is not in my config")
-	rep, err, ch := upgradeInProcess(t, src, sink, UpgradeOptions{})
+	rep, ch, err := upgradeInProcess(t, src, sink, UpgradeOptions{})
 	if !errors.Is(err, ErrPeer) || !strings.Contains(err.Error(), "port 7000") {
 		t.Errorf("Upgrade error %v, want the child's ERROR", err)
 	}
@@ -397,7 +397,7 @@ func TestUpgradeQuiesceFails(t *testing.T) {
 		w.addFlow(id+1, 5)
 	}
 	src, sink := &fakeSource{w: w, quiesceErr: errors.New("loop stuck")}, newFakeSink(t)
-	rep, err, _ := upgradeInProcess(t, src, sink, UpgradeOptions{BatchSize: 5})
+	rep, _, err := upgradeInProcess(t, src, sink, UpgradeOptions{BatchSize: 5})
 	if !errors.Is(err, ErrRolledBack) || rep.Lost != 12 || rep.Moved+rep.Resumed != 0 {
 		t.Errorf("Upgrade: %+v, %v; want 12 lost", rep, err)
 	}

@@ -29,12 +29,6 @@ func (b *backend) addr() netip.AddrPort {
 	return b.ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
-func (b *backend) count() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.accepted
-}
-
 // startBackend serves handle on 127.0.0.1:0 until the test ends.
 func startBackend(t testing.TB, name string, handle func(c net.Conn)) *backend {
 	t.Helper()

@@ -525,14 +525,6 @@ func (l *loop) setInterest(fd int, cur, want uint32) uint32 {
 	return want
 }
 
-func (l *loop) unregister(fd int) {
-	var ev unix.EpollEvent
-	rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, &ev)
-	if fd < len(l.fds) {
-		l.fds[fd] = nil
-	}
-}
-
 // release forgets a session's descriptor and closes it now, so that the
 // FIN goes out at once: after a server's last reply baton, not its client,
 // is the side that closes first (as nginx), and the TIME_WAIT stays here.
