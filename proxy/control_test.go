@@ -61,6 +61,9 @@ func TestControlStatusAndMetrics(t *testing.T) {
 	if ds.Up || ds.ConnectFails != 1 || !strings.HasPrefix(ds.State, "unavailable") {
 		t.Errorf("dead server: %+v", ds)
 	}
+	if d := st.Descriptors; d.Limit <= 0 || d.FileLimit != d.Limit+d.Reserve || d.Held < 0 || d.Held > d.Limit {
+		t.Errorf("descriptors: %+v", d)
+	}
 	if r, err := CallControl(path, ControlRequest{Cmd: "reload"}, 5*time.Second); err != nil || !r.OK || r.Report != "nothing changed" || reloads != 1 {
 		t.Errorf("reload: %+v %v", r, err)
 	}
@@ -90,6 +93,8 @@ func TestControlStatusAndMetrics(t *testing.T) {
 		`baton_upstream_server_up{server="` + dead.String() + `",upstream="backend"} 0`,
 		`baton_upstream_server_up{server="` + live.addr().String() + `",upstream="backend"} 1`,
 		`baton_pick_duration_seconds_count 5`,
+		fmt.Sprintf("baton_descriptors_limit %d\n", p.fds.limit.Load()),
+		fmt.Sprintf("baton_descriptors_udp_limit %d\n", p.fds.udpLimit.Load()),
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)

@@ -415,6 +415,9 @@ func TestUDPFloodKeepsServing(t *testing.T) {
 			t.Fatalf("%d UDP sessions, over their share of %d", a, udpLimit)
 		}
 	}
+	if d := p.Status().Descriptors; d.UDPHeld > d.UDPLimit || d.UDPHeld != d.Held {
+		t.Errorf("descriptors during the flood: %+v", d)
+	}
 	// TCP is served during the flood.
 	c := dial(t, tcpAddr)
 	io.WriteString(c, "still here\n")

@@ -58,6 +58,10 @@ var (
 	descUpHealthy   = prometheus.NewDesc("baton_upstream_server_up", "1 if the upstream server may take new connections now (not down, failing out or at max_conns), else 0.", []string{"upstream", "server"}, nil)
 	descBackupInUse = prometheus.NewDesc("baton_upstream_backup_in_use", "1 if no primary server of the upstream is usable and a backup is.", []string{"upstream"}, nil)
 	descUDPDropped  = prometheus.NewDesc("baton_udp_datagrams_dropped_total", "Client datagrams a UDP listener did not forward, by cause.", []string{"listener", "cause"}, nil)
+	descFDsHeld     = prometheus.NewDesc("baton_descriptors_held", "Descriptors held by sessions and splice pipes.", nil, nil)
+	descFDsLimit    = prometheus.NewDesc("baton_descriptors_limit", "Descriptors sessions and pipes may hold: the open file limit less baton's reserve, at most worker_connections.", nil, nil)
+	descUDPFDsHeld  = prometheus.NewDesc("baton_descriptors_udp_held", "Descriptors held by UDP sessions (part of baton_descriptors_held).", nil, nil)
+	descUDPFDsLimit = prometheus.NewDesc("baton_descriptors_udp_limit", "Descriptors UDP sessions may hold: half of baton_descriptors_limit where TCP listeners exist.", nil, nil)
 )
 
 func newMetrics() *metrics {
@@ -76,7 +80,7 @@ func newMetrics() *metrics {
 type collector struct{ p *Proxy }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descTotal, descUpActive, descUpTotal, descUpFails, descUpSent, descUpReceived, descUpHealthy, descBackupInUse, descUDPDropped} {
+	for _, d := range []*prometheus.Desc{descActive, descTotal, descUpActive, descUpTotal, descUpFails, descUpSent, descUpReceived, descUpHealthy, descBackupInUse, descUDPDropped, descFDsHeld, descFDsLimit, descUDPFDsHeld, descUDPFDsLimit} {
 		ch <- d
 	}
 }
@@ -90,6 +94,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.p.reloadMu.Unlock()
+	d := st.Descriptors
+	ch <- prometheus.MustNewConstMetric(descFDsHeld, prometheus.GaugeValue, float64(d.Held))
+	ch <- prometheus.MustNewConstMetric(descFDsLimit, prometheus.GaugeValue, float64(d.Limit))
+	ch <- prometheus.MustNewConstMetric(descUDPFDsHeld, prometheus.GaugeValue, float64(d.UDPHeld))
+	ch <- prometheus.MustNewConstMetric(descUDPFDsLimit, prometheus.GaugeValue, float64(d.UDPLimit))
 	for _, l := range st.Listeners {
 		name := l.Protocol + "/" + l.Addr
 		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(l.Active), name)

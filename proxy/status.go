@@ -16,6 +16,19 @@ type Status struct {
 	Total     uint64           `json:"total"`  // sessions since start
 	Listeners []ListenerStatus `json:"listeners"`
 	Upstreams []UpstreamStatus `json:"upstreams"`
+
+	Descriptors DescriptorStatus `json:"descriptors"`
+}
+
+// DescriptorStatus is the descriptor budget sessions draw from (README,
+// Descriptors).
+type DescriptorStatus struct {
+	Held      int64 `json:"held"`       // by sessions and splice pipes
+	Limit     int64 `json:"limit"`      // what they may hold
+	UDPHeld   int64 `json:"udp_held"`   // by UDP sessions
+	UDPLimit  int64 `json:"udp_limit"`  // what UDP sessions may hold
+	FileLimit int64 `json:"file_limit"` // the open file limit
+	Reserve   int64 `json:"reserve"`    // kept out of it for baton itself
 }
 
 // ListenerStatus is one listening address.
@@ -55,7 +68,10 @@ func (p *Proxy) Status() Status {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
 	now := time.Now()
-	st := Status{PID: os.Getpid(), Started: p.base, Active: p.active.Load(), Total: p.total.Load()}
+	st := Status{PID: os.Getpid(), Started: p.base, Active: p.active.Load(), Total: p.total.Load(), Descriptors: DescriptorStatus{
+		Held: p.fds.held.Load(), Limit: p.fds.limit.Load(), UDPHeld: p.fds.udpHeld.Load(), UDPLimit: p.fds.udpLimit.Load(),
+		FileLimit: p.fds.fileLimit.Load(), Reserve: p.fds.reserve.Load(),
+	}}
 	for _, ln := range p.listeners {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Addr: ln.addr.String(), Protocol: "tcp", Upstream: ln.srv.group.name,

@@ -91,6 +91,9 @@ func newStatusCmd() *cobra.Command {
 func printStatus(out io.Writer, st *proxy.Status) {
 	fmt.Fprintf(out, "baton pid %d, up %s, %d live connections, %d since start\n",
 		st.PID, time.Since(st.Started).Round(time.Second), st.Active, st.Total)
+	d := st.Descriptors
+	fmt.Fprintf(out, "descriptors: sessions hold %d of %d (UDP %d of %d); open file limit %d, %d kept for baton itself\n",
+		d.Held, d.Limit, d.UDPHeld, d.UDPLimit, d.FileLimit, d.Reserve)
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "\nLISTENER\tTO\tLIVE\tTOTAL")
 	for _, l := range st.Listeners {
