@@ -189,31 +189,6 @@ func TestProxyV2UnspecAccepted(t *testing.T) {
 	}
 }
 
-// startProxyWith starts a proxy for cfg with opts (its Log is set here);
-// set, if not nil, adjusts it before Start.
-func startProxyWith(t *testing.T, cfg *config.Config, opts Options, set func(*Proxy)) (*Proxy, *logBuf) {
-	t.Helper()
-	lb := &logBuf{}
-	opts.Log = NewWriterLogger(lb, LevelInfo)
-	p, err := New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if set != nil {
-		set(p)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Close()
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", lb.String())
-		}
-	})
-	return p, lb
-}
-
 // withUDP adds a "listen 127.0.0.1:0 udp" server to cfg, proxying to ups.
 func withUDP(cfg *config.Config, ups []upstreamSpec, mod func(*config.Server)) *config.Config {
 	u := udpConfig(ups, mod).Stream
@@ -221,22 +196,6 @@ func withUDP(cfg *config.Config, ups []upstreamSpec, mod func(*config.Server)) *
 	cfg.Stream.Upstreams = append(cfg.Stream.Upstreams, u.Upstreams...)
 	cfg.Stream.Servers = append(cfg.Stream.Servers, u.Servers...)
 	return cfg
-}
-
-// openPipes counts the pipes among this process's descriptors.
-func openPipes(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "pipe:") {
-			n++
-		}
-	}
-	return n
 }
 
 // fdsFreeBelow returns the lowest file limit under which exactly n more
@@ -281,7 +240,7 @@ func TestWorkerConnectionsBoundsPipes(t *testing.T) {
 	defer close(stall)
 	cfg := testConfig([]upstreamSpec{{addr: sink.addr()}}, nil)
 	cfg.WorkerConnections = 8 // four proxied sessions
-	basePipes := openPipes(t)
+	basePipes := openFDs(t, "pipe:")
 	p, _ := startProxyWith(t, cfg, Options{}, nil)
 	addr := p.Addrs()[0].String()
 	chunk := make([]byte, 1<<20)
@@ -303,10 +262,10 @@ func TestWorkerConnectionsBoundsPipes(t *testing.T) {
 	// move to user space): the four sessions worker_connections allows
 	// are served, and their pipes are gone.
 	waitFor(t, func() bool { return p.Stats().Active == 4 })
-	fds := 2*int(p.Stats().Active) + (openPipes(t) - basePipes)
+	fds := 2*int(p.Stats().Active) + (openFDs(t, "pipe:") - basePipes)
 	if fds > cfg.WorkerConnections {
 		t.Fatalf("sessions hold %d descriptors (%d sessions, %d pipe ends), worker_connections is %d",
-			fds, p.Stats().Active, openPipes(t)-basePipes, cfg.WorkerConnections)
+			fds, p.Stats().Active, openFDs(t, "pipe:")-basePipes, cfg.WorkerConnections)
 	}
 	if held := p.fds.held.Load(); held > int64(cfg.WorkerConnections) {
 		t.Fatalf("budget holds %d, over %d", held, cfg.WorkerConnections)

@@ -139,10 +139,22 @@ func (l *logBuf) String() string {
 // startProxy starts a proxy for cfg and returns its first listen address.
 func startProxy(t testing.TB, cfg *config.Config) (*Proxy, string, *logBuf) {
 	t.Helper()
+	p, lb := startProxyWith(t, cfg, Options{}, nil)
+	return p, p.Addrs()[0].String(), lb
+}
+
+// startProxyWith starts a proxy for cfg with opts (its Log is set here,
+// at info); set, if not nil, adjusts the proxy before Start.
+func startProxyWith(t testing.TB, cfg *config.Config, opts Options, set func(*Proxy)) (*Proxy, *logBuf) {
+	t.Helper()
 	lb := &logBuf{}
-	p, err := New(cfg, Options{Log: NewWriterLogger(lb, LevelInfo)})
+	opts.Log = NewWriterLogger(lb, LevelInfo)
+	p, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if set != nil {
+		set(p)
 	}
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
@@ -153,7 +165,26 @@ func startProxy(t testing.TB, cfg *config.Config) (*Proxy, string, *logBuf) {
 			t.Logf("proxy log:\n%s", lb.String())
 		}
 	})
-	return p, p.Addrs()[0].String(), lb
+	return p, lb
+}
+
+// openFDs counts this process's open descriptors whose /proc link starts
+// with kind ("pipe:", "socket:"; "" for all).
+func openFDs(t testing.TB, kind string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if kind == "" {
+			n++
+		} else if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, kind) {
+			n++
+		}
+	}
+	return n
 }
 
 // dial connects to addr with a deadline that turns a hang into a failure.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,21 +17,9 @@ func startMetrics(t *testing.T, set func(m *metrics)) (*Proxy, string) {
 	t.Helper()
 	cfg := testConfig([]upstreamSpec{{addr: deadAddr(t)}}, nil)
 	cfg.Baton.Metrics = "127.0.0.1:0"
-	lb := &logBuf{}
-	p, err := New(cfg, Options{Log: NewWriterLogger(lb, LevelInfo)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if set != nil {
-		set(p.metrics)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.Close()
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", lb.String())
+	p, _ := startProxyWith(t, cfg, Options{}, func(p *Proxy) {
+		if set != nil {
+			set(p.metrics)
 		}
 	})
 	return p, p.MetricsAddr().String()
@@ -60,16 +47,6 @@ func readScrape(br *bufio.Reader) error {
 		return errors.New("scrape: " + resp.Status)
 	}
 	return nil
-}
-
-// openFDs counts this process's open descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	return len(ents)
 }
 
 // waitClosed reads from c until the server closes it; it fails the test if c
@@ -169,7 +146,7 @@ func TestMetricsSlowHeaderCut(t *testing.T) {
 func TestMetricsConnectionCap(t *testing.T) {
 	const limit, extra = 4, 200
 	_, addr := startMetrics(t, func(m *metrics) { m.maxConns = limit })
-	base := openFDs(t)
+	base := openFDs(t, "")
 
 	// limit connections, each served once and then idle (kept alive): every
 	// slot is taken.
@@ -223,7 +200,7 @@ func TestMetricsConnectionCap(t *testing.T) {
 		t.Fatal("no waiting connection was served within 10s of a slot freeing")
 	}
 	clientEnds := len(held) + extra
-	if server := openFDs(t) - base - clientEnds; server > limit+2 {
+	if server := openFDs(t, "") - base - clientEnds; server > limit+2 {
 		t.Fatalf("with %d connections open the metrics server holds %d descriptors, cap %d", clientEnds, server, limit)
 	}
 

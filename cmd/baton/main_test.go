@@ -305,6 +305,13 @@ func TestTERMStopsAtOnce(t *testing.T) {
 	p := startBaton(t, "run", "--listen", listen, "--upstream", a)
 	c, r, _ := dialLine(t, listen)
 	defer c.Close()
+	termEndsAll(t, p, r)
+}
+
+// termEndsAll sends p SIGTERM and checks that it exits within 5 s and
+// that the connection read through r is closed.
+func termEndsAll(t *testing.T, p *proc, r *bufio.Reader) {
+	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.wait(t, 5*time.Second); err != nil {
 		t.Fatalf("exit: %v", err)

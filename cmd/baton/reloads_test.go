@@ -136,13 +136,7 @@ func TestSignalsDuringReload(t *testing.T) {
 			p, listen, _ := heldReloadBaton(t, viaSocket)
 			c, r, _ := dialLine(t, listen)
 			defer c.Close()
-			p.cmd.Process.Signal(syscall.SIGTERM)
-			if err := p.wait(t, 5*time.Second); err != nil {
-				t.Fatalf("exit: %v", err)
-			}
-			if _, err := r.ReadString('\n'); err == nil {
-				t.Fatal("connection still open after SIGTERM")
-			}
+			termEndsAll(t, p, r)
 		})
 	}
 	t.Run("QUIT", func(t *testing.T) {
