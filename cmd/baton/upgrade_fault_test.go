@@ -303,9 +303,13 @@ func TestUpgradeStopNewProcessMidBatch(t *testing.T) {
 	if !childGone.wait(5 * time.Second) {
 		t.Fatalf("the stopped child %d still exists after the upgrade failed", child)
 	}
-	t.Logf("child stopped %s after the trigger; baton upgrade failed %s after it", stoppedAt.Round(time.Millisecond), (u.took - stoppedAt).Round(time.Millisecond))
-	if after := u.took - stoppedAt; after < tBatch-100*time.Millisecond || after > tBatch+3*time.Second {
-		t.Errorf("the upgrade failed %s after the child stopped, want T_batch (%s) and the roll-back", after, tBatch)
+	t.Logf("child seen stopped %s after the trigger; baton upgrade failed %s after that", stoppedAt.Round(time.Millisecond), (u.took - stoppedAt).Round(time.Millisecond))
+	// The child stopped somewhere between the trigger and the moment this
+	// test saw it (polling, which a loaded machine can delay by seconds):
+	// the failure comes no sooner than T_batch after the trigger, and no
+	// later than T_batch and the roll-back after the stop was seen.
+	if u.took < tBatch-100*time.Millisecond || u.took-stoppedAt > tBatch+3*time.Second {
+		t.Errorf("the upgrade failed %s after the trigger, %s after the child was seen stopped: want T_batch (%s) and the roll-back", u.took, u.took-stoppedAt, tBatch)
 	}
 	if !strings.Contains(u.out, "timeout") {
 		t.Errorf("baton upgrade does not say it timed out: %s", u.out)
