@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,8 +55,10 @@ type loop struct {
 	base time.Time
 	now  int64 // nanoseconds since base, refreshed after every epoll_wait
 
-	armed         bool  // listeners are in this epoll set
-	acceptResume  int64 // when > 0: re-arm the listeners at this time
+	lns           []*listener // the listeners this loop accepts on; its own copy, swapped by a command (setListeners)
+	armed         bool        // lns are in this epoll set
+	held          bool        // a reload is rewriting the listeners: arm nothing until setListeners
+	acceptResume  int64       // when > 0: re-arm the listeners at this time
 	lastCapLog    int64
 	lastEMFILELog int64
 	lastYield     int64
@@ -234,8 +237,8 @@ func (l *loop) run() {
 			case tagListener:
 				// A listener event fetched in the same batch as a command
 				// that disarmed the listeners is stale.
-				if l.armed {
-					l.accept(l.p.listeners[ev.Fd])
+				if l.armed && int(ev.Fd) < len(l.lns) {
+					l.accept(l.lns[ev.Fd])
 				}
 			case tagWake:
 				var b [8]byte
@@ -314,12 +317,16 @@ func (l *loop) waitMs() int {
 }
 
 // arm adds the listeners to this loop's epoll set. EPOLLEXCLUSIVE wakes one
-// loop per incoming connection instead of all of them.
+// loop per incoming connection instead of all of them. Each loop arms its
+// own copy of the listener set (lns), which only its own goroutine reads
+// and only a command changes: a reload rewrites Proxy.listeners while this
+// loop may be due to re-arm (acceptResume), and a loop that armed from the
+// shared slice then raced it and could index past its end.
 func (l *loop) arm() {
-	if l.armed || l.draining || l.stopping || l.p.paused.Load() {
+	if l.armed || l.held || l.draining || l.stopping || l.p.paused.Load() {
 		return
 	}
-	for i, ln := range l.p.listeners {
+	for i, ln := range l.lns {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(i), Pad: tagListener}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
 			l.p.log.Logf(LevelAlert, "epoll_ctl(ADD) listener %s failed %s", ln.name, errnoText(err))
@@ -333,10 +340,25 @@ func (l *loop) disarm() {
 	if !l.armed {
 		return
 	}
-	for _, ln := range l.p.listeners {
+	for _, ln := range l.lns {
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
 	}
 	l.armed = false
+}
+
+// hold disarms the loop for a reload: nothing re-arms it, not even a
+// pause that comes due (acceptResume), until setListeners.
+func (l *loop) hold() {
+	l.disarm()
+	l.held = true
+}
+
+// setListeners gives the loop its listener set (a copy of lns) and arms it.
+func (l *loop) setListeners(lns []*listener) {
+	l.disarm()
+	l.lns = slices.Clone(lns)
+	l.held = false
+	l.arm()
 }
 
 // pauseAccept disarms the listeners until d from now. Accept backs off; it

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +47,9 @@ type Proxy struct {
 	servers []*server
 	groups  []*group             // every upstream in use, in config order
 	zones   map[string]*connZone // limit_conn zones by name
-	// listeners is fixed once Start returns; loops index it by epoll tag.
+	// listeners is every bound TCP listener; Reload rewrites it (under
+	// reloadMu and listenersMu). Loops never read it: each has its own
+	// copy (loop.lns), set by Start and by a Reload's command.
 	listeners []*listener
 	udp       []*udpListener // "listen ... udp", served apart from the TCP loops (udp.go)
 	loops     []*loop
@@ -240,9 +243,25 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, z
 	if zones, err = p.buildZones(cfg); err != nil {
 		return nil, nil, nil, opened, err
 	}
+	// An upstream's signature covers its active health check too (the
+	// first server block's that proxies to it, as attachMonitors takes):
+	// a reload that adds, changes or removes a check builds a new group
+	// with its own monitor, and never touches the live one.
+	checks := map[*config.Upstream]*config.HealthCheck{}
+	for _, cs := range cfg.Stream.Servers {
+		if u := cs.Upstream; u != nil && cs.HealthCheck != nil && checks[u] == nil {
+			checks[u] = cs.HealthCheck
+		}
+	}
+	sigs := map[*config.Upstream]string{}
+	for _, cs := range cfg.Stream.Servers {
+		if u := cs.Upstream; u != nil {
+			sigs[u] = upstreamSig(u) + healthSig(checks[u])
+		}
+	}
 	byCfg := map[*config.Upstream]*group{}
 	for _, cs := range cfg.Stream.Servers {
-		srv, err := p.newServer(cs, byCfg, reuse, zones, &opened)
+		srv, err := p.newServer(cs, byCfg, reuse, sigs, zones, &opened)
 		if err != nil {
 			return nil, nil, nil, opened, err
 		}
@@ -258,7 +277,7 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, z
 	return servers, groups, zones, opened, nil
 }
 
-func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group, reuse map[string]*group, zones map[string]*connZone, opened *[]*logFile) (*server, error) {
+func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group, reuse map[string]*group, sigs map[*config.Upstream]string, zones map[string]*connZone, opened *[]*logFile) (*server, error) {
 	srv := &server{
 		connectTimeout: int64(cs.ProxyConnectTimeout),
 		proxyTimeout:   int64(cs.ProxyTimeout),
@@ -295,7 +314,7 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 	}
 	g, ok := groups[u]
 	if !ok {
-		if old := reuse[u.Name+"\x00"+upstreamSig(u)]; old != nil {
+		if old := reuse[u.Name+"\x00"+sigs[u]]; old != nil {
 			g = old
 		} else {
 			var err error
@@ -306,6 +325,7 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 				}
 				return nil, posError(pos, err.Error())
 			}
+			g.sig = sigs[u]
 		}
 		groups[u] = g
 	}
@@ -375,6 +395,7 @@ func (p *Proxy) Start() error {
 	p.startMonitors(p.groups)
 	reserveProcs(len(p.loops))
 	for _, l := range p.loops {
+		l.lns = slices.Clone(p.listeners) // before its goroutine starts
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()

@@ -141,10 +141,10 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 		}
 	}
 
-	// Swap with every loop parked: no loop reads p.listeners or a
-	// listener's srv until it re-arms. The kernel keeps queueing
-	// connections on the kept sockets meanwhile.
-	p.eachLoop(func(l *loop) { l.disarm() })
+	// Swap with every loop held: none accepts, so none reads a listener's
+	// srv, until setListeners gives it the new set. The kernel keeps
+	// queueing connections on the kept sockets meanwhile.
+	p.eachLoop(func(l *loop) { l.hold() })
 	p.listenersMu.Lock()
 	var removed []*listener
 	for _, ln := range p.listeners {
@@ -183,7 +183,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 			}
 		}
 	}
-	p.eachLoop(func(l *loop) { l.arm() })
+	p.eachLoop(func(l *loop) { l.setListeners(next) })
 	return ch, nil
 }
 

@@ -39,7 +39,7 @@ type group struct {
 	monitor *health.Monitor // active checks ("health_check"); nil when none
 	method  lb.Method
 	key     template // "hash KEY"; nil for other methods
-	sig     string   // upstreamSig of the config it was built from
+	sig     string   // upstreamSig and healthSig of the config it was built from
 }
 
 // Active implements lb.State.
@@ -127,6 +127,23 @@ func upstreamSig(u *config.Upstream) string {
 	b := fmt.Appendf(nil, "%s|%s|%v|%v|%v|%d", u.Method, u.HashKey, u.Consistent, u.RandomTwo, u.RandomLeastConn, u.BalanceFactor)
 	for _, s := range u.Servers {
 		b = fmt.Appendf(b, "|%s %v w%d f%d t%s c%d s%s b%v d%v", s.Name, s.Addrs, s.Weight, s.MaxFails, s.FailTimeout, s.MaxConns, s.SlowStart, s.Backup, s.Down)
+	}
+	return string(b)
+}
+
+// healthSig is the part of a group's signature its active health check
+// makes (upstreamSig), "" without one.
+func healthSig(hc *config.HealthCheck) string {
+	if hc == nil {
+		return ""
+	}
+	b := fmt.Appendf(nil, "|check i%s f%d p%d port%d u%v m%v t%s", hc.Interval, hc.Fails, hc.Passes, hc.Port, hc.UDP, hc.Mandatory, hc.Timeout)
+	if m := hc.Match; m != nil {
+		re := ""
+		if m.Regexp != nil {
+			re = m.Regexp.String()
+		}
+		b = fmt.Appendf(b, " match %q %q %q %q", m.Name, m.Send, m.Expect, re)
 	}
 	return string(b)
 }
