@@ -117,4 +117,15 @@ type TakeoverOptions struct {
 	// Done is called before DONE_OK is sent: the child writes its PID file
 	// there (HANDOFF.md §2.4 step 7, teleport #1852).
 	Done func() error
+
+	// Step, if not nil, is called at each step of the protocol with its
+	// name, for tests that make the new process fail there (cmd/baton's
+	// fault tests stop it with SIGSTOP). The steps, in order:
+	//
+	//	after-hello      HELLO_OK received
+	//	after-listeners  READY sent (listeners adopted, serving)
+	//	mid-batch        a BATCH record received, before its DATA and ACCEPTED
+	//	after-accepted   ACCEPTED sent for a batch, its flows started
+	//	before-done-ok   DONE received and Done run (PID file written), DONE_OK not sent
+	Step func(name string)
 }

@@ -45,6 +45,13 @@ type taker struct {
 }
 
 // gone turns a failed receive into ErrParentGone on EOF.
+// step tells opts.Step that the protocol reached the named step.
+func (t *taker) step(name string) {
+	if t.opts.Step != nil {
+		t.opts.Step(name)
+	}
+}
+
 func (t *taker) gone(step string, err error) error {
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w (%s; keeping %d accepted flows)", ErrParentGone, step, t.moved)
@@ -69,7 +76,7 @@ func (t *taker) run() error {
 	if err := d.Finish(); err != nil {
 		return t.gone("HELLO_OK", err)
 	}
-	testStop("after-hello")
+	t.step("after-hello")
 
 	lns, err := t.receiveListeners()
 	if err != nil {
@@ -87,7 +94,7 @@ func (t *taker) run() error {
 	if err := t.send(TypeReady, &e); err != nil {
 		return t.gone("READY", err)
 	}
-	testStop("after-listeners")
+	t.step("after-listeners")
 
 	for {
 		rec, files, err := t.receive()
@@ -105,7 +112,7 @@ func (t *taker) run() error {
 					return fmt.Errorf("fdpass: takeover: done: %w", err)
 				}
 			}
-			testStop("before-done-ok")
+			t.step("before-done-ok")
 			var e Encoder
 			e.Uint32(uint32(os.Getpid()))
 			if err := t.send(TypeDoneOK, &e); err != nil {
@@ -177,7 +184,7 @@ func (t *taker) takeBatch(rec Record, files []*os.File) error {
 	if err := b.header(rec, files); err != nil {
 		return fmt.Errorf("fdpass: takeover: BATCH: %w", err)
 	}
-	testStop("mid-batch")
+	t.step("mid-batch")
 	for {
 		rec, files, err := t.receive()
 		if err != nil {
@@ -240,7 +247,7 @@ func (t *taker) takeBatch(rec Record, files []*os.File) error {
 	if err != nil {
 		return t.gone(fmt.Sprintf("ACCEPTED for batch %d", b.id), err)
 	}
-	testStop("after-accepted")
+	t.step("after-accepted")
 	return nil
 }
 

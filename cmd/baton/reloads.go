@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
 	"strings"
 	"sync"
 
@@ -62,19 +60,6 @@ func oneReload(reload func() (string, error)) func() (string, error) {
 	}
 }
 
-// envTestHoldReload is a TEST HOOK, for TestSignalsDuringReload and nothing
-// else: when it names a FIFO, each reload first says so on stderr and then
-// opens the FIFO for reading, which blocks until the test opens it for
-// writing. It holds a reload for as long as a test needs, without a sleep.
-const envTestHoldReload = "BATON_TEST_HOLD_RELOAD"
-
-func testHoldReload() {
-	path := os.Getenv(envTestHoldReload)
-	if path == "" {
-		return
-	}
-	fmt.Fprintf(os.Stderr, "baton: test hook %s: pid %d holds a reload\n", envTestHoldReload, os.Getpid())
-	if f, err := os.Open(path); err == nil {
-		f.Close()
-	}
-}
+// testHoldReload runs before each reload: a no-op in baton, a hook in the
+// tests (hooks_test.go).
+var testHoldReload = func() {}

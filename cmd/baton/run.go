@@ -179,7 +179,7 @@ func run(cfg *config.Config, opts runOptions) error {
 		ready := make(chan error, 1)
 		go func() {
 			defer handoff.Close()
-			err := fdpass.Takeover(handoff, readySink{p.Sink(), ready}, fdpass.TakeoverOptions{Build: version, Done: func() error {
+			err := fdpass.Takeover(handoff, readySink{p.Sink(), ready}, fdpass.TakeoverOptions{Build: version, Step: handoffStep, Done: func() error {
 				p.HandoffDone() // UDP listeners start reading now that their sessions are in place
 				return writePidFile()
 			}})

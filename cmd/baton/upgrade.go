@@ -211,30 +211,16 @@ func rejoinGroup(log *proxy.Logger) {
 	}
 }
 
-// envTestUpgradeSpawn is a TEST HOOK, for TestFailedUpgradeKillsProcessGroup
-// and nothing else: the new process of an upgrade, when it is set, starts
-// "sleep 60" as a child of its own and writes the child's pid to the file it
-// names, unless that file exists (so only the first new process does).
-const envTestUpgradeSpawn = "BATON_TEST_UPGRADE_SPAWN"
-
-func testSpawn() {
-	path := os.Getenv(envTestUpgradeSpawn)
-	if path == "" {
-		return
-	}
-	if _, err := os.Stat(path); err == nil {
-		return
-	}
-	cmd := exec.Command("sleep", "60")
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "baton: test hook %s: %v\n", envTestUpgradeSpawn, err)
-		return
-	}
-	go cmd.Wait()
-	if err := os.WriteFile(path+".tmp", []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err == nil {
-		os.Rename(path+".tmp", path)
-	}
-}
+// Test hooks: nil or no-ops in baton; the tests, which run their own
+// binary as baton, set them in init (hooks_test.go), so no test code is in
+// a baton build.
+var (
+	// handoffStep is fdpass.TakeoverOptions.Step for the new process of an
+	// upgrade.
+	handoffStep func(step string)
+	// testSpawn runs when a new process of an upgrade starts.
+	testSpawn = func() {}
+)
 
 func withoutEnv(env []string, names ...string) []string {
 	var out []string

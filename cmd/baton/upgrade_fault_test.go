@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/batonproxy/baton/fdpass"
 )
 
 // The fault tests of issue 6 (HANDOFF.md §4 F1, F2, F4, F5). Each fault must
@@ -69,7 +67,7 @@ stream {
 	r.conf = writeFile(t, dir, "baton.conf", r.confOK)
 	// The hook goes to baton's environment, which each old process passes
 	// on to the new one it starts; only Takeover (the new process) reads it.
-	t.Setenv(fdpass.EnvTestStop, "file:"+r.token)
+	t.Setenv(envTestStop, "file:"+r.token)
 	r.p = startBaton(t, "run", "-c", r.conf, "--control-socket", r.sock)
 	killPidFile(t, r.pidFile, r.p.cmd.Process.Pid)
 	for i := 0; i < faultConns; i++ {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/fdpass"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +31,7 @@ pid %s;
 error_log stderr notice;
 stream { server { listen %s; proxy_pass %s; } }
 `, r.pidFile, freePort(t), echoServer(t)))
-	t.Setenv(fdpass.EnvTestStop, "file:"+r.token)
+	t.Setenv(envTestStop, "file:"+r.token)
 	r.p = startBaton(t, "run", "-c", conf, "--control-socket", r.sock)
 	killPidFile(t, r.pidFile, r.p.cmd.Process.Pid)
 	return r
