@@ -3,9 +3,7 @@ package proxy
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,32 +107,5 @@ func TestReloadAddsMandatoryHealthCheck(t *testing.T) {
 	}
 	if g := p.groups[0]; g.monitor != nil {
 		t.Errorf("the check was removed, yet the upstream has a monitor")
-	}
-}
-
-// A reload refused for a bind error changes nothing, health checks
-// included: before, the refused config's check was attached to the live,
-// reused group and left there.
-func TestRefusedReloadLeavesHealthChecksAlone(t *testing.T) {
-	b := startBackend(t, "b", greet("b"))
-	p, addr, _ := startProxy(t, testConfig([]upstreamSpec{{addr: b.addr()}}, nil))
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	bad := testConfig([]upstreamSpec{{addr: b.addr()}}, func(s *config.Server) {
-		s.Listen[0].Addr = netip.MustParseAddrPort(addr)
-		s.HealthCheck = &config.HealthCheck{Interval: time.Hour, Fails: 1, Passes: 1, Mandatory: true, Timeout: time.Second}
-		s.Listen = append(s.Listen, &config.Listen{Addr: taken.Addr().(*net.TCPAddr).AddrPort(), Text: "taken", Backlog: 511})
-	})
-	if _, err := p.Reload(bad); err == nil || !strings.Contains(err.Error(), "in use") {
-		t.Fatalf("Reload = %v, want a bind error", err)
-	}
-	if g := p.groups[0]; g.monitor != nil {
-		t.Fatal("a refused reload attached its health check to the live upstream")
-	}
-	if got := readLine(t, dial(t, addr)); got != "b" {
-		t.Fatalf("after the refused reload: %q", got)
 	}
 }

@@ -159,10 +159,16 @@ func TestReloadRefusesBadConfigAndKeepsRunning(t *testing.T) {
 		s.Listen[0].Addr = ap
 		s.Listen[0].Text = ap.String()
 		s.Listen[0].Pos = config.Pos{File: "new.conf", Line: 7}
+		// Nothing of a refused config is applied, its health check
+		// included (it used to be attached to the live, reused upstream).
+		s.HealthCheck = &config.HealthCheck{Interval: time.Hour, Fails: 1, Passes: 1, Mandatory: true, Timeout: time.Second}
 	})
 	_, err = p.Reload(bad)
 	if err == nil || !strings.Contains(err.Error(), "Address already in use") || !strings.Contains(err.Error(), "new.conf:7") {
 		t.Fatalf("Reload = %v, want a bind error naming new.conf:7", err)
+	}
+	if p.groups[0].monitor != nil {
+		t.Fatal("a refused reload attached its health check to the live upstream")
 	}
 	c := dial(t, addr)
 	defer c.Close()
