@@ -414,6 +414,10 @@ func TestLocalSocketFailureIsNotThePeers(t *testing.T) {
 	p, log := startProxyWith(t, cfg, Options{FileLimit: 1 << 20}, nil)
 	tcpAddr, udpAddr := p.Addrs()[0].String(), p.Addrs()[1].String()
 	udpc := newUDPClient(t, udpAddr)
+	var udpClients []*udpClient // one new session each, opened while descriptors are there
+	for range 5 {
+		udpClients = append(udpClients, newUDPClient(t, udpAddr))
+	}
 
 	// No descriptor left for baton's upstream sockets: the soft limit is
 	// lowered to what is open now, plus the client's socket and the one
@@ -459,14 +463,15 @@ func TestLocalSocketFailureIsNotThePeers(t *testing.T) {
 			served++
 		}
 	}
-	for i := 0; i < tries; i++ {
-		lower(0) // UDP sessions need one descriptor; the client's socket is open
-		udpc.send([]byte("x")) // each one a new session that cannot open its socket
+	for i, c := range udpClients {
+		lower(0)            // a UDP session needs one descriptor; the client's socket is open
+		c.send([]byte("x")) // a new session that cannot open its socket
 		waitFor(t, func() bool { return p.udp[0].total.Load() == uint64(i+1) })
 	}
 	restore()
-	if served > 1 {
-		t.Errorf("%d of %d sessions found a descriptor for their upstream: the test did not make baton's socket() fail", served, tries)
+	if a := p.udp[0].active.Load(); served > 1 || a > 1 {
+		t.Errorf("%d of %d TCP and %d of %d UDP sessions found a descriptor for their upstream: the test did not make baton's socket() fail",
+			served, tries, a, len(udpClients))
 	}
 	for _, g := range p.groups {
 		for i := range g.peers {
