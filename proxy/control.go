@@ -71,8 +71,8 @@ type Control struct {
 	slots chan struct{} // one per client being served; at most maxControlConns
 
 	// Owned by the accept loop (serve).
-	acceptAlerts alertLimiter
-	busyAlerts   alertLimiter
+	acceptLog rateLog
+	busyLog   rateLog
 }
 
 const (
@@ -89,7 +89,7 @@ const (
 	// controlAlertEvery is how often the accept loop logs a failure: at the
 	// file limit accept fails on every back-off (100 ms), with the same
 	// error each time (issue 12).
-	controlAlertEvery = time.Second
+	controlAlertEvery = int64(time.Second)
 )
 
 // ServeControl creates the control socket at path and serves it until Close.
@@ -193,7 +193,7 @@ func checkControlDir(dir string) error {
 
 func (p *Proxy) serveControl(ln *net.UnixListener, path string, opts ControlOptions) *Control {
 	c := &Control{ln: ln, path: path, p: p, opts: opts, slots: make(chan struct{}, maxControlConns),
-		acceptAlerts: alertLimiter{every: controlAlertEvery}, busyAlerts: alertLimiter{every: controlAlertEvery}}
+		acceptLog: rateLog{every: controlAlertEvery}, busyLog: rateLog{every: controlAlertEvery}}
 	p.control = c
 	c.wg.Add(1)
 	go c.serve()
@@ -223,13 +223,13 @@ func (c *Control) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if n, ok := c.acceptAlerts.allow(time.Now()); ok {
-				c.p.log.Logf(LevelAlert, "control socket accept: %v%s", err, notLogged(n))
+			if n := c.acceptLog.hit(c.now()); n > 0 {
+				c.p.log.Logf(LevelAlert, "control socket accept: %v%s", err, timesText(n))
 			}
 			time.Sleep(100 * time.Millisecond) // back off: accept errors here are resource limits
 			continue
 		}
-		if n, ok := c.acceptAlerts.pending(time.Now()); ok {
+		if n := c.acceptLog.due(c.now()); n > 0 {
 			c.p.log.Logf(LevelNotice, "control socket accept works again; %d failures were not logged", n)
 		}
 		select {
@@ -239,8 +239,8 @@ func (c *Control) serve() {
 			conn.SetWriteDeadline(time.Now().Add(time.Second))
 			json.NewEncoder(conn).Encode(ControlReply{Error: fmt.Sprintf("busy: baton serves %d control clients at once", maxControlConns)})
 			conn.Close()
-			if n, ok := c.busyAlerts.allow(time.Now()); ok {
-				c.p.log.Logf(LevelWarn, "control socket: refused a client: %d clients are being served%s", maxControlConns, notLogged(n))
+			if n := c.busyLog.hit(c.now()); n > 0 {
+				c.p.log.Logf(LevelWarn, "control socket: refused a client: %d clients are being served%s", maxControlConns, timesText(n))
 			}
 			continue
 		}
@@ -254,47 +254,8 @@ func (c *Control) serve() {
 	}
 }
 
-// alertLimiter lets a repeated log line through at most once per every,
-// and counts the ones it holds back. It is not safe for concurrent use.
-type alertLimiter struct {
-	every      time.Duration
-	last       time.Time // when a line was last let through
-	suppressed int       // held back since
-}
-
-// allow reports whether a line for an event at now may be logged, and if
-// so how many were held back before it.
-func (a *alertLimiter) allow(now time.Time) (suppressed int, ok bool) {
-	if a.holding(now) {
-		a.suppressed++
-		return 0, false
-	}
-	suppressed, a.suppressed, a.last = a.suppressed, 0, now
-	return suppressed, true
-}
-
-// pending reports, when the events have stopped, whether a line saying how
-// many were held back may be logged at now. Counted as a line itself, so
-// that failures alternating with successes still log once per every.
-func (a *alertLimiter) pending(now time.Time) (suppressed int, ok bool) {
-	if a.suppressed == 0 || a.holding(now) {
-		return 0, false
-	}
-	suppressed, a.suppressed, a.last = a.suppressed, 0, now
-	return suppressed, true
-}
-
-func (a *alertLimiter) holding(now time.Time) bool {
-	return !a.last.IsZero() && now.Sub(a.last) < a.every
-}
-
-// notLogged says how many lines an alertLimiter held back, if any.
-func notLogged(n int) string {
-	if n == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" (%d more not logged)", n)
-}
+// now is the control socket's clock for its rate-limited lines (rateLog).
+func (c *Control) now() int64 { return int64(time.Since(c.p.base)) }
 
 // peerAllowed reports whether the peer runs as root or as our own user.
 func peerAllowed(conn *net.UnixConn) (uint32, bool) {

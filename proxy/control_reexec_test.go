@@ -234,7 +234,7 @@ func TestControlAcceptAlertRateLimited(t *testing.T) {
 		t.Errorf("3 accept alerts within %s; want at most one a second", gap)
 	}
 	for _, a := range alerts[1:] {
-		if !strings.Contains(a.text, "more not logged)") {
+		if !strings.Contains(a.text, "times since the last line)") {
 			t.Errorf("an alert after the first does not count the failures it stands for: %s", a.text)
 		}
 	}

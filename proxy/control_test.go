@@ -264,10 +264,12 @@ func TestControlConnectionCap(t *testing.T) {
 	}
 }
 
-func TestAlertLimiter(t *testing.T) {
+// The control socket's accept alerts through rateLog: hit for a failure,
+// due when accept works again.
+func TestRateLogAlertRuns(t *testing.T) {
 	type step struct {
 		at      time.Duration // since the start
-		pending bool          // the failures stopped: pending, not allow
+		pending bool          // the failures stopped: due, not hit
 		want    int           // -1: held back; else logged, with this many held back before it
 	}
 	for _, tc := range []struct {
@@ -284,17 +286,17 @@ func TestAlertLimiter(t *testing.T) {
 			{1200 * time.Millisecond, false, -1}, {1300 * time.Millisecond, true, -1}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := alertLimiter{every: time.Second}
-			t0 := time.Unix(1e9, 0)
+			r := rateLog{every: int64(time.Second)}
+			t0 := int64(1e9)
 			for _, s := range tc.steps {
-				f := a.allow
-				if s.pending {
-					f = a.pending
-				}
-				n, ok := f(t0.Add(s.at))
+				now := t0 + int64(s.at)
 				got := -1
-				if ok {
-					got = n
+				if s.pending {
+					if n := r.due(now); n > 0 {
+						got = int(n)
+					}
+				} else if n := r.hit(now); n > 0 {
+					got = int(n) - 1 // hit counts the failure it reports
 				}
 				if got != s.want {
 					t.Errorf("at %s (pending %v): %d, want %d", s.at, s.pending, got, s.want)

@@ -157,3 +157,62 @@ func (l *Logger) Logf(lv Level, format string, args ...any) {
 	io.WriteString(l.w, b.String())
 	l.mu.Unlock()
 }
+
+// rateLogEvery is rateLog's period unless it is given one.
+const rateLogEvery = int64(10 * time.Second)
+
+// rateLog counts events and says when one is worth a log line: the first,
+// then at most one every rateLogEvery (or every) with the count since the
+// last line, timesText saying how many it stands for. It is owned by one
+// goroutine.
+type rateLog struct {
+	every   int64 // the shortest time between two reports; 0: rateLogEvery
+	last    int64
+	pending uint64
+}
+
+// hit counts one event at now (monotonic nanoseconds) and returns how many
+// to report now, or 0.
+func (r *rateLog) hit(now int64) uint64 { return r.add(now, 1) }
+
+// add counts n events at now, as hit.
+func (r *rateLog) add(now int64, n uint64) uint64 {
+	r.pending += n
+	every := r.every
+	if every == 0 {
+		every = rateLogEvery
+	}
+	if r.last != 0 && now-r.last < every {
+		return 0
+	}
+	r.last = now
+	c := r.pending
+	r.pending = 0
+	return c
+}
+
+// due returns, when the events have stopped (an accept that works again),
+// how many were not reported, if a report is due at now; the report counts
+// as a line, so that events alternating with successes still make one line
+// per period.
+func (r *rateLog) due(now int64) uint64 {
+	if r.pending == 0 {
+		return 0
+	}
+	return r.add(now, 0)
+}
+
+// flush returns the events not reported yet.
+func (r *rateLog) flush() uint64 {
+	n := r.pending
+	r.pending = 0
+	return n
+}
+
+// timesText says how many events a rate-limited log line stands for.
+func timesText(n uint64) string {
+	if n <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d times since the last line)", n)
+}

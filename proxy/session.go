@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/lb"
 	"golang.org/x/sys/unix"
 )
@@ -173,7 +174,7 @@ func (s *session) connectNext() {
 
 		err = s.dial(p.addr)
 		if s.ufd < 0 {
-			if localFailure(err) {
+			if health.LocalError(err) {
 				s.dialFailedHere(err)
 				return
 			}
@@ -348,8 +349,8 @@ func (s *session) dialFailedHere(err error) {
 	p.active.Add(-1)
 	s.peer = -1
 	if c := l.localLog.hit(l.now); c > 0 {
-		l.p.log.Logf(LevelAlert, "*%d %v while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
-			s.id, err, s.client.Addr(), s.srv.name, p.addr, timesText(c))
+		l.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
+			s.id, errnoText(bareErrno(err)), s.client.Addr(), s.srv.name, p.addr, timesText(c))
 	}
 	s.finish(500)
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -204,32 +203,6 @@ func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// socketError is a failure of socket(2) itself: baton's own (EMFILE,
-// ENOBUFS...), never the peer's (localFailure).
-type socketError struct{ errno unix.Errno }
-
-func (e socketError) Error() string { return "socket() failed " + errnoText(e.errno) }
-func (e socketError) Unwrap() error { return e.errno }
-
-// localFailure reports whether err, from a dial, is baton's failure to
-// make a socket rather than the peer's failure to take a connection.
-func localFailure(err error) bool {
-	var se socketError
-	if errors.As(err, &se) {
-		return true
-	}
-	var sys *os.SyscallError
-	return errors.As(err, &sys) && sys.Syscall == "socket"
-}
-
-// timesText says how many events a rate-limited log line stands for.
-func timesText(n uint64) string {
-	if n <= 1 {
-		return ""
-	}
-	return fmt.Sprintf(" (%d times since the last line)", n)
-}
-
 // rawDial opens a nonblocking TCP socket with TCP_NODELAY (and without
 // TCP_QUICKACK if delayAck) and starts connecting it to ap. It returns the
 // socket with a nil error (connected) or EINPROGRESS, or -1 and the error
@@ -237,7 +210,8 @@ func timesText(n uint64) string {
 func rawDial(ap netip.AddrPort, delayAck bool) (int, error) {
 	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family(ap)), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if e != 0 {
-		return -1, socketError{e}
+		// baton's own failure, not the peer's: health.LocalError tells.
+		return -1, os.NewSyscallError("socket", e)
 	}
 	fd := int(r)
 	one := int32(1)

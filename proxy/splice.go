@@ -79,9 +79,14 @@ func (l *loop) closePipes() {
 // pipes of every loop that hold no bytes or only bytes stalled behind a
 // destination that would block (reclaimPipes), takes the session's
 // descriptors if that made room, and reports whether it did. While it
-// finds none, the budget is starved and no new pipe is made.
+// finds none, the budget is starved and no new pipe is made, so the pipes
+// are reclaimed once when it starves, not again at each recheck while it
+// stays so (every loop scans its sessions for them).
 func (l *loop) makeRoom() bool {
 	p := l.p
+	if p.fds.starved.Load() {
+		return false
+	}
 	l.reclaimPipes()
 	if p.fds.take(tcpSessionFDs) {
 		return true

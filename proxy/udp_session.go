@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/lb"
 	"golang.org/x/sys/unix"
 )
@@ -259,7 +260,7 @@ func (u *udpListener) connect(s *udpSession) int {
 			err = rerr
 		}
 		pr.active.Add(-1)
-		if localFailure(err) {
+		if health.LocalError(err) {
 			if c := u.localLog.hit(u.now()); c > 0 {
 				u.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
 					s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))

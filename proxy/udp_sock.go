@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +22,6 @@ const (
 	dgramBig    = 64<<10 + 1
 	dgramSmall  = 2 << 10
 	udpOOBSize  = 128 // room for an in6_pktinfo and an SO_RXQ_OVFL counter
-	udpLogEvery = int64(10 * time.Second)
 	udpMsgTrunc = unix.MSG_TRUNC
 )
 
@@ -151,40 +149,4 @@ func errnoIn(err error) unix.Errno {
 		return errno
 	}
 	return 0
-}
-
-// rateLog counts events and says when one is worth a log line: the first,
-// then at most one every udpLogEvery with the count since the last line. It is
-// owned by one goroutine.
-type rateLog struct {
-	every   int64 // the shortest time between two reports; 0: udpLogEvery
-	last    int64
-	pending uint64
-}
-
-// hit counts one event at now (monotonic nanoseconds) and returns how many
-// to report now, or 0.
-func (r *rateLog) hit(now int64) uint64 { return r.add(now, 1) }
-
-// add counts n events at now, as hit.
-func (r *rateLog) add(now int64, n uint64) uint64 {
-	r.pending += n
-	every := r.every
-	if every == 0 {
-		every = udpLogEvery
-	}
-	if r.last != 0 && now-r.last < every {
-		return 0
-	}
-	r.last = now
-	c := r.pending
-	r.pending = 0
-	return c
-}
-
-// flush returns the events not reported yet.
-func (r *rateLog) flush() uint64 {
-	n := r.pending
-	r.pending = 0
-	return n
 }

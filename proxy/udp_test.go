@@ -421,10 +421,10 @@ func TestUDPRateLog(t *testing.T) {
 			t.Fatalf("event %d within 10s reported %d", i, n)
 		}
 	}
-	if n := r.add(1+udpLogEvery, 3); n != 8 {
+	if n := r.add(1+rateLogEvery, 3); n != 8 {
 		t.Fatalf("after 10s: report %d, want 8", n)
 	}
-	r.hit(2 + udpLogEvery)
+	r.hit(2 + rateLogEvery)
 	if n := r.flush(); n != 1 {
 		t.Fatalf("flush %d, want 1", n)
 	}
