@@ -310,6 +310,10 @@ func (p *Proxy) Restore(ids []uint64) {
 // set) back to work in l.
 func (l *loop) resume(s *session) {
 	s.loop = l
+	if l.stopping { // the loop stops (Close, exit): as it drops what is quiesced
+		s.drop()
+		return
+	}
 	l.attach(s)
 	fail := func(what string, err error) {
 		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, errnoText(err))

@@ -196,13 +196,16 @@ func (l *loop) do(fn func()) bool {
 }
 
 // exit marks the loop ended; do refuses work from then on. Commands
-// queued after the loop's last batch still run here, on the stopped loop
-// (each finds no sessions and no armed listeners): a caller waiting for
-// one, as Reload's eachLoop does under reloadMu, is never left waiting.
+// queued after the loop's last batch still run here, on the stopped loop:
+// a caller waiting for one, as Reload's eachLoop does under reloadMu, is
+// never left waiting. They find it stopping, so none starts anything: a
+// connection handed over by another loop's accept is closed (newSession),
+// a session to resume or adopt is dropped (resume), no listener is armed.
 func (l *loop) exit() {
 	l.mu.Lock()
 	l.exited = true
 	l.mu.Unlock()
+	l.stopping = true
 	l.runCmds()
 }
 
@@ -446,6 +449,11 @@ func (l *loop) balanceTo() *loop {
 // connection starts on another loop later (balanceTo).
 func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client netip.AddrPort) {
 	p := l.p
+	if l.stopping {
+		rawClose(fd) // handed over as this loop stops (Close, exit)
+		p.fds.give(tcpSessionFDs)
+		return
+	}
 	s := &session{
 		id:          p.nextID.Add(1),
 		loop:        l,
