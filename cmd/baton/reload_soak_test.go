@@ -124,7 +124,11 @@ func TestReloadSoak(t *testing.T) {
 	writeConf(conf)
 	p := startBaton(t, "run", "-c", path, "--control-socket", ctl)
 
-	// Live sessions on the kept listener, checked line by line until the end.
+	// Live sessions on the kept listener, checked line by line until the end,
+	// once a mandatory check of the first config lets the servers serve.
+	if !eventually(10*time.Second, 5*time.Millisecond, func() bool { return allUp(t, ctl) }) {
+		t.Fatal("servers not up after 10 s")
+	}
 	stop := make(chan struct{})
 	errs := make(chan error, live)
 	for i := range live {
