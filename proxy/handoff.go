@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/batonproxy/baton/fdpass"
 	"golang.org/x/sys/unix"
@@ -115,7 +114,7 @@ func (p *Proxy) PauseAccepting() {
 	p.paused.Store(true)
 	p.eachLoop(func(l *loop) { l.disarm() })
 	for _, u := range p.udpListeners() {
-		u.pause()
+		u.l.call(u.pause)
 	}
 }
 
@@ -124,52 +123,40 @@ func (p *Proxy) ResumeAccepting() {
 	p.paused.Store(false)
 	p.eachLoop(func(l *loop) { l.arm() })
 	for _, u := range p.udpListeners() {
-		u.resume()
+		u.l.call(u.resume)
 	}
 }
 
-// quiescePoll is how often Quiesce looks again while the only flows left
-// are UDP sessions whose readers have not parked yet (TCP sessions move in
-// whatever phase they are in, so they never make it wait).
-const quiescePoll = 10 * time.Millisecond
-
-// Quiesce implements fdpass.Source.
+// Quiesce implements fdpass.Source. Sessions, TCP and UDP, move in
+// whatever phase they are in, each stopped by its loop between two event
+// batches, so Quiesce never waits for one to reach a boundary.
 func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
-	for {
-		var conns []fdpass.Conn
-		transitional := 0
-		var errs []error
-		for _, l := range p.loops {
-			if len(conns) >= max {
-				break
-			}
-			want := max - len(conns)
-			done := make(chan struct{})
-			var got []fdpass.Conn
-			var err error
-			if !l.do(func() { got, err = l.quiesce(want); close(done) }) {
-				continue
-			}
-			<-done
-			conns = append(conns, got...)
-			if err != nil {
-				errs = append(errs, err)
-			}
+	var conns []fdpass.Conn
+	var errs []error
+	for _, l := range p.loops {
+		if len(conns) >= max {
+			break
 		}
-		if len(conns) < max {
-			got, tr, uerrs := p.quiesceUDP(max - len(conns))
-			conns = append(conns, got...)
-			transitional += tr
-			errs = append(errs, uerrs...)
+		want := max - len(conns)
+		var got []fdpass.Conn
+		var err error
+		if !l.call(func() { got, err = l.quiesce(want) }) {
+			continue
 		}
-		if len(conns) > 0 || len(errs) > 0 {
-			return conns, false, errors.Join(errs...)
+		conns = append(conns, got...)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		if transitional == 0 {
-			return nil, true, nil
-		}
-		time.Sleep(quiescePoll)
 	}
+	if len(conns) < max {
+		got, uerrs := p.quiesceUDP(max - len(conns))
+		conns = append(conns, got...)
+		errs = append(errs, uerrs...)
+	}
+	if len(conns) > 0 || len(errs) > 0 {
+		return conns, false, errors.Join(errs...)
+	}
+	return nil, true, nil
 }
 
 // quiesce stops up to n sessions of this loop, in whatever phase: they
@@ -281,7 +268,7 @@ func (p *Proxy) takeQuiesced(ids []uint64, tcp func(*session), udp func(*udpList
 		}
 	})
 	for _, u := range p.udpListeners() {
-		u.do(func() { udp(u, want) })
+		u.l.call(func() { udp(u, want) })
 	}
 }
 
@@ -522,7 +509,7 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 	s := &session{
 		id: m.id, srv: ln.srv, ln: ln, cfd: cfd, ufd: ufd, state: stateQuiesced,
 		client: m.client, peerAddr: m.peerAddr, ppAddr: m.ppAddr,
-		peer: -1, heapIdx: -1, connectTime: m.connectTime,
+		peer: -1, timer: timer{heapIdx: -1}, connectTime: m.connectTime,
 		upstreamAddrs: []byte(m.upstreamAddrs), ppOutLen: m.ppOutLen,
 		cEvents: parked, uEvents: parked,
 	}

@@ -15,9 +15,11 @@ import (
 
 // Epoll user data tags (EpollEvent.Pad): what Fd refers to.
 const (
-	tagSession  = 0
-	tagListener = 1
-	tagWake     = 2
+	tagSession     = 0
+	tagListener    = 1
+	tagWake        = 2
+	tagUDPListener = 3 // Fd: the listening socket (udp.go)
+	tagUDPSession  = 4 // Fd: a UDP session's upstream socket
 )
 
 const (
@@ -54,6 +56,17 @@ type loop struct {
 
 	base time.Time
 	now  int64 // nanoseconds since base, refreshed after every epoll_wait
+
+	// UDP (udp.go): the listeners this loop owns, their sessions by
+	// upstream descriptor, and the recvmmsg and sendmsg state.
+	udps     []*udpListener
+	udpCount atomic.Int32 // len(udps), and listeners on their way to it, for Proxy.udpLoop
+	udpFds   []*udpSession
+	udpIn    *udpBatch
+	udpOut   struct {
+		hdr unix.Msghdr
+		iov unix.Iovec
+	}
 
 	lns           []*listener // the listeners this loop accepts on; its own copy, swapped by a command (setListeners)
 	armed         bool        // lns are in this epoll set
@@ -195,6 +208,17 @@ func (l *loop) do(fn func()) bool {
 	return true
 }
 
+// call runs fn on the loop's goroutine and waits for it. It reports false,
+// fn not run, if the loop has already ended. Never from the loop itself.
+func (l *loop) call(fn func()) bool {
+	done := make(chan struct{})
+	if !l.do(func() { fn(); close(done) }) {
+		return false
+	}
+	<-done
+	return true
+}
+
 // exit marks the loop ended; do refuses work from then on. Commands
 // queued after the loop's last batch still run here, on the stopped loop:
 // a caller waiting for one, as Reload's eachLoop does under reloadMu, is
@@ -220,6 +244,9 @@ func (l *loop) run() {
 	defer l.exit()
 	l.now = l.clock()
 	l.arm()
+	for _, u := range l.udps {
+		u.arm()
+	}
 	for {
 		n := l.wait()
 		l.now = l.clock()
@@ -242,6 +269,19 @@ func (l *loop) run() {
 				// that disarmed the listeners is stale.
 				if l.armed && int(ev.Fd) < len(l.lns) {
 					l.accept(l.lns[ev.Fd])
+				}
+			case tagUDPSession:
+				fd := int(ev.Fd)
+				if fd < len(l.udpFds) && l.udpFds[fd] != nil && l.closedIn[fd] != l.batch {
+					s := l.udpFds[fd]
+					s.u.upstreamReadable(s)
+				}
+			case tagUDPListener:
+				for _, u := range l.udps {
+					if u.fd == int(ev.Fd) && u.armed {
+						u.readable()
+						break
+					}
 				}
 			case tagWake:
 				var b [8]byte
@@ -276,10 +316,15 @@ func (l *loop) run() {
 				delete(l.quiesced, id)
 				s.drop()
 			}
+			for len(l.udps) > 0 {
+				l.udps[len(l.udps)-1].closeAll()
+			}
 			l.closePipes()
 			return
 		}
-		if l.draining && l.load.Load() == 0 { // none live, none handed over and not started
+		// None live, none handed over and not started, and every UDP
+		// listener stopped and drained.
+		if l.draining && l.load.Load() == 0 && len(l.udps) == 0 {
 			l.closePipes()
 			return
 		}
@@ -300,7 +345,7 @@ func (l *loop) runCmds() {
 func (l *loop) waitMs() int {
 	next := int64(-1)
 	if len(l.timers) > 0 {
-		next = l.timers[0].heapAt
+		next = l.timers[0].tm().heapAt
 	}
 	if l.acceptResume > 0 && (next < 0 || l.acceptResume < next) {
 		next = l.acceptResume
@@ -466,7 +511,7 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 		peerAddr:    client,
 		connectTime: -1,
 		startMono:   l.now,
-		heapIdx:     -1,
+		timer:       timer{heapIdx: -1},
 	}
 	g := srv.group
 	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, l.wall()) }
@@ -530,11 +575,37 @@ func (l *loop) register(fd int, events uint32, s *session) error {
 
 // track maps fd to s for events, whether or not fd is in the epoll set yet.
 func (l *loop) track(fd int, s *session) {
-	for fd >= len(l.fds) {
-		l.fds = append(l.fds, make([]*session, len(l.fds)+64)...)
-		l.closedIn = append(l.closedIn, make([]uint64, len(l.fds)-len(l.closedIn))...)
-	}
+	l.grow(fd)
 	l.fds[fd] = s
+}
+
+// trackUDP maps fd to the UDP session s for events. The table grows only
+// on a loop that serves UDP.
+func (l *loop) trackUDP(fd int, s *udpSession) {
+	l.grow(fd)
+	if fd >= len(l.udpFds) {
+		l.udpFds = append(l.udpFds, make([]*udpSession, len(l.fds)-len(l.udpFds))...)
+	}
+	l.udpFds[fd] = s
+}
+
+// grow makes the TCP descriptor table and closedIn hold fd.
+func (l *loop) grow(fd int) {
+	if fd < len(l.fds) {
+		return
+	}
+	n := max(fd+1, 2*len(l.fds)+64)
+	l.fds = append(l.fds, make([]*session, n-len(l.fds))...)
+	l.closedIn = append(l.closedIn, make([]uint64, n-len(l.closedIn))...)
+}
+
+// releaseUDP forgets a UDP session's descriptor and closes it, as release.
+func (l *loop) releaseUDP(fd int) {
+	if fd < len(l.udpFds) {
+		l.udpFds[fd] = nil
+		l.closedIn[fd] = l.batch
+	}
+	rawClose(fd)
 }
 
 // setInterest changes fd's epoll interest from cur to want and returns the
@@ -574,29 +645,29 @@ func (l *loop) release(fd int) {
 // schedule makes sure s's deadline (lastActive+timeout) is in the heap.
 // Deadlines are lazy: activity only moves lastActive, and an entry that comes
 // due early is pushed back to the real deadline when it pops.
-func (l *loop) schedule(s *session) {
-	if s.timeout <= 0 {
+func (l *loop) schedule(s timed) {
+	t := s.tm()
+	if t.timeout <= 0 {
 		l.timers.remove(s)
 		return
 	}
-	at := s.lastActive + s.timeout
-	if s.heapIdx >= 0 {
-		s.heapAt = at
-		l.timers.fix(s.heapIdx)
+	t.heapAt = t.lastActive + t.timeout
+	if t.heapIdx >= 0 {
+		l.timers.fix(t.heapIdx)
 		return
 	}
-	s.heapAt = at
 	l.timers.push(s)
 }
 
 func (l *loop) runTimers() {
 	for len(l.timers) > 0 {
 		s := l.timers[0]
-		if s.heapAt > l.now {
+		t := s.tm()
+		if t.heapAt > l.now {
 			return
 		}
-		if at := s.lastActive + s.timeout; at > l.now {
-			s.heapAt = at
+		if at := t.lastActive + t.timeout; at > l.now && t.timeout > 0 {
+			t.heapAt = at
 			l.timers.fix(0)
 			continue
 		}

@@ -51,7 +51,7 @@ type Proxy struct {
 	// reloadMu and listenersMu). Loops never read it: each has its own
 	// copy (loop.lns), set by Start and by a Reload's command.
 	listeners []*listener
-	udp       []*udpListener // "listen ... udp", served apart from the TCP loops (udp.go)
+	udp       []*udpListener // "listen ... udp", each on one of the loops (udp.go)
 	loops     []*loop
 	logFiles  map[string]*logFile
 	metrics   *metrics
@@ -366,7 +366,7 @@ func (p *Proxy) Start() error {
 	for _, srv := range p.servers {
 		for _, cl := range srv.listens {
 			if cl.UDP {
-				u, err := p.startUDP(srv, cl)
+				u, err := p.newUDP(srv, cl)
 				if err != nil {
 					p.closeListeners()
 					p.closeUDP()
@@ -393,6 +393,9 @@ func (p *Proxy) Start() error {
 	}
 	p.started = true
 	p.startMonitors(p.groups)
+	for _, u := range p.udp {
+		u.place(p.udpLoop()) // before the loops start
+	}
 	reserveProcs(len(p.loops))
 	for _, l := range p.loops {
 		l.lns = slices.Clone(p.listeners) // before its goroutine starts
@@ -404,9 +407,6 @@ func (p *Proxy) Start() error {
 	}
 	go func() {
 		p.wg.Wait()
-		for _, u := range p.udp {
-			u.wait()
-		}
 		p.stopMetrics()
 		p.reloadMu.Lock()
 		stopMonitors(p.groups)
@@ -467,6 +467,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		ok := l.do(func() {
 			l.disarm()
 			l.draining = true
+			for _, u := range slices.Clone(l.udps) {
+				u.stop() // no new datagrams; live sessions still reply
+			}
 			wg.Done()
 		})
 		if !ok {
@@ -476,9 +479,6 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	// No loop watches the listeners now; closing them refuses new clients.
 	p.closeListeners()
-	for _, u := range p.udp {
-		u.shutdown()
-	}
 	select {
 	case <-p.done:
 		return nil
@@ -504,22 +504,18 @@ func (p *Proxy) Close() error {
 		for _, l := range p.loops {
 			l.do(func() {
 				l.disarm()
-				l.stopping = true
+				l.stopping = true // UDP listeners close with the loop's sessions
 			})
-		}
-		for _, u := range p.udp {
-			u.close()
 		}
 	})
 	<-p.done
 	return nil
 }
 
-// closeUDP stops the UDP listeners Start already bound, for its error paths.
+// closeUDP closes the UDP listeners Start already bound, for its error paths.
 func (p *Proxy) closeUDP() {
 	for _, u := range p.udp {
-		u.close()
-		u.wait()
+		u.discard()
 	}
 	p.udp = nil
 }

@@ -89,7 +89,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 			unix.Close(ln.fd)
 		}
 		for _, u := range boundUDP {
-			u.conn.Close()
+			u.discard()
 		}
 		for _, lf := range opened {
 			lf.close()
@@ -118,7 +118,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 					nextUDP = append(nextUDP, u)
 					continue
 				}
-				u, _, err := p.newUDP(srv, cl)
+				u, err := p.newUDP(srv, cl)
 				if err != nil {
 					return fail(posError(cl.Pos, err.Error()), bound)
 				}
@@ -284,7 +284,7 @@ func (p *Proxy) swapUDP(keep map[*udpListener]*udpConf, bound, next []*udpListen
 		retired = append(retired, u)
 	}
 	for _, u := range bound {
-		u.start(true)
+		u.start(p.udpLoop())
 		ch.ListenersAdded = append(ch.ListenersAdded, u.text())
 	}
 	p.udp = append(next, retired...)

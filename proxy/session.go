@@ -74,12 +74,9 @@ type session struct {
 	usableFn      func(int) bool
 
 	// Timers, in loop.now units: the session expires at lastActive+timeout.
-	startMono  int64
-	endMono    int64 // when the session ended (for $session_time)
-	lastActive int64
-	timeout    int64
-	heapAt     int64 // deadline of this session's heap entry
-	heapIdx    int   // index in loop.timers; -1 when not in the heap
+	timer
+	startMono int64
+	endMono   int64 // when the session ended (for $session_time)
 
 	// Registered epoll interest per descriptor.
 	cEvents, uEvents uint32

@@ -208,17 +208,26 @@ func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 // socket with a nil error (connected) or EINPROGRESS, or -1 and the error
 // with nothing left open.
 func rawDial(ap netip.AddrPort, delayAck bool) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family(ap)), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	return rawSocketTo(ap, unix.SOCK_STREAM, delayAck)
+}
+
+// rawSocketTo opens a nonblocking socket of type typ and connects it to ap:
+// rawDial's and udpDial's common part. A TCP socket gets TCP_NODELAY, and
+// TCP_QUICKACK off if delayAck.
+func rawSocketTo(ap netip.AddrPort, typ int, delayAck bool) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family(ap)), uintptr(typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC), 0)
 	if e != 0 {
 		// baton's own failure, not the peer's: health.LocalError tells.
 		return -1, os.NewSyscallError("socket", e)
 	}
 	fd := int(r)
-	one := int32(1)
-	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
-	if delayAck {
-		zero := int32(0)
-		unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, uintptr(unsafe.Pointer(&zero)), 4, 0)
+	if typ == unix.SOCK_STREAM {
+		one := int32(1)
+		unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+		if delayAck {
+			zero := int32(0)
+			unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, uintptr(unsafe.Pointer(&zero)), 4, 0)
+		}
 	}
 	if ap.Addr().Is4() {
 		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}

@@ -1,25 +1,45 @@
 package proxy
 
+// timer is what a loop's timer heap knows of a session, TCP or UDP: it
+// expires at lastActive+timeout, in loop.now units. Deadlines are lazy
+// (loop.schedule): activity only moves lastActive.
+type timer struct {
+	lastActive int64
+	timeout    int64
+	heapAt     int64 // deadline of this entry in the heap
+	heapIdx    int   // index in loop.timers; -1 when not in the heap
+}
+
+func (t *timer) tm() *timer { return t }
+
+// timed is a session in a loop's timer heap.
+type timed interface {
+	tm() *timer
+	expire() // its deadline passed with no activity
+}
+
 // timerHeap is a binary min-heap of sessions by heapAt, each knowing its own
 // index (heapIdx, -1 when absent) so that a finished session leaves at once.
-type timerHeap []*session
+type timerHeap []timed
 
-func (h timerHeap) less(i, j int) bool { return h[i].heapAt < h[j].heapAt }
+func (h timerHeap) less(i, j int) bool { return h[i].tm().heapAt < h[j].tm().heapAt }
 
 func (h timerHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
+	h[i].tm().heapIdx = i
+	h[j].tm().heapIdx = j
 }
 
-func (h *timerHeap) push(s *session) {
-	s.heapIdx = len(*h)
+func (h *timerHeap) push(s timed) {
+	t := s.tm()
+	t.heapIdx = len(*h)
 	*h = append(*h, s)
-	h.up(s.heapIdx)
+	h.up(t.heapIdx)
 }
 
-func (h *timerHeap) remove(s *session) {
-	i := s.heapIdx
+func (h *timerHeap) remove(s timed) {
+	t := s.tm()
+	i := t.heapIdx
 	if i < 0 {
 		return
 	}
@@ -29,7 +49,7 @@ func (h *timerHeap) remove(s *session) {
 	}
 	(*h)[n] = nil
 	*h = (*h)[:n]
-	s.heapIdx = -1
+	t.heapIdx = -1
 	if i != n {
 		h.fix(i)
 	}

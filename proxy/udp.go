@@ -4,36 +4,33 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/batonproxy/baton/config"
+	"golang.org/x/sys/unix"
 )
 
 // UDP: how "listen ... udp" is served.
 //
-// Each listener has three kinds of goroutine:
+// A UDP listener runs on one of the event loops that serve TCP (loop.go),
+// with no goroutine of its own: the loop owns the listening socket, the
+// session table and every session's connected upstream socket, all
+// nonblocking and in its epoll set, and each session's idle deadline is in
+// the loop's timer heap beside the TCP sessions'. When the listening socket
+// is readable the loop takes up to udpBatch datagrams with one recvmmsg and
+// hands each to its session (a table lookup by client address), or starts
+// one: a balancer pick and a socket connected to the upstream, as nginx
+// does. A client datagram goes to the upstream with one nonblocking write;
+// a readable upstream socket gives one datagram per event, sent to the
+// client through the listening socket with one sendmsg. An idle session
+// holds its plain state and one descriptor, no goroutine, stack or buffer.
 //
-//   - the reader reads the listening socket and queues each datagram, with
-//     its client address, on packets (bounded: a full queue drops the
-//     datagram, counts it and logs at most once every 10 s);
-//   - the owner is the only goroutine that touches the session table. It
-//     takes queued datagrams, creates sessions (a balancer pick and a
-//     connected socket to the upstream, as nginx), sends each datagram to
-//     its session's upstream with one nonblocking write, and ends sessions;
-//   - one upstream reader per session reads replies from the session's
-//     connected socket and writes them to the client through the listening
-//     socket. It also keeps the idle timer (proxy_timeout) as a read
-//     deadline.
-//
-// Session state is one plain struct (udpSession); the counters that both
-// the owner and the upstream reader change sit under its mutex. A session
-// ends exactly once: whoever first sets ended decides the status; the owner
-// then closes the upstream socket and writes the access-log line, either at
-// once (if the owner set it) or when the upstream reader reports the end on
-// ends.
+// Listeners are spread over the loops (udpLoop); a listener's sessions stay
+// on its loop, so nothing of a session is shared between goroutines: other
+// goroutines reach a listener only through loop commands (loop.call), and
+// read its counters (atomics) for status and metrics.
 //
 // nginx semantics mirrored (ngx_stream_proxy_module.c):
 //
@@ -74,16 +71,6 @@ import (
 // ("disconnected on shutdown"). A wildcard listener replies from the
 // address the client sent to (IP_PKTINFO), as nginx does.
 
-// udpPacket is one datagram from a client, on its way to the owner. A
-// packet with a nil buf is the reader's "parked" marker (udp_handoff.go):
-// every datagram it read before pausing is queued ahead of it.
-type udpPacket struct {
-	buf    *[]byte
-	n      int
-	client netip.AddrPort
-	dst    netip.Addr // from IP_PKTINFO on a wildcard listener; else invalid
-	ifidx  uint32
-}
 
 // udpConf is what a listener serves: swapped whole by Reload. Sessions keep
 // the server they started with (udpSession.srv).
@@ -99,154 +86,149 @@ type udpKey struct {
 	dst    netip.Addr
 }
 
-const udpQueue = 256 // datagrams between the reader and the owner
-
-// udpListener serves one "listen ... udp" address.
+// udpListener serves one "listen ... udp" address on its loop.
 type udpListener struct {
 	p     *Proxy
+	l     *loop                   // owner: the socket, the sessions and every field under "loop only"
 	conf  atomic.Pointer[udpConf] // the server new sessions get; Reload swaps it
-	conn  *net.UDPConn
+	fd    int                     // the listening socket
 	bound netip.AddrPort
 	wild  bool
 
 	// retired: a Reload removed this address. The listener reads no more
 	// datagrams and drains its sessions; it stays in Proxy.udp (so that
-	// Close, Shutdown and Done still see it) until it has finished.
+	// Status and Metrics still see it) until it has finished.
 	retired  atomic.Bool
-	finished chan struct{} // retired: closed when every goroutine has ended
-
-	// Upgrade (udp_handoff.go). The reader starts with start, or later with
-	// startReader when the socket was inherited (Proxy.HandoffDone).
-	readerOnce  sync.Once
-	readerStart atomic.Bool
-	pausing     atomic.Bool   // the reader parks at its next read (PauseAccepting)
-	dlMu        sync.Mutex    // orders the listener socket's read deadline changes
-	wake        chan struct{} // pokes a parked reader (resume, shutdown, close)
-	parked      chan struct{} // the owner saw the reader's parked marker
-	cmds        chan func()   // run on the owner goroutine
-	ownerDone   chan struct{} // closed when the owner has ended
-
-	packets chan udpPacket   // reader → owner; closed when the reader ends
-	ends    chan *udpSession // upstream readers → owner: sessions they ended
-	closeCh chan struct{}    // closed by close()
-
-	stopping  atomic.Bool
-	stopOnce  sync.Once
-	closeOnce sync.Once
-	wg        sync.WaitGroup // reader, owner and upstream readers
+	finished chan struct{} // closed when the socket is closed and no session is left
 
 	active  atomic.Int64
 	total   atomic.Uint64
 	drops   udpDrops
-	endHook atomic.Pointer[func(udpEnd)] // called by the owner for each finished session; for tests
+	endHook atomic.Pointer[func(udpEnd)] // called for each finished session; for tests
 
-	// Owner only.
-	table      map[udpKey]*udpSession
-	live       map[*udpSession]struct{} // every session not yet finished, in the table or not
-	quiesced   map[uint64]*udpSession   // handed out by Quiesce, waiting for Release or Restore
-	idle       map[uint64]*udpSession   // imported, waiting for Start
-	closing    bool
-	tried      []bool
-	pickG      *group // the group connect is picking from, for usableFn
-	usableFn   func(int) bool
-	keyBuf     []byte
-	lineBuf    []byte
-	rec        session // the log record of the session being finished
-	sendLog    rateLog
+	// Loop only.
+	started  bool // on its loop's list (l.udps)
+	armed    bool // the socket is in the loop's epoll set
+	held     bool // inherited in an upgrade: not read until HandoffDone
+	paused   bool // an upgrade's PauseAccepting: not read, sessions parked
+	stopped  bool // shutdown or retired: never read again; done when the last session ends
+	closed   bool // the socket is closed (finished)
+	table    map[udpKey]*udpSession
+	live     map[*udpSession]struct{} // every session not yet finished, in the table or not
+	quiesced map[uint64]*udpSession   // handed out by Quiesce, waiting for Release or Restore
+	idle     map[uint64]*udpSession   // imported, waiting for Start
+	tried    []bool
+	pickG    *group // the group connect is picking from, for usableFn
+	usableFn func(int) bool
+	rec      session // the log record of the session being finished
+
+	kernelSeen uint32
+	sendLog    rateLog // client datagrams not sent upstream (full socket buffer)
+	replyLog   rateLog // replies not sent to clients (full socket buffer)
 	capLog     rateLog
-	connLog    rateLog               // connect() failures and "no live upstreams", once a second
-	localLog   rateLog               // baton's own socket() failures, once a second
-	timeoutLog rateLog               // "upstream timed out", once a second
-	writeFn    func(fd uintptr) bool // u.write, made once
-	wbuf       []byte                // what writeFn writes
-	wn         int
-	werr       error
+	connLog    rateLog // connect() failures and "no live upstreams", once a second
+	localLog   rateLog // baton's own socket() failures, once a second
+	timeoutLog rateLog // "upstream timed out", once a second
+	truncLog   rateLog
+	errLog     rateLog
+	kernelLog  rateLog
 }
 
 // udpDrops counts datagrams baton did not forward, by cause.
 type udpDrops struct {
-	queueFull atomic.Uint64 // the owner's queue was full
 	truncated atomic.Uint64 // larger than the read buffer (cannot happen; counted if it does)
 	kernel    atomic.Uint64 // dropped by the kernel, receive buffer full (SO_RXQ_OVFL)
 	send      atomic.Uint64 // the upstream socket's send buffer was full, or the datagram was too large for it
+	reply     atomic.Uint64 // a reply found the listening socket's send buffer full
 	capacity  atomic.Uint64 // a new session was refused: worker_connections reached
 }
 
-// startUDP binds cl for srv and starts serving it. In the new process of an
-// upgrade the socket inherited for cl's address is taken instead of a new
-// bind, and its reader waits for Proxy.HandoffDone (HANDOFF.md P19: the
-// listener is read only once its sessions are installed).
-func (p *Proxy) startUDP(srv *server, cl *config.Listen) (*udpListener, error) {
-	u, inherited, err := p.newUDP(srv, cl)
+// newUDP prepares a listener for srv's cl: its socket bound (or inherited
+// in an upgrade, then held unread until HandoffDone: HANDOFF.md P19), on no
+// loop yet (startUDP).
+func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
+	if cl.ProxyProtocol {
+		// config rejects it already; a Config built in code may not have.
+		return nil, errors.New(`"listen" directive "proxy_protocol" parameter is incompatible with "udp"`)
+	}
+	fd, err := p.inheritedUDP(cl)
 	if err != nil {
 		return nil, err
 	}
-	u.start(!inherited)
-	return u, nil
-}
-
-// newUDP prepares a listener for cl: its socket bound (or inherited), no
-// goroutine started yet.
-func (p *Proxy) newUDP(srv *server, cl *config.Listen) (u *udpListener, inherited bool, err error) {
-	if cl.ProxyProtocol {
-		// config rejects it already; a Config built in code may not have.
-		return nil, false, errors.New(`"listen" directive "proxy_protocol" parameter is incompatible with "udp"`)
-	}
-	conn, err := p.inheritedUDP(cl)
-	if err != nil {
-		return nil, false, err
-	}
-	inherited = conn != nil
-	if conn == nil {
-		if conn, err = listenUDP(cl.Addr, cl.ReusePort); err != nil {
-			return nil, false, err
+	inherited := fd >= 0
+	if !inherited {
+		if fd, err = listenUDP(cl.Addr, cl.ReusePort); err != nil {
+			return nil, err
 		}
 	}
-	bound := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	u = &udpListener{
-		p: p, conn: conn,
-		bound:      netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	u := &udpListener{
+		p: p, fd: fd, bound: addrPort(sa), held: inherited,
 		wild:       cl.Addr.Addr().IsUnspecified(),
-		packets:    make(chan udpPacket, udpQueue),
-		ends:       make(chan *udpSession),
-		closeCh:    make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		parked:     make(chan struct{}, 1),
-		cmds:       make(chan func()),
-		ownerDone:  make(chan struct{}),
+		finished:   make(chan struct{}),
 		table:      map[udpKey]*udpSession{},
 		live:       map[*udpSession]struct{}{},
 		quiesced:   map[uint64]*udpSession{},
 		idle:       map[uint64]*udpSession{},
-		keyBuf:     make([]byte, 0, 256),
-		lineBuf:    make([]byte, 0, 512),
 		connLog:    rateLog{every: int64(time.Second)},
 		localLog:   rateLog{every: int64(time.Second)},
 		timeoutLog: rateLog{every: int64(time.Second)},
 	}
 	u.conf.Store(&udpConf{srv: srv, cl: cl})
-	u.usableFn = func(i int) bool { return !u.tried[i] && u.pickG.usable(i, u.wall(u.now())) }
-	u.writeFn = u.write
-	return u, inherited, nil
+	u.usableFn = func(i int) bool { return !u.tried[i] && u.pickG.usable(i, u.l.wall()) }
+	return u, nil
 }
 
-// start starts the owner and, if reading, the reader.
-func (u *udpListener) start(reading bool) {
-	u.wg.Add(1)
-	go u.run()
-	if reading {
-		u.startReader()
+// udpLoop is the loop a new UDP listener goes to: the one with the fewest.
+func (p *Proxy) udpLoop() *loop {
+	best := p.loops[0]
+	for _, l := range p.loops[1:] {
+		if l.udpCount.Load() < best.udpCount.Load() {
+			best = l
+		}
 	}
+	return best
 }
 
-// startReader starts the reader once (HandoffDone, shutdown and close call
-// it too, so that a reader that was held still ends).
-func (u *udpListener) startReader() {
-	u.readerOnce.Do(func() {
-		u.readerStart.Store(true)
-		u.wg.Add(1)
-		go u.read()
-	})
+// place gives u to loop l before l runs (Start).
+func (u *udpListener) place(l *loop) {
+	u.l = l
+	l.udpCount.Add(1)
+	l.udps = append(l.udps, u)
+	u.started = true
+}
+
+// start gives u to its loop, which reads it from then on (Reload). It
+// reports false, u closed, if the loop has ended.
+func (u *udpListener) start(l *loop) bool {
+	u.l = l
+	l.udpCount.Add(1)
+	if !l.do(func() {
+		if l.stopping {
+			u.closeSocket()
+			return
+		}
+		l.udps = append(l.udps, u)
+		u.started = true
+		u.arm()
+	}) {
+		l.udpCount.Add(-1)
+		unix.Close(u.fd)
+		close(u.finished)
+		return false
+	}
+	return true
+}
+
+// discard closes a listener that never reached a loop (Start's and
+// Reload's error paths).
+func (u *udpListener) discard() {
+	unix.Close(u.fd)
+	close(u.finished)
 }
 
 // srv is the server new sessions get.
@@ -262,207 +244,70 @@ func (u *udpListener) key() string { return "udp/" + u.bound.String() }
 // addr is the bound address.
 func (u *udpListener) addr() net.Addr { return net.UDPAddrFromAddrPort(u.bound) }
 
-// shutdown stops taking new datagrams: the reader stops at once (a read
-// deadline in the past; the socket stays open so that live sessions still
-// send their replies from it). Live sessions end on their own
-// (proxy_timeout, proxy_responses).
-func (u *udpListener) shutdown() {
-	u.stopOnce.Do(func() {
-		u.dlMu.Lock()
-		u.stopping.Store(true)
-		u.conn.SetReadDeadline(time.Unix(1, 0))
-		u.dlMu.Unlock()
-		u.poke()
-		u.startReader() // a held reader must still end, closing packets
-	})
+// arm puts the socket in the loop's epoll set if it is to be read (loop).
+func (u *udpListener) arm() {
+	if u.armed || u.held || u.paused || u.stopped || u.closed || u.l.stopping {
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(u.fd), Pad: tagUDPListener}
+	if err := rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_ADD, u.fd, &ev); err != nil {
+		u.p.log.Logf(LevelAlert, "epoll_ctl(ADD) listener %s failed %s", u.text(), errnoText(err))
+		return
+	}
+	u.armed = true
 }
 
-// retire stops a listener a reload removed: no new datagrams, live sessions
-// drain; finished closes when it is over.
-func (u *udpListener) retire() {
-	u.retired.Store(true)
-	u.finished = make(chan struct{})
-	u.shutdown()
-	go func() {
-		u.wait()
-		close(u.finished)
-	}()
-}
-
-// close ends every session and stops at once.
-func (u *udpListener) close() {
-	u.closeOnce.Do(func() {
-		close(u.closeCh)
-		u.poke()
-		u.startReader()
-	})
-}
-
-// poke wakes a parked reader.
-func (u *udpListener) poke() {
-	select {
-	case u.wake <- struct{}{}:
-	default:
+// disarm takes the socket out of the loop's epoll set (loop).
+func (u *udpListener) disarm() {
+	if u.armed {
+		rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_DEL, u.fd, nil)
+		u.armed = false
 	}
 }
 
-func (u *udpListener) closed() bool {
-	select {
-	case <-u.closeCh:
-		return true
-	default:
-		return false
+// stop reads no more datagrams: live sessions still send their replies
+// from the socket and end on their own (proxy_timeout, proxy_responses);
+// the socket closes after the last (loop).
+func (u *udpListener) stop() {
+	u.stopped = true
+	u.disarm()
+	u.maybeDone()
+}
+
+// maybeDone closes a stopped listener once it has no session left (loop).
+func (u *udpListener) maybeDone() {
+	if u.stopped && !u.closed && len(u.live) == 0 && len(u.quiesced) == 0 && len(u.idle) == 0 {
+		u.closeSocket()
 	}
 }
 
-// wait returns when every goroutine of u has ended.
-func (u *udpListener) wait() { u.wg.Wait() }
-
-// status reports the listener for Proxy.Status.
-func (u *udpListener) status() ListenerStatus {
-	return ListenerStatus{
-		Addr: u.bound.String(), Protocol: "udp", Upstream: u.srv().group.name,
-		Active: u.active.Load(), Total: u.total.Load(),
+// closeSocket closes the listening socket and leaves the loop (loop).
+func (u *udpListener) closeSocket() {
+	if u.closed {
+		return
 	}
-}
-
-// dropCounts returns how many client datagrams were not forwarded, by
-// cause, for metrics.
-func (u *udpListener) dropCounts() map[string]uint64 {
-	return map[string]uint64{
-		"queue_full": u.drops.queueFull.Load(),
-		"truncated":  u.drops.truncated.Load(),
-		"kernel":     u.drops.kernel.Load(),
-		"send":       u.drops.send.Load(),
-		"capacity":   u.drops.capacity.Load(),
-	}
-}
-
-func (u *udpListener) now() int64 { return int64(time.Since(u.p.base)) }
-
-func (u *udpListener) wall(mono int64) time.Time { return u.p.base.Add(time.Duration(mono)) }
-
-// read is the listener's reader goroutine.
-func (u *udpListener) read() {
-	defer u.wg.Done()
-	defer close(u.packets)
-	var truncLog, queueLog, errLog, kernelLog rateLog
-	var kernelSeen uint32
-	big := getDgram(dgramBig)
-	oob := make([]byte, udpOOBSize)
-	for {
-		n, oobn, flags, from, err := u.conn.ReadMsgUDPAddrPort(*big, oob)
-		now := u.now()
-		if u.stopping.Load() {
-			// Checked after a successful read too: a read that was waiting
-			// when shutdown set the deadline can still return a datagram
-			// that came in afterwards (the poller's readiness wins over the
-			// deadline's wake-up). Like those left in the socket, it is
-			// not taken.
-			break
-		}
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || u.closed() {
-				break
-			}
-			if u.pausing.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				// Paused for an upgrade: a read with a deadline in the past
-				// returns before any syscall, so no datagram is taken; one
-				// read before the pause (readiness won) went on as usual.
-				if !u.park() {
-					break
-				}
-				continue
-			}
-			if c := errLog.hit(now); c > 0 {
-				u.p.log.Logf(LevelAlert, "recvmsg() on %s failed %s (%d times)", u.text(), errnoText(bareErrno(err)), c)
-			}
-			continue
-		}
-		in := parseOOB(oob[:oobn])
-		if in.hasDrop && in.drops != kernelSeen {
-			d := in.drops - kernelSeen
-			kernelSeen = in.drops
-			u.drops.kernel.Add(uint64(d))
-			if c := kernelLog.add(now, uint64(d)); c > 0 {
-				u.p.log.Logf(LevelWarn, "the kernel dropped %d datagrams to %s: the socket's receive buffer was full", c, u.text())
-			}
-		}
-		if flags&udpMsgTrunc != 0 || n >= dgramBig {
-			u.drops.truncated.Add(1)
-			if c := truncLog.hit(now); c > 0 {
-				u.p.log.Logf(LevelError, "%d datagrams to %s were dropped: larger than %d bytes, client: %s", c, u.text(), dgramBig-1, from.Addr())
-			}
-			continue
-		}
-		pk := udpPacket{buf: big, n: n, client: netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), dst: in.dst.Unmap(), ifidx: in.ifindex}
-		if n <= dgramSmall {
-			pk.buf = getDgram(n)
-			copy(*pk.buf, (*big)[:n])
-		} else {
-			big = getDgram(dgramBig)
-		}
-		select {
-		case u.packets <- pk:
-		default:
-			putDgram(pk.buf)
-			u.drops.queueFull.Add(1)
-			if c := queueLog.hit(now); c > 0 {
-				u.p.log.Logf(LevelWarn, "%d datagrams to %s were dropped: the session queue (%d) is full", c, u.text(), udpQueue)
-			}
-		}
-	}
-	putDgram(big)
-	if c := queueLog.flush(); c > 0 {
-		u.p.log.Logf(LevelWarn, "%d datagrams to %s were dropped: the session queue (%d) is full", c, u.text(), udpQueue)
-	}
-}
-
-// run is the owner goroutine: the only one that touches table and live.
-// It ends when the reader has ended and no session is left.
-func (u *udpListener) run() {
-	defer u.wg.Done()
-	defer close(u.ownerDone)
-	packets, closeCh := u.packets, u.closeCh
-	for packets != nil || len(u.live) > 0 || len(u.quiesced) > 0 || len(u.idle) > 0 {
-		select {
-		case pk, ok := <-packets:
-			if !ok {
-				packets = nil
-				continue
-			}
-			if pk.buf == nil { // the reader parked: every datagram before it is handled
-				select {
-				case u.parked <- struct{}{}:
-				default:
-				}
-				continue
-			}
-			u.handle(pk)
-			putDgram(pk.buf)
-		case s := <-u.ends:
-			u.finish(s)
-		case fn := <-u.cmds:
-			fn()
-		case <-closeCh:
-			closeCh = nil
-			u.closeAll()
-		}
-	}
-	u.conn.Close()
+	u.disarm()
+	u.closed = true
+	unix.Close(u.fd)
 	if c := u.sendLog.flush(); c > 0 {
 		u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream", c, u.text())
 	}
+	l := u.l
+	for i, o := range l.udps {
+		if o == u {
+			l.udps = append(l.udps[:i], l.udps[i+1:]...)
+			break
+		}
+	}
+	l.udpCount.Add(-1)
+	close(u.finished)
 }
 
-// closeAll ends every session now (close).
+// closeAll ends every session now and closes the socket (Close, loop).
 func (u *udpListener) closeAll() {
-	u.closing = true
-	u.conn.Close() // the reader ends; so do the writes of replies
+	u.stopped = true
 	for s := range u.live {
-		if s.claim(200, endClosed) {
-			u.finish(s)
-		}
+		u.end(s, 200, endClosed)
 	}
 	// Quiesced and imported-but-not-started sessions may live on in the
 	// other process: forget them without a log line.
@@ -472,27 +317,142 @@ func (u *udpListener) closeAll() {
 	}
 	for id, s := range u.idle {
 		delete(u.idle, id)
-		s.closeUp(u.p)
+		s.closeUp()
+	}
+	u.closeSocket()
+}
+
+// shutdown stops reading (Shutdown): see stop.
+func (u *udpListener) shutdown() { u.l.call(u.stop) }
+
+// retire stops a listener a reload removed: no new datagrams, live sessions
+// drain; finished closes when it is over.
+func (u *udpListener) retire() {
+	u.retired.Store(true)
+	u.l.do(u.stop)
+}
+
+// status reports the listener for Proxy.Status.
+func (u *udpListener) status() ListenerStatus {
+	return ListenerStatus{
+		Addr: u.bound.String(), Protocol: "udp", Upstream: u.srv().group.name,
+		Active: u.active.Load(), Total: u.total.Load(),
 	}
 }
 
-// handle passes one client datagram to its session, or starts one.
-func (u *udpListener) handle(pk udpPacket) {
-	if u.closing {
-		return
+// dropCounts returns how many datagrams were not forwarded, by cause, for
+// metrics.
+func (u *udpListener) dropCounts() map[string]uint64 {
+	return map[string]uint64{
+		"truncated": u.drops.truncated.Load(),
+		"kernel":    u.drops.kernel.Load(),
+		"send":      u.drops.send.Load(),
+		"reply":     u.drops.reply.Load(),
+		"capacity":  u.drops.capacity.Load(),
 	}
-	key := udpKey{client: pk.client, dst: pk.dst}
-	if s := u.table[key]; s != nil {
-		if u.forward(s, (*pk.buf)[:pk.n]) {
+}
+
+// udpBatchSize is how many datagrams one recvmmsg takes.
+const udpBatchSize = 32
+
+// udpBatch is a loop's recvmmsg state, made when it first serves UDP. Each
+// slot has a buffer that holds the largest datagram, so none is ever
+// truncated; only the pages a datagram touches are ever resident.
+type udpBatch struct {
+	hdrs  [udpBatchSize]unix.Mmsghdr
+	iovs  [udpBatchSize]unix.Iovec
+	names [udpBatchSize]unix.RawSockaddrInet6
+	oobs  [udpBatchSize][udpOOBSize]byte
+	bufs  [udpBatchSize][]byte
+}
+
+func newUDPBatch() *udpBatch {
+	b := &udpBatch{}
+	for i := range b.hdrs {
+		b.bufs[i] = make([]byte, dgramBig)
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(dgramBig)
+		h := &b.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		h.Iov = &b.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &b.oobs[i][0]
+	}
+	return b
+}
+
+// recv takes up to udpBatchSize datagrams from fd.
+func (b *udpBatch) recv(fd int) (int, error) {
+	for i := range b.hdrs {
+		h := &b.hdrs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.SetControllen(udpOOBSize)
+		h.Flags = 0
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.hdrs[0])), udpBatchSize, 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// readable takes the datagrams waiting on the listening socket, a few
+// batches at most per event, so that sessions' replies are not starved
+// (loop).
+func (u *udpListener) readable() {
+	l := u.l
+	if l.udpIn == nil {
+		l.udpIn = newUDPBatch()
+	}
+	b := l.udpIn
+	for round := 0; round < 4 && u.armed; round++ {
+		n, err := b.recv(u.fd)
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+			continue
+		default:
+			if c := u.errLog.hit(l.now); c > 0 {
+				u.p.log.Logf(LevelAlert, "recvmsg() on %s failed %s (%d times)", u.text(), errnoText(err), c)
+			}
 			return
 		}
-		// The session is ending: as in nginx, where it is already gone, the
-		// datagram starts a new one.
-		delete(u.table, key)
-		s.detached = true
+		for i := 0; i < n; i++ {
+			h := &b.hdrs[i]
+			u.datagram(b.bufs[i][:h.Len], int(h.Hdr.Flags), &b.names[i], b.oobs[i][:h.Hdr.Controllen])
+		}
+		if n < udpBatchSize {
+			return
+		}
 	}
-	u.open(key, pk)
 }
 
-// deadline converts a monotonic time to a deadline.
-func (u *udpListener) deadline(mono int64) time.Time { return u.wall(mono) }
+// datagram handles one client datagram (loop).
+func (u *udpListener) datagram(d []byte, flags int, name *unix.RawSockaddrInet6, oob []byte) {
+	l := u.l
+	in := parseOOB(oob)
+	if in.hasDrop && in.drops != u.kernelSeen {
+		n := in.drops - u.kernelSeen
+		u.kernelSeen = in.drops
+		u.drops.kernel.Add(uint64(n))
+		if c := u.kernelLog.add(l.now, uint64(n)); c > 0 {
+			u.p.log.Logf(LevelWarn, "the kernel dropped %d datagrams to %s: the socket's receive buffer was full", c, u.text())
+		}
+	}
+	client := rawAddrPort((*unix.RawSockaddrAny)(unsafe.Pointer(name)))
+	if flags&unix.MSG_TRUNC != 0 || len(d) >= dgramBig {
+		u.drops.truncated.Add(1)
+		if c := u.truncLog.hit(l.now); c > 0 {
+			u.p.log.Logf(LevelError, "%d datagrams to %s were dropped: larger than %d bytes, client: %s", c, u.text(), dgramBig-1, client.Addr())
+		}
+		return
+	}
+	key := udpKey{client: client, dst: in.dst.Unmap()}
+	if s := u.table[key]; s != nil {
+		u.forward(s, d)
+		return
+	}
+	u.open(key, d, name, in.ifindex)
+}

@@ -1,46 +1,44 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
-	"time"
+	"unsafe"
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/fdpass"
+	"golang.org/x/sys/unix"
 )
 
 // UDP in an upgrade (HANDOFF.md §2.4 step 6, P19): a listener and its
 // sessions move together, so that a session keeps its upstream socket (the
 // upstream sees the same source port) and no client gets a new one.
 //
-// Old process (fdpass.Source):
+// Old process (fdpass.Source); each step is a command on the listener's
+// loop, which runs between two event batches, so every datagram the loop
+// has read is already forwarded and every reply it read already sent:
 //   - Listeners: each listening socket, as "udp/ADDR" (a dup).
-//   - PauseAccepting: the listener reader stops at a datagram boundary (a
-//     read deadline in the past returns before any syscall, so nothing is
-//     taken from the socket); it queues a marker behind the datagrams it
-//     already read, and the pause waits until the owner has handled them
-//     all, so every datagram read into user space has been forwarded. Then
-//     every session's upstream reader is parked the same way (s.paused and
-//     a past deadline, under s.mu, where the idle timer sets its own) and
-//     the pause waits until each has returned: a reply read before the
-//     pause has been written to the client. Nothing is closed.
+//   - PauseAccepting: the listening socket and every session's upstream
+//     socket leave the epoll set, and the sessions' idle timers stop. What
+//     arrives from now on waits in the kernel's socket buffers, which the
+//     dups share. Nothing is closed.
 //   - Quiesce: parked sessions leave the table and go out as one file each
 //     (a dup of the connected upstream socket) and an encoded state
 //     (udpMovedState). Release closes this copy and forgets them, without
-//     an access-log line; Restore puts them back and starts their readers.
-//   - ResumeAccepting: the listener reader and every parked reader go on.
+//     an access-log line; Restore puts them back to work.
+//   - ResumeAccepting: the listener and every parked session are read again.
 //
-// New process (fdpass.Sink): startUDP takes the inherited socket of its
-// address but holds the reader; Import checks each session's socket and
-// keeps it idle on its listener's owner (u.idle); Start puts it in the
-// table and starts its upstream reader, carried datagrams first; the
-// listener readers start with HandoffDone, once every session is in place.
+// New process (fdpass.Sink): newUDP takes the inherited socket of its
+// address but holds it unread; Import checks each session's socket and
+// keeps it idle on its listener (u.idle); Start puts it in the table and
+// its socket in the loop's epoll set, carried datagrams first; the
+// listeners are read from HandoffDone on, once every session is in place.
 // Until then datagrams from clients queue in the kernel socket, which both
 // processes share: its SO_RCVBUF (net.core.rmem_default unless set) bounds
 // how many survive the handoff; the kernel counts the others as drops
-// (SO_RXQ_OVFL, reported by the reader as "kernel" drops).
+// (SO_RXQ_OVFL, reported as "kernel" drops).
 
 // udpStateVersion starts a UDP session's state; TCP states start with
 // stateVersion (handoff_state.go), so Import tells them apart by this byte.
@@ -134,134 +132,69 @@ func decodeUDPState(b []byte) (*udpMovedState, error) {
 	return m, nil
 }
 
-// do runs fn on the owner goroutine and waits. It reports false, fn not
-// run, when the owner has ended.
-func (u *udpListener) do(fn func()) bool {
-	done := make(chan struct{})
-	select {
-	case u.cmds <- func() { fn(); close(done) }:
-		<-done
-		return true
-	case <-u.ownerDone:
-		return false
-	}
-}
-
-// park is the reader paused for an upgrade: it queues the marker behind
-// what it read, then waits for resume. It reports false when the reader
-// must end (shutdown, close).
-func (u *udpListener) park() bool {
-	u.packets <- udpPacket{} // the owner always drains packets while the reader lives
-	for {
-		if u.stopping.Load() || u.closed() {
-			return false
-		}
-		if !u.pausing.Load() {
-			return true
-		}
-		select {
-		case <-u.wake:
-		case <-u.closeCh:
-		}
-	}
-}
-
-// pause stops the reader and every session's upstream reader at a datagram
-// boundary and returns when they have stopped (PauseAccepting).
+// pause parks the listener and its sessions (PauseAccepting, loop).
 func (u *udpListener) pause() {
-	select { // a marker left by a reader that parked without a waiter
-	case <-u.parked:
-	default:
+	u.paused = true
+	u.disarm()
+	for s := range u.live {
+		u.park(s)
 	}
-	u.dlMu.Lock()
-	if u.stopping.Load() {
-		u.dlMu.Unlock()
+}
+
+// park takes s's socket out of the epoll set and stops its timer (loop).
+func (u *udpListener) park(s *udpSession) {
+	if s.paused {
 		return
 	}
-	u.pausing.Store(true)
-	u.conn.SetReadDeadline(time.Unix(1, 0))
-	u.dlMu.Unlock()
-	if u.readerStart.Load() {
-		select {
-		case <-u.parked:
-		case <-u.closeCh:
-		case <-u.ownerDone:
-		}
-	}
-	var waits []chan struct{}
-	past := time.Unix(1, 0)
-	u.do(func() {
-		for s := range u.live {
-			s.mu.Lock()
-			if !s.ended && !s.paused {
-				s.paused = true
-				s.up.SetReadDeadline(past)
-			}
-			s.mu.Unlock()
-			if s.rdone != nil {
-				waits = append(waits, s.rdone)
-			}
-		}
-	})
-	for _, w := range waits {
-		<-w // every reader returns: parked, or ending its session
-	}
+	s.paused = true
+	rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+	u.l.timers.remove(s)
 }
 
-// resume undoes pause (ResumeAccepting).
+// unpark undoes park (loop). It reports false, s ended, if its socket
+// cannot be watched again.
+func (u *udpListener) unpark(s *udpSession) bool {
+	if !s.paused {
+		return true
+	}
+	s.paused = false
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd), Pad: tagUDPSession}
+	if err := rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+		u.p.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while proxying connection, udp client: %s, server: %s",
+			s.id, errnoText(err), s.client.Addr(), s.srv.name)
+		u.end(s, 500, endClosed)
+		return false
+	}
+	u.l.schedule(s)
+	return true
+}
+
+// resume undoes pause (ResumeAccepting, loop).
 func (u *udpListener) resume() {
-	u.dlMu.Lock()
-	u.pausing.Store(false)
-	if !u.stopping.Load() {
-		u.conn.SetReadDeadline(time.Time{})
-	}
-	u.dlMu.Unlock()
-	u.poke()
-	u.do(func() {
-		for s := range u.live {
-			s.stay = false
-			u.unpause(s)
-		}
-	})
-}
-
-// unpause lets s's upstream reader go on, starting it again if it had
-// parked (owner).
-func (u *udpListener) unpause(s *udpSession) {
-	s.mu.Lock()
-	restart := s.parkedRd && !s.ended
-	s.paused, s.parkedRd = false, false
-	s.mu.Unlock()
-	if restart {
-		u.startUpstreamReader(s)
+	u.paused = false
+	u.arm()
+	for s := range u.live {
+		s.stay = false
+		u.unpark(s)
 	}
 }
 
-// quiesce takes up to n parked sessions out of service (owner) and returns
-// them, and how many are still on their way to parking.
-func (u *udpListener) quiesce(n int) (conns []fdpass.Conn, transitional int, err error) {
-	now := u.now()
+// quiesce takes up to n parked sessions out of service (loop) and returns
+// them.
+func (u *udpListener) quiesce(n int) (conns []fdpass.Conn, err error) {
+	now := u.l.clock()
 	for s := range u.live {
 		if len(conns) >= n {
 			break
 		}
-		s.mu.Lock()
-		ok := s.parkedRd && !s.ended && !s.stay
-		if s.paused && !s.parkedRd && !s.ended {
-			transitional++
-		}
-		var st *udpMovedState
-		if ok {
-			st = u.exportUDP(s, now)
-		}
-		s.mu.Unlock()
-		if !ok {
+		if !s.paused || s.stay {
 			continue
 		}
-		f, derr := fdpass.Dup(s.up, "conn/udp/"+s.client.String())
+		f, derr := dupFile(s.fd, "conn/udp/"+s.client.String())
 		if derr != nil {
-			return conns, transitional, derr
+			return conns, derr
 		}
+		st := u.exportUDP(s, now)
 		delete(u.live, s)
 		s.wasIn = !s.detached
 		if !s.detached {
@@ -271,27 +204,22 @@ func (u *udpListener) quiesce(n int) (conns []fdpass.Conn, transitional int, err
 		u.quiesced[s.id] = s
 		conns = append(conns, fdpass.Conn{ID: s.id, Files: []*os.File{f}, State: st.encode()})
 	}
-	return conns, transitional, nil
+	return conns, nil
 }
 
-// exportUDP is s's state, with s.mu held.
+// exportUDP is s's state.
 func (u *udpListener) exportUDP(s *udpSession, now int64) *udpMovedState {
-	m := &udpMovedState{
+	return &udpMovedState{
 		id: s.id, listener: u.key(), client: s.client, local: s.local,
-		dst: s.key.dst, ifidx: s.ifidx, upstreamAddrs: string(s.upstreamAddrs),
+		dst: s.key.dst, ifidx: s.ifidx, upstream: s.upstream, upstreamAddrs: string(s.upstreamAddrs),
 		requests: s.requests, responses: s.responses, received: s.received, sent: s.sent,
 		upSent: s.upSent, age: now - s.startMono, idle: now - s.lastActive,
 		connectTime: s.connectTime, detached: s.detached, pend: s.pend,
 	}
-	if ra, ok := s.up.RemoteAddr().(*net.UDPAddr); ok {
-		ap := ra.AddrPort()
-		m.upstream = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return m
 }
 
 // release forgets quiesced sessions that live on in the new process
-// (owner): this copy of the socket is closed, counts released, no log line.
+// (loop): this copy of the socket is closed, counts released, no log line.
 func (u *udpListener) release(ids map[uint64]bool) {
 	for id := range ids {
 		if s := u.quiesced[id]; s != nil {
@@ -299,11 +227,12 @@ func (u *udpListener) release(ids map[uint64]bool) {
 			u.drop(s)
 		}
 	}
+	u.maybeDone()
 }
 
-// drop forgets s (owner): it was quiesced and lives on elsewhere.
+// drop forgets s (loop): it was quiesced and lives on elsewhere.
 func (u *udpListener) drop(s *udpSession) {
-	s.closeUp(u.p)
+	s.closeUp()
 	if s.peer >= 0 {
 		s.srv.group.peers[s.peer].active.Add(-1)
 	}
@@ -311,7 +240,7 @@ func (u *udpListener) drop(s *udpSession) {
 	u.active.Add(-1)
 }
 
-// restore puts quiesced sessions back to work here (owner).
+// restore puts quiesced sessions back to work here (loop).
 func (u *udpListener) restore(ids map[uint64]bool) {
 	for id := range ids {
 		s := u.quiesced[id]
@@ -324,40 +253,36 @@ func (u *udpListener) restore(ids map[uint64]bool) {
 			u.table[s.key] = s
 			s.detached = false
 		}
-		s.stay = u.pausing.Load() // the upgrade goes on: do not offer it again
-		u.unpause(s)
+		s.stay = u.paused // the upgrade goes on: do not offer it again
+		u.unpark(s)
 	}
+	u.maybeDone()
 }
 
 // inheritedUDP takes the socket an old process handed over for cl's
-// address, if there is one (new process of an upgrade).
-func (p *Proxy) inheritedUDP(cl *config.Listen) (*net.UDPConn, error) {
+// address, if there is one (new process of an upgrade); -1 if none.
+func (p *Proxy) inheritedUDP(cl *config.Listen) (int, error) {
 	name := "udp/" + cl.Addr.String()
-	fd, ok := p.inherited[name]
+	ifd, ok := p.inherited[name]
 	if !ok {
-		return nil, nil
+		return -1, nil
 	}
 	delete(p.inherited, name)
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
+	f := os.NewFile(uintptr(ifd), name)
 	if err := fdpass.Check(f, fdpass.UDPListener, ""); err != nil {
-		return nil, fmt.Errorf("inherited %s: %w", name, err)
+		f.Close()
+		return -1, fmt.Errorf("inherited %s: %w", name, err)
 	}
-	pc, err := net.FilePacketConn(f)
+	fd, err := takeFD(f)
 	if err != nil {
-		return nil, fmt.Errorf("inherited %s: %w", name, err)
+		return -1, fmt.Errorf("inherited %s: %w", name, err)
 	}
-	c, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return nil, fmt.Errorf("inherited %s: not a UDP socket", name)
+	sa, err := unix.Getsockname(fd)
+	if err != nil || addrPort(sa) != netip.AddrPortFrom(cl.Addr.Addr().Unmap(), cl.Addr.Port()) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("inherited %s is bound to %v", name, addrPort(sa))
 	}
-	la, _ := c.LocalAddr().(*net.UDPAddr)
-	if la == nil || netip.AddrPortFrom(la.AddrPort().Addr().Unmap(), la.AddrPort().Port()) != netip.AddrPortFrom(cl.Addr.Addr().Unmap(), cl.Addr.Port()) {
-		c.Close()
-		return nil, fmt.Errorf("inherited %s is bound to %v", name, c.LocalAddr())
-	}
-	return c, nil
+	return fd, nil
 }
 
 // udpListeners returns the UDP listeners this config serves (not those a
@@ -380,8 +305,8 @@ func (p *Proxy) currentUDP() []*udpListener {
 }
 
 // importUDP takes one UDP session (Import, p.reloadMu held): its socket is
-// checked and it waits idle on its listener's owner for Start. It returns
-// why not, or "".
+// checked and it waits idle on its listener for Start. It returns why not,
+// or "".
 func (p *Proxy) importUDP(c fdpass.Conn) string {
 	reject := func(why string) string {
 		for _, f := range c.Files {
@@ -405,35 +330,27 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	if err := fdpass.Check(c.Files[0], fdpass.UDPConn, ""); err != nil {
 		return reject(err.Error())
 	}
-	pc, err := net.FilePacketConn(c.Files[0])
-	c.Files[0].Close()
+	fd, err := takeFD(c.Files[0])
 	if err != nil {
 		return err.Error()
 	}
-	conn, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return "not a UDP socket"
+	if sa, err := unix.Getpeername(fd); err != nil || addrPort(sa) != m.upstream {
+		unix.Close(fd)
+		return fmt.Sprintf("the socket is connected to %v, not %s", addrPort(sa), m.upstream)
 	}
-	ra, _ := conn.RemoteAddr().(*net.UDPAddr)
-	if ra == nil || netip.AddrPortFrom(ra.AddrPort().Addr().Unmap(), ra.AddrPort().Port()) != m.upstream {
-		conn.Close()
-		return fmt.Sprintf("the socket is connected to %v, not %s", conn.RemoteAddr(), m.upstream)
-	}
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		conn.Close()
-		return err.Error()
+	if !p.fds.takeUDP() {
+		unix.Close(fd)
+		return p.fds.capReason()
 	}
 	srv := u.srv()
-	now := u.now()
 	s := &udpSession{
-		id: m.id, srv: srv, key: udpKey{client: m.client, dst: m.dst}, client: m.client, local: m.local,
-		peer: -1, up: conn, raw: raw, upstreamAddrs: []byte(m.upstreamAddrs),
-		startMono: now - m.age, lastActive: now - m.idle, connectTime: m.connectTime,
-		timeout: srv.proxyTimeout, upSent: m.upSent, detached: m.detached, ifidx: m.ifidx, pend: m.pend,
+		u: u, id: m.id, srv: srv, key: udpKey{client: m.client, dst: m.dst}, fd: fd,
+		client: m.client, local: m.local, peer: -1, upstream: m.upstream, upstreamAddrs: []byte(m.upstreamAddrs),
+		connectTime: m.connectTime, upSent: m.upSent, detached: m.detached, ifidx: m.ifidx, pend: m.pend,
 		requests: m.requests, responses: m.responses, received: m.received, sent: m.sent,
+		timer: timer{heapIdx: -1},
 	}
+	s.salen = clientSockaddr(&s.sa, m.client)
 	if m.dst.IsValid() && u.wild {
 		s.oob = replyOOB(m.dst, m.ifidx)
 	}
@@ -443,15 +360,34 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 			break
 		}
 	}
-	if !p.fds.takeUDP() {
-		conn.Close()
-		return p.fds.capReason()
-	}
-	if !u.do(func() { u.idle[s.id] = s }) {
-		s.closeUp(p)
+	age, idle := m.age, m.idle
+	if !u.l.call(func() {
+		now := u.l.clock()
+		s.startMono, s.lastActive = now-age, now-idle
+		u.idle[s.id] = s
+	}) {
+		unix.Close(fd)
+		p.fds.giveUDP()
 		return "the listener has closed"
 	}
 	return ""
+}
+
+// clientSockaddr writes ap into sa as sendmsg's destination and returns its
+// length: AF_INET for an IPv4 client, as an IPv4 listener's recvmmsg gives.
+func clientSockaddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) uint32 {
+	*sa = unix.RawSockaddrInet6{}
+	if ap.Addr().Is4() {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		sa4.Family = unix.AF_INET
+		sa4.Addr = ap.Addr().As4()
+		putPort(&sa4.Port, ap.Port())
+		return unix.SizeofSockaddrInet4
+	}
+	sa.Family = unix.AF_INET6
+	sa.Addr = ap.Addr().As16()
+	putPort(&sa.Port, ap.Port())
+	return unix.SizeofSockaddrInet6
 }
 
 // startImportedUDP starts the imported sessions among ids (Start): each
@@ -459,7 +395,7 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 // upstream again.
 func (p *Proxy) startImportedUDP(ids map[uint64]bool) {
 	for _, u := range p.udpListeners() {
-		u.do(func() {
+		u.l.call(func() {
 			for id := range ids {
 				s := u.idle[id]
 				if s == nil {
@@ -472,7 +408,7 @@ func (p *Proxy) startImportedUDP(ids map[uint64]bool) {
 	}
 }
 
-// adoptUDP makes an imported session u's (owner).
+// adoptUDP makes an imported session u's (loop).
 func (u *udpListener) adoptUDP(s *udpSession) {
 	if !s.detached {
 		if u.table[s.key] != nil {
@@ -487,11 +423,20 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 	if s.peer >= 0 {
 		s.srv.group.peers[s.peer].active.Add(1)
 	}
+	s.timeout = u.idleTimeout(s)
+	if !u.watch(s) {
+		s.fd = -1
+		u.p.fds.giveUDP()
+		u.end(s, 500, endClosed)
+		return
+	}
+	u.l.schedule(s)
 	pend := s.pend
 	s.pend = nil
-	u.startUpstreamReader(s)
 	for _, b := range pend {
-		u.send(s, b, false)
+		if !u.send(s, b) {
+			return
+		}
 	}
 }
 
@@ -506,47 +451,53 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 func (p *Proxy) HandoffDone() {
 	for _, u := range p.udpListeners() {
 		dropped := 0
-		u.do(func() {
+		u.l.call(func() {
 			for id, s := range u.idle {
 				delete(u.idle, id)
-				s.closeUp(u.p)
+				s.closeUp()
 				dropped++
 			}
+			u.held = false
+			u.arm()
+			u.maybeDone()
 		})
 		if dropped > 0 {
 			p.log.Logf(LevelWarn, "upgrade: %d UDP sessions of %s were imported but never started; closed", dropped, u.text())
 		}
-		u.startReader()
 	}
 }
 
 // quiesceUDP is Quiesce's UDP part: up to n sessions of paused listeners.
-func (p *Proxy) quiesceUDP(n int) (conns []fdpass.Conn, transitional int, errs []error) {
+func (p *Proxy) quiesceUDP(n int) (conns []fdpass.Conn, errs []error) {
 	for _, u := range p.udpListeners() {
 		if len(conns) >= n {
 			break
 		}
 		var got []fdpass.Conn
-		var tr int
 		var err error
 		want := n - len(conns)
-		if !u.do(func() { got, tr, err = u.quiesce(want) }) {
+		if !u.l.call(func() { got, err = u.quiesce(want) }) {
 			continue
 		}
 		conns = append(conns, got...)
-		transitional += tr
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return conns, transitional, errs
+	return conns, errs
 }
 
 // udpFiles are Listeners' UDP part: a dup of each listening socket.
 func (p *Proxy) udpFiles() ([]fdpass.NamedFile, error) {
 	var out []fdpass.NamedFile
-	for _, u := range p.currentUDP() {
-		f, err := fdpass.Dup(u.conn, u.key())
+	for _, u := range p.currentUDP() { // Listeners holds p.reloadMu
+		var f *os.File
+		err := errors.New("the listener has closed")
+		u.l.call(func() {
+			if !u.closed {
+				f, err = dupFile(u.fd, u.key())
+			}
+		})
 		if err != nil {
 			for _, nf := range out {
 				nf.File.Close()

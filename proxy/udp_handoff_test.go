@@ -451,11 +451,9 @@ func TestUDPReloadRemovedListenerDrains(t *testing.T) {
 	}
 	// The session ends on its own (here: the proxy closes it) and the
 	// retired listener finishes; the next reload forgets it.
-	retiring.do(func() {
+	retiring.l.call(func() {
 		for s := range retiring.live {
-			if s.claim(200, endClosed) {
-				retiring.finish(s)
-			}
+			retiring.end(s, 200, endClosed)
 		}
 	})
 	if e := waitEnd(t, ends); e.u != retiring {

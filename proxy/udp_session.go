@@ -1,10 +1,11 @@
 package proxy
 
 import (
-	"net"
+	"unsafe"
+
 	"net/netip"
-	"sync"
-	"syscall"
+
+
 
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/lb"
@@ -25,69 +26,55 @@ const (
 )
 
 // udpSession is one client address's flow, as nginx's UDP "connection":
-// plain data, so that an upgrade can ship it with its upstream socket
-// (HANDOFF.md §2.4 step 6).
+// plain data owned by its listener's loop, so that an upgrade can ship it
+// with its upstream socket (HANDOFF.md §2.4 step 6).
 type udpSession struct {
-	id            uint64
-	srv           *server // the server it started with: a reload does not move it
-	key           udpKey
+	timer // idle deadline: proxy_timeout, or the unanswered bound (idleTimeout)
+	u     *udpListener
+	id    uint64
+	srv   *server // the server it started with: a reload does not move it
+	key   udpKey
+	fd    int // connected to the peer; -1 once closed
+
 	client        netip.AddrPort
+	sa            unix.RawSockaddrInet6 // client, for sendmsg
+	salen         uint32
 	local         netip.AddrPort // the address the client sent to
 	oob           []byte         // IP_PKTINFO for replies, on a wildcard listener
-	peer          int            // index into the group's peers
-	up            *net.UDPConn   // connected to the peer
-	raw           syscall.RawConn
+	ifidx         uint32         // the interface of oob (IPv6 wildcard listeners)
+	peer          int            // index into the group's peers; -1: none of this config's
+	upstream      netip.AddrPort // the upstream socket's peer
 	upstreamAddrs []byte
 	startMono     int64
 	connectTime   int64
-	timeout       int64 // proxy_timeout; 0: none
 
-	// Owner only.
-	upSent   int64         // bytes written to the upstream
-	upClosed bool          // up is closed and its descriptor back in the budget
-	detached bool          // not in the table: proxy_requests reached, ended, or replaced
-	rdone    chan struct{} // closed when the current upstream reader has returned
-	stay     bool          // restored during an upgrade: not quiesced again by it
-	wasIn    bool          // quiesced: it was in the table (Restore puts it back)
-	ifidx    uint32        // the interface of s.oob (IPv6 wildcard listeners)
-	pend     [][]byte      // client datagrams carried over an upgrade, sent at start
+	upSent    int64 // bytes written to the upstream
+	requests  int64 // datagrams from the client (nginx's u->requests)
+	responses int64 // datagrams to the client (u->responses)
+	received  int64 // bytes from the client ($bytes_received)
+	sent      int64 // bytes to the client ($bytes_sent)
 
-	// Shared by the owner and the upstream reader.
-	mu         sync.Mutex
-	lastActive int64
-	requests   int64 // datagrams from the client (nginx's u->requests)
-	responses  int64 // datagrams to the client (u->responses)
-	received   int64 // bytes from the client ($bytes_received)
-	sent       int64 // bytes to the client ($bytes_sent)
-	ended      bool
-	paused     bool // an upgrade parks the upstream reader (udp_handoff.go)
-	parkedRd   bool // the upstream reader saw paused and returned
-	failed     bool // report a failure of the peer to passive health
-	status     int
-	reason     endReason
+	detached bool // not in the table: proxy_requests reached, or quiesced
+	paused   bool // an upgrade parked it: its socket is out of the epoll set, its timer off
+	stay     bool // restored during an upgrade: not quiesced again by it
+	wasIn    bool // quiesced: it was in the table (Restore puts it back)
+	failed   bool // report a failure of the peer to passive health
+	status   int
+	reason   endReason
+	pend     [][]byte // client datagrams carried over an upgrade from an older baton, sent at start
 }
 
-// closeUp closes s's upstream socket and gives its descriptor back to p's
-// budget (fdbudget.go), once (owner).
-func (s *udpSession) closeUp(p *Proxy) {
-	if s.upClosed {
+func (s *udpSession) expire() { s.u.expire(s) }
+
+// closeUp closes s's upstream socket and gives its descriptor back to the
+// budget (fdbudget.go), once (loop).
+func (s *udpSession) closeUp() {
+	if s.fd < 0 {
 		return
 	}
-	s.upClosed = true
-	s.up.Close()
-	p.fds.giveUDP()
-}
-
-// claim ends s with status and reason unless it has ended already. The
-// caller that gets true must see to it that the owner finishes s.
-func (s *udpSession) claim(status int, reason endReason) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended {
-		return false
-	}
-	s.ended, s.status, s.reason = true, status, reason
-	return true
+	s.u.l.releaseUDP(s.fd)
+	s.fd = -1
+	s.u.p.fds.giveUDP()
 }
 
 // udpEnd is what the test hook learns about a finished session.
@@ -107,35 +94,26 @@ func (u *udpListener) hook(e udpEnd) {
 }
 
 // count records an n-byte datagram of s, a request from the client or a
-// response to it, and applies nginx's end check (finalizeCheck); a session
-// that is done ends here with 200. ok is false, and nothing is counted, if s
-// had already ended.
-func (u *udpListener) count(s *udpSession, n int, request bool) (detach, done, ok bool) {
-	now := u.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended {
-		return false, false, false
-	}
+// response to it, and applies nginx's end check (finalizeCheck).
+func (u *udpListener) count(s *udpSession, n int, request bool) (detach, done bool) {
 	if request {
 		s.requests++
 		s.received += int64(n)
 	} else {
 		s.responses++
 		s.sent += int64(n)
+		if s.responses == 1 {
+			s.timeout = u.idleTimeout(s) // answered: proxy_timeout from now on
+		}
 	}
-	s.lastActive = now
-	detach, done = u.finalizeCheck(s)
-	if done {
-		s.ended, s.status, s.reason = true, 200, endDone
-	}
-	return detach, done, true
+	s.lastActive = u.l.now
+	return u.finalizeCheck(s)
 }
 
-// finalizeCheck is nginx's ngx_stream_proxy_test_finalize for UDP, with
-// s.mu held: whether s leaves the table (proxy_requests reached: a new
-// datagram from the client starts a new session) and whether it is done
-// (every expected response has come: proxy_responses times the requests).
+// finalizeCheck is nginx's ngx_stream_proxy_test_finalize for UDP: whether
+// s leaves the table (proxy_requests reached: a new datagram from the
+// client starts a new session) and whether it is done (every expected
+// response has come: proxy_responses times the requests).
 func (u *udpListener) finalizeCheck(s *udpSession) (detach, done bool) {
 	req, resp := s.srv.proxyRequests, s.srv.proxyResponses
 	if req > 0 && s.requests < int64(req) {
@@ -148,52 +126,77 @@ func (u *udpListener) finalizeCheck(s *udpSession) (detach, done bool) {
 	return detach, true
 }
 
-// open starts a session for a datagram from a new client (owner).
-func (u *udpListener) open(key udpKey, pk udpPacket) {
-	p := u.p
-	now := u.now()
+// open starts a session for a datagram d from a new client (loop).
+func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, ifidx uint32) {
+	p, l := u.p, u.l
 	if !p.fds.takeUDP() {
 		u.drops.capacity.Add(1)
-		if c := u.capLog.hit(now); c > 0 {
+		if c := u.capLog.hit(l.now); c > 0 {
 			p.log.Logf(LevelAlert, "%s, %d datagrams from new clients of %s dropped", p.fds.udpCapReason(), c, u.text())
 		}
 		return
 	}
 	srv := u.srv()
 	s := &udpSession{
-		id: p.nextID.Add(1), srv: srv, key: key, client: pk.client, local: u.bound,
-		peer: -1, connectTime: -1, startMono: now, lastActive: now,
-		timeout: srv.proxyTimeout, requests: 1, received: int64(pk.n),
+		timer: timer{lastActive: l.now, heapIdx: -1},
+		u:     u, id: p.nextID.Add(1), srv: srv, key: key, fd: -1,
+		client: key.client, sa: *name, salen: unix.SizeofSockaddrInet6, local: u.bound,
+		peer: -1, connectTime: -1, startMono: l.now, requests: 1, received: int64(len(d)),
 	}
-	if pk.dst.IsValid() && u.wild {
-		s.local = netip.AddrPortFrom(pk.dst, u.bound.Port())
-		s.oob = replyOOB(pk.dst, pk.ifidx)
-		s.ifidx = pk.ifidx
+	if name.Family == unix.AF_INET {
+		s.salen = unix.SizeofSockaddrInet4
+	}
+	if key.dst.IsValid() && u.wild {
+		s.local = netip.AddrPortFrom(key.dst, u.bound.Port())
+		s.oob = replyOOB(key.dst, ifidx)
+		s.ifidx = ifidx
 	}
 	p.total.Add(1)
 	u.total.Add(1)
-	if status := u.connect(s); status != 0 {
+	status := u.connect(s)
+	if status == 0 && !u.watch(s) {
+		status = 500
+	}
+	if status != 0 {
 		p.fds.giveUDP()
-		u.logAccess(s, status, u.now(), s.received, 0)
+		u.logAccess(s, status, l.now, s.received, 0)
 		u.hook(udpEnd{u: u, id: s.id, status: status, peer: -1})
 		return
 	}
 	p.active.Add(1)
 	u.active.Add(1)
 	u.live[s] = struct{}{}
+	s.timeout = u.idleTimeout(s)
+	l.schedule(s)
 	detach, done := u.finalizeCheck(s)
-	if done {
-		s.ended, s.status, s.reason = true, 200, endDone
-	}
 	if detach {
 		s.detached = true
 	} else {
 		u.table[key] = s
 	}
-	if !done {
-		u.startUpstreamReader(s)
+	if u.send(s, d) && done {
+		u.end(s, 200, endDone)
 	}
-	u.send(s, (*pk.buf)[:pk.n], done)
+}
+
+// watch puts s's upstream socket in the loop's epoll set. On failure the
+// socket is closed (its peer's count given back) and false returned.
+func (u *udpListener) watch(s *udpSession) bool {
+	l := u.l
+	l.trackUDP(s.fd, s)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd), Pad: tagUDPSession}
+	err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev)
+	if err == nil {
+		return true
+	}
+	u.p.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while connecting to upstream, udp client: %s, server: %s",
+		s.id, errnoText(err), s.client.Addr(), s.srv.name)
+	l.releaseUDP(s.fd)
+	s.fd = -1
+	if s.peer >= 0 {
+		s.srv.group.peers[s.peer].active.Add(-1)
+	}
+	return false
 }
 
 // connect picks a peer and opens a connected socket to it, trying further
@@ -204,7 +207,7 @@ func (u *udpListener) open(key udpKey, pk udpPacket) {
 // ngx_event_connect_peer, a local failure is not the peer's, so it counts
 // no failure against it and tries no other.
 func (u *udpListener) connect(s *udpSession) int {
-	srv := s.srv
+	l, srv := u.l, s.srv
 	g := srv.group
 	if len(u.tried) < len(g.peers) {
 		u.tried = make([]bool, len(g.peers))
@@ -214,16 +217,16 @@ func (u *udpListener) connect(s *udpSession) int {
 	u.pickG = g
 	var key []byte
 	if g.key != nil {
-		key = g.key.appendTo(u.keyBuf[:0], u.record(s))
+		key = g.key.appendTo(l.keyBuf[:0], u.record(s))
 	} else {
-		key = appendAddrKey(u.keyBuf[:0], s.client.Addr())
+		key = appendAddrKey(l.keyBuf[:0], s.client.Addr())
 	}
-	u.keyBuf = key[:0]
-	first := u.now()
+	l.keyBuf = key[:0]
+	first := l.clock()
 	for tries := 0; ; tries++ {
 		if tries > 0 && (!srv.nextUpstream ||
 			(srv.nextTries > 0 && tries >= srv.nextTries) ||
-			(srv.nextTimeout > 0 && u.now()-first >= srv.nextTimeout)) {
+			(srv.nextTimeout > 0 && l.clock()-first >= srv.nextTimeout)) {
 			return 502
 		}
 		if tries >= len(g.peers) {
@@ -232,14 +235,14 @@ func (u *udpListener) connect(s *udpSession) int {
 		i, err := g.bal.Pick(key, u.usableFn)
 		if err != nil {
 			g.health.ResetFails() // as nginx, so that the peers come back at once
-			if c := u.connLog.hit(u.now()); c > 0 {
+			if c := u.connLog.hit(l.now); c > 0 {
 				u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q%s",
 					s.id, s.client.Addr(), srv.name, g.name, timesText(c))
 			}
 			return 502
 		}
-		start := u.now()
-		g.health.Peer(i).Picked(u.wall(start))
+		start := l.clock()
+		g.health.Peer(i).Picked(l.wall())
 		u.tried[i] = true
 		pr := &g.peers[i]
 		pr.active.Add(1)
@@ -247,21 +250,16 @@ func (u *udpListener) connect(s *udpSession) int {
 			s.upstreamAddrs = append(s.upstreamAddrs, ", "...)
 		}
 		s.upstreamAddrs = pr.addr.AppendTo(s.upstreamAddrs)
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(pr.addr))
+		fd, err := udpDial(pr.addr)
 		if err == nil {
-			raw, rerr := c.SyscallConn()
-			if rerr == nil {
-				s.peer, s.up, s.raw = i, c, raw
-				s.connectTime = u.now() - start
-				pr.total.Add(1)
-				return 0
-			}
-			c.Close()
-			err = rerr
+			s.peer, s.fd, s.upstream = i, fd, pr.addr
+			s.connectTime = l.clock() - start
+			pr.total.Add(1)
+			return 0
 		}
 		pr.active.Add(-1)
 		if health.LocalError(err) {
-			if c := u.localLog.hit(u.now()); c > 0 {
+			if c := u.localLog.hit(l.now); c > 0 {
 				u.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
 					s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))
 			}
@@ -271,24 +269,14 @@ func (u *udpListener) connect(s *udpSession) int {
 		if f, ok := g.bal.(lb.Failer); ok {
 			f.Failed(i, pr.maxFails)
 		}
-		disabled := g.health.Peer(i).Failed(u.wall(u.now()))
-		if c := u.connLog.hit(u.now()); c > 0 {
+		disabled := g.health.Peer(i).Failed(l.wall())
+		if c := u.connLog.hit(l.now); c > 0 {
 			u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
 				s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))
 		}
 		if disabled {
 			u.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
 				s.id, s.client.Addr(), srv.name, pr.addr)
-		}
-	}
-}
-
-// write is u.writeFn: one nonblocking write of u.wbuf to fd (owner).
-func (u *udpListener) write(fd uintptr) bool {
-	for {
-		u.wn, u.werr = unix.Write(int(fd), u.wbuf)
-		if u.werr != unix.EINTR {
-			return true
 		}
 	}
 }
@@ -301,78 +289,170 @@ func bareErrno(err error) error {
 	return err
 }
 
-// forward sends a client datagram to s's upstream (owner). It reports false,
-// sending nothing, when s has ended.
-func (u *udpListener) forward(s *udpSession, b []byte) bool {
-	detach, done, ok := u.count(s, len(b), true)
-	if !ok {
-		return false
-	}
+// forward sends a client datagram to s's upstream (loop).
+func (u *udpListener) forward(s *udpSession, d []byte) {
+	detach, done := u.count(s, len(d), true)
 	if detach && !s.detached {
 		delete(u.table, s.key)
 		s.detached = true
 	}
-	u.send(s, b, done)
+	if u.send(s, d) && done {
+		u.end(s, 200, endDone)
+	}
+}
+
+// send writes b to s's upstream with one nonblocking send. A full socket
+// buffer drops the datagram, counted and logged; an error of the upstream
+// (ECONNREFUSED: a port unreachable came back) ends s and counts a failure
+// of the peer, as nginx's ngx_udp_send error does. It reports whether s
+// lives on.
+func (u *udpListener) send(s *udpSession, b []byte) bool {
+	n, err := udpSend(s.fd, b)
+	switch err {
+	case nil:
+		s.upSent += int64(n)
+	case unix.EAGAIN, unix.ENOBUFS, unix.EMSGSIZE:
+		u.drops.send.Add(1)
+		if c := u.sendLog.hit(u.l.now); c > 0 {
+			u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream, the last: send() failed %s, udp client: %s, upstream: \"%s\"",
+				c, u.text(), errnoText(err), s.client.Addr(), s.upstreamAddrs)
+		}
+	default:
+		s.failed = true
+		u.p.log.Logf(LevelError, "*%d send() failed %s while proxying and sending to upstream, udp client: %s, server: %s, upstream: \"%s\"",
+			s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
+		u.end(s, 200, endUpstreamError)
+		return false
+	}
 	return true
 }
 
-// send writes b to s's upstream with one nonblocking write (owner). A full
-// socket buffer drops the datagram, counted and logged; an error of the
-// upstream (ECONNREFUSED: a port unreachable came back) ends s and counts a
-// failure of the peer, as nginx's ngx_udp_send error does. claimed says
-// the owner has already ended s: it is finished here.
-func (u *udpListener) send(s *udpSession, b []byte, claimed bool) {
-	u.wbuf = b
-	err := s.raw.Write(u.writeFn)
-	n, werr := u.wn, u.werr
-	u.wbuf, u.werr = nil, nil
-	if err == nil {
-		err = werr
-	}
-	switch errno := errnoIn(err); {
-	case err == nil:
-		s.upSent += int64(n)
-	case errno == unix.EAGAIN || errno == unix.ENOBUFS || errno == unix.EMSGSIZE:
-		u.drops.send.Add(1)
-		if c := u.sendLog.hit(u.now()); c > 0 {
-			u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream, the last: send() failed %s, udp client: %s, upstream: \"%s\"",
-				c, u.text(), errnoText(errno), s.client.Addr(), s.upstreamAddrs)
-		}
+// upstreamReadable takes one datagram from s's upstream socket to its
+// client (loop). More waiting are reported by the next epoll_wait.
+func (u *udpListener) upstreamReadable(s *udpSession) {
+	buf := u.l.buf
+	n, err := udpRecv(s.fd, buf)
+	switch err {
+	case nil:
+		u.reply(s, buf[:n])
+	case unix.EAGAIN, unix.EINTR:
 	default:
-		s.mu.Lock()
-		first := !s.ended
-		if first {
-			s.ended, s.status, s.reason = true, 200, endUpstreamError
-		}
-		s.failed = true
-		s.mu.Unlock()
-		u.p.log.Logf(LevelError, "*%d send() failed %s while proxying and sending to upstream, udp client: %s, server: %s, upstream: \"%s\"",
-			s.id, errnoText(bareErrno(err)), s.client.Addr(), s.srv.name, s.upstreamAddrs)
-		if first || claimed {
-			u.finish(s)
-		}
-		return
-	}
-	if claimed {
-		u.finish(s)
+		u.upstreamFailed(s, err)
 	}
 }
 
+// reply sends one upstream datagram to the client (loop).
+func (u *udpListener) reply(s *udpSession, b []byte) {
+	_, done := u.count(s, len(b), false)
+	switch err := u.sendTo(s, b); err {
+	case nil:
+	case unix.EAGAIN, unix.ENOBUFS:
+		u.drops.reply.Add(1)
+		if c := u.replyLog.hit(u.l.now); c > 0 {
+			u.p.log.Logf(LevelWarn, "%d replies to clients of %s were dropped, the last: sendmsg() failed %s, udp client: %s, upstream: \"%s\"",
+				c, u.text(), errnoText(err), s.client.Addr(), s.upstreamAddrs)
+		}
+	default:
+		u.p.log.Logf(LevelError, "*%d sendmsg() failed %s while proxying and sending to client, udp client: %s, server: %s, upstream: \"%s\"",
+			s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
+		if !done {
+			u.end(s, 200, endClientError)
+			return
+		}
+	}
+	if done {
+		u.end(s, 200, endDone)
+	}
+}
+
+// sendTo sends b to s's client through the listening socket, from the
+// address the client sent to on a wildcard listener.
+func (u *udpListener) sendTo(s *udpSession, b []byte) error {
+	m := &u.l.udpOut
+	m.iov.Base, m.iov.Len = nil, 0
+	if len(b) > 0 {
+		m.iov.Base = &b[0]
+		m.iov.SetLen(len(b))
+	}
+	m.hdr = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.sa)), Namelen: s.salen, Iov: &m.iov}
+	m.hdr.SetIovlen(1)
+	if len(s.oob) > 0 {
+		m.hdr.Control = &s.oob[0]
+		m.hdr.SetControllen(len(s.oob))
+	}
+	for {
+		_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(u.fd), uintptr(unsafe.Pointer(&m.hdr)), 0)
+		if e != unix.EINTR {
+			m.iov.Base, m.hdr.Name, m.hdr.Control = nil, nil, nil
+			if e != 0 {
+				return e
+			}
+			return nil
+		}
+	}
+}
+
+// expire ends s when nothing moved for its idle timeout, as nginx's timer
+// does: 200 when every expected response has come, else "upstream timed
+// out", 502 and a peer failure (loop).
+func (u *udpListener) expire(s *udpSession) {
+	if resp := s.srv.proxyResponses; resp < 0 || s.responses >= int64(resp)*s.requests {
+		u.end(s, 200, endTimedOut)
+		return
+	}
+	s.failed = true
+	u.end(s, 502, endUpstreamTimedOut)
+}
+
+// idleTimeout is how long s may go without a datagram either way:
+// proxy_timeout, and while no reply has come, no longer than the
+// unanswered bound (udpUnansweredTimeout), so that a flood of one datagram
+// from each of many sources holds its descriptors briefly.
+func (u *udpListener) idleTimeout(s *udpSession) int64 {
+	t := s.srv.proxyTimeout
+	if un := int64(u.p.udpUnanswered); s.responses == 0 && un > 0 && (t <= 0 || un < t) {
+		t = un
+	}
+	return t
+}
+
+// upstreamFailed ends s on a recv() error of its upstream socket, typically
+// ECONNREFUSED after an ICMP port unreachable. nginx counts the error as a
+// response, stops reading the upstream and frees the peer with
+// NGX_PEER_FAILED when the session ends; baton ends the session at once
+// (nothing more can come from that socket), with the status nginx's
+// session would end with.
+func (u *udpListener) upstreamFailed(s *udpSession, err error) {
+	s.failed = true
+	status := 200
+	if resp := s.srv.proxyResponses; resp >= 0 && s.responses+1 < int64(resp)*s.requests {
+		status = 502
+	}
+	u.p.log.Logf(LevelError, "*%d recv() failed %s while proxying and reading from upstream, udp client: %s, server: %s, upstream: \"%s\"",
+		s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
+	u.end(s, status, endUpstreamError)
+}
+
+// end ends s with status and reason (loop).
+func (u *udpListener) end(s *udpSession, status int, reason endReason) {
+	s.status, s.reason = status, reason
+	u.finish(s)
+}
+
 // finish closes s's upstream socket, releases its peer, reports the peer's
-// health and writes the access-log line (owner; once per session, after
-// whoever ended it).
+// health and writes the access-log line (loop; once per session).
 func (u *udpListener) finish(s *udpSession) {
-	s.mu.Lock()
+	l := u.l
 	status, reason, failed := s.status, s.reason, s.failed
 	reqs, resps, recv, sent := s.requests, s.responses, s.received, s.sent
-	s.mu.Unlock()
-	s.closeUp(u.p)
+	s.closeUp()
+	l.timers.remove(s)
 	if !s.detached {
 		delete(u.table, s.key)
 		s.detached = true
 	}
 	delete(u.live, s)
-	end := u.now()
+	end := l.clock()
 	g := s.srv.group
 	var pr *peer
 	if s.peer >= 0 { // -1: imported, its upstream not in this config's group
@@ -405,43 +485,45 @@ func (u *udpListener) finish(s *udpSession) {
 		if f, ok := g.bal.(lb.Failer); ok {
 			f.Failed(s.peer, pr.maxFails)
 		}
-		if g.health.Peer(s.peer).Failed(u.wall(end)) {
+		if g.health.Peer(s.peer).Failed(l.wall()) {
 			log.Logf(LevelWarn, "*%d upstream server temporarily disabled while proxying connection, udp client: %s, server: %s, upstream: \"%s\"",
 				s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		}
 	} else {
-		g.health.Peer(s.peer).Succeeded(u.wall(end))
+		g.health.Peer(s.peer).Succeeded(l.wall())
 	}
 	u.p.active.Add(-1)
 	u.active.Add(-1)
 	u.logAccess(s, status, end, recv, sent)
 	u.hook(udpEnd{u: u, id: s.id, status: status, reason: reason, failed: failed, peer: s.peer})
+	u.maybeDone()
 }
 
-// record fills the owner's log record for s, for the access log and the
+// record fills the listener's log record for s, for the access log and the
 // hash key.
 func (u *udpListener) record(s *udpSession) *session {
 	u.rec = session{
 		id: s.id, srv: s.srv, cfd: -1, ufd: -1, client: s.client, local: s.local,
 		peer: -1, connectTime: s.connectTime, upstreamAddrs: s.upstreamAddrs,
-		startMono: s.startMono, heapIdx: -1, udp: true,
+		startMono: s.startMono, timer: timer{heapIdx: -1}, udp: true,
 	}
 	return &u.rec
 }
 
-// logAccess writes s's access-log lines (owner): recv and sent are the
+// logAccess writes s's access-log lines (loop): recv and sent are the
 // bytes from and to the client.
 func (u *udpListener) logAccess(s *udpSession, status int, end, recv, sent int64) {
 	if len(s.srv.accessLogs) == 0 {
 		return
 	}
+	l := u.l
 	rec := u.record(s)
 	rec.status, rec.endMono = status, end
 	rec.c2u.n, rec.u2c.n = recv, sent
 	for _, al := range s.srv.accessLogs {
-		line := al.format.appendTo(u.lineBuf[:0], rec)
+		line := al.format.appendTo(l.lineBuf[:0], rec)
 		line = append(line, '\n')
 		al.file.write(line)
-		u.lineBuf = line[:0]
+		l.lineBuf = line[:0]
 	}
 }

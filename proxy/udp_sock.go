@@ -1,97 +1,99 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"sync"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// Datagram buffers. A UDP payload is at most 65,507 bytes over IPv4 and
-// 65,527 over IPv6, so a dgramBig read never truncates; one byte more than
-// that makes a truncation (which cannot happen) visible as n == len. Most
-// datagrams are small: the listener reader copies those into a dgramSmall so
-// that a queued datagram does not pin 64 KiB.
+// dgramBig is the largest datagram, and one byte more: a UDP payload is at
+// most 65,507 bytes over IPv4 and 65,527 over IPv6, so a dgramBig read never
+// truncates, and a truncation (which cannot happen) shows as n == len.
 const (
-	dgramBig    = 64<<10 + 1
-	dgramSmall  = 2 << 10
-	udpOOBSize  = 128 // room for an in6_pktinfo and an SO_RXQ_OVFL counter
-	udpMsgTrunc = unix.MSG_TRUNC
+	dgramBig   = 64<<10 + 1
+	udpOOBSize = 128 // room for an in6_pktinfo and an SO_RXQ_OVFL counter
 )
 
-var (
-	dgramBigPool   = sync.Pool{New: func() any { b := make([]byte, dgramBig); return &b }}
-	dgramSmallPool = sync.Pool{New: func() any { b := make([]byte, dgramSmall); return &b }}
-)
-
-func getDgram(size int) *[]byte {
-	if size <= dgramSmall {
-		return dgramSmallPool.Get().(*[]byte)
-	}
-	return dgramBigPool.Get().(*[]byte)
-}
-
-func putDgram(b *[]byte) {
-	if cap(*b) >= dgramBig {
-		dgramBigPool.Put(b)
-	} else {
-		dgramSmallPool.Put(b)
-	}
-}
-
-// listenUDP binds a UDP listening socket as nginx's "listen ... udp" does:
-// SO_REUSEADDR, SO_REUSEPORT for reuseport, IPV6_V6ONLY for IPv6 (Go sets
-// it for "udp6"). A wildcard address also asks for the destination address
-// of each datagram (IP_PKTINFO), so that replies leave from the address the
-// client sent to. SO_RXQ_OVFL reports datagrams the kernel dropped because
-// the receive buffer was full.
-func listenUDP(ap netip.AddrPort, reusePort bool) (*net.UDPConn, error) {
-	network := "udp4"
-	if ap.Addr().Is6() {
-		network = "udp6"
-	}
-	wild := ap.Addr().IsUnspecified()
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		set := func(fd, level, opt int, name string) {
-			if err == nil {
-				if e := unix.SetsockoptInt(fd, level, opt, 1); e != nil {
-					err = fmt.Errorf("setsockopt(%s) %s failed %s", name, ap, errnoText(e))
-				}
-			}
-		}
-		cerr := c.Control(func(fd uintptr) {
-			set(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR")
-			if reusePort {
-				set(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT")
-			}
-			set(int(fd), unix.SOL_SOCKET, unix.SO_RXQ_OVFL, "SO_RXQ_OVFL")
-			if wild && network == "udp4" {
-				set(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO")
-			} else if wild {
-				set(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO")
-			}
-		})
-		if cerr != nil {
-			return cerr
-		}
-		return err
-	}}
-	pc, err := lc.ListenPacket(context.Background(), network, ap.String())
+// listenUDP binds a nonblocking UDP listening socket as nginx's "listen ...
+// udp" does: SO_REUSEADDR, SO_REUSEPORT for reuseport, IPV6_V6ONLY for
+// IPv6. A wildcard address also asks for the destination address of each
+// datagram (IP_PKTINFO), so that replies leave from the address the client
+// sent to. SO_RXQ_OVFL reports datagrams the kernel dropped because the
+// receive buffer was full. The caller owns the returned fd.
+func listenUDP(ap netip.AddrPort, reusePort bool) (int, error) {
+	fd, err := unix.Socket(family(ap), unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		var errno unix.Errno
-		if errors.As(err, &errno) {
-			return nil, fmt.Errorf("bind() to %s failed %s", ap, errnoText(errno))
-		}
-		return nil, err
+		return -1, fmt.Errorf("socket() %s failed %s", ap, errnoText(err))
 	}
-	return pc.(*net.UDPConn), nil
+	set := func(level, opt int, name string) error {
+		if e := unix.SetsockoptInt(fd, level, opt, 1); e != nil {
+			return fmt.Errorf("setsockopt(%s) %s failed %s", name, ap, errnoText(e))
+		}
+		return nil
+	}
+	wild, v6 := ap.Addr().IsUnspecified(), ap.Addr().Is6()
+	err = set(unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR")
+	if err == nil && reusePort {
+		err = set(unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT")
+	}
+	if err == nil {
+		err = set(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, "SO_RXQ_OVFL")
+	}
+	if err == nil && v6 {
+		err = set(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, "IPV6_V6ONLY")
+	}
+	if err == nil && wild && !v6 {
+		err = set(unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO")
+	} else if err == nil && wild {
+		err = set(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO")
+	}
+	if err == nil {
+		if e := unix.Bind(fd, sockaddr(ap)); e != nil {
+			err = fmt.Errorf("bind() to %s failed %s", ap, errnoText(e))
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// udpDial opens a nonblocking UDP socket connected to ap. A socket()
+// failure is baton's own (health.LocalError tells), a connect() failure the
+// route's.
+func udpDial(ap netip.AddrPort) (int, error) {
+	return rawSocketTo(ap, unix.SOCK_DGRAM, false)
+}
+
+// udpSend sends datagram b on the connected socket fd; an empty b is an
+// empty datagram.
+func udpSend(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)), 0, 0, 0)
+		if e == 0 {
+			return int(n), nil
+		}
+		if e != unix.EINTR {
+			return 0, e
+		}
+	}
+}
+
+// udpRecv reads one datagram from fd into b (an empty datagram is n == 0).
+func udpRecv(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // oobInfo is what the listener learns from a datagram's control messages.
