@@ -71,7 +71,6 @@ import (
 // ("disconnected on shutdown"). A wildcard listener replies from the
 // address the client sent to (IP_PKTINFO), as nginx does.
 
-
 // udpConf is what a listener serves: swapped whole by Reload. Sessions keep
 // the server they started with (udpSession.srv).
 type udpConf struct {

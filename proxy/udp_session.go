@@ -5,8 +5,6 @@ import (
 
 	"net/netip"
 
-
-
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/lb"
 	"golang.org/x/sys/unix"
