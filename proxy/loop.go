@@ -63,10 +63,7 @@ type loop struct {
 	udpCount atomic.Int32 // len(udps), and listeners on their way to it, for Proxy.udpLoop
 	udpFds   []*udpSession
 	udpIn    *udpBatch
-	udpOut   struct {
-		hdr unix.Msghdr
-		iov unix.Iovec
-	}
+	udpOut   *udpReplies
 
 	lns           []*listener // the listeners this loop accepts on; its own copy, swapped by a command (setListeners)
 	armed         bool        // lns are in this epoll set
@@ -288,6 +285,9 @@ func (l *loop) run() {
 				unix.Read(l.wakefd, b[:])
 				woken = true
 			}
+		}
+		if l.udpOut != nil && l.udpOut.n > 0 {
+			l.udpOut.flush()
 		}
 		// Commands run between batches, never inside one: a command that
 		// takes a session away (quiesce) must not leave later events of the

@@ -285,6 +285,9 @@ func (u *udpListener) closeSocket() {
 	if u.closed {
 		return
 	}
+	if r := u.l.udpOut; r != nil && r.u == u && !r.flushing {
+		r.flush() // replies already counted go out first
+	}
 	u.disarm()
 	u.closed = true
 	unix.Close(u.fd)

@@ -1,9 +1,8 @@
 package proxy
 
 import (
-	"unsafe"
-
 	"net/netip"
+	"unsafe"
 
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/lb"
@@ -325,25 +324,42 @@ func (u *udpListener) send(s *udpSession, b []byte) bool {
 	return true
 }
 
-// upstreamReadable takes one datagram from s's upstream socket to its
-// client (loop). More waiting are reported by the next epoll_wait.
+// upstreamReadable takes one datagram from s's upstream socket and queues
+// it for s's client (loop). More waiting are reported by the next
+// epoll_wait. Replies go out together (udpReplies.flush), at the latest at
+// the end of the loop's event batch.
 func (u *udpListener) upstreamReadable(s *udpSession) {
-	buf := u.l.buf
-	n, err := udpRecv(s.fd, buf)
+	l := u.l
+	if l.udpOut == nil {
+		l.udpOut = newUDPReplies()
+	}
+	out := l.udpOut
+	if out.u != u || out.n == udpBatchSize {
+		out.flush()
+		out.u = u
+	}
+	i := out.n
+	n, err := udpRecv(s.fd, out.bufs[i])
 	switch err {
 	case nil:
-		u.reply(s, buf[:n])
 	case unix.EAGAIN, unix.EINTR:
+		return
 	default:
 		u.upstreamFailed(s, err)
+		return
+	}
+	_, done := u.count(s, n, false)
+	out.add(s, n)
+	if done {
+		// Its reply is queued (the batch holds s's address); its socket,
+		// timer and table entry go now.
+		u.end(s, 200, endDone)
 	}
 }
 
-// reply sends one upstream datagram to the client (loop).
-func (u *udpListener) reply(s *udpSession, b []byte) {
-	_, done := u.count(s, len(b), false)
-	switch err := u.sendTo(s, b); err {
-	case nil:
+// replyFailed handles a reply the listening socket did not take (loop).
+func (u *udpListener) replyFailed(s *udpSession, err error) {
+	switch err {
 	case unix.EAGAIN, unix.ENOBUFS:
 		u.drops.reply.Add(1)
 		if c := u.replyLog.hit(u.l.now); c > 0 {
@@ -353,41 +369,74 @@ func (u *udpListener) reply(s *udpSession, b []byte) {
 	default:
 		u.p.log.Logf(LevelError, "*%d sendmsg() failed %s while proxying and sending to client, udp client: %s, server: %s, upstream: \"%s\"",
 			s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
-		if !done {
+		if s.fd >= 0 { // not ended already (proxy_responses reached)
 			u.end(s, 200, endClientError)
-			return
 		}
-	}
-	if done {
-		u.end(s, 200, endDone)
 	}
 }
 
-// sendTo sends b to s's client through the listening socket, from the
-// address the client sent to on a wildcard listener.
-func (u *udpListener) sendTo(s *udpSession, b []byte) error {
-	m := &u.l.udpOut
-	m.iov.Base, m.iov.Len = nil, 0
-	if len(b) > 0 {
-		m.iov.Base = &b[0]
-		m.iov.SetLen(len(b))
+// udpReplies is a loop's batch of replies to the clients of one listener,
+// sent with one sendmmsg. Each slot has a buffer that holds the largest
+// datagram, read into straight from the upstream socket.
+type udpReplies struct {
+	u        *udpListener // the listener whose socket they leave by
+	n        int
+	flushing bool // in flush: a session it ends does not flush again
+	ss       [udpBatchSize]*udpSession
+	hdrs     [udpBatchSize]unix.Mmsghdr
+	iovs     [udpBatchSize]unix.Iovec
+	bufs     [udpBatchSize][]byte
+}
+
+func newUDPReplies() *udpReplies {
+	r := &udpReplies{}
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, dgramBig)
 	}
-	m.hdr = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.sa)), Namelen: s.salen, Iov: &m.iov}
-	m.hdr.SetIovlen(1)
+	return r
+}
+
+// add queues the n bytes in slot r.n for s's client.
+func (r *udpReplies) add(s *udpSession, n int) {
+	i := r.n
+	r.ss[i] = s
+	r.iovs[i] = unix.Iovec{}
+	if n > 0 {
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(n)
+	}
+	h := &r.hdrs[i].Hdr
+	*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.sa)), Namelen: s.salen, Iov: &r.iovs[i]}
+	h.SetIovlen(1)
 	if len(s.oob) > 0 {
-		m.hdr.Control = &s.oob[0]
-		m.hdr.SetControllen(len(s.oob))
+		h.Control = &s.oob[0]
+		h.SetControllen(len(s.oob))
 	}
-	for {
-		_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(u.fd), uintptr(unsafe.Pointer(&m.hdr)), 0)
-		if e != unix.EINTR {
-			m.iov.Base, m.hdr.Name, m.hdr.Control = nil, nil, nil
-			if e != 0 {
-				return e
-			}
-			return nil
+	r.n++
+}
+
+// flush sends the queued replies. A reply the socket refuses is dropped
+// and handled (replyFailed); the rest still go.
+func (r *udpReplies) flush() {
+	r.flushing = true
+	defer func() { r.flushing = false }()
+	for off := 0; off < r.n; {
+		k, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(r.u.fd), uintptr(unsafe.Pointer(&r.hdrs[off])), uintptr(r.n-off), 0, 0, 0)
+		switch {
+		case e == unix.EINTR:
+		case e != 0:
+			r.u.replyFailed(r.ss[off], e) // the first one failed
+			off++
+		default:
+			off += int(k)
 		}
 	}
+	for i := 0; i < r.n; i++ {
+		r.ss[i] = nil
+		r.hdrs[i].Hdr.Name, r.hdrs[i].Hdr.Control = nil, nil
+	}
+	r.n = 0
+	r.u = nil
 }
 
 // expire ends s when nothing moved for its idle timeout, as nginx's timer
