@@ -106,7 +106,6 @@ type udpListener struct {
 	endHook atomic.Pointer[func(udpEnd)] // called for each finished session; for tests
 
 	// Loop only.
-	started  bool // on its loop's list (l.udps)
 	armed    bool // the socket is in the loop's epoll set
 	held     bool // inherited in an upgrade: not read until HandoffDone
 	paused   bool // an upgrade's PauseAccepting: not read, sessions parked
@@ -198,7 +197,6 @@ func (u *udpListener) place(l *loop) {
 	u.l = l
 	l.udpCount.Add(1)
 	l.udps = append(l.udps, u)
-	u.started = true
 }
 
 // start gives u to its loop, which reads it from then on (Reload). It
@@ -212,7 +210,6 @@ func (u *udpListener) start(l *loop) bool {
 			return
 		}
 		l.udps = append(l.udps, u)
-		u.started = true
 		u.arm()
 	}) {
 		l.udpCount.Add(-1)

@@ -37,6 +37,16 @@ what to type. Stop it with Ctrl-C.`,
 				if err != nil {
 					return fmt.Errorf("demo backend: %w", err)
 				}
+				if basePort == 0 && ln.Addr().String() == listen {
+					// A free port the kernel chose may be the one the
+					// proxy is to listen on: take another.
+					other, err := net.Listen("tcp", "127.0.0.1:0")
+					ln.Close()
+					if err != nil {
+						return fmt.Errorf("demo backend: %w", err)
+					}
+					ln = other
+				}
 				addr = ln.Addr().String()
 				lns = append(lns, ln)
 				go serveGreeter(ln, fmt.Sprintf("backend-%d", i))
