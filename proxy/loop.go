@@ -293,7 +293,12 @@ func (l *loop) run() {
 		// takes a session away (quiesce) must not leave later events of the
 		// same batch pointing at it.
 		if woken {
+			// A command may start a session another loop accepted while
+			// this batch ran (balanceTo): it picks its upstream at the
+			// time it runs, not at this batch's start (a peer's
+			// fail_timeout may have passed in between).
 			woken = false
+			l.now = l.clock()
 			l.runCmds()
 		}
 		l.runTimers()
