@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/batonproxy/baton/health"
-	"github.com/batonproxy/baton/lb"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,43 +132,30 @@ func (s *session) connectNext() {
 	l, srv := s.loop, s.srv
 	g := srv.group
 	for {
-		if s.tries > 0 {
-			if !srv.nextUpstream ||
-				(srv.nextTries > 0 && s.tries >= srv.nextTries) ||
-				(srv.nextTimeout > 0 && l.now-s.firstTry >= srv.nextTimeout) {
-				s.finish(502)
-				return
-			}
-		} else {
+		if s.tries == 0 {
 			s.firstTry = l.now
 		}
-		if s.tries >= len(g.peers) {
-			s.finish(502) // every peer was tried; nginx's tries counter is 0
+		if !srv.mayTry(s.tries, l.now-s.firstTry) {
+			s.finish(502)
 			return
 		}
 		t0 := l.clock()
-		i, err := g.bal.Pick(s.pickKey(), s.usableFn)
+		i, ok := g.pick(s.pickKey(), s.usableFn)
 		l.p.metrics.pick.Observe(float64(l.clock()-t0) / 1e9)
-		if err != nil {
-			g.health.ResetFails() // as nginx, so that the peers come back at once
+		if !ok {
 			l.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
 				s.id, s.client.Addr(), srv.name, g.name)
 			s.finish(502)
 			return
 		}
-		g.health.Peer(i).Picked(l.wall())
+		s.upstreamAddrs = g.attempt(i, l.wall(), s.upstreamAddrs)
 		s.peer = i
 		s.markTried(i)
 		s.tries++
 		p := &g.peers[i]
-		p.active.Add(1)
-		if len(s.upstreamAddrs) > 0 {
-			s.upstreamAddrs = append(s.upstreamAddrs, ", "...)
-		}
-		s.upstreamAddrs = p.addr.AppendTo(s.upstreamAddrs)
 		s.attemptStart = l.now
 
-		err = s.dial(p.addr)
+		err := s.dial(p.addr)
 		if s.ufd < 0 {
 			if health.LocalError(err) {
 				s.dialFailedHere(err)
@@ -273,14 +259,7 @@ const earlyMax = 16 << 10
 
 // pickKey evaluates the balancing key for this session's upstream.
 func (s *session) pickKey() []byte {
-	g := s.srv.group
-	switch {
-	case g.key != nil:
-		return g.key.appendTo(s.loop.keyBuf[:0], s)
-	case g.method == lb.IPHash:
-		return appendAddrKey(s.loop.keyBuf[:0], s.client.Addr())
-	}
-	return nil // round robin, least_conn, random: no key
+	return s.srv.group.pickKey(s.loop.keyBuf[:0], s, s.client.Addr())
 }
 
 // dial opens the upstream socket and starts connecting. It returns nil when
@@ -310,11 +289,7 @@ func (s *session) connectFailed(err error) {
 	g := s.srv.group
 	p := &g.peers[s.peer]
 	p.active.Add(-1)
-	p.fails.Add(1)
-	if f, ok := g.bal.(lb.Failer); ok {
-		f.Failed(s.peer, p.maxFails) // smooth round robin lowers the effective weight, as nginx
-	}
-	disabled := g.health.Peer(s.peer).Failed(l.wall())
+	disabled := g.peerFailed(s.peer, l.wall())
 	s.peer = -1
 	what := "connect() failed " + errnoText(err)
 	if err == unix.ETIMEDOUT {

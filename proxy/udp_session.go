@@ -5,7 +5,6 @@ import (
 	"unsafe"
 
 	"github.com/batonproxy/baton/health"
-	"github.com/batonproxy/baton/lb"
 	"golang.org/x/sys/unix"
 )
 
@@ -212,26 +211,15 @@ func (u *udpListener) connect(s *udpSession) int {
 	u.tried = u.tried[:len(g.peers)]
 	clear(u.tried)
 	u.pickG = g
-	var key []byte
-	if g.key != nil {
-		key = g.key.appendTo(l.keyBuf[:0], u.record(s))
-	} else {
-		key = appendAddrKey(l.keyBuf[:0], s.client.Addr())
-	}
+	key := g.pickKey(l.keyBuf[:0], u.record(s), s.client.Addr())
 	l.keyBuf = key[:0]
 	first := l.clock()
 	for tries := 0; ; tries++ {
-		if tries > 0 && (!srv.nextUpstream ||
-			(srv.nextTries > 0 && tries >= srv.nextTries) ||
-			(srv.nextTimeout > 0 && l.clock()-first >= srv.nextTimeout)) {
+		if !srv.mayTry(tries, l.clock()-first) {
 			return 502
 		}
-		if tries >= len(g.peers) {
-			return 502
-		}
-		i, err := g.bal.Pick(key, u.usableFn)
-		if err != nil {
-			g.health.ResetFails() // as nginx, so that the peers come back at once
+		i, ok := g.pick(key, u.usableFn)
+		if !ok {
 			if c := u.connLog.hit(l.now); c > 0 {
 				u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q%s",
 					s.id, s.client.Addr(), srv.name, g.name, timesText(c))
@@ -239,14 +227,9 @@ func (u *udpListener) connect(s *udpSession) int {
 			return 502
 		}
 		start := l.clock()
-		g.health.Peer(i).Picked(l.wall())
+		s.upstreamAddrs = g.attempt(i, l.wall(), s.upstreamAddrs)
 		u.tried[i] = true
 		pr := &g.peers[i]
-		pr.active.Add(1)
-		if len(s.upstreamAddrs) > 0 {
-			s.upstreamAddrs = append(s.upstreamAddrs, ", "...)
-		}
-		s.upstreamAddrs = pr.addr.AppendTo(s.upstreamAddrs)
 		fd, err := udpDial(pr.addr)
 		if err == nil {
 			s.peer, s.fd, s.upstream = i, fd, pr.addr
@@ -262,11 +245,7 @@ func (u *udpListener) connect(s *udpSession) int {
 			}
 			return 500
 		}
-		pr.fails.Add(1)
-		if f, ok := g.bal.(lb.Failer); ok {
-			f.Failed(i, pr.maxFails)
-		}
-		disabled := g.health.Peer(i).Failed(l.wall())
+		disabled := g.peerFailed(i, l.wall())
 		if c := u.connLog.hit(l.now); c > 0 {
 			u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
 				s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))
@@ -528,11 +507,7 @@ func (u *udpListener) finish(s *udpSession) {
 	} else if failed {
 		// nginx's ngx_stream_proxy_finalize: a UDP upstream socket with a
 		// read or write error is freed with NGX_PEER_FAILED.
-		pr.fails.Add(1)
-		if f, ok := g.bal.(lb.Failer); ok {
-			f.Failed(s.peer, pr.maxFails)
-		}
-		if g.health.Peer(s.peer).Failed(l.wall()) {
+		if g.peerFailed(s.peer, l.wall()) {
 			log.Logf(LevelWarn, "*%d upstream server temporarily disabled while proxying connection, udp client: %s, server: %s, upstream: \"%s\"",
 				s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		}

@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/batonproxy/baton/lb"
+)
+
+// The upstream-selection policy TCP and UDP sessions share, as nginx's
+// ngx_stream_proxy_connect, ngx_event_connect_peer and the round robin's
+// free_peer share it between them: which key picks, when another attempt
+// is allowed (proxy_next_upstream*), what an attempt records and what a
+// peer's failure costs it. TCP connects asynchronously (session.go), UDP
+// at once (udp_session.go); both go through these steps.
+
+// pickKey appends the balancing key for a session to b: the upstream's hash
+// key evaluated on rec, the client address for ip_hash, none otherwise.
+func (g *group) pickKey(b []byte, rec *session, client netip.Addr) []byte {
+	switch {
+	case g.key != nil:
+		return g.key.appendTo(b, rec)
+	case g.method == lb.IPHash:
+		return appendAddrKey(b, client)
+	}
+	return nil // round robin, least_conn, random: no key
+}
+
+// mayTry reports whether attempt number tries+1 may be made, tries attempts
+// having failed, the first elapsed nanoseconds ago: every peer may be tried
+// once, and after a failure only as proxy_next_upstream,
+// proxy_next_upstream_tries and proxy_next_upstream_timeout allow.
+func (srv *server) mayTry(tries int, elapsed int64) bool {
+	if tries >= len(srv.group.peers) {
+		return false // every peer was tried; nginx's tries counter is 0
+	}
+	if tries == 0 {
+		return true
+	}
+	return srv.nextUpstream &&
+		(srv.nextTries <= 0 || tries < srv.nextTries) &&
+		(srv.nextTimeout <= 0 || elapsed < srv.nextTimeout)
+}
+
+// pick asks the balancer for a usable peer. When none is, every peer's
+// failures are forgotten, as nginx does so that they come back at once,
+// and ok is false: the caller logs "no live upstreams" and ends with 502.
+func (g *group) pick(key []byte, usable func(int) bool) (i int, ok bool) {
+	i, err := g.bal.Pick(key, usable)
+	if err != nil {
+		g.health.ResetFails()
+		return -1, false
+	}
+	return i, true
+}
+
+// attempt records that peer i is tried at now (one more active session
+// on it) and appends its address to addrs ($upstream_addr lists every
+// attempt).
+func (g *group) attempt(i int, now time.Time, addrs []byte) []byte {
+	g.health.Peer(i).Picked(now)
+	g.peers[i].active.Add(1)
+	if len(addrs) > 0 {
+		addrs = append(addrs, ", "...)
+	}
+	return g.peers[i].addr.AppendTo(addrs)
+}
+
+// peerFailed counts a failure of peer i at now, a connect that failed or a
+// session freed with NGX_PEER_FAILED: the smooth round robin lowers its
+// effective weight, and passive health disables it for fail_timeout once
+// max_fails is reached, which it reports.
+func (g *group) peerFailed(i int, now time.Time) (disabled bool) {
+	p := &g.peers[i]
+	p.fails.Add(1)
+	if f, ok := g.bal.(lb.Failer); ok {
+		f.Failed(i, p.maxFails)
+	}
+	return g.health.Peer(i).Failed(now)
+}
