@@ -299,7 +299,7 @@ func (p *Proxy) buildZones(cfg *config.Config) (map[string]*connZone, error) {
 		}
 		t, err := compileTemplate(z.Key)
 		if err != nil {
-			return nil, posError(z.Pos, err.Error())
+			return nil, posError(z.Pos, err)
 		}
 		// nginx keeps a node of about 64 bytes plus the key per entry.
 		zones[name] = &connZone{name: name, keySrc: z.Key, key: t, max: int(max(z.Size/128, 1)), counts: map[string]int32{}}

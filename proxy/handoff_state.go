@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"encoding/binary"
-	"errors"
 	"net/netip"
 )
 
@@ -39,8 +38,6 @@ type movedState struct {
 }
 
 type heldLimitState struct{ zone, key string }
-
-var errBadState = errors.New("proxy: malformed session state")
 
 type stateWriter struct{ b []byte }
 

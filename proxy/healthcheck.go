@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 
 	"github.com/batonproxy/baton/config"
@@ -58,7 +57,7 @@ func (p *Proxy) attachMonitors(servers []*server) error {
 		}
 		m, err := p.newMonitor(srv.group, hc)
 		if err != nil {
-			return posError(hc.Pos, fmt.Sprintf("health_check: %v", err))
+			return posErrorf(hc.Pos, "health_check: %w", err)
 		}
 		srv.group.monitor = m
 	}

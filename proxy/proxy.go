@@ -141,7 +141,7 @@ func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) 
 	} else {
 		var err error
 		if fd, err = listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive); err != nil {
-			return nil, posError(cl.Pos, err.Error())
+			return nil, posError(cl.Pos, err)
 		}
 	}
 	sa, _ := unix.Getsockname(fd)
@@ -157,7 +157,7 @@ func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) 
 // file and line.
 func New(cfg *config.Config, opts Options) (*Proxy, error) {
 	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
-		return nil, errors.New("proxy: no stream servers are configured")
+		return nil, ErrNoServers
 	}
 	p := &Proxy{
 		log:      opts.Log,
@@ -217,10 +217,6 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 	p.setBudget(cfg)
 	ok = true
 	return p, nil
-}
-
-func posError(pos config.Pos, msg string) error {
-	return fmt.Errorf("%s in %s:%d", msg, pos.File, pos.Line)
 }
 
 // build prepares every server of cfg. Upstreams are taken from reuse (by
@@ -301,7 +297,7 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 	for _, lc := range cs.LimitConns {
 		z := zones[lc.Zone.Name]
 		if z == nil {
-			return nil, posError(lc.Pos, fmt.Sprintf("zero size shared memory zone %q", lc.Zone.Name))
+			return nil, posErrorf(lc.Pos, "zero size shared memory zone %q", lc.Zone.Name)
 		}
 		srv.limits = append(srv.limits, limitRef{zone: z, n: lc.N})
 	}
@@ -310,7 +306,7 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 	}
 	u := cs.Upstream
 	if u == nil {
-		return nil, posError(cs.Pos, "no handler for server")
+		return nil, posErrorf(cs.Pos, "no handler for server")
 	}
 	g, ok := groups[u]
 	if !ok {
@@ -323,7 +319,7 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 				if u.MethodPos.Line > 0 {
 					pos = u.MethodPos
 				}
-				return nil, posError(pos, err.Error())
+				return nil, posError(pos, err)
 			}
 			g.sig = sigs[u]
 		}
@@ -332,11 +328,11 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 	srv.group = g
 	for _, al := range cs.AccessLogs {
 		if al.Format == nil {
-			return nil, posError(al.Pos, `"access_log" needs a log format`)
+			return nil, posErrorf(al.Pos, `"access_log" needs a log format`)
 		}
 		t, err := compileTemplate(al.Format.Format)
 		if err != nil {
-			return nil, posError(al.Format.Pos, err.Error())
+			return nil, posError(al.Format.Pos, err)
 		}
 		lf := p.logFiles[al.Path]
 		for _, o := range *opened {
@@ -347,7 +343,7 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 		if lf == nil {
 			f, err := openAppend(al.Path)
 			if err != nil {
-				return nil, posError(al.Pos, fmt.Sprintf("open() %q failed (%v)", al.Path, err))
+				return nil, posErrorf(al.Pos, "open() %q failed (%w)", al.Path, err)
 			}
 			lf = &logFile{path: al.Path, f: f}
 			*opened = append(*opened, lf)
@@ -361,7 +357,7 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 // nothing stays bound.
 func (p *Proxy) Start() error {
 	if p.started {
-		return errors.New("proxy: already started")
+		return ErrStarted
 	}
 	for _, srv := range p.servers {
 		for _, cl := range srv.listens {
@@ -370,7 +366,7 @@ func (p *Proxy) Start() error {
 				if err != nil {
 					p.closeListeners()
 					p.closeUDP()
-					return posError(cl.Pos, err.Error())
+					return posError(cl.Pos, err)
 				}
 				p.udp = append(p.udp, u)
 				continue
@@ -388,7 +384,7 @@ func (p *Proxy) Start() error {
 		if err := p.serveMetrics(addr); err != nil {
 			p.closeListeners()
 			p.closeUDP()
-			return posError(p.cfg.Baton.Pos, err.Error())
+			return posError(p.cfg.Baton.Pos, err)
 		}
 	}
 	p.started = true

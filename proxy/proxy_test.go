@@ -497,3 +497,40 @@ func TestMaxFails(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorsCallersCanTest: proxy's errors are told apart with errors.Is,
+// while their text stays nginx's.
+func TestErrorsCallersCanTest(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().(*net.TCPAddr).AddrPort()
+	cfg := testConfig([]upstreamSpec{{addr: addr}}, func(s *config.Server) { s.Listen[0].Addr = addr })
+	p, err := New(cfg, Options{Log: NewWriterLogger(io.Discard, LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Reload(cfg); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("reload before start: %v, want ErrNotRunning", err)
+	}
+	err = p.Start()
+	if !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("start on a port in use: %v, want EADDRINUSE inside", err)
+	}
+	want := "bind() to " + addr.String() + " failed (98: Address already in use) in "
+	if !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error text %q, want nginx's %q...", err, want)
+	}
+	udp := udpConfig([]upstreamSpec{{addr: addr}}, func(s *config.Server) { s.Listen[0].ProxyProtocol = true })
+	q, err := New(udp, Options{Log: NewWriterLogger(io.Discard, LevelInfo)})
+	if err == nil {
+		err = q.Start()
+		q.Close()
+	}
+	if !errors.Is(err, errUDPProxyProt) {
+		t.Errorf("udp with proxy_protocol: %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -59,17 +58,17 @@ func (c Changes) String() string {
 func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	var ch Changes
 	if cfg.Stream == nil || len(cfg.Stream.Servers) == 0 {
-		return ch, errors.New("proxy: no stream servers are configured")
+		return ch, ErrNoServers
 	}
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
 	if !p.started || p.shuttingDown {
-		return ch, errors.New("proxy: not running")
+		return ch, ErrNotRunning
 	}
 	if p.paused.Load() {
 		// Between PauseAccepting and the end of an upgrade: a listener added
 		// now would not be paused, and the old process is on its way out.
-		return ch, errors.New("proxy: an upgrade is in progress; reload refused")
+		return ch, ErrUpgrading
 	}
 	servers, groups, zones, opened, err := p.build(cfg)
 	if err != nil {
@@ -120,7 +119,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 				}
 				u, err := p.newUDP(srv, cl)
 				if err != nil {
-					return fail(posError(cl.Pos, err.Error()), bound)
+					return fail(posError(cl.Pos, err), bound)
 				}
 				boundUDP = append(boundUDP, u)
 				nextUDP = append(nextUDP, u)

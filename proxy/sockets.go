@@ -57,7 +57,7 @@ func capitalize(s string) string {
 func listenSocket(ap netip.AddrPort, backlog int, reusePort, keepalive bool) (int, error) {
 	fd, err := unix.Socket(family(ap), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("socket() %s failed %s", ap, errnoText(err))
+		return -1, sysErr(err, "socket() %s", ap)
 	}
 	ok := false
 	defer func() {
@@ -66,34 +66,34 @@ func listenSocket(ap netip.AddrPort, backlog int, reusePort, keepalive bool) (in
 		}
 	}()
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-		return -1, fmt.Errorf("setsockopt(SO_REUSEADDR) %s failed %s", ap, errnoText(err))
+		return -1, sysErr(err, "setsockopt(SO_REUSEADDR) %s", ap)
 	}
 	if reusePort {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-			return -1, fmt.Errorf("setsockopt(SO_REUSEPORT) %s failed %s", ap, errnoText(err))
+			return -1, sysErr(err, "setsockopt(SO_REUSEPORT) %s", ap)
 		}
 	}
 	if ap.Addr().Is6() {
 		// nginx listens with ipv6only=on by default.
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
-			return -1, fmt.Errorf("setsockopt(IPV6_V6ONLY) %s failed %s", ap, errnoText(err))
+			return -1, sysErr(err, "setsockopt(IPV6_V6ONLY) %s", ap)
 		}
 	}
 	// Accepted sockets inherit TCP_NODELAY (nginx's tcp_nodelay on) and
 	// SO_KEEPALIVE from the listener: set once here, not per connection.
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		return -1, fmt.Errorf("setsockopt(TCP_NODELAY) %s failed %s", ap, errnoText(err))
+		return -1, sysErr(err, "setsockopt(TCP_NODELAY) %s", ap)
 	}
 	if keepalive {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
-			return -1, fmt.Errorf("setsockopt(SO_KEEPALIVE) %s failed %s", ap, errnoText(err))
+			return -1, sysErr(err, "setsockopt(SO_KEEPALIVE) %s", ap)
 		}
 	}
 	if err := unix.Bind(fd, sockaddr(ap)); err != nil {
-		return -1, fmt.Errorf("bind() to %s failed %s", ap, errnoText(err))
+		return -1, sysErr(err, "bind() to %s", ap)
 	}
 	if err := unix.Listen(fd, backlog); err != nil {
-		return -1, fmt.Errorf("listen() to %s, backlog %d failed %s", ap, backlog, errnoText(err))
+		return -1, sysErr(err, "listen() to %s, backlog %d", ap, backlog)
 	}
 	ok = true
 	return fd, nil

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -147,7 +146,7 @@ type udpDrops struct {
 func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
 	if cl.ProxyProtocol {
 		// config rejects it already; a Config built in code may not have.
-		return nil, errors.New(`"listen" directive "proxy_protocol" parameter is incompatible with "udp"`)
+		return nil, errUDPProxyProt
 	}
 	fd, err := p.inheritedUDP(cl)
 	if err != nil {

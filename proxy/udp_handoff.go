@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -368,7 +367,7 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	}) {
 		unix.Close(fd)
 		p.fds.giveUDP()
-		return "the listener has closed"
+		return ErrClosed.Error()
 	}
 	return ""
 }
@@ -492,7 +491,7 @@ func (p *Proxy) udpFiles() ([]fdpass.NamedFile, error) {
 	var out []fdpass.NamedFile
 	for _, u := range p.currentUDP() { // Listeners holds p.reloadMu
 		var f *os.File
-		err := errors.New("the listener has closed")
+		err := ErrClosed
 		u.l.call(func() {
 			if !u.closed {
 				f, err = dupFile(u.fd, u.key())

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"unsafe"
 
@@ -26,11 +25,11 @@ const (
 func listenUDP(ap netip.AddrPort, reusePort bool) (int, error) {
 	fd, err := unix.Socket(family(ap), unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("socket() %s failed %s", ap, errnoText(err))
+		return -1, sysErr(err, "socket() %s", ap)
 	}
 	set := func(level, opt int, name string) error {
 		if e := unix.SetsockoptInt(fd, level, opt, 1); e != nil {
-			return fmt.Errorf("setsockopt(%s) %s failed %s", name, ap, errnoText(e))
+			return sysErr(e, "setsockopt(%s) %s", name, ap)
 		}
 		return nil
 	}
@@ -52,7 +51,7 @@ func listenUDP(ap netip.AddrPort, reusePort bool) (int, error) {
 	}
 	if err == nil {
 		if e := unix.Bind(fd, sockaddr(ap)); e != nil {
-			err = fmt.Errorf("bind() to %s failed %s", ap, errnoText(e))
+			err = sysErr(e, "bind() to %s", ap)
 		}
 	}
 	if err != nil {
