@@ -1,8 +1,9 @@
 package proxy
 
 import (
-	"encoding/binary"
 	"net/netip"
+
+	"github.com/batonproxy/baton/fdpass"
 )
 
 // A session's state as it travels to a new process (fdpass.Conn.State):
@@ -39,152 +40,139 @@ type movedState struct {
 
 type heldLimitState struct{ zone, key string }
 
-type stateWriter struct{ b []byte }
+// The states are written with fdpass's Encoder and read with its Decoder,
+// the handoff protocol's own body format: little-endian integers, bools as
+// one byte, and strings and byte strings with a u32 length (putStr, not the
+// Encoder's u16-prefixed Text, as state version 2 has always been written).
 
-func (w *stateWriter) u64(v uint64) { w.b = binary.LittleEndian.AppendUint64(w.b, v) }
-func (w *stateWriter) i64(v int64)  { w.u64(uint64(v)) }
-func (w *stateWriter) bool(v bool) {
-	if v {
-		w.b = append(w.b, 1)
-	} else {
-		w.b = append(w.b, 0)
-	}
-}
-func (w *stateWriter) bytes(p []byte) {
-	w.b = binary.LittleEndian.AppendUint32(w.b, uint32(len(p)))
-	w.b = append(w.b, p...)
-}
-func (w *stateWriter) str(s string) { w.bytes([]byte(s)) }
-func (w *stateWriter) addr(a netip.AddrPort) {
+func putStr(e *fdpass.Encoder, s string) { e.Bytes([]byte(s)) }
+
+// putAddr writes an address as text; the invalid address as "".
+func putAddr(e *fdpass.Encoder, a netip.AddrPort) {
 	if !a.IsValid() {
-		w.str("")
+		putStr(e, "")
 		return
 	}
-	w.str(a.String())
+	putStr(e, a.String())
 }
 
-type stateReader struct {
-	b   []byte
-	err error
+// stateDecoder reads a state; bad records a value the Decoder cannot judge
+// (an address that does not parse, a count out of bounds).
+type stateDecoder struct {
+	*fdpass.Decoder
+	bad bool
 }
 
-func (r *stateReader) take(n int) []byte {
-	if r.err != nil || n < 0 || len(r.b) < n {
-		r.err = errBadState
-		return nil
-	}
-	p := r.b[:n]
-	r.b = r.b[n:]
-	return p
-}
-func (r *stateReader) u64() uint64 {
-	p := r.take(8)
-	if p == nil {
-		return 0
-	}
-	return binary.LittleEndian.Uint64(p)
-}
-func (r *stateReader) i64() int64 { return int64(r.u64()) }
-func (r *stateReader) bool() bool {
-	p := r.take(1)
-	return p != nil && p[0] == 1
-}
-func (r *stateReader) bytes() []byte {
-	p := r.take(4)
-	if p == nil {
-		return nil
-	}
-	return r.take(int(binary.LittleEndian.Uint32(p)))
-}
-func (r *stateReader) str() string { return string(r.bytes()) }
-func (r *stateReader) addr() netip.AddrPort {
-	s := r.str()
-	if s == "" || r.err != nil {
+func newStateDecoder(b []byte) *stateDecoder { return &stateDecoder{Decoder: fdpass.NewDecoder(b, 0)} }
+
+func (d *stateDecoder) i64() int64  { return int64(d.Uint64()) }
+func (d *stateDecoder) str() string { return string(d.Bytes()) }
+
+// bytes returns a copy of the next byte string (Bytes aliases the input).
+func (d *stateDecoder) bytes() []byte { return append([]byte(nil), d.Bytes()...) }
+
+func (d *stateDecoder) addr() netip.AddrPort {
+	s := d.str()
+	if s == "" || d.Err() != nil {
 		return netip.AddrPort{}
 	}
 	a, err := netip.ParseAddrPort(s)
 	if err != nil {
-		r.err = errBadState
+		d.bad = true
 	}
 	return a
 }
 
+// count reads a u64 count of following items, at most max.
+func (d *stateDecoder) count(max uint64) int {
+	n := d.Uint64()
+	if n > max {
+		d.bad = true
+		return 0
+	}
+	return int(n)
+}
+
+// done reports whether the whole input was read with no error.
+func (d *stateDecoder) done() bool { return !d.bad && d.Finish() == nil }
+
+// body returns what e wrote, or nil if it failed (a state too large for
+// the protocol's body limit: the new process rejects it as malformed, and
+// the session goes on here).
+func body(e *fdpass.Encoder) []byte {
+	b, err := e.Body()
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
 func (m *movedState) encode() []byte {
-	w := &stateWriter{b: make([]byte, 0, 256+len(m.c2uPend)+len(m.u2cPend))}
-	w.b = append(w.b, stateVersion)
-	w.u64(m.id)
-	w.str(m.listener)
-	w.addr(m.client)
-	w.addr(m.peerAddr)
-	w.addr(m.ppAddr)
-	w.addr(m.upstream)
-	w.str(m.upstreamAddrs)
+	e := &fdpass.Encoder{}
+	e.Uint8(stateVersion)
+	e.Uint64(m.id)
+	putStr(e, m.listener)
+	putAddr(e, m.client)
+	putAddr(e, m.peerAddr)
+	putAddr(e, m.ppAddr)
+	putAddr(e, m.upstream)
+	putStr(e, m.upstreamAddrs)
 	for _, f := range []bool{m.c2uEOF, m.c2uShut, m.u2cEOF, m.u2cShut} {
-		w.bool(f)
+		e.Bool(f)
 	}
 	for _, v := range []int64{m.c2uN, m.u2cN, m.ppOutLen, m.age, m.idle, m.connectTime} {
-		w.i64(v)
+		e.Uint64(uint64(v))
 	}
-	w.u64(uint64(len(m.limits)))
+	e.Uint64(uint64(len(m.limits)))
 	for _, l := range m.limits {
-		w.str(l.zone)
-		w.str(l.key)
+		putStr(e, l.zone)
+		putStr(e, l.key)
 	}
-	w.bytes(m.c2uPend)
-	w.bytes(m.u2cPend)
-	w.b = append(w.b, m.phase)
-	w.bytes(m.hdr)
-	w.bytes(m.early)
-	w.i64(m.tries)
-	w.u64(uint64(len(m.tried)))
+	e.Bytes(m.c2uPend)
+	e.Bytes(m.u2cPend)
+	e.Uint8(m.phase)
+	e.Bytes(m.hdr)
+	e.Bytes(m.early)
+	e.Uint64(uint64(m.tries))
+	e.Uint64(uint64(len(m.tried)))
 	for _, a := range m.tried {
-		w.str(a)
+		putStr(e, a)
 	}
-	w.i64(m.firstTryAge)
-	w.i64(m.attemptAge)
-	return w.b
+	e.Uint64(uint64(m.firstTryAge))
+	e.Uint64(uint64(m.attemptAge))
+	return body(e)
 }
 
 func decodeState(b []byte) (*movedState, error) {
 	if len(b) == 0 || b[0] != stateVersion {
 		return nil, errBadState
 	}
-	r := &stateReader{b: b[1:]}
+	d := newStateDecoder(b[1:])
 	m := &movedState{}
-	m.id = r.u64()
-	m.listener = r.str()
-	m.client = r.addr()
-	m.peerAddr = r.addr()
-	m.ppAddr = r.addr()
-	m.upstream = r.addr()
-	m.upstreamAddrs = r.str()
-	m.c2uEOF, m.c2uShut, m.u2cEOF, m.u2cShut = r.bool(), r.bool(), r.bool(), r.bool()
-	m.c2uN, m.u2cN, m.ppOutLen = r.i64(), r.i64(), r.i64()
-	m.age, m.idle, m.connectTime = r.i64(), r.i64(), r.i64()
-	n := r.u64()
-	if n > 64 {
-		return nil, errBadState
+	m.id = d.Uint64()
+	m.listener = d.str()
+	m.client = d.addr()
+	m.peerAddr = d.addr()
+	m.ppAddr = d.addr()
+	m.upstream = d.addr()
+	m.upstreamAddrs = d.str()
+	m.c2uEOF, m.c2uShut, m.u2cEOF, m.u2cShut = d.Bool(), d.Bool(), d.Bool(), d.Bool()
+	m.c2uN, m.u2cN, m.ppOutLen = d.i64(), d.i64(), d.i64()
+	m.age, m.idle, m.connectTime = d.i64(), d.i64(), d.i64()
+	for n := d.count(64); n > 0 && d.Err() == nil; n-- {
+		m.limits = append(m.limits, heldLimitState{d.str(), d.str()})
 	}
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		m.limits = append(m.limits, heldLimitState{r.str(), r.str()})
+	m.c2uPend = d.bytes()
+	m.u2cPend = d.bytes()
+	m.phase = d.Uint8()
+	m.hdr = d.bytes()
+	m.early = d.bytes()
+	m.tries = d.i64()
+	for n := d.count(1 << 16); n > 0 && d.Err() == nil; n-- {
+		m.tried = append(m.tried, d.str())
 	}
-	m.c2uPend = append([]byte(nil), r.bytes()...)
-	m.u2cPend = append([]byte(nil), r.bytes()...)
-	if p := r.take(1); p != nil {
-		m.phase = p[0]
-	}
-	m.hdr = append([]byte(nil), r.bytes()...)
-	m.early = append([]byte(nil), r.bytes()...)
-	m.tries = r.i64()
-	nt := r.u64()
-	if nt > 1<<16 {
-		return nil, errBadState
-	}
-	for i := uint64(0); i < nt && r.err == nil; i++ {
-		m.tried = append(m.tried, r.str())
-	}
-	m.firstTryAge, m.attemptAge = r.i64(), r.i64()
-	if r.err != nil || len(r.b) != 0 || m.phase > phaseConnecting {
+	m.firstTryAge, m.attemptAge = d.i64(), d.i64()
+	if !d.done() || m.phase > phaseConnecting {
 		return nil, errBadState
 	}
 	return m, nil

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/hex"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -83,4 +84,53 @@ func normUDPState(m *udpMovedState) udpMovedState {
 		}
 	}
 	return c
+}
+
+// goldenStates are a TCP and a UDP session state with every field set.
+func goldenStates() (*movedState, *udpMovedState) {
+	m := &movedState{id: 7, listener: "tcp/127.0.0.1:7000", client: netip.MustParseAddrPort("127.0.0.1:5"),
+		peerAddr: netip.MustParseAddrPort("[::1]:6"), upstream: netip.MustParseAddrPort("10.0.0.1:80"), upstreamAddrs: "10.0.0.1:80",
+		c2uEOF: true, u2cShut: true, c2uN: 100, u2cN: -3, ppOutLen: 9, age: 1e9, idle: 5, connectTime: 77,
+		limits: []heldLimitState{{"z", "k"}}, c2uPend: []byte("ab"), u2cPend: nil, phase: phaseConnecting,
+		hdr: []byte("PROXY"), early: []byte{0, 1}, tries: 2, tried: []string{"a", "b"}, firstTryAge: 11, attemptAge: 12}
+	u := &udpMovedState{id: 9, listener: "udp/127.0.0.1:53", client: netip.MustParseAddrPort("127.0.0.1:5"), local: netip.MustParseAddrPort("127.0.0.1:53"),
+		dst: netip.MustParseAddr("127.0.0.1"), ifidx: 3, upstream: netip.MustParseAddrPort("10.0.0.1:53"), upstreamAddrs: "10.0.0.1:53",
+		requests: 4, responses: 3, received: 100, sent: 90, upSent: 100, age: 1e9, idle: 2, connectTime: 1, detached: true, pend: [][]byte{[]byte("q"), nil}}
+	return m, u
+}
+
+// TestStateFormatUnchanged: the states travel to a new process, which may be
+// a newer baton: the bytes an earlier baton wrote for these states (state
+// versions 2 and 0x81) still decode to them, and are what this one writes.
+func TestStateFormatUnchanged(t *testing.T) {
+	const tcpHex = "020700000000000000120000007463702f3132372e302e302e313a373030300b" +
+		"0000003132372e302e302e313a35070000005b3a3a315d3a36000000000b0000" +
+		"0031302e302e302e313a38300b00000031302e302e302e313a38300100000164" +
+		"00000000000000fdffffffffffffff090000000000000000ca9a3b0000000005" +
+		"000000000000004d000000000000000100000000000000010000007a01000000" +
+		"6b02000000616200000000020500000050524f58590200000000010200000000" +
+		"0000000200000000000000010000006101000000620b000000000000000c0000" +
+		"0000000000"
+	const udpHex = "810900000000000000100000007564702f3132372e302e302e313a35330b0000" +
+		"003132372e302e302e313a350c0000003132372e302e302e313a353309000000" +
+		"3132372e302e302e3103000000000000000b00000031302e302e302e313a3533" +
+		"0b00000031302e302e302e313a35330400000000000000030000000000000064" +
+		"000000000000005a00000000000000640000000000000000ca9a3b0000000002" +
+		"0000000000000001000000000000000102000000000000000100000071000000" +
+		"00"
+	m, u := goldenStates()
+	if got := hex.EncodeToString(m.encode()); got != tcpHex {
+		t.Errorf("TCP state written as\n%s\nwant\n%s", got, tcpHex)
+	}
+	if got := hex.EncodeToString(u.encode()); got != udpHex {
+		t.Errorf("UDP state written as\n%s\nwant\n%s", got, udpHex)
+	}
+	tb, _ := hex.DecodeString(tcpHex)
+	if got, err := decodeState(tb); err != nil || !reflect.DeepEqual(got, m) {
+		t.Errorf("TCP state read as %+v, %v", got, err)
+	}
+	ub, _ := hex.DecodeString(udpHex)
+	if got, err := decodeUDPState(ub); err != nil || !reflect.DeepEqual(got, u) {
+		t.Errorf("UDP state read as %+v, %v", got, err)
+	}
 }

@@ -61,71 +61,63 @@ type udpMovedState struct {
 }
 
 func (m *udpMovedState) encode() []byte {
-	n := 256
-	for _, d := range m.pend {
-		n += 4 + len(d)
-	}
-	w := &stateWriter{b: make([]byte, 0, n)}
-	w.b = append(w.b, udpStateVersion)
-	w.u64(m.id)
-	w.str(m.listener)
-	w.addr(m.client)
-	w.addr(m.local)
+	e := &fdpass.Encoder{}
+	e.Uint8(udpStateVersion)
+	e.Uint64(m.id)
+	putStr(e, m.listener)
+	putAddr(e, m.client)
+	putAddr(e, m.local)
 	if m.dst.IsValid() {
-		w.str(m.dst.String())
+		putStr(e, m.dst.String())
 	} else {
-		w.str("")
+		putStr(e, "")
 	}
-	w.u64(uint64(m.ifidx))
-	w.addr(m.upstream)
-	w.str(m.upstreamAddrs)
+	e.Uint64(uint64(m.ifidx))
+	putAddr(e, m.upstream)
+	putStr(e, m.upstreamAddrs)
 	for _, v := range []int64{m.requests, m.responses, m.received, m.sent, m.upSent, m.age, m.idle, m.connectTime} {
-		w.i64(v)
+		e.Uint64(uint64(v))
 	}
-	w.bool(m.detached)
-	w.u64(uint64(len(m.pend)))
-	for _, d := range m.pend {
-		w.bytes(d)
+	e.Bool(m.detached)
+	e.Uint64(uint64(len(m.pend)))
+	for _, p := range m.pend {
+		e.Bytes(p)
 	}
-	return w.b
+	return body(e)
 }
 
 func decodeUDPState(b []byte) (*udpMovedState, error) {
 	if len(b) == 0 || b[0] != udpStateVersion {
 		return nil, errBadState
 	}
-	r := &stateReader{b: b[1:]}
+	d := newStateDecoder(b[1:])
 	m := &udpMovedState{}
-	m.id = r.u64()
-	m.listener = r.str()
-	m.client = r.addr()
-	m.local = r.addr()
-	if d := r.str(); d != "" && r.err == nil {
-		a, err := netip.ParseAddr(d)
+	m.id = d.Uint64()
+	m.listener = d.str()
+	m.client = d.addr()
+	m.local = d.addr()
+	if s := d.str(); s != "" && d.Err() == nil {
+		a, err := netip.ParseAddr(s)
 		if err != nil {
 			return nil, errBadState
 		}
 		m.dst = a
 	}
-	ifidx := r.u64()
+	ifidx := d.Uint64()
 	if ifidx > 1<<32-1 {
 		return nil, errBadState
 	}
 	m.ifidx = uint32(ifidx)
-	m.upstream = r.addr()
-	m.upstreamAddrs = r.str()
+	m.upstream = d.addr()
+	m.upstreamAddrs = d.str()
 	for _, v := range []*int64{&m.requests, &m.responses, &m.received, &m.sent, &m.upSent, &m.age, &m.idle, &m.connectTime} {
-		*v = r.i64()
+		*v = d.i64()
 	}
-	m.detached = r.bool()
-	n := r.u64()
-	if n > 1024 {
-		return nil, errBadState
+	m.detached = d.Bool()
+	for n := d.count(1024); n > 0 && d.Err() == nil; n-- {
+		m.pend = append(m.pend, d.bytes())
 	}
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		m.pend = append(m.pend, append([]byte(nil), r.bytes()...))
-	}
-	if r.err != nil || len(r.b) != 0 || !m.client.IsValid() || !m.upstream.IsValid() {
+	if !d.done() || !m.client.IsValid() || !m.upstream.IsValid() {
 		return nil, errBadState
 	}
 	return m, nil
