@@ -8,11 +8,18 @@ import (
 
 // An Encoder builds a record body from fixed-width little-endian fields and
 // length-prefixed strings. Errors are sticky: after the first one every call is
-// a no-op, and Body reports it. The zero value is an empty body ready to use.
+// a no-op, and Body reports it. The zero value is an empty body ready to use,
+// of at most MaxBody bytes (one record's).
 type Encoder struct {
 	b   []byte
 	err error
+	max int // 0: MaxBody
 }
+
+// NewEncoder returns an Encoder whose body may grow to max bytes: for data
+// the protocol carries in pieces over several records, as a Conn's State
+// (at most MaxState).
+func NewEncoder(max int) *Encoder { return &Encoder{max: max} }
 
 func (e *Encoder) fail(err error) {
 	if e.err == nil {
@@ -25,8 +32,12 @@ func (e *Encoder) grow(n int) bool {
 	if e.err != nil {
 		return false
 	}
-	if n > MaxBody-len(e.b) {
-		e.fail(fmt.Errorf("%w: more than %d bytes", ErrTooLarge, MaxBody))
+	limit := e.max
+	if limit == 0 {
+		limit = MaxBody
+	}
+	if n > limit-len(e.b) {
+		e.fail(fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit))
 		return false
 	}
 	return true

@@ -25,6 +25,10 @@ type NamedFile struct {
 // connected upstream socket). State is the flow's plain data as package proxy
 // encodes it (pending bytes, half-close flags, counters, addresses); fdpass
 // carries it opaquely, split over DATA records when it is large.
+// MaxState is the largest Conn.State the protocol carries: its length
+// travels as a u32, the bytes in as many records as they take.
+const MaxState = 1<<32 - 1
+
 type Conn struct {
 	ID    uint64
 	Files []*os.File

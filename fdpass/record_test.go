@@ -225,3 +225,25 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestEncoderLimit: a zero Encoder holds one record's body at most; one from
+// NewEncoder holds what it was given (a Conn's State travels in pieces).
+func TestEncoderLimit(t *testing.T) {
+	big := make([]byte, MaxBody)
+	var e Encoder
+	e.Bytes(big)
+	if _, err := e.Body(); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("zero Encoder took %d bytes: %v", len(big)+4, err)
+	}
+	e2 := NewEncoder(4 * MaxBody)
+	e2.Bytes(big)
+	e2.Bytes(big)
+	if b, err := e2.Body(); err != nil || len(b) != 2*(len(big)+4) {
+		t.Fatalf("NewEncoder(4*MaxBody): %d bytes, %v", len(b), err)
+	}
+	e2.Bytes(big)
+	e2.Bytes(big)
+	if _, err := e2.Body(); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("NewEncoder(4*MaxBody) took more: %v", err)
+	}
+}

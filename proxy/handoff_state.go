@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"math"
 	"net/netip"
 
 	"github.com/batonproxy/baton/fdpass"
@@ -44,6 +45,10 @@ type heldLimitState struct{ zone, key string }
 // the handoff protocol's own body format: little-endian integers, bools as
 // one byte, and strings and byte strings with a u32 length (putStr, not the
 // Encoder's u16-prefixed Text, as state version 2 has always been written).
+
+// maxStateLen is the largest state written: what the protocol carries, or
+// what an int holds.
+const maxStateLen = min(fdpass.MaxState, math.MaxInt)
 
 func putStr(e *fdpass.Encoder, s string) { e.Bytes([]byte(s)) }
 
@@ -96,9 +101,8 @@ func (d *stateDecoder) count(max uint64) int {
 // done reports whether the whole input was read with no error.
 func (d *stateDecoder) done() bool { return !d.bad && d.Finish() == nil }
 
-// body returns what e wrote, or nil if it failed (a state too large for
-// the protocol's body limit: the new process rejects it as malformed, and
-// the session goes on here).
+// body returns what e wrote, or nil if it failed (a state over 4 GiB: the
+// new process rejects it as malformed, and the session goes on here).
 func body(e *fdpass.Encoder) []byte {
 	b, err := e.Body()
 	if err != nil {
@@ -108,7 +112,7 @@ func body(e *fdpass.Encoder) []byte {
 }
 
 func (m *movedState) encode() []byte {
-	e := &fdpass.Encoder{}
+	e := fdpass.NewEncoder(maxStateLen)
 	e.Uint8(stateVersion)
 	e.Uint64(m.id)
 	putStr(e, m.listener)

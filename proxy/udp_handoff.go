@@ -61,7 +61,7 @@ type udpMovedState struct {
 }
 
 func (m *udpMovedState) encode() []byte {
-	e := &fdpass.Encoder{}
+	e := fdpass.NewEncoder(maxStateLen)
 	e.Uint8(udpStateVersion)
 	e.Uint64(m.id)
 	putStr(e, m.listener)
