@@ -240,7 +240,7 @@ type heldLimit struct {
 // with 503 and returns false.
 func (s *session) takeLimits() bool {
 	for _, lim := range s.srv.limits {
-		key := string(lim.zone.key.appendTo(s.loop.keyBuf[:0], s))
+		key := string(lim.zone.key.appendTo(s.loop.keyBuf[:0], s.record(&s.loop.rec)))
 		if key == "" || len(key) > 255 {
 			continue // nginx skips empty and over-long keys
 		}

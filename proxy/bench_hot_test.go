@@ -100,15 +100,16 @@ func BenchmarkLogFormat(b *testing.B) {
 				b.Fatal(err)
 			}
 			s := logSession()
+			var rec record
 			buf := make([]byte, 0, 512)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				line := t.appendTo(buf[:0], s)
+				line := t.appendTo(buf[:0], s.record(&rec))
 				line = append(line, '\n')
 				buf = line[:0]
 			}
-			b.ReportMetric(float64(len(t.appendTo(buf[:0], s))+1), "bytes/line")
+			b.ReportMetric(float64(len(t.appendTo(buf[:0], s.record(&rec)))+1), "bytes/line")
 		})
 	}
 }
@@ -122,9 +123,10 @@ func TestLogFormatNoAllocs(t *testing.T) {
 			t.Fatalf("%s: %v", f.name, err)
 		}
 		s := logSession()
+		var rec record
 		buf := make([]byte, 0, 512)
 		if n := testing.AllocsPerRun(100, func() {
-			buf = append(tm.appendTo(buf[:0], s), '\n')[:0]
+			buf = append(tm.appendTo(buf[:0], s.record(&rec)), '\n')[:0]
 		}); n != 0 {
 			t.Errorf("%s: %v allocations per line, want 0", f.name, n)
 		}

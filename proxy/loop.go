@@ -45,6 +45,7 @@ type loop struct {
 	buf     []byte // the shared read buffer
 	keyBuf  []byte
 	lineBuf []byte
+	rec     record // what the variables read of the session being logged or picked for
 
 	fds      []*session          // by descriptor
 	closedIn []uint64            // by descriptor: the batch in which it was last closed

@@ -81,7 +81,6 @@ type session struct {
 	cEvents, uEvents uint32
 
 	status int
-	udp    bool // a UDP session's log record ($protocol)
 
 	// Set on a session imported from an old process until a loop adopts it.
 	importAge, importIdle         int64
@@ -259,7 +258,18 @@ const earlyMax = 16 << 10
 
 // pickKey evaluates the balancing key for this session's upstream.
 func (s *session) pickKey() []byte {
-	return s.srv.group.pickKey(s.loop.keyBuf[:0], s, s.client.Addr())
+	return s.srv.group.pickKey(s.loop.keyBuf[:0], s, &s.loop.rec, s.client.Addr())
+}
+
+// record fills r with what the variables read of s.
+func (s *session) record(r *record) *record {
+	*r = record{
+		id: s.id, client: s.client, peer: s.peerAddr, pp: s.ppAddr, local: s.local, cfd: s.cfd,
+		upstreamAddrs: s.upstreamAddrs,
+		sent:          s.u2c.n, received: s.c2u.n - s.ppOutLen, upSent: s.c2u.n, upReceived: s.u2c.n,
+		sessionTime: s.endMono - s.startMono, connectTime: s.connectTime, status: s.status,
+	}
+	return r
 }
 
 // dial opens the upstream socket and starts connecting. It returns nil when
@@ -699,8 +709,9 @@ func (s *session) finish(status int) {
 	if len(s.srv.accessLogs) > 0 {
 		// $server_addr looks the address up itself, and only if a format
 		// uses it: the client socket is still open here.
+		r := s.record(&l.rec)
 		for _, al := range s.srv.accessLogs {
-			line := al.format.appendTo(l.lineBuf[:0], s)
+			line := al.format.appendTo(l.lineBuf[:0], r)
 			line = append(line, '\n')
 			al.file.write(line)
 			l.lineBuf = line[:0]

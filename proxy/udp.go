@@ -117,7 +117,6 @@ type udpListener struct {
 	tried    []bool
 	pickG    *group // the group connect is picking from, for usableFn
 	usableFn func(int) bool
-	rec      session // the log record of the session being finished
 
 	kernelSeen uint32
 	sendLog    rateLog // client datagrams not sent upstream (full socket buffer)

@@ -211,7 +211,7 @@ func (u *udpListener) connect(s *udpSession) int {
 	u.tried = u.tried[:len(g.peers)]
 	clear(u.tried)
 	u.pickG = g
-	key := g.pickKey(l.keyBuf[:0], u.record(s), s.client.Addr())
+	key := g.pickKey(l.keyBuf[:0], s, &l.rec, s.client.Addr())
 	l.keyBuf = key[:0]
 	first := l.clock()
 	for tries := 0; ; tries++ {
@@ -521,15 +521,14 @@ func (u *udpListener) finish(s *udpSession) {
 	u.maybeDone()
 }
 
-// record fills the listener's log record for s, for the access log and the
-// hash key.
-func (u *udpListener) record(s *udpSession) *session {
-	u.rec = session{
-		id: s.id, srv: s.srv, cfd: -1, ufd: -1, client: s.client, local: s.local,
-		peer: -1, connectTime: s.connectTime, upstreamAddrs: s.upstreamAddrs,
-		startMono: s.startMono, timer: timer{heapIdx: -1}, udp: true,
+// record fills r with what the variables read of s.
+func (s *udpSession) record(r *record) *record {
+	*r = record{
+		id: s.id, udp: true, client: s.client, local: s.local, cfd: -1, upstreamAddrs: s.upstreamAddrs,
+		sent: s.sent, received: s.received, upSent: s.upSent, upReceived: s.sent,
+		sessionTime: s.u.l.clock() - s.startMono, connectTime: s.connectTime, status: s.status,
 	}
-	return &u.rec
+	return r
 }
 
 // logAccess writes s's access-log lines (loop): recv and sent are the
@@ -539,9 +538,9 @@ func (u *udpListener) logAccess(s *udpSession, status int, end, recv, sent int64
 		return
 	}
 	l := u.l
-	rec := u.record(s)
-	rec.status, rec.endMono = status, end
-	rec.c2u.n, rec.u2c.n = recv, sent
+	rec := s.record(&l.rec)
+	rec.status, rec.sessionTime = status, end-s.startMono
+	rec.received, rec.sent, rec.upReceived = recv, sent, sent
 	for _, al := range s.srv.accessLogs {
 		line := al.format.appendTo(l.lineBuf[:0], rec)
 		line = append(line, '\n')

@@ -14,12 +14,19 @@ import (
 // peer's failure costs it. TCP connects asynchronously (session.go), UDP
 // at once (udp_session.go); both go through these steps.
 
-// pickKey appends the balancing key for a session to b: the upstream's hash
-// key evaluated on rec, the client address for ip_hash, none otherwise.
-func (g *group) pickKey(b []byte, rec *session, client netip.Addr) []byte {
+// recorder is a session, TCP or UDP, that fills a record of itself for the
+// variables (vars.go).
+type recorder interface {
+	record(r *record) *record
+}
+
+// pickKey appends the balancing key for session src to b: the upstream's
+// hash key evaluated on its record (filled into r only then), the client
+// address for ip_hash, none otherwise.
+func (g *group) pickKey(b []byte, src recorder, r *record, client netip.Addr) []byte {
 	switch {
 	case g.key != nil:
-		return g.key.appendTo(b, rec)
+		return g.key.appendTo(b, src.record(r))
 	case g.method == lb.IPHash:
 		return appendAddrKey(b, client)
 	}

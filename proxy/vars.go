@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A template is text with nginx stream variables ($name or ${name}),
@@ -17,71 +19,108 @@ type segment struct {
 	v   variable // nil for a literal
 }
 
-// variable appends its value for s to b.
-type variable func(b []byte, s *session) []byte
+// variable appends its value for the session r describes to b.
+type variable func(b []byte, r *record) []byte
+
+// record is what variables read: the facts of one session, TCP
+// (session.record) or UDP (udpListener.record), copied into a plain value
+// when an access-log line, a hash key or a limit_conn key is evaluated.
+type record struct {
+	id                       uint64
+	udp                      bool
+	client                   netip.AddrPort // $remote_addr: the peer, or its trusted PROXY header's source
+	peer                     netip.AddrPort // the TCP peer ($realip_remote_addr); invalid for UDP
+	pp                       netip.AddrPort // the PROXY header's source; invalid if none
+	local                    netip.AddrPort // $server_addr; if invalid, looked up on cfd when first asked
+	cfd                      int
+	upstreamAddrs            []byte
+	sent, received           int64 // bytes to and from the client
+	upSent, upReceived       int64 // bytes to and from the upstream
+	sessionTime, connectTime int64 // connectTime -1: not connected
+	status                   int
+}
+
+// localAddr is $server_addr's address, looked up once (a TCP client
+// socket's local address costs a syscall, paid only by a format that asks).
+func (r *record) localAddr() netip.AddrPort {
+	if !r.local.IsValid() && r.cfd >= 0 {
+		if sa, err := unix.Getsockname(r.cfd); err == nil {
+			r.local = addrPort(sa)
+		}
+	}
+	return r.local
+}
+
+// realPeer is the TCP peer; a UDP session's is its client.
+func (r *record) realPeer() netip.AddrPort {
+	if r.peer.IsValid() {
+		return r.peer
+	}
+	return r.client
+}
 
 // variables are the nginx stream variables baton knows. Each appends its
 // value as nginx prints it.
 var variables = map[string]variable{
-	"remote_addr": func(b []byte, s *session) []byte { return s.client.Addr().AppendTo(b) },
-	"remote_port": func(b []byte, s *session) []byte { return strconv.AppendUint(b, uint64(s.client.Port()), 10) },
-	"binary_remote_addr": func(b []byte, s *session) []byte {
-		if a := s.client.Addr(); a.Is4() {
+	"remote_addr": func(b []byte, r *record) []byte { return r.client.Addr().AppendTo(b) },
+	"remote_port": func(b []byte, r *record) []byte { return strconv.AppendUint(b, uint64(r.client.Port()), 10) },
+	"binary_remote_addr": func(b []byte, r *record) []byte {
+		if a := r.client.Addr(); a.Is4() {
 			x := a.As4()
 			return append(b, x[:]...)
 		}
-		x := s.client.Addr().As16()
+		x := r.client.Addr().As16()
 		return append(b, x[:]...)
 	},
-	"server_addr": func(b []byte, s *session) []byte { return s.localAddr().Addr().AppendTo(b) },
-	"server_port": func(b []byte, s *session) []byte {
-		return strconv.AppendUint(b, uint64(s.localAddr().Port()), 10)
+	"server_addr": func(b []byte, r *record) []byte { return r.localAddr().Addr().AppendTo(b) },
+	"server_port": func(b []byte, r *record) []byte {
+		return strconv.AppendUint(b, uint64(r.localAddr().Port()), 10)
 	},
-	"protocol": func(b []byte, s *session) []byte {
-		if s.udp {
+	"protocol": func(b []byte, r *record) []byte {
+		if r.udp {
 			return append(b, "UDP"...)
 		}
 		return append(b, "TCP"...)
 	},
-	"upstream_addr":           func(b []byte, s *session) []byte { return append(b, s.upstreamAddrs...) },
-	"bytes_sent":              func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.u2c.n, 10) },
-	"bytes_received":          func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.c2u.n-s.ppOutLen, 10) },
-	"upstream_bytes_sent":     func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.c2u.n, 10) },
-	"upstream_bytes_received": func(b []byte, s *session) []byte { return strconv.AppendInt(b, s.u2c.n, 10) },
-	"session_time": func(b []byte, s *session) []byte {
-		return appendSeconds(b, s.endMono-s.startMono)
+	"upstream_addr":           func(b []byte, r *record) []byte { return append(b, r.upstreamAddrs...) },
+	"bytes_sent":              func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.sent, 10) },
+	"bytes_received":          func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.received, 10) },
+	"upstream_bytes_sent":     func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.upSent, 10) },
+	"upstream_bytes_received": func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.upReceived, 10) },
+	"session_time": func(b []byte, r *record) []byte {
+		return appendSeconds(b, r.sessionTime)
 	},
-	"upstream_connect_time": func(b []byte, s *session) []byte {
-		if s.connectTime < 0 {
+	"upstream_connect_time": func(b []byte, r *record) []byte {
+		if r.connectTime < 0 {
 			return append(b, '-')
 		}
-		return appendSeconds(b, s.connectTime)
+		return appendSeconds(b, r.connectTime)
 	},
-	"status":     func(b []byte, s *session) []byte { return strconv.AppendInt(b, int64(s.status), 10) },
-	"connection": func(b []byte, s *session) []byte { return strconv.AppendUint(b, s.id, 10) },
-	"time_local": func(b []byte, s *session) []byte {
+	"status":     func(b []byte, r *record) []byte { return strconv.AppendInt(b, int64(r.status), 10) },
+	"connection": func(b []byte, r *record) []byte { return strconv.AppendUint(b, r.id, 10) },
+	"time_local": func(b []byte, r *record) []byte {
 		return time.Now().AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	},
-	"time_iso8601": func(b []byte, s *session) []byte {
+	"time_iso8601": func(b []byte, r *record) []byte {
 		return time.Now().AppendFormat(b, "2006-01-02T15:04:05-07:00")
 	},
-	"msec": func(b []byte, s *session) []byte { return appendSeconds(b, time.Now().UnixNano()) },
-	"pid":  func(b []byte, s *session) []byte { return strconv.AppendInt(b, int64(pid), 10) },
-	"proxy_protocol_addr": func(b []byte, s *session) []byte {
-		if !s.ppAddr.IsValid() {
+	"msec": func(b []byte, r *record) []byte { return appendSeconds(b, time.Now().UnixNano()) },
+	"pid":  func(b []byte, r *record) []byte { return strconv.AppendInt(b, int64(pid), 10) },
+	"proxy_protocol_addr": func(b []byte, r *record) []byte {
+		if !r.pp.IsValid() {
 			return b
 		}
-		return s.ppAddr.Addr().AppendTo(b)
+		return r.pp.Addr().AppendTo(b)
 	},
-	"proxy_protocol_port": func(b []byte, s *session) []byte {
-		if !s.ppAddr.IsValid() {
+	"proxy_protocol_port": func(b []byte, r *record) []byte {
+		if !r.pp.IsValid() {
 			return b
 		}
-		return strconv.AppendUint(b, uint64(s.ppAddr.Port()), 10)
+		return strconv.AppendUint(b, uint64(r.pp.Port()), 10)
 	},
-	"realip_remote_addr": func(b []byte, s *session) []byte { return s.realPeer().Addr().AppendTo(b) },
-	"realip_remote_port": func(b []byte, s *session) []byte {
-		return strconv.AppendUint(b, uint64(s.realPeer().Port()), 10)
+	"realip_remote_addr": func(b []byte, r *record) []byte { return r.realPeer().Addr().AppendTo(b) },
+	"realip_remote_port": func(b []byte, r *record) []byte {
+		return strconv.AppendUint(b, uint64(r.realPeer().Port()), 10)
 	},
 }
 
@@ -138,22 +177,14 @@ func isVarChar(c byte) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// appendTo evaluates t for s.
-func (t template) appendTo(b []byte, s *session) []byte {
+// appendTo evaluates t for the session r describes.
+func (t template) appendTo(b []byte, r *record) []byte {
 	for _, seg := range t {
 		if seg.v == nil {
 			b = append(b, seg.lit...)
 		} else {
-			b = seg.v(b, s)
+			b = seg.v(b, r)
 		}
 	}
 	return b
-}
-
-// realPeer is the TCP peer; sessions built without one (UDP) use the client.
-func (s *session) realPeer() netip.AddrPort {
-	if s.peerAddr.IsValid() {
-		return s.peerAddr
-	}
-	return s.client
 }
