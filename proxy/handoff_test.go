@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -247,5 +248,63 @@ func TestHandoffMovesConnectingAndHeaderSessions(t *testing.T) {
 	header.Write(h[10:])
 	if got := readLine(t, header); got != "live" {
 		t.Fatalf("the session moved mid-header: %q", got)
+	}
+}
+
+// TestHandoffNeverStarted: connections imported by a new process whose old
+// process died before Start are closed by HandoffDone, their descriptors
+// given back, not held for good.
+func TestHandoffNeverStarted(t *testing.T) {
+	b := startBackend(t, "b", func(c net.Conn) {
+		io.WriteString(c, "b\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a failure does not hang the cleanup
+		io.Copy(io.Discard, c)
+	})
+	old, addr, _ := startProxy(t, testConfig([]upstreamSpec{{addr: b.addr()}}, nil))
+	c := dial(t, addr)
+	defer c.Close()
+	if got := readLine(t, c); got != "b" {
+		t.Fatalf("greeting %q", got)
+	}
+	nw, log := newProxyFor(t, testConfig([]upstreamSpec{{addr: b.addr()}}, func(s *config.Server) {
+		s.Listen[0].Addr = netip.MustParseAddrPort(addr)
+	}), 1)
+	files, err := old.Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nw.Sink().AdoptListeners(files); err != nil {
+		t.Fatal(err)
+	}
+	old.PauseAccepting()
+	conns, _, err := old.Quiesce(126)
+	if err != nil || len(conns) != 1 {
+		t.Fatalf("quiesce: %d, %v", len(conns), err)
+	}
+	if acc, rej := nw.Sink().Import(conns); len(acc) != 1 || len(rej) != 0 {
+		t.Fatalf("import: %v %v", acc, rej)
+	}
+	held := nw.fds.held.Load()
+	// The old process dies here: no Start, no DONE.
+	old.Close()
+	nw.HandoffDone()
+	nw.HandoffDone() // idempotent
+	if now := nw.fds.held.Load(); now != held-tcpSessionFDs {
+		t.Errorf("descriptors held: %d after HandoffDone, %d before; want the import's given back", now, held)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the client read %d bytes from a connection nobody serves", n)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the client's connection is still open: the unstarted import was not closed")
+	}
+	if !strings.Contains(log.String(), "1 TCP connections were imported but never started") {
+		t.Errorf("log:\n%s", log.String())
+	}
+	// The new process serves.
+	c2 := dial(t, addr)
+	defer c2.Close()
+	if got := readLine(t, c2); got != "b" {
+		t.Fatalf("after HandoffDone: %q", got)
 	}
 }

@@ -437,9 +437,21 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 // the PID file), and also when Takeover returns an error (the old process
 // died or the handoff broke): otherwise the inherited UDP listeners are
 // never read. Sessions imported but never started (no Start: the old
-// process may have resumed them) are closed here, without a log line. It
-// is idempotent, and a no-op for a process that was not upgraded into.
+// process may have resumed them) are closed here, TCP and UDP, with one
+// warning. It is idempotent, and a no-op for a process that was not
+// upgraded into.
 func (p *Proxy) HandoffDone() {
+	p.reloadMu.Lock()
+	unstarted := p.imported
+	p.imported = map[uint64]*session{}
+	p.reloadMu.Unlock()
+	for _, s := range unstarted {
+		s.cfd, s.ufd = closeFD(s.cfd), closeFD(s.ufd)
+		p.fds.give(tcpSessionFDs)
+	}
+	if len(unstarted) > 0 {
+		p.log.Logf(LevelWarn, "upgrade: %d TCP connections were imported but never started; closed", len(unstarted))
+	}
 	for _, u := range p.udpListeners() {
 		dropped := 0
 		u.l.call(func() {

@@ -102,7 +102,9 @@ func (u *udpListener) count(s *udpSession, n int, request bool) (detach, done bo
 			s.timeout = u.idleTimeout(s) // answered: proxy_timeout from now on
 		}
 	}
-	s.lastActive = u.l.now
+	// The time now, not the batch's start: a datagram read later in the
+	// batch came after it, and its session must not end that much early.
+	s.lastActive = u.l.clock()
 	return u.finalizeCheck(s)
 }
 
