@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/errlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,8 +72,8 @@ type Control struct {
 	slots chan struct{} // one per client being served; at most maxControlConns
 
 	// Owned by the accept loop (serve).
-	acceptLog rateLog
-	busyLog   rateLog
+	acceptLog errlog.RateLog
+	busyLog   errlog.RateLog
 }
 
 const (
@@ -193,7 +194,7 @@ func checkControlDir(dir string) error {
 
 func (p *Proxy) serveControl(ln *net.UnixListener, path string, opts ControlOptions) *Control {
 	c := &Control{ln: ln, path: path, p: p, opts: opts, slots: make(chan struct{}, maxControlConns),
-		acceptLog: rateLog{every: controlAlertEvery}, busyLog: rateLog{every: controlAlertEvery}}
+		acceptLog: errlog.RateLog{Every: controlAlertEvery}, busyLog: errlog.RateLog{Every: controlAlertEvery}}
 	p.control = c
 	c.wg.Add(1)
 	go c.serve()
@@ -223,13 +224,13 @@ func (c *Control) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if n := c.acceptLog.hit(c.now()); n > 0 {
-				c.p.log.Logf(LevelAlert, "control socket accept: %v%s", err, timesText(n))
+			if n := c.acceptLog.Hit(c.now()); n > 0 {
+				c.p.log.Logf(LevelAlert, "control socket accept: %v%s", err, errlog.TimesText(n))
 			}
 			time.Sleep(100 * time.Millisecond) // back off: accept errors here are resource limits
 			continue
 		}
-		if n := c.acceptLog.due(c.now()); n > 0 {
+		if n := c.acceptLog.Due(c.now()); n > 0 {
 			c.p.log.Logf(LevelNotice, "control socket accept works again; %d failures were not logged", n)
 		}
 		select {
@@ -239,8 +240,8 @@ func (c *Control) serve() {
 			conn.SetWriteDeadline(time.Now().Add(time.Second))
 			json.NewEncoder(conn).Encode(ControlReply{Error: fmt.Sprintf("busy: baton serves %d control clients at once", maxControlConns)})
 			conn.Close()
-			if n := c.busyLog.hit(c.now()); n > 0 {
-				c.p.log.Logf(LevelWarn, "control socket: refused a client: %d clients are being served%s", maxControlConns, timesText(n))
+			if n := c.busyLog.Hit(c.now()); n > 0 {
+				c.p.log.Logf(LevelWarn, "control socket: refused a client: %d clients are being served%s", maxControlConns, errlog.TimesText(n))
 			}
 			continue
 		}
@@ -254,7 +255,7 @@ func (c *Control) serve() {
 	}
 }
 
-// now is the control socket's clock for its rate-limited lines (rateLog).
+// now is the control socket's clock for its rate-limited lines (errlog.RateLog).
 func (c *Control) now() int64 { return int64(time.Since(c.p.base)) }
 
 // peerAllowed reports whether the peer runs as root or as our own user.
