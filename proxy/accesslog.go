@@ -13,6 +13,11 @@ type logFile struct {
 	f    *os.File
 }
 
+// openAppend opens an access_log path as nginx does: append, creating it 0644.
+func openAppend(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+}
+
 func (lf *logFile) write(line []byte) {
 	lf.mu.Lock()
 	lf.f.Write(line) // an access log that cannot be written must not stop traffic

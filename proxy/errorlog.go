@@ -3,216 +3,44 @@ package proxy
 import (
 	"fmt"
 	"io"
-	"os"
-	"strings"
-	"sync"
-	"time"
+
+	"github.com/batonproxy/baton/internal/errlog"
 )
 
+// The error log is package errlog; these names keep proxy's API (Options.Log,
+// Proxy.Logger) whole for callers outside this module, which cannot import
+// an internal package.
+
 // Level is an error_log severity, nginx's names and order.
-type Level int
+type Level = errlog.Level
 
 // The error_log levels, most verbose first.
 const (
-	LevelDebug Level = iota
-	LevelInfo
-	LevelNotice
-	LevelWarn
-	LevelError
-	LevelCrit
-	LevelAlert
-	LevelEmerg
+	LevelDebug  = errlog.LevelDebug
+	LevelInfo   = errlog.LevelInfo
+	LevelNotice = errlog.LevelNotice
+	LevelWarn   = errlog.LevelWarn
+	LevelError  = errlog.LevelError
+	LevelCrit   = errlog.LevelCrit
+	LevelAlert  = errlog.LevelAlert
+	LevelEmerg  = errlog.LevelEmerg
 )
 
-var levelNames = [...]string{"debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"}
-
-func (l Level) String() string {
-	if l < 0 || int(l) >= len(levelNames) {
-		return fmt.Sprintf("level(%d)", int(l))
-	}
-	return levelNames[l]
-}
+// Logger writes nginx-style error_log lines (errlog.Logger).
+type Logger = errlog.Logger
 
 // ParseLevel returns the Level named s ("" is "error", nginx's default).
 func ParseLevel(s string) (Level, error) {
-	if s == "" {
-		return LevelError, nil
+	lv, err := errlog.ParseLevel(s)
+	if err != nil {
+		return 0, fmt.Errorf("proxy: unknown log level %q", s)
 	}
-	for i, n := range levelNames {
-		if n == s {
-			return Level(i), nil
-		}
-	}
-	return 0, fmt.Errorf("proxy: unknown log level %q", s)
-}
-
-// Logger writes nginx-style error_log lines:
-//
-//	2026/11/21 14:40:00 [error] 1234#0: *7 connect() failed (111: Connection refused) while connecting to upstream, ...
-//
-// It is safe for concurrent use. A Logger whose path is "" or "stderr" writes
-// to standard error and Reopen does nothing.
-type Logger struct {
-	mu    sync.Mutex
-	w     io.Writer
-	f     *os.File // non-nil when the Logger opened a file
-	path  string
-	level Level
-	pid   int
+	return lv, nil
 }
 
 // NewLogger opens path for appending (creating it 0644) and logs at level and
 // above. path "" or "stderr" means standard error.
-func NewLogger(path string, level Level) (*Logger, error) {
-	l := &Logger{path: path, level: level, pid: os.Getpid(), w: os.Stderr}
-	if path != "" && path != "stderr" {
-		f, err := openAppend(path)
-		if err != nil {
-			return nil, err
-		}
-		l.f, l.w = f, f
-	}
-	return l, nil
-}
+func NewLogger(path string, level Level) (*Logger, error) { return errlog.New(path, level) }
 
 // NewWriterLogger returns a Logger writing to w, for tests and the CLI.
-func NewWriterLogger(w io.Writer, level Level) *Logger {
-	return &Logger{w: w, level: level, pid: os.Getpid()}
-}
-
-func openAppend(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-}
-
-// Reopen reopens the log file (SIGUSR1, after logrotate moved it).
-func (l *Logger) Reopen() error {
-	if l == nil || l.f == nil {
-		return nil
-	}
-	f, err := openAppend(l.path)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	old := l.f
-	l.f, l.w = f, f
-	l.mu.Unlock()
-	return old.Close()
-}
-
-// reconfigure points the Logger at path and level (a reload). It keeps the
-// old file when the new one cannot be opened.
-func (l *Logger) reconfigure(path string, level Level) error {
-	var f *os.File
-	var w io.Writer = os.Stderr
-	if path != "" && path != "stderr" {
-		var err error
-		if f, err = openAppend(path); err != nil {
-			return err
-		}
-		w = f
-	}
-	l.mu.Lock()
-	old := l.f
-	l.f, l.w, l.path, l.level = f, w, path, level
-	l.mu.Unlock()
-	if old != nil {
-		return old.Close()
-	}
-	return nil
-}
-
-// Close closes the log file, if the Logger opened one.
-func (l *Logger) Close() error {
-	if l == nil || l.f == nil {
-		return nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.w = io.Discard
-	return l.f.Close()
-}
-
-// Enabled reports whether lines at lv are written.
-func (l *Logger) Enabled(lv Level) bool {
-	if l == nil {
-		return false
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return lv >= l.level
-}
-
-// Logf writes one line at lv.
-func (l *Logger) Logf(lv Level, format string, args ...any) {
-	if !l.Enabled(lv) {
-		return
-	}
-	var b strings.Builder
-	b.WriteString(time.Now().Format("2006/01/02 15:04:05"))
-	fmt.Fprintf(&b, " [%s] %d#0: ", lv, l.pid)
-	fmt.Fprintf(&b, format, args...)
-	b.WriteByte('\n')
-	l.mu.Lock()
-	io.WriteString(l.w, b.String())
-	l.mu.Unlock()
-}
-
-// rateLogEvery is rateLog's period unless it is given one.
-const rateLogEvery = int64(10 * time.Second)
-
-// rateLog counts events and says when one is worth a log line: the first,
-// then at most one every rateLogEvery (or every) with the count since the
-// last line, timesText saying how many it stands for. It is owned by one
-// goroutine.
-type rateLog struct {
-	every   int64 // the shortest time between two reports; 0: rateLogEvery
-	last    int64
-	pending uint64
-}
-
-// hit counts one event at now (monotonic nanoseconds) and returns how many
-// to report now, or 0.
-func (r *rateLog) hit(now int64) uint64 { return r.add(now, 1) }
-
-// add counts n events at now, as hit.
-func (r *rateLog) add(now int64, n uint64) uint64 {
-	r.pending += n
-	every := r.every
-	if every == 0 {
-		every = rateLogEvery
-	}
-	if r.last != 0 && now-r.last < every {
-		return 0
-	}
-	r.last = now
-	c := r.pending
-	r.pending = 0
-	return c
-}
-
-// due returns, when the events have stopped (an accept that works again),
-// how many were not reported, if a report is due at now; the report counts
-// as a line, so that events alternating with successes still make one line
-// per period.
-func (r *rateLog) due(now int64) uint64 {
-	if r.pending == 0 {
-		return 0
-	}
-	return r.add(now, 0)
-}
-
-// flush returns the events not reported yet.
-func (r *rateLog) flush() uint64 {
-	n := r.pending
-	r.pending = 0
-	return n
-}
-
-// timesText says how many events a rate-limited log line stands for.
-func timesText(n uint64) string {
-	if n <= 1 {
-		return ""
-	}
-	return fmt.Sprintf(" (%d times since the last line)", n)
-}
+func NewWriterLogger(w io.Writer, level Level) *Logger { return errlog.NewWriter(w, level) }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/control"
 	"golang.org/x/sys/unix"
 )
 
@@ -94,7 +95,7 @@ const (
 	reserveUpgrade = 2 + fdpass.MaxFDs
 	// The control socket, the clients it serves at once, and the one it
 	// answers "busy".
-	reserveControl = 1 + maxControlConns + 1
+	reserveControl = 1 + control.MaxConns + 1
 	// The metrics endpoint and the scrapes it serves at once.
 	reserveMetrics = 1 + defaultMetricsMaxConns
 )

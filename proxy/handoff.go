@@ -90,7 +90,7 @@ func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
 		out = append(out, fdpass.NamedFile{Name: ln.key, File: f})
 	}
 	if p.control != nil {
-		f, err := fdpass.Dup(p.control.ln, "control")
+		f, err := fdpass.Dup(p.control, "control")
 		if err != nil {
 			return fail(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/batonproxy/baton/internal/errlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,7 +74,7 @@ type loop struct {
 	lastCapLog    int64
 	lastEMFILELog int64
 	lastYield     int64
-	localLog      rateLog // baton's own socket() failures (dialFailedHere)
+	localLog      errlog.RateLog // baton's own socket() failures (dialFailedHere)
 
 	// load is len(sessions) plus sessions handed to this loop and not
 	// yet started, for other loops' accept balancing (balanceTo).
@@ -104,7 +105,7 @@ func newLoop(p *Proxy, id int) (*loop, error) {
 		lineBuf:  make([]byte, 0, 512),
 		base:     p.base,
 		quiesced: map[uint64]*session{},
-		localLog: rateLog{every: int64(time.Second)},
+		localLog: errlog.RateLog{Every: int64(time.Second)},
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd), Pad: tagWake}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/control"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +82,7 @@ type Proxy struct {
 	inheritedControl *net.UnixListener
 	inheritedMetrics net.Listener
 	imported         map[uint64]*session
-	control          *Control
+	control          *control.Server
 	closeOnce        sync.Once
 	done             chan struct{}
 }

@@ -177,7 +177,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	p.setBudget(cfg)
 	if p.ownLog {
 		if lv, err := ParseLevel(cfg.ErrorLog.Level); err == nil {
-			if err := p.log.reconfigure(cfg.ErrorLog.Path, lv); err != nil {
+			if err := p.log.Reconfigure(cfg.ErrorLog.Path, lv); err != nil {
 				p.log.Logf(LevelAlert, "reload: error_log %q: %v; logging stays where it was", cfg.ErrorLog.Path, err)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/batonproxy/baton/health"
+	"github.com/batonproxy/baton/internal/errlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -330,9 +331,9 @@ func (s *session) dialFailedHere(err error) {
 	p := &s.srv.group.peers[s.peer]
 	p.active.Add(-1)
 	s.peer = -1
-	if c := l.localLog.hit(l.now); c > 0 {
+	if c := l.localLog.Hit(l.now); c > 0 {
 		l.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
-			s.id, errnoText(bareErrno(err)), s.client.Addr(), s.srv.name, p.addr, timesText(c))
+			s.id, errnoText(bareErrno(err)), s.client.Addr(), s.srv.name, p.addr, errlog.TimesText(c))
 	}
 	s.finish(500)
 }

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/errlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -119,15 +120,15 @@ type udpListener struct {
 	usableFn func(int) bool
 
 	kernelSeen uint32
-	sendLog    rateLog // client datagrams not sent upstream (full socket buffer)
-	replyLog   rateLog // replies not sent to clients (full socket buffer)
-	capLog     rateLog
-	connLog    rateLog // connect() failures and "no live upstreams", once a second
-	localLog   rateLog // baton's own socket() failures, once a second
-	timeoutLog rateLog // "upstream timed out", once a second
-	truncLog   rateLog
-	errLog     rateLog
-	kernelLog  rateLog
+	sendLog    errlog.RateLog // client datagrams not sent upstream (full socket buffer)
+	replyLog   errlog.RateLog // replies not sent to clients (full socket buffer)
+	capLog     errlog.RateLog
+	connLog    errlog.RateLog // connect() failures and "no live upstreams", once a second
+	localLog   errlog.RateLog // baton's own socket() failures, once a second
+	timeoutLog errlog.RateLog // "upstream timed out", once a second
+	truncLog   errlog.RateLog
+	errLog     errlog.RateLog
+	kernelLog  errlog.RateLog
 }
 
 // udpDrops counts datagrams baton did not forward, by cause.
@@ -170,9 +171,9 @@ func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
 		live:       map[*udpSession]struct{}{},
 		quiesced:   map[uint64]*udpSession{},
 		idle:       map[uint64]*udpSession{},
-		connLog:    rateLog{every: int64(time.Second)},
-		localLog:   rateLog{every: int64(time.Second)},
-		timeoutLog: rateLog{every: int64(time.Second)},
+		connLog:    errlog.RateLog{Every: int64(time.Second)},
+		localLog:   errlog.RateLog{Every: int64(time.Second)},
+		timeoutLog: errlog.RateLog{Every: int64(time.Second)},
 	}
 	u.conf.Store(&udpConf{srv: srv, cl: cl})
 	u.usableFn = func(i int) bool { return !u.tried[i] && u.pickG.usable(i, u.l.wall()) }
@@ -286,7 +287,7 @@ func (u *udpListener) closeSocket() {
 	u.disarm()
 	u.closed = true
 	unix.Close(u.fd)
-	if c := u.sendLog.flush(); c > 0 {
+	if c := u.sendLog.Flush(); c > 0 {
 		u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream", c, u.text())
 	}
 	l := u.l
@@ -411,7 +412,7 @@ func (u *udpListener) readable() {
 		case unix.EINTR:
 			continue
 		default:
-			if c := u.errLog.hit(l.now); c > 0 {
+			if c := u.errLog.Hit(l.now); c > 0 {
 				u.p.log.Logf(LevelAlert, "recvmsg() on %s failed %s (%d times)", u.text(), errnoText(err), c)
 			}
 			return
@@ -434,14 +435,14 @@ func (u *udpListener) datagram(d []byte, flags int, name *unix.RawSockaddrInet6,
 		n := in.drops - u.kernelSeen
 		u.kernelSeen = in.drops
 		u.drops.kernel.Add(uint64(n))
-		if c := u.kernelLog.add(l.now, uint64(n)); c > 0 {
+		if c := u.kernelLog.Add(l.now, uint64(n)); c > 0 {
 			u.p.log.Logf(LevelWarn, "the kernel dropped %d datagrams to %s: the socket's receive buffer was full", c, u.text())
 		}
 	}
 	client := rawAddrPort((*unix.RawSockaddrAny)(unsafe.Pointer(name)))
 	if flags&unix.MSG_TRUNC != 0 || len(d) >= dgramBig {
 		u.drops.truncated.Add(1)
-		if c := u.truncLog.hit(l.now); c > 0 {
+		if c := u.truncLog.Hit(l.now); c > 0 {
 			u.p.log.Logf(LevelError, "%d datagrams to %s were dropped: larger than %d bytes, client: %s", c, u.text(), dgramBig-1, client.Addr())
 		}
 		return

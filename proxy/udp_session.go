@@ -5,6 +5,7 @@ import (
 	"unsafe"
 
 	"github.com/batonproxy/baton/health"
+	"github.com/batonproxy/baton/internal/errlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -129,7 +130,7 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	p, l := u.p, u.l
 	if !p.fds.takeUDP() {
 		u.drops.capacity.Add(1)
-		if c := u.capLog.hit(l.now); c > 0 {
+		if c := u.capLog.Hit(l.now); c > 0 {
 			p.log.Logf(LevelAlert, "%s, %d datagrams from new clients of %s dropped", p.fds.udpCapReason(), c, u.text())
 		}
 		return
@@ -222,9 +223,9 @@ func (u *udpListener) connect(s *udpSession) int {
 		}
 		i, ok := g.pick(key, u.usableFn)
 		if !ok {
-			if c := u.connLog.hit(l.now); c > 0 {
+			if c := u.connLog.Hit(l.now); c > 0 {
 				u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q%s",
-					s.id, s.client.Addr(), srv.name, g.name, timesText(c))
+					s.id, s.client.Addr(), srv.name, g.name, errlog.TimesText(c))
 			}
 			return 502
 		}
@@ -241,16 +242,16 @@ func (u *udpListener) connect(s *udpSession) int {
 		}
 		pr.active.Add(-1)
 		if health.LocalError(err) {
-			if c := u.localLog.hit(l.now); c > 0 {
+			if c := u.localLog.Hit(l.now); c > 0 {
 				u.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
-					s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))
+					s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
 			}
 			return 500
 		}
 		disabled := g.peerFailed(i, l.wall())
-		if c := u.connLog.hit(l.now); c > 0 {
+		if c := u.connLog.Hit(l.now); c > 0 {
 			u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
-				s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, timesText(c))
+				s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
 		}
 		if disabled {
 			u.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
@@ -291,7 +292,7 @@ func (u *udpListener) send(s *udpSession, b []byte) bool {
 		s.upSent += int64(n)
 	case unix.EAGAIN, unix.ENOBUFS, unix.EMSGSIZE:
 		u.drops.send.Add(1)
-		if c := u.sendLog.hit(u.l.now); c > 0 {
+		if c := u.sendLog.Hit(u.l.now); c > 0 {
 			u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream, the last: send() failed %s, udp client: %s, upstream: \"%s\"",
 				c, u.text(), errnoText(err), s.client.Addr(), s.upstreamAddrs)
 		}
@@ -343,7 +344,7 @@ func (u *udpListener) replyFailed(s *udpSession, err error) {
 	switch err {
 	case unix.EAGAIN, unix.ENOBUFS:
 		u.drops.reply.Add(1)
-		if c := u.replyLog.hit(u.l.now); c > 0 {
+		if c := u.replyLog.Hit(u.l.now); c > 0 {
 			u.p.log.Logf(LevelWarn, "%d replies to clients of %s were dropped, the last: sendmsg() failed %s, udp client: %s, upstream: \"%s\"",
 				c, u.text(), errnoText(err), s.client.Addr(), s.upstreamAddrs)
 		}
@@ -499,9 +500,9 @@ func (u *udpListener) finish(s *udpSession) {
 		log.Logf(LevelInfo, "*%d %s, packets from/to client:%d/%d, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
 			s.id, what, reqs, resps, recv, sent, s.upSent, sent)
 	case endUpstreamTimedOut:
-		if c := u.timeoutLog.hit(end); c > 0 {
+		if c := u.timeoutLog.Hit(end); c > 0 {
 			log.Logf(LevelError, "*%d upstream timed out (110: Connection timed out) while proxying connection, udp client: %s, server: %s, upstream: \"%s\"%s",
-				s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs, timesText(c))
+				s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs, errlog.TimesText(c))
 		}
 	}
 	if pr == nil {

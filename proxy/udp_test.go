@@ -410,26 +410,6 @@ func TestUDPShutdown(t *testing.T) {
 	settleGoroutines(t, before)
 }
 
-func TestUDPRateLog(t *testing.T) {
-	var r rateLog
-	sec := int64(time.Second)
-	if n := r.hit(1); n != 1 {
-		t.Fatalf("first event: report %d, want 1", n)
-	}
-	for i := 0; i < 5; i++ {
-		if n := r.hit(2 + int64(i)*sec); n != 0 {
-			t.Fatalf("event %d within 10s reported %d", i, n)
-		}
-	}
-	if n := r.add(1+rateLogEvery, 3); n != 8 {
-		t.Fatalf("after 10s: report %d, want 8", n)
-	}
-	r.hit(2 + rateLogEvery)
-	if n := r.flush(); n != 1 {
-		t.Fatalf("flush %d, want 1", n)
-	}
-}
-
 // BenchmarkUDPRoundTrip: one client, one session, 64-byte datagrams echoed
 // through baton.
 func BenchmarkUDPRoundTrip(b *testing.B) {

@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/errlog"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -36,7 +37,7 @@ each naming its file and line (exit 1). Nothing is bound or started.`,
 			}
 			// Building the proxy checks what the parser cannot: log formats'
 			// variables, balancers. It binds nothing.
-			p, err := proxy.New(cfg, proxy.Options{Log: proxy.NewWriterLogger(out, proxy.LevelWarn)})
+			p, err := proxy.New(cfg, proxy.Options{Log: errlog.NewWriter(out, errlog.LevelWarn)})
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/control"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/spf13/cobra"
 )
@@ -46,13 +47,13 @@ func (f *socketFlags) path() (string, error) {
 
 // call sends cmd to the running baton. A reply that is not OK comes back
 // with its error; a nil reply means none came (or one from another user's
-// socket, which proxy.CallControl does not ask).
-func call(f *socketFlags, cmd string) (*proxy.ControlReply, error) {
+// socket, which control.Call does not ask).
+func call(f *socketFlags, cmd string) (*control.Reply, error) {
 	path, err := f.path()
 	if err != nil {
 		return nil, err
 	}
-	r, err := proxy.CallControl(path, proxy.ControlRequest{Cmd: cmd}, 60*time.Second)
+	r, err := control.Call(path, control.Request{Cmd: cmd}, 60*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -60,6 +61,19 @@ func call(f *socketFlags, cmd string) (*proxy.ControlReply, error) {
 		return r, errors.New(r.Error)
 	}
 	return r, nil
+}
+
+// replyStatus is the proxy.Status in a reply to "status" (package control
+// carries it as JSON without knowing its type).
+func replyStatus(r *control.Reply) (*proxy.Status, error) {
+	if len(r.Status) == 0 {
+		return nil, errors.New("the reply to status holds no status")
+	}
+	var st proxy.Status
+	if err := json.Unmarshal(r.Status, &st); err != nil {
+		return nil, fmt.Errorf("reading the status: %w", err)
+	}
+	return &st, nil
 }
 
 func newStatusCmd() *cobra.Command {
@@ -74,12 +88,16 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			st, err := replyStatus(r)
+			if err != nil {
+				return err
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(r.Status)
+				return enc.Encode(st)
 			}
-			printStatus(cmd.OutOrStdout(), r.Status)
+			printStatus(cmd.OutOrStdout(), st)
 			return nil
 		},
 	}

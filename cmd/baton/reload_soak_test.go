@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/control"
+	"github.com/batonproxy/baton/internal/errlog"
 	"github.com/batonproxy/baton/proxy"
 )
 
@@ -198,11 +200,15 @@ func TestReloadSoak(t *testing.T) {
 		}
 
 		// What baton shows equals what a fresh start would.
-		rep, err := proxy.CallControl(ctl, proxy.ControlRequest{Cmd: "status"}, 10*time.Second)
+		rep, err := control.Call(ctl, control.Request{Cmd: "status"}, 10*time.Second)
 		if err != nil || !rep.OK {
 			t.Fatalf("reload %d: status: %v %+v", i, err, rep)
 		}
-		if got, want := shape(rep.Status), freshShape(t, text); got != want {
+		st, err := replyStatus(rep)
+		if err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		if got, want := shape(st), freshShape(t, text); got != want {
 			t.Fatalf("reload %d: status differs from a fresh start's\n got: %s\nwant: %s\nconfig:\n%s", i, got, want, text)
 		}
 	}
@@ -219,11 +225,15 @@ func TestReloadSoak(t *testing.T) {
 
 // allUp reports whether every server not marked down is up.
 func allUp(t *testing.T, ctl string) bool {
-	rep, err := proxy.CallControl(ctl, proxy.ControlRequest{Cmd: "status"}, 10*time.Second)
+	rep, err := control.Call(ctl, control.Request{Cmd: "status"}, 10*time.Second)
 	if err != nil || !rep.OK {
 		t.Fatalf("status: %v %+v", err, rep)
 	}
-	for _, u := range rep.Status.Upstreams {
+	st, err := replyStatus(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range st.Upstreams {
 		for _, s := range u.Servers {
 			if !s.Down && !s.Up {
 				return false
@@ -265,7 +275,7 @@ func freshShape(t *testing.T, text string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(cfg, proxy.Options{Log: proxy.NewWriterLogger(&strings.Builder{}, proxy.LevelEmerg)})
+	p, err := proxy.New(cfg, proxy.Options{Log: errlog.NewWriter(&strings.Builder{}, errlog.LevelEmerg)})
 	if err != nil {
 		t.Fatal(err)
 	}

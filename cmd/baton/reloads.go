@@ -4,7 +4,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/batonproxy/baton/proxy"
+	"github.com/batonproxy/baton/internal/errlog"
 )
 
 // reloadQueue runs the reloads that SIGHUP asks for on a goroutine of its
@@ -31,7 +31,7 @@ func (q *reloadQueue) request() {
 
 // run does the reloads asked for, one at a time, until stop is closed, and
 // logs each outcome. A reload under way when stop closes is not waited for.
-func (q *reloadQueue) run(stop <-chan struct{}, reload func() (string, error), file string, log *proxy.Logger) {
+func (q *reloadQueue) run(stop <-chan struct{}, reload func() (string, error), file string, log *errlog.Logger) {
 	for {
 		select {
 		case <-stop:
@@ -40,10 +40,10 @@ func (q *reloadQueue) run(stop <-chan struct{}, reload func() (string, error), f
 		}
 		report, err := reload()
 		if err != nil {
-			log.Logf(proxy.LevelEmerg, "reload refused, the running configuration stays: %v", err)
+			log.Logf(errlog.LevelEmerg, "reload refused, the running configuration stays: %v", err)
 			continue
 		}
-		log.Logf(proxy.LevelNotice, "reloaded %s: %s", file, strings.ReplaceAll(strings.TrimSpace(report), "\n", "; "))
+		log.Logf(errlog.LevelNotice, "reloaded %s: %s", file, strings.ReplaceAll(strings.TrimSpace(report), "\n", "; "))
 	}
 }
 

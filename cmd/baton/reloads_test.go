@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/proxy"
+	"github.com/batonproxy/baton/internal/errlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +28,7 @@ func TestReloadQueueCoalesces(t *testing.T) {
 	}
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		q.run(stop, reload, "baton.conf", proxy.NewWriterLogger(io.Discard, proxy.LevelWarn))
+		q.run(stop, reload, "baton.conf", errlog.NewWriter(io.Discard, errlog.LevelWarn))
 		close(stopped)
 	}()
 	defer func() {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/control"
+	"github.com/batonproxy/baton/internal/errlog"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -145,7 +147,7 @@ func run(cfg *config.Config, opts runOptions) error {
 	}
 	log := p.Logger()
 	for _, w := range warnings(cfg) {
-		log.Logf(proxy.LevelWarn, "%s", w)
+		log.Logf(errlog.LevelWarn, "%s", w)
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
@@ -159,7 +161,7 @@ func run(cfg *config.Config, opts runOptions) error {
 		}
 		// systemd (Type=notify): this process is the service's main one now.
 		if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid())); err != nil {
-			log.Logf(proxy.LevelWarn, "sd_notify: %v", err)
+			log.Logf(errlog.LevelWarn, "sd_notify: %v", err)
 		}
 		return nil
 	}
@@ -216,26 +218,26 @@ func run(cfg *config.Config, opts runOptions) error {
 	}
 	up := &upgrader{p: p, log: log, timeout: cmp.Or(cfg.Baton.UpgradeTimeout, config.DefaultUpgradeTimeout), done: make(chan struct{}), inbound: handoff != nil, failed: func() {
 		if err := writePidFile(); err != nil {
-			log.Logf(proxy.LevelAlert, "rewriting the pid file after a failed upgrade: %v", err)
+			log.Logf(errlog.LevelAlert, "rewriting the pid file after a failed upgrade: %v", err)
 		}
 	}}
 	ctlPath := opts.controlSocket
 	if ctlPath == "" && opts.file != "" {
 		ctlPath = cfg.Baton.ControlSocket
 	}
-	var ctl *proxy.Control
+	var ctl *control.Server
 	if ctlPath != "" {
 		ctl, err = p.ServeControl(ctlPath, proxy.ControlOptions{Reload: reload, Upgrade: up.run})
 		if err != nil {
 			// Traffic matters more: serve it, and say what is missing.
-			log.Logf(proxy.LevelWarn, "%v; baton status, reload and upgrade will not reach this process (SIGHUP still reloads, SIGUSR2 still upgrades)", err)
+			log.Logf(errlog.LevelWarn, "%v; baton status, reload and upgrade will not reach this process (SIGHUP still reloads, SIGUSR2 still upgrades)", err)
 		} else {
 			defer func() {
 				// A handler may be waiting on a reload or an upgrade; this
 				// process is exiting, so only a reply being written is
 				// waited for.
 				if !within(ctlCloseWait, func() { ctl.Close() }) {
-					log.Logf(proxy.LevelInfo, "control socket: exiting with a request still being served")
+					log.Logf(errlog.LevelInfo, "control socket: exiting with a request still being served")
 				}
 			}()
 		}
@@ -244,12 +246,12 @@ func run(cfg *config.Config, opts runOptions) error {
 	for _, a := range p.Addrs() {
 		addrs = append(addrs, a.String())
 	}
-	log.Logf(proxy.LevelNotice, "baton %s started, pid %d, listening on %s", version, os.Getpid(), strings.Join(addrs, ", "))
+	log.Logf(errlog.LevelNotice, "baton %s started, pid %d, listening on %s", version, os.Getpid(), strings.Join(addrs, ", "))
 	// Tests and scripts wait for this line on stderr.
 	fmt.Fprintf(os.Stderr, "baton: ready on %s\n", strings.Join(addrs, ", "))
 
 	graceful := func(why string) {
-		log.Logf(proxy.LevelNotice, "%s (%d live connections)", why, p.Stats().Active)
+		log.Logf(errlog.LevelNotice, "%s (%d live connections)", why, p.Stats().Active)
 		ctx, cancel := context.Background(), context.CancelFunc(func() {})
 		if cfg.WorkerShutdownTimeout > 0 {
 			ctx, cancel = context.WithTimeout(ctx, cfg.WorkerShutdownTimeout)
@@ -257,7 +259,7 @@ func run(cfg *config.Config, opts runOptions) error {
 		go func() {
 			defer cancel()
 			if err := p.Shutdown(ctx); err != nil {
-				log.Logf(proxy.LevelNotice, "worker_shutdown_timeout %s passed, closed the remaining connections", cfg.WorkerShutdownTimeout)
+				log.Logf(errlog.LevelNotice, "worker_shutdown_timeout %s passed, closed the remaining connections", cfg.WorkerShutdownTimeout)
 			}
 		}()
 	}
@@ -270,9 +272,9 @@ func run(cfg *config.Config, opts runOptions) error {
 			up.inboundDone()
 			rejoinGroup(log)
 			if err != nil {
-				log.Logf(proxy.LevelAlert, "upgrade handoff ended early: %v; serving what was handed over", err)
+				log.Logf(errlog.LevelAlert, "upgrade handoff ended early: %v; serving what was handed over", err)
 			} else {
-				log.Logf(proxy.LevelNotice, "upgrade handoff complete: this process (generation %d) serves everything", generation())
+				log.Logf(errlog.LevelNotice, "upgrade handoff complete: this process (generation %d) serves everything", generation())
 			}
 		case <-upgradeDone:
 			upgradeDone = nil
@@ -288,22 +290,22 @@ func run(cfg *config.Config, opts runOptions) error {
 			switch sig {
 			case syscall.SIGUSR1:
 				if err := p.ReopenLogs(); err != nil {
-					log.Logf(proxy.LevelAlert, "reopening logs: %v", err)
+					log.Logf(errlog.LevelAlert, "reopening logs: %v", err)
 				} else {
-					log.Logf(proxy.LevelNotice, "reopened log files")
+					log.Logf(errlog.LevelNotice, "reopened log files")
 				}
 			case syscall.SIGUSR2:
 				go up.run("") // logs its outcome
 			case syscall.SIGHUP:
 				if reload == nil {
-					log.Logf(proxy.LevelWarn, "SIGHUP: nothing to reload: baton runs without a config file")
+					log.Logf(errlog.LevelWarn, "SIGHUP: nothing to reload: baton runs without a config file")
 					break
 				}
 				reloads.request() // logs its outcome
 			case syscall.SIGQUIT:
 				graceful("gracefully shutting down")
 			default: // TERM, INT
-				log.Logf(proxy.LevelNotice, "exiting on %s", sig)
+				log.Logf(errlog.LevelNotice, "exiting on %s", sig)
 				up.abort()
 				closeBounded(p, log)
 				return nil
@@ -323,9 +325,9 @@ const termCloseWait = 5 * time.Second
 const ctlCloseWait = time.Second
 
 // closeBounded closes p, waiting at most termCloseWait.
-func closeBounded(p *proxy.Proxy, log *proxy.Logger) {
+func closeBounded(p *proxy.Proxy, log *errlog.Logger) {
 	if !within(termCloseWait, func() { p.Close() }) {
-		log.Logf(proxy.LevelAlert, "the proxy did not close within %s; exiting without it", termCloseWait)
+		log.Logf(errlog.LevelAlert, "the proxy did not close within %s; exiting without it", termCloseWait)
 	}
 }
 

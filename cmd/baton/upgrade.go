@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/control"
+	"github.com/batonproxy/baton/internal/errlog"
 	"github.com/batonproxy/baton/proxy"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -34,7 +36,7 @@ func generation() int {
 type upgrader struct {
 	timeout time.Duration // baton { upgrade_timeout }
 	p       *proxy.Proxy
-	log     *proxy.Logger
+	log     *errlog.Logger
 	failed  func() // after a failed upgrade: take the PID file back
 	inbound bool   // this process's own handoff (as the new process) is still running
 	mu      sync.Mutex
@@ -127,7 +129,7 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 	}()
 	start := time.Now()
 	u.p.CarriedBytes() // count this upgrade's only
-	u.log.Logf(proxy.LevelNotice, "upgrade: started %s, pid %d", binary, cmd.Process.Pid)
+	u.log.Logf(errlog.LevelNotice, "upgrade: started %s, pid %d", binary, cmd.Process.Pid)
 	rep, err := fdpass.Upgrade(parent, u.p, fdpass.UpgradeOptions{
 		Generation:   uint64(generation() + 1),
 		HelloTimeout: max(u.timeout, 30*time.Second), // the new process loads its config first
@@ -138,16 +140,16 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 			cmd.Process.Kill()             // should it have left the group already
 		},
 		Progress: func(f string, a ...any) {
-			lv := proxy.LevelNotice
+			lv := errlog.LevelNotice
 			if strings.HasPrefix(f, "batch") || strings.HasPrefix(f, "rejected flow") {
-				lv = proxy.LevelInfo // one line per 126 connections
+				lv = errlog.LevelInfo // one line per 126 connections
 			}
 			u.log.Logf(lv, "upgrade: +%dms "+f, append([]any{time.Since(start).Milliseconds()}, a...)...)
 		},
 	})
 	rep.PendingBytes = u.p.CarriedBytes()
 	if err != nil {
-		u.log.Logf(proxy.LevelAlert, "upgrade failed, this process keeps serving: %v (moved %d, resumed %d, lost %d)",
+		u.log.Logf(errlog.LevelAlert, "upgrade failed, this process keeps serving: %v (moved %d, resumed %d, lost %d)",
 			err, rep.Moved, rep.Resumed, rep.Lost)
 		if u.failed != nil {
 			u.failed()
@@ -155,7 +157,7 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 		return rep, err
 	}
 	ok = true
-	u.log.Logf(proxy.LevelNotice, "upgrade: pid %d took over in %s: moved %d connections carrying %d pending bytes, resumed %d here, lost %d",
+	u.log.Logf(errlog.LevelNotice, "upgrade: pid %d took over in %s: moved %d connections carrying %d pending bytes, resumed %d here, lost %d",
 		rep.NewPID, time.Since(start).Round(time.Millisecond), rep.Moved, rep.PendingBytes, rep.Resumed, rep.Lost)
 	u.once.Do(func() { close(u.done) })
 	return rep, nil
@@ -200,14 +202,14 @@ func waitChildExit(pid int) {
 // terminal's Ctrl-C must reach it as it reached the old one. setpgid to a
 // group of the same session is allowed; should the group be gone (the old
 // process died and was alone in it), this process stays in its own.
-func rejoinGroup(log *proxy.Logger) {
+func rejoinGroup(log *errlog.Logger) {
 	pgid, err := strconv.Atoi(os.Getenv(envPgid))
 	if err != nil || pgid <= 0 {
 		return
 	}
 	os.Unsetenv(envPgid)
 	if err := unix.Setpgid(0, pgid); err != nil {
-		log.Logf(proxy.LevelWarn, "upgrade: joining the old process's group %d: %v; this process stays in a group of its own", pgid, err)
+		log.Logf(errlog.LevelWarn, "upgrade: joining the old process's group %d: %v; this process stays in a group of its own", pgid, err)
 	}
 }
 
@@ -269,7 +271,7 @@ serving everything).`,
 			if err != nil {
 				return err
 			}
-			r, err := proxy.CallControl(path, proxy.ControlRequest{Cmd: "upgrade", Binary: binary}, timeout)
+			r, err := control.Call(path, control.Request{Cmd: "upgrade", Binary: binary}, timeout)
 			if err != nil {
 				return err
 			}

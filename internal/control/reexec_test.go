@@ -1,4 +1,4 @@
-package proxy
+package control
 
 // Control socket tests that re-run this test binary as another process:
 // an impostor under another uid, and a server out of descriptors.
@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,14 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonproxy/baton/internal/errlog"
 	"golang.org/x/sys/unix"
 )
 
 // Issue 12: root's "baton reload" talked to a socket another user had put at
-// the path, and printed its answer. CallControl checks who serves the socket
+// the path, and printed its answer. Call checks who serves the socket
 // (SO_PEERCRED) before it sends anything. The impostor is this test binary
 // re-run as uid 65534 (as TestPassFD), so the test needs root.
-func TestControlClientRefusesImpostor(t *testing.T) {
+func TestCallRefusesImpostor(t *testing.T) {
 	if os.Getenv("BATON_IMPOSTOR_SOCKET") != "" {
 		impostor(os.Getenv("BATON_IMPOSTOR_SOCKET"))
 		return
@@ -48,7 +48,7 @@ func TestControlClientRefusesImpostor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(pub, "proxy.test")
+	bin := filepath.Join(pub, "control.test")
 	data, err := os.ReadFile(exe)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestControlClientRefusesImpostor(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "control.sock")
 
-	cmd := exec.Command(bin, "-test.run=^TestControlClientRefusesImpostor$")
+	cmd := exec.Command(bin, "-test.run=^TestCallRefusesImpostor$")
 	cmd.Env = append(os.Environ(), "BATON_IMPOSTOR_SOCKET="+sock)
 	cmd.Dir = pub
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
@@ -101,11 +101,11 @@ func TestControlClientRefusesImpostor(t *testing.T) {
 		t.Fatalf("impostor: %s", l)
 	}
 
-	r, err := CallControl(sock, ControlRequest{Cmd: "reload"}, 5*time.Second)
+	r, err := Call(sock, Request{Cmd: "reload"}, 5*time.Second)
 	if err == nil {
-		t.Errorf("CallControl took the impostor's answer: %+v", r)
+		t.Errorf("Call took the impostor's answer: %+v", r)
 	} else if want := "control socket " + sock + " is served by uid 65534"; !strings.Contains(err.Error(), want) {
-		t.Errorf("CallControl: %v; want %q", err, want)
+		t.Errorf("Call: %v; want %q", err, want)
 	}
 	if l := next(); l != `received ""` {
 		t.Errorf("the impostor %s; want nothing", l)
@@ -146,13 +146,13 @@ func impostor(path string) {
 // alert on every 100 ms back-off, without end. Now at most one line a
 // second, which counts the failures it did not log. The starved process is
 // this test binary re-run (as TestPassFD) with its descriptors used up.
-func TestControlAcceptAlertRateLimited(t *testing.T) {
+func TestAcceptAlertRateLimited(t *testing.T) {
 	if path := os.Getenv("BATON_CONTROL_STARVED"); path != "" {
 		starvedControl(path)
 		return
 	}
 	sock := filepath.Join(t.TempDir(), "control.sock")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestControlAcceptAlertRateLimited$")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAcceptAlertRateLimited$")
 	cmd.Env = append(os.Environ(), "BATON_CONTROL_STARVED="+sock)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -244,8 +244,8 @@ func TestControlAcceptAlertRateLimited(t *testing.T) {
 	next(outc, "starved: freed")
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, `{"cmd":"status"}`+"\n")
-	var r ControlReply
-	if err := json.NewDecoder(c).Decode(&r); err != nil || !r.OK || r.Status == nil {
+	var r Reply
+	if err := json.NewDecoder(c).Decode(&r); err != nil || !r.OK || len(r.Status) == 0 {
 		t.Errorf("status after the descriptors came back: %+v %v", r, err)
 	}
 	stdin.Close()
@@ -262,13 +262,7 @@ func TestControlAcceptAlertRateLimited(t *testing.T) {
 // starvedControl serves a control socket at path, uses up its descriptors,
 // says so, and on "free" on stdin frees them; it returns at stdin's end.
 func starvedControl(path string) {
-	p, err := New(testConfig([]upstreamSpec{{addr: netip.MustParseAddrPort("127.0.0.1:9")}}, nil),
-		Options{Log: NewWriterLogger(os.Stderr, LevelInfo)})
-	if err != nil {
-		fmt.Println("starved:", err)
-		return
-	}
-	ctl, err := p.ServeControl(path, ControlOptions{})
+	ctl, err := Serve(path, testHandlers, errlog.NewWriter(os.Stderr, errlog.LevelInfo))
 	if err != nil {
 		fmt.Println("starved:", err)
 		return
