@@ -79,8 +79,7 @@ func (s *sink) serve() error {
 			return nil
 		}
 		s.active.Add(1)
-		s.wg.Add(1)
-		go func() {
+		go func() { // s.wg counted by track
 			defer s.wg.Done()
 			defer s.active.Add(-1)
 			defer s.untrack(c)
@@ -89,6 +88,8 @@ func (s *sink) serve() error {
 	}
 }
 
+// track records c and counts its handler in s.wg, under s.mu: close sets
+// closed under it too, so no Add ever races close's Wait.
 func (s *sink) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -96,6 +97,7 @@ func (s *sink) track(c net.Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.wg.Add(1)
 	return true
 }
 
