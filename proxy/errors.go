@@ -20,22 +20,6 @@ var (
 	errUDPProxyProt = errors.New(`"listen" directive "proxy_protocol" parameter is incompatible with "udp"`)
 )
 
-// sysError is a failed socket call, printed as nginx prints it ("bind() to
-// 127.0.0.1:80 failed (98: Address already in use)"); it unwraps to the
-// errno.
-type sysError struct {
-	call string // "bind() to 127.0.0.1:80"
-	err  error
-}
-
-func (e *sysError) Error() string { return e.call + " failed " + errnoText(e.err) }
-func (e *sysError) Unwrap() error { return e.err }
-
-// sysErr returns a sysError for call (a format and its arguments).
-func sysErr(err error, format string, args ...any) error {
-	return &sysError{call: fmt.Sprintf(format, args...), err: err}
-}
-
 // confError is an error tied to a line of the configuration: "MSG in
 // FILE:LINE", as nginx prints it; it unwraps to the error it wraps.
 type confError struct {

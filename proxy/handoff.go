@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,38 +36,6 @@ func (s sink) Import(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 }
 func (s sink) Start(ids []uint64) { s.p.startImported(ids) }
 
-// dupFile returns a close-on-exec duplicate of fd as a file named name; fd
-// and its blocking mode are untouched (HANDOFF.md P3).
-func dupFile(fd int, name string) (*os.File, error) {
-	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("dup %s: %w", name, err)
-	}
-	return os.NewFile(uintptr(d), name), nil
-}
-
-// takeFD takes the descriptor out of f: a nonblocking close-on-exec
-// duplicate the caller owns; f is closed. It never calls f.Fd(), which could
-// switch the shared open file description to blocking mode.
-func takeFD(f *os.File) (int, error) {
-	defer f.Close()
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	d := -1
-	var derr error
-	raw.Control(func(fd uintptr) { d, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-	if derr != nil {
-		return -1, derr
-	}
-	if err := unix.SetNonblock(d, true); err != nil {
-		unix.Close(d)
-		return -1, err
-	}
-	return d, nil
-}
-
 // Listeners implements fdpass.Source: duplicates of every listening socket,
 // named by what they serve.
 func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
@@ -83,7 +52,7 @@ func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
 		return nil, err
 	}
 	for _, ln := range p.listeners {
-		f, err := dupFile(ln.fd, ln.key)
+		f, err := sock.DupFile(ln.fd, ln.key)
 		if err != nil {
 			return fail(err)
 		}
@@ -171,13 +140,13 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		// Every session moves in the phase it is in: a connect under way
 		// is a socket too, and a PROXY header half read is bytes.
 		files := make([]*os.File, 0, 2)
-		cf, err := dupFile(s.cfd, "conn/client/"+s.client.String())
+		cf, err := sock.DupFile(s.cfd, "conn/client/"+s.client.String())
 		if err != nil {
 			return conns, err
 		}
 		files = append(files, cf)
 		if s.ufd >= 0 {
-			uf, err := dupFile(s.ufd, "conn/upstream/"+s.client.String())
+			uf, err := sock.DupFile(s.ufd, "conn/upstream/"+s.client.String())
 			if err != nil {
 				cf.Close()
 				return conns, err
@@ -303,7 +272,7 @@ func (l *loop) resume(s *session) {
 	}
 	l.attach(s)
 	fail := func(what string, err error) {
-		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, errnoText(err))
+		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, sock.ErrnoText(err))
 	}
 	switch s.movedFrom {
 	case stateHeader:
@@ -355,7 +324,7 @@ func (p *Proxy) adoptListeners(files []fdpass.NamedFile) ([]string, error) {
 		switch {
 		case strings.HasPrefix(nf.Name, "tcp/"), strings.HasPrefix(nf.Name, "udp/"):
 			// UDP: startUDP takes it, and holds its reader until HandoffDone.
-			fd, err := takeFD(nf.File)
+			fd, err := sock.TakeFD(nf.File)
 			if err != nil {
 				p.closeInherited()
 				return nil, fmt.Errorf("adopting %s: %w", nf.Name, err)
@@ -444,20 +413,20 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 			reject(c, nil, fmt.Sprintf("listener %s is not in the new configuration", m.listener))
 			continue
 		}
-		cfd, err := takeFD(c.Files[0])
+		cfd, err := sock.TakeFD(c.Files[0])
 		if err != nil {
 			reject(c, nil, err.Error())
 			continue
 		}
 		ufd := -1
 		if want == 2 {
-			if ufd, err = takeFD(c.Files[1]); err != nil {
+			if ufd, err = sock.TakeFD(c.Files[1]); err != nil {
 				reject(c, []int{cfd}, err.Error())
 				continue
 			}
 		}
-		upOK := ufd < 0 || connectedStream(ufd) || (m.phase == phaseConnecting && streamSocket(ufd))
-		if !connectedStream(cfd) || !upOK {
+		upOK := ufd < 0 || sock.IsConnectedStream(ufd) || (m.phase == phaseConnecting && sock.IsStream(ufd))
+		if !sock.IsConnectedStream(cfd) || !upOK {
 			fds := []int{cfd}
 			if ufd >= 0 {
 				fds = append(fds, ufd)
@@ -478,31 +447,6 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 		accepted = append(accepted, c.ID)
 	}
 	return accepted, rejected
-}
-
-// streamSocket reports whether fd is a stream socket that is not listening
-// (a connect may still be under way).
-func streamSocket(fd int) bool {
-	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	if err != nil || typ != unix.SOCK_STREAM {
-		return false
-	}
-	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
-	return err == nil && acc == 0
-}
-
-// connectedStream reports whether fd is a connected (not listening) stream socket.
-func connectedStream(fd int) bool {
-	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	if err != nil || typ != unix.SOCK_STREAM {
-		return false
-	}
-	acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
-	if err != nil || acc != 0 {
-		return false
-	}
-	_, err = unix.Getpeername(fd)
-	return err == nil
 }
 
 func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
@@ -588,18 +532,11 @@ func (p *Proxy) startImported(ids []uint64) {
 			}
 		}) {
 			for _, s := range mine {
-				s.cfd, s.ufd = closeFD(s.cfd), closeFD(s.ufd)
+				s.cfd, s.ufd = sock.CloseFD(s.cfd), sock.CloseFD(s.ufd)
 				p.fds.give(tcpSessionFDs)
 			}
 		}
 	}
-}
-
-func closeFD(fd int) int {
-	if fd >= 0 {
-		unix.Close(fd)
-	}
-	return -1
 }
 
 // adopt makes an imported session this loop's.

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/batonproxy/baton/internal/errlog"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -399,7 +400,7 @@ func (l *loop) arm() {
 	for i, ln := range l.lns {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(i), Pad: tagListener}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
-			l.p.log.Logf(LevelAlert, "epoll_ctl(ADD) listener %s failed %s", ln.name, errnoText(err))
+			l.p.log.Logf(LevelAlert, "epoll_ctl(ADD) listener %s failed %s", ln.name, sock.ErrnoText(err))
 		}
 	}
 	l.armed = true
@@ -456,7 +457,7 @@ func (l *loop) accept(ln *listener) {
 		if p.fds.starved.Load() {
 			p.fds.starved.Store(false) // room again: pipes may be made
 		}
-		fd, client, err := rawAccept4(ln.fd)
+		fd, client, err := sock.Accept4(ln.fd)
 		if err != nil {
 			p.fds.give(tcpSessionFDs)
 		}
@@ -469,12 +470,12 @@ func (l *loop) accept(ln *listener) {
 		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
 			if l.now-l.lastEMFILELog >= int64(capLogEvery) || l.lastEMFILELog == 0 {
 				l.lastEMFILELog = l.now
-				p.log.Logf(LevelCrit, "accept4() on %s failed %s, pausing accept for %s", ln.name, errnoText(err), emfilePause)
+				p.log.Logf(LevelCrit, "accept4() on %s failed %s, pausing accept for %s", ln.name, sock.ErrnoText(err), emfilePause)
 			}
 			l.pauseAccept(emfilePause)
 			return
 		default:
-			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, errnoText(err))
+			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, sock.ErrnoText(err))
 			return
 		}
 		srv, pp := ln.srv, ln.cfg.ProxyProtocol
@@ -519,7 +520,7 @@ func (l *loop) balanceTo() *loop {
 func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client netip.AddrPort) {
 	p := l.p
 	if l.stopping {
-		rawClose(fd) // handed over as this loop stops (Close, exit)
+		sock.Close(fd) // handed over as this loop stops (Close, exit)
 		p.fds.give(tcpSessionFDs)
 		return
 	}
@@ -590,7 +591,7 @@ func (l *loop) remove(s *session) {
 
 func (l *loop) register(fd int, events uint32, s *session) error {
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: tagSession}
-	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := sock.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return err
 	}
 	l.track(fd, s)
@@ -629,7 +630,7 @@ func (l *loop) releaseUDP(fd int) {
 		l.udpFds[fd] = nil
 		l.closedIn[fd] = l.batch
 	}
-	rawClose(fd)
+	sock.Close(fd)
 }
 
 // setInterest changes fd's epoll interest from cur to want and returns the
@@ -644,8 +645,8 @@ func (l *loop) setInterest(fd int, cur, want uint32) uint32 {
 		op = unix.EPOLL_CTL_ADD
 	}
 	ev := unix.EpollEvent{Events: want, Fd: int32(fd), Pad: tagSession}
-	if err := rawEpollCtl(l.epfd, op, fd, &ev); err != nil {
-		l.p.log.Logf(LevelAlert, "epoll_ctl(%d, %d) failed %s", op, fd, errnoText(err))
+	if err := sock.EpollCtl(l.epfd, op, fd, &ev); err != nil {
+		l.p.log.Logf(LevelAlert, "epoll_ctl(%d, %d) failed %s", op, fd, sock.ErrnoText(err))
 	}
 	return want
 }
@@ -663,7 +664,7 @@ func (l *loop) release(fd int) {
 		l.fds[fd] = nil
 		l.closedIn[fd] = l.batch
 	}
-	rawClose(fd)
+	sock.Close(fd)
 }
 
 // schedule makes sure s's deadline (lastActive+timeout) is in the heap.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/internal/control"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -141,12 +142,12 @@ func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) 
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, b2i(cl.SoKeepalive))
 	} else {
 		var err error
-		if fd, err = listenSocket(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive); err != nil {
+		if fd, err = sock.Listen(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive); err != nil {
 			return nil, posError(cl.Pos, err)
 		}
 	}
 	sa, _ := unix.Getsockname(fd)
-	ap := addrPort(sa)
+	ap := sock.AddrPort(sa)
 	return &listener{
 		fd: fd, name: cl.Text, srv: srv, cfg: cl, key: "tcp/" + ap.String(), // the bound address: the configured one, but for port 0
 		addr: &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())},

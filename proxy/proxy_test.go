@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -254,7 +255,7 @@ func fullListener(t *testing.T) string {
 		t.Fatal(err)
 	}
 	sa, _ := unix.Getsockname(fd)
-	addr := addrPort(sa).String()
+	addr := sock.AddrPort(sa).String()
 	// Fill the queue: each of these completes the handshake but is never accepted.
 	for i := 0; i < 4; i++ {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/internal/errlog"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,7 +100,7 @@ func (s *session) String() string {
 func (s *session) localAddr() netip.AddrPort {
 	if !s.local.IsValid() && s.cfd >= 0 {
 		if sa, err := unix.Getsockname(s.cfd); err == nil {
-			s.local = addrPort(sa)
+			s.local = sock.AddrPort(sa)
 		}
 	}
 	return s.local
@@ -225,7 +226,7 @@ func (s *session) openingTaken(n int) {
 func (s *session) sendOpening() error {
 	l := s.loop
 	b := s.appendOpening(l.buf[:0])
-	w, err := writeAll(s.ufd, b)
+	w, err := sock.WriteAll(s.ufd, b)
 	if w <= 0 {
 		if err == nil {
 			return unix.EAGAIN
@@ -249,7 +250,7 @@ func (s *session) sendOpening() error {
 // them. At most earlyMax bytes: the rest waits in the socket, as it would.
 func (s *session) readEarly() {
 	l := s.loop
-	n, _ := rawRead(s.cfd, l.buf[:earlyMax])
+	n, _ := sock.Read(s.cfd, l.buf[:earlyMax])
 	if n > 0 {
 		s.early = append([]byte(nil), l.buf[:n]...)
 	}
@@ -282,7 +283,7 @@ func (s *session) record(r *record) *record {
 // socket is connected; the kernel turns quick ACKs back on once the
 // handshake is done.
 func (s *session) dial(addr netip.AddrPort) error {
-	fd, err := rawDial(addr, s.hasOpening())
+	fd, err := sock.Dial(addr, s.hasOpening())
 	if fd < 0 {
 		return err
 	}
@@ -302,7 +303,7 @@ func (s *session) connectFailed(err error) {
 	p.active.Add(-1)
 	disabled := g.peerFailed(s.peer, l.wall())
 	s.peer = -1
-	what := "connect() failed " + errnoText(err)
+	what := "connect() failed " + sock.ErrnoText(err)
 	if err == unix.ETIMEDOUT {
 		what = "upstream timed out (110: Connection timed out)"
 	}
@@ -333,7 +334,7 @@ func (s *session) dialFailedHere(err error) {
 	s.peer = -1
 	if c := l.localLog.Hit(l.now); c > 0 {
 		l.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
-			s.id, errnoText(bareErrno(err)), s.client.Addr(), s.srv.name, p.addr, errlog.TimesText(c))
+			s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), s.srv.name, p.addr, errlog.TimesText(c))
 	}
 	s.finish(500)
 }
@@ -459,7 +460,7 @@ const parked = 1 << 31
 // park removes fd from the epoll set; updateInterest adds it back.
 func (s *session) park(fd int) {
 	var ev unix.EpollEvent
-	rawEpollCtl(s.loop.epfd, unix.EPOLL_CTL_DEL, fd, &ev)
+	sock.EpollCtl(s.loop.epfd, unix.EPOLL_CTL_DEL, fd, &ev)
 	if fd == s.cfd {
 		s.cEvents = parked
 	} else {
@@ -485,7 +486,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 	}
 	l := s.loop
 	for round := 0; round < 4; round++ {
-		n, err := rawRead(src, l.buf)
+		n, err := sock.Read(src, l.buf)
 		if n > 0 {
 			s.lastActive = l.now
 			flags := 0
@@ -497,7 +498,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 				// the bytes in the socket until flowDone's close or
 				// shutdown sends the FIN, which takes them along (a
 				// partial write is pushed by the rest's plain write).
-				m, err := rawRead(src, l.buf[n:])
+				m, err := sock.Read(src, l.buf[n:])
 				switch {
 				case m > 0:
 					n += m
@@ -511,7 +512,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 					rerr = err.(unix.Errno)
 				}
 			}
-			w, werr := sendAll(dst, l.buf[:n], flags)
+			w, werr := sock.SendAll(dst, l.buf[:n], flags)
 			f.n += int64(w)
 			if werr != nil {
 				s.ioError("send()", werr, dst)
@@ -583,7 +584,7 @@ func (s *session) flush(f *flow, dst int) bool {
 		s.updateInterest()
 		return true
 	}
-	w, err := writeAll(dst, f.pend)
+	w, err := sock.WriteAll(dst, f.pend)
 	f.n += int64(w)
 	if err != nil {
 		s.ioError("send()", err, dst)
@@ -647,7 +648,7 @@ func (s *session) ioError(op string, err error, fd int) {
 		lv = LevelInfo // a peer that resets is routine, as nginx logs it
 	}
 	s.loop.p.log.Logf(lv, "*%d %s failed %s while proxying connection, %s side, client: %s, server: %s, upstream: \"%s\"",
-		s.id, op, errnoText(err), side, s.client.Addr(), s.srv.name, s.upstreamAddrs)
+		s.id, op, sock.ErrnoText(err), side, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 	s.finish(200)
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,13 +44,12 @@ func (l *loop) getPipe() *pipe {
 	if l.p.fds.starved.Load() || !l.p.fds.take(pipeFDs) {
 		return nil
 	}
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+	r, w, err := sock.Pipe(pipeSize)
+	if err != nil {
 		l.p.fds.give(pipeFDs)
 		return nil
 	}
-	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
-	return &pipe{r: fds[0], w: fds[1]}
+	return &pipe{r: r, w: w}
 }
 
 // putPipe returns an empty pipe to the pool, or closes it.
@@ -118,32 +118,11 @@ func (l *loop) reclaimPipes() {
 	l.closePipes()
 }
 
-// splice moves up to n bytes from fd in to fd out without blocking. It
-// returns the count moved, 0 at EOF, and again when it would block. It
-// goes through RawSyscall as rawRead does: with both ends nonblocking it
-// cannot block, and a 256 KiB splice takes long enough that, through
-// Syscall, the runtime would hand the loop's P to another thread.
-func splice(in, out, n int) (m int, again bool, err error) {
-	for {
-		k, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		switch e {
-		case 0:
-			return int(k), false, nil
-		case unix.EAGAIN:
-			return 0, true, nil
-		case unix.EINTR:
-			continue
-		default:
-			return 0, false, e
-		}
-	}
-}
-
 // flushPipe splices what f's pipe holds to dst until it is empty or dst
 // would block.
 func (f *flow) flushPipe(dst int) error {
 	for f.inPipe > 0 {
-		w, again, err := splice(f.pipe.r, dst, f.inPipe)
+		w, again, err := sock.Splice(f.pipe.r, dst, f.inPipe)
 		if err != nil {
 			return err
 		}
@@ -165,7 +144,7 @@ func (s *session) pumpSplice(f *flow, src, dst int) bool {
 		return false
 	}
 	for round := 0; round < 4; round++ {
-		m, again, err := splice(src, p.w, pipeSize)
+		m, again, err := sock.Splice(src, p.w, pipeSize)
 		if err != nil {
 			l.putPipe(p)
 			s.ioError("splice()", err, src)
@@ -214,7 +193,7 @@ func (s *session) drainPipe(f *flow) {
 			f.pend = f.base
 		}
 		buf := l.buf[:min(len(l.buf), f.inPipe)]
-		n, err := rawRead(f.pipe.r, buf)
+		n, err := sock.Read(f.pipe.r, buf)
 		if n <= 0 || err != nil {
 			break // cannot happen: the bytes are there
 		}

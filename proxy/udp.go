@@ -9,6 +9,7 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/internal/errlog"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -154,7 +155,7 @@ func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
 	}
 	inherited := fd >= 0
 	if !inherited {
-		if fd, err = listenUDP(cl.Addr, cl.ReusePort); err != nil {
+		if fd, err = sock.ListenUDP(cl.Addr, cl.ReusePort); err != nil {
 			return nil, err
 		}
 	}
@@ -164,7 +165,7 @@ func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
 		return nil, err
 	}
 	u := &udpListener{
-		p: p, fd: fd, bound: addrPort(sa), held: inherited,
+		p: p, fd: fd, bound: sock.AddrPort(sa), held: inherited,
 		wild:       cl.Addr.Addr().IsUnspecified(),
 		finished:   make(chan struct{}),
 		table:      map[udpKey]*udpSession{},
@@ -245,8 +246,8 @@ func (u *udpListener) arm() {
 		return
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(u.fd), Pad: tagUDPListener}
-	if err := rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_ADD, u.fd, &ev); err != nil {
-		u.p.log.Logf(LevelAlert, "epoll_ctl(ADD) listener %s failed %s", u.text(), errnoText(err))
+	if err := sock.EpollCtl(u.l.epfd, unix.EPOLL_CTL_ADD, u.fd, &ev); err != nil {
+		u.p.log.Logf(LevelAlert, "epoll_ctl(ADD) listener %s failed %s", u.text(), sock.ErrnoText(err))
 		return
 	}
 	u.armed = true
@@ -255,7 +256,7 @@ func (u *udpListener) arm() {
 // disarm takes the socket out of the loop's epoll set (loop).
 func (u *udpListener) disarm() {
 	if u.armed {
-		rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_DEL, u.fd, nil)
+		sock.EpollCtl(u.l.epfd, unix.EPOLL_CTL_DEL, u.fd, nil)
 		u.armed = false
 	}
 }
@@ -360,16 +361,16 @@ type udpBatch struct {
 	hdrs  [udpBatchSize]unix.Mmsghdr
 	iovs  [udpBatchSize]unix.Iovec
 	names [udpBatchSize]unix.RawSockaddrInet6
-	oobs  [udpBatchSize][udpOOBSize]byte
+	oobs  [udpBatchSize][sock.OOBSize]byte
 	bufs  [udpBatchSize][]byte
 }
 
 func newUDPBatch() *udpBatch {
 	b := &udpBatch{}
 	for i := range b.hdrs {
-		b.bufs[i] = make([]byte, dgramBig)
+		b.bufs[i] = make([]byte, sock.DatagramBufSize)
 		b.iovs[i].Base = &b.bufs[i][0]
-		b.iovs[i].SetLen(dgramBig)
+		b.iovs[i].SetLen(sock.DatagramBufSize)
 		h := &b.hdrs[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 		h.Iov = &b.iovs[i]
@@ -384,7 +385,7 @@ func (b *udpBatch) recv(fd int) (int, error) {
 	for i := range b.hdrs {
 		h := &b.hdrs[i].Hdr
 		h.Namelen = unix.SizeofSockaddrInet6
-		h.SetControllen(udpOOBSize)
+		h.SetControllen(sock.OOBSize)
 		h.Flags = 0
 	}
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.hdrs[0])), udpBatchSize, 0, 0, 0)
@@ -413,7 +414,7 @@ func (u *udpListener) readable() {
 			continue
 		default:
 			if c := u.errLog.Hit(l.now); c > 0 {
-				u.p.log.Logf(LevelAlert, "recvmsg() on %s failed %s (%d times)", u.text(), errnoText(err), c)
+				u.p.log.Logf(LevelAlert, "recvmsg() on %s failed %s (%d times)", u.text(), sock.ErrnoText(err), c)
 			}
 			return
 		}
@@ -430,27 +431,27 @@ func (u *udpListener) readable() {
 // datagram handles one client datagram (loop).
 func (u *udpListener) datagram(d []byte, flags int, name *unix.RawSockaddrInet6, oob []byte) {
 	l := u.l
-	in := parseOOB(oob)
-	if in.hasDrop && in.drops != u.kernelSeen {
-		n := in.drops - u.kernelSeen
-		u.kernelSeen = in.drops
+	in := sock.ParseOOB(oob)
+	if in.HasDrop && in.Drops != u.kernelSeen {
+		n := in.Drops - u.kernelSeen
+		u.kernelSeen = in.Drops
 		u.drops.kernel.Add(uint64(n))
 		if c := u.kernelLog.Add(l.now, uint64(n)); c > 0 {
 			u.p.log.Logf(LevelWarn, "the kernel dropped %d datagrams to %s: the socket's receive buffer was full", c, u.text())
 		}
 	}
-	client := rawAddrPort((*unix.RawSockaddrAny)(unsafe.Pointer(name)))
-	if flags&unix.MSG_TRUNC != 0 || len(d) >= dgramBig {
+	client := sock.RawAddrPort((*unix.RawSockaddrAny)(unsafe.Pointer(name)))
+	if flags&unix.MSG_TRUNC != 0 || len(d) >= sock.DatagramBufSize {
 		u.drops.truncated.Add(1)
 		if c := u.truncLog.Hit(l.now); c > 0 {
-			u.p.log.Logf(LevelError, "%d datagrams to %s were dropped: larger than %d bytes, client: %s", c, u.text(), dgramBig-1, client.Addr())
+			u.p.log.Logf(LevelError, "%d datagrams to %s were dropped: larger than %d bytes, client: %s", c, u.text(), sock.DatagramBufSize-1, client.Addr())
 		}
 		return
 	}
-	key := udpKey{client: client, dst: in.dst.Unmap()}
+	key := udpKey{client: client, dst: in.Dst.Unmap()}
 	if s := u.table[key]; s != nil {
 		u.forward(s, d)
 		return
 	}
-	u.open(key, d, name, in.ifindex)
+	u.open(key, d, name, in.Ifindex)
 }

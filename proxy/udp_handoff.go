@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"unsafe"
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,7 +138,7 @@ func (u *udpListener) park(s *udpSession) {
 		return
 	}
 	s.paused = true
-	rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+	sock.EpollCtl(u.l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
 	u.l.timers.remove(s)
 }
 
@@ -150,9 +150,9 @@ func (u *udpListener) unpark(s *udpSession) bool {
 	}
 	s.paused = false
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd), Pad: tagUDPSession}
-	if err := rawEpollCtl(u.l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+	if err := sock.EpollCtl(u.l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 		u.p.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while proxying connection, udp client: %s, server: %s",
-			s.id, errnoText(err), s.client.Addr(), s.srv.name)
+			s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name)
 		u.end(s, 500, endClosed)
 		return false
 	}
@@ -181,7 +181,7 @@ func (u *udpListener) quiesce(n int) (conns []fdpass.Conn, err error) {
 		if !s.paused || s.stay {
 			continue
 		}
-		f, derr := dupFile(s.fd, "conn/udp/"+s.client.String())
+		f, derr := sock.DupFile(s.fd, "conn/udp/"+s.client.String())
 		if derr != nil {
 			return conns, derr
 		}
@@ -264,14 +264,14 @@ func (p *Proxy) inheritedUDP(cl *config.Listen) (int, error) {
 		f.Close()
 		return -1, fmt.Errorf("inherited %s: %w", name, err)
 	}
-	fd, err := takeFD(f)
+	fd, err := sock.TakeFD(f)
 	if err != nil {
 		return -1, fmt.Errorf("inherited %s: %w", name, err)
 	}
 	sa, err := unix.Getsockname(fd)
-	if err != nil || addrPort(sa) != netip.AddrPortFrom(cl.Addr.Addr().Unmap(), cl.Addr.Port()) {
+	if err != nil || sock.AddrPort(sa) != netip.AddrPortFrom(cl.Addr.Addr().Unmap(), cl.Addr.Port()) {
 		unix.Close(fd)
-		return -1, fmt.Errorf("inherited %s is bound to %v", name, addrPort(sa))
+		return -1, fmt.Errorf("inherited %s is bound to %v", name, sock.AddrPort(sa))
 	}
 	return fd, nil
 }
@@ -321,13 +321,13 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	if err := fdpass.Check(c.Files[0], fdpass.UDPConn, ""); err != nil {
 		return reject(err.Error())
 	}
-	fd, err := takeFD(c.Files[0])
+	fd, err := sock.TakeFD(c.Files[0])
 	if err != nil {
 		return err.Error()
 	}
-	if sa, err := unix.Getpeername(fd); err != nil || addrPort(sa) != m.upstream {
+	if sa, err := unix.Getpeername(fd); err != nil || sock.AddrPort(sa) != m.upstream {
 		unix.Close(fd)
-		return fmt.Sprintf("the socket is connected to %v, not %s", addrPort(sa), m.upstream)
+		return fmt.Sprintf("the socket is connected to %v, not %s", sock.AddrPort(sa), m.upstream)
 	}
 	if !p.fds.takeUDP() {
 		unix.Close(fd)
@@ -341,9 +341,9 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 		requests: m.requests, responses: m.responses, received: m.received, sent: m.sent,
 		timer: timer{heapIdx: -1},
 	}
-	s.salen = clientSockaddr(&s.sa, m.client)
+	s.salen = sock.RawSockaddr(&s.sa, m.client)
 	if m.dst.IsValid() && u.wild {
-		s.oob = replyOOB(m.dst, m.ifidx)
+		s.oob = sock.ReplyOOB(m.dst, m.ifidx)
 	}
 	for i := range srv.group.peers {
 		if srv.group.peers[i].addr == m.upstream {
@@ -362,23 +362,6 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 		return ErrClosed.Error()
 	}
 	return ""
-}
-
-// clientSockaddr writes ap into sa as sendmsg's destination and returns its
-// length: AF_INET for an IPv4 client, as an IPv4 listener's recvmmsg gives.
-func clientSockaddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) uint32 {
-	*sa = unix.RawSockaddrInet6{}
-	if ap.Addr().Is4() {
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		sa4.Family = unix.AF_INET
-		sa4.Addr = ap.Addr().As4()
-		putPort(&sa4.Port, ap.Port())
-		return unix.SizeofSockaddrInet4
-	}
-	sa.Family = unix.AF_INET6
-	sa.Addr = ap.Addr().As16()
-	putPort(&sa.Port, ap.Port())
-	return unix.SizeofSockaddrInet6
 }
 
 // startImportedUDP starts the imported sessions among ids (Start): each
@@ -446,7 +429,7 @@ func (p *Proxy) HandoffDone() {
 	p.imported = map[uint64]*session{}
 	p.reloadMu.Unlock()
 	for _, s := range unstarted {
-		s.cfd, s.ufd = closeFD(s.cfd), closeFD(s.ufd)
+		s.cfd, s.ufd = sock.CloseFD(s.cfd), sock.CloseFD(s.ufd)
 		p.fds.give(tcpSessionFDs)
 	}
 	if len(unstarted) > 0 {
@@ -498,7 +481,7 @@ func (p *Proxy) udpFiles() ([]fdpass.NamedFile, error) {
 		err := ErrClosed
 		u.l.call(func() {
 			if !u.closed {
-				f, err = dupFile(u.fd, u.key())
+				f, err = sock.DupFile(u.fd, u.key())
 			}
 		})
 		if err != nil {

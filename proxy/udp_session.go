@@ -6,6 +6,7 @@ import (
 
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/internal/errlog"
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,7 +148,7 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	}
 	if key.dst.IsValid() && u.wild {
 		s.local = netip.AddrPortFrom(key.dst, u.bound.Port())
-		s.oob = replyOOB(key.dst, ifidx)
+		s.oob = sock.ReplyOOB(key.dst, ifidx)
 		s.ifidx = ifidx
 	}
 	p.total.Add(1)
@@ -184,12 +185,12 @@ func (u *udpListener) watch(s *udpSession) bool {
 	l := u.l
 	l.trackUDP(s.fd, s)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd), Pad: tagUDPSession}
-	err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev)
+	err := sock.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev)
 	if err == nil {
 		return true
 	}
 	u.p.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while connecting to upstream, udp client: %s, server: %s",
-		s.id, errnoText(err), s.client.Addr(), s.srv.name)
+		s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name)
 	l.releaseUDP(s.fd)
 	s.fd = -1
 	if s.peer >= 0 {
@@ -233,7 +234,7 @@ func (u *udpListener) connect(s *udpSession) int {
 		s.upstreamAddrs = g.attempt(i, l.wall(), s.upstreamAddrs)
 		u.tried[i] = true
 		pr := &g.peers[i]
-		fd, err := udpDial(pr.addr)
+		fd, err := sock.DialUDP(pr.addr)
 		if err == nil {
 			s.peer, s.fd, s.upstream = i, fd, pr.addr
 			s.connectTime = l.clock() - start
@@ -244,28 +245,20 @@ func (u *udpListener) connect(s *udpSession) int {
 		if health.LocalError(err) {
 			if c := u.localLog.Hit(l.now); c > 0 {
 				u.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
-					s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
+					s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
 			}
 			return 500
 		}
 		disabled := g.peerFailed(i, l.wall())
 		if c := u.connLog.Hit(l.now); c > 0 {
 			u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
-				s.id, errnoText(bareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
+				s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
 		}
 		if disabled {
 			u.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
 				s.id, s.client.Addr(), srv.name, pr.addr)
 		}
 	}
-}
-
-// bareErrno returns the errno inside err if there is one, for errnoText.
-func bareErrno(err error) error {
-	if e := errnoIn(err); e != 0 {
-		return e
-	}
-	return err
 }
 
 // forward sends a client datagram to s's upstream (loop).
@@ -286,7 +279,7 @@ func (u *udpListener) forward(s *udpSession, d []byte) {
 // of the peer, as nginx's ngx_udp_send error does. It reports whether s
 // lives on.
 func (u *udpListener) send(s *udpSession, b []byte) bool {
-	n, err := udpSend(s.fd, b)
+	n, err := sock.SendUDP(s.fd, b)
 	switch err {
 	case nil:
 		s.upSent += int64(n)
@@ -294,12 +287,12 @@ func (u *udpListener) send(s *udpSession, b []byte) bool {
 		u.drops.send.Add(1)
 		if c := u.sendLog.Hit(u.l.now); c > 0 {
 			u.p.log.Logf(LevelWarn, "%d datagrams from clients of %s were not sent to the upstream, the last: send() failed %s, udp client: %s, upstream: \"%s\"",
-				c, u.text(), errnoText(err), s.client.Addr(), s.upstreamAddrs)
+				c, u.text(), sock.ErrnoText(err), s.client.Addr(), s.upstreamAddrs)
 		}
 	default:
 		s.failed = true
 		u.p.log.Logf(LevelError, "*%d send() failed %s while proxying and sending to upstream, udp client: %s, server: %s, upstream: \"%s\"",
-			s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
+			s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		u.end(s, 200, endUpstreamError)
 		return false
 	}
@@ -321,7 +314,7 @@ func (u *udpListener) upstreamReadable(s *udpSession) {
 		out.u = u
 	}
 	i := out.n
-	n, err := udpRecv(s.fd, out.bufs[i])
+	n, err := sock.RecvUDP(s.fd, out.bufs[i])
 	switch err {
 	case nil:
 	case unix.EAGAIN, unix.EINTR:
@@ -346,11 +339,11 @@ func (u *udpListener) replyFailed(s *udpSession, err error) {
 		u.drops.reply.Add(1)
 		if c := u.replyLog.Hit(u.l.now); c > 0 {
 			u.p.log.Logf(LevelWarn, "%d replies to clients of %s were dropped, the last: sendmsg() failed %s, udp client: %s, upstream: \"%s\"",
-				c, u.text(), errnoText(err), s.client.Addr(), s.upstreamAddrs)
+				c, u.text(), sock.ErrnoText(err), s.client.Addr(), s.upstreamAddrs)
 		}
 	default:
 		u.p.log.Logf(LevelError, "*%d sendmsg() failed %s while proxying and sending to client, udp client: %s, server: %s, upstream: \"%s\"",
-			s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
+			s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		if s.fd >= 0 { // not ended already (proxy_responses reached)
 			u.end(s, 200, endClientError)
 		}
@@ -373,7 +366,7 @@ type udpReplies struct {
 func newUDPReplies() *udpReplies {
 	r := &udpReplies{}
 	for i := range r.bufs {
-		r.bufs[i] = make([]byte, dgramBig)
+		r.bufs[i] = make([]byte, sock.DatagramBufSize)
 	}
 	return r
 }
@@ -458,7 +451,7 @@ func (u *udpListener) upstreamFailed(s *udpSession, err error) {
 		status = 502
 	}
 	u.p.log.Logf(LevelError, "*%d recv() failed %s while proxying and reading from upstream, udp client: %s, server: %s, upstream: \"%s\"",
-		s.id, errnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
+		s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 	u.end(s, status, endUpstreamError)
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +46,7 @@ type record struct {
 func (r *record) localAddr() netip.AddrPort {
 	if !r.local.IsValid() && r.cfd >= 0 {
 		if sa, err := unix.Getsockname(r.cfd); err == nil {
-			r.local = addrPort(sa)
+			r.local = sock.AddrPort(sa)
 		}
 	}
 	return r.local
