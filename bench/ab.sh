@@ -37,6 +37,16 @@ for tool in nginx wrk nstat awk; do
 done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# Refuse to start where another run (or anything) holds the ports: its
+# proxies would answer for ours, and its files are under $DIR.
+taken=()
+for p in 23080 $(seq 23101 $((23100 + $#))); do
+  ss -ltn "sport = :$p" | grep -q LISTEN && taken+=("$p")
+done
+if ((${#taken[@]})); then
+  echo "ab.sh: port(s) ${taken[*]} already in use (another ab.sh running?); not starting" >&2
+  exit 2
+fi
 DIR=$HERE/.run/ab
 rm -rf "$DIR"; mkdir -p "$DIR/be/www" "$DIR/be/tmp"
 BACKEND=127.0.0.1:23080
