@@ -208,7 +208,7 @@ for m in $MODES; do bound "${PORT[nginx.$m]}" "${MAINPID[nginx]}" || die "nginx 
 for i in "${!NAMES[@]}"; do
   n=${NAMES[i]}
   servers=
-  for m in $MODES; do alloc "PORT[$n.$m]"; servers+="  server { listen 127.0.0.1:${PORT[$n.$m]} udp; proxy_pass 127.0.0.1:$KPORT; proxy_timeout 10s;$(extra_directive "$m") }"$'\n'; done
+  for m in $MODES; do alloc "PORT[$n.$m]"; servers+="  server { listen 127.0.0.1:${PORT[$n.$m]} udp reuseport; proxy_pass 127.0.0.1:$KPORT; proxy_timeout 10s;$(extra_directive "$m") }"$'\n'; done
   # its own control socket: a baton run with -c takes /run/baton/control.sock otherwise
   cat >"$DIR/$n.conf" <<EOF
 events { worker_connections 20000; }
@@ -307,7 +307,7 @@ OUT=$HERE/results/udp-$STARTED.md
   echo "- nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes 2, \`listen ... udp reuseport\`"
   for i in "${!NAMES[@]}"; do
     extra=; [[ $i == 0 && -n $BUILT ]] && extra=", built from the tree ($BUILT)"
-    echo "- ${NAMES[i]}: \`${BINS[i]#"$ROOT/"}\` (sha256 $(sha256sum "${BINS[i]}" | cut -c1-12)$extra), \`listen ... udp\`"
+    echo "- ${NAMES[i]}: \`${BINS[i]#"$ROOT/"}\` (sha256 $(sha256sum "${BINS[i]}" | cut -c1-12)$extra), \`listen ... udp reuseport\`"
   done
   echo "- $(knotd -V 2>&1 | head -1); $(dnsperf -h 2>&1 | awk '/^Version/ { print "dnsperf " $2; exit }')"
 } >"$OUT"

@@ -88,9 +88,22 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.p.Status()
 	c.p.reloadMu.Lock()
+	// One series per address and cause: an address's shards are summed.
+	drops := map[string]map[string]uint64{}
+	var order []string
 	for _, u := range c.p.udp {
+		k := u.addrKey()
+		if drops[k] == nil {
+			drops[k] = map[string]uint64{}
+			order = append(order, k)
+		}
 		for cause, n := range u.dropCounts() {
-			ch <- prometheus.MustNewConstMetric(descUDPDropped, prometheus.CounterValue, float64(n), "udp/"+u.bound.String(), cause)
+			drops[k][cause] += n
+		}
+	}
+	for _, k := range order {
+		for cause, n := range drops[k] {
+			ch <- prometheus.MustNewConstMetric(descUDPDropped, prometheus.CounterValue, float64(n), k, cause)
 		}
 	}
 	c.p.reloadMu.Unlock()

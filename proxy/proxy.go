@@ -364,13 +364,13 @@ func (p *Proxy) Start() error {
 	for _, srv := range p.servers {
 		for _, cl := range srv.listens {
 			if cl.UDP {
-				u, err := p.newUDP(srv, cl)
+				us, err := p.newUDPs(srv, cl)
 				if err != nil {
 					p.closeListeners()
 					p.closeUDP()
 					return posError(cl.Pos, err)
 				}
-				p.udp = append(p.udp, u)
+				p.udp = append(p.udp, us...)
 				continue
 			}
 			ln, err := p.bindListener(srv, cl)
@@ -392,7 +392,7 @@ func (p *Proxy) Start() error {
 	p.started = true
 	p.startMonitors(p.groups)
 	for _, u := range p.udp {
-		u.place(p.udpLoop()) // before the loops start
+		u.place(p.loopFor(u)) // before the loops start
 	}
 	reserveProcs(len(p.loops))
 	for _, l := range p.loops {
@@ -426,8 +426,8 @@ func (p *Proxy) Addrs() []net.Addr {
 		a = append(a, ln.addr)
 	}
 	for _, u := range p.udp {
-		if u.retired.Load() {
-			continue // removed by a reload, still draining
+		if u.retired.Load() || u.shard > 0 {
+			continue // removed by a reload, still draining; or one address's shard
 		}
 		a = append(a, u.addr())
 	}

@@ -112,17 +112,24 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	for _, srv := range servers {
 		for _, cl := range srv.listens {
 			if cl.UDP {
-				if u := oldUDP["udp/"+cl.Addr.String()]; u != nil && keepUDP[u] == nil {
-					keepUDP[u] = &udpConf{srv: srv, cl: cl}
-					nextUDP = append(nextUDP, u)
+				if u := oldUDP[udpKeyOf(cl.Addr, 0)]; u != nil && keepUDP[u] == nil {
+					// Every shard stays, as many as there were: a changed
+					// "reuseport" takes a restart or an upgrade.
+					c := &udpConf{srv: srv, cl: cl}
+					for i := 0; i < u.group; i++ {
+						if s := oldUDP[udpKeyOf(cl.Addr, i)]; s != nil {
+							keepUDP[s] = c
+							nextUDP = append(nextUDP, s)
+						}
+					}
 					continue
 				}
-				u, err := p.newUDP(srv, cl)
+				us, err := p.newUDPs(srv, cl)
 				if err != nil {
 					return fail(posError(cl.Pos, err), bound)
 				}
-				boundUDP = append(boundUDP, u)
-				nextUDP = append(nextUDP, u)
+				boundUDP = append(boundUDP, us...)
+				nextUDP = append(nextUDP, us...)
 				continue
 			}
 			key := "tcp/" + cl.Addr.String()
@@ -275,16 +282,22 @@ func (p *Proxy) swapUDP(keep map[*udpListener]*udpConf, bound, next []*udpListen
 		}
 		if c := keep[u]; c != nil {
 			u.conf.Store(c)
-			ch.ListenersKept = append(ch.ListenersKept, c.cl.Text)
+			if u.shard == 0 {
+				ch.ListenersKept = append(ch.ListenersKept, c.cl.Text)
+			}
 			continue
 		}
-		ch.ListenersRemoved = append(ch.ListenersRemoved, u.text())
+		if u.shard == 0 {
+			ch.ListenersRemoved = append(ch.ListenersRemoved, u.text())
+		}
 		u.retire()
 		retired = append(retired, u)
 	}
 	for _, u := range bound {
-		u.start(p.udpLoop())
-		ch.ListenersAdded = append(ch.ListenersAdded, u.text())
+		u.start(p.loopFor(u))
+		if u.shard == 0 {
+			ch.ListenersAdded = append(ch.ListenersAdded, u.text())
+		}
 	}
 	p.udp = append(next, retired...)
 }

@@ -78,7 +78,16 @@ func (p *Proxy) Status() Status {
 			Active: ln.active.Load(), Total: ln.accepted.Load(),
 		})
 	}
+	at := map[string]int{} // an address's line, for its other shards
 	for _, u := range p.udp {
+		k := u.addrKey()
+		if i, ok := at[k]; ok {
+			ls := &st.Listeners[i]
+			ls.Active += u.active.Load()
+			ls.Total += u.total.Load()
+			continue
+		}
+		at[k] = len(st.Listeners)
 		st.Listeners = append(st.Listeners, u.status())
 	}
 	for _, g := range p.groups {

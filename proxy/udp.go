@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -32,6 +33,16 @@ import (
 // on its loop, so nothing of a session is shared between goroutines: other
 // goroutines reach a listener only through loop commands (loop.call), and
 // read its counters (atomics) for status and metrics.
+//
+// Shards: a "listen ... udp reuseport" with more than one loop gets one
+// socket per loop, all bound to the address with SO_REUSEPORT, each its own
+// udpListener (a shard) on its own loop, as nginx opens one per worker. The
+// kernel hashes each client's address to one socket of the group, so a
+// client's datagrams always reach the same shard, and its sessions live
+// there. Shard 0 is named "udp/ADDR", the others "udp/ADDR#N"; an upgrade
+// hands each over by name, with its sessions, so a new process with as many
+// loops keeps the same group (same sockets, same hashing). Status, metrics
+// and Addrs show one entry per address, the shards summed.
 //
 // nginx semantics mirrored (ngx_stream_proxy_module.c):
 //
@@ -94,6 +105,8 @@ type udpListener struct {
 	fd    int                     // the listening socket
 	bound netip.AddrPort
 	wild  bool
+	shard int // index in its address's SO_REUSEPORT group (newUDPs); 0 if unsharded
+	group int // how many shards its address has; 1 if unsharded
 
 	// retired: a Reload removed this address. The listener reads no more
 	// datagrams and drains its sessions; it stays in Proxy.udp (so that
@@ -141,21 +154,55 @@ type udpDrops struct {
 	capacity  atomic.Uint64 // a new session was refused: worker_connections reached
 }
 
-// newUDP prepares a listener for srv's cl: its socket bound (or inherited
-// in an upgrade, then held unread until HandoffDone: HANDOFF.md P19), on no
-// loop yet (startUDP).
-func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
+// newUDPs prepares cl's listeners (newUDP): one per loop with "reuseport"
+// and more than one loop (shards, bound to shard 0's address, so that port 0
+// gives them one port), else one.
+func (p *Proxy) newUDPs(srv *server, cl *config.Listen) ([]*udpListener, error) {
+	first, err := p.newUDP(srv, cl, 0, cl.Addr)
+	if err != nil {
+		return nil, err
+	}
+	out := []*udpListener{first}
+	n := 1
+	if cl.ReusePort && len(p.loops) > 1 {
+		n = len(p.loops)
+	}
+	if n > 1 && first.held && !sock.ReusePort(first.fd) {
+		// Inherited from a process that bound it without SO_REUSEPORT: no
+		// other socket can join it (EADDRINUSE). One shard, until a restart.
+		n = 1
+	}
+	for i := 1; i < n; i++ {
+		u, err := p.newUDP(srv, cl, i, first.bound)
+		if err != nil {
+			for _, o := range out {
+				o.discard()
+			}
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	for _, u := range out {
+		u.group = len(out)
+	}
+	return out, nil
+}
+
+// newUDP prepares shard i of cl's listeners, bound to ap: its socket bound
+// (or inherited in an upgrade, then held unread until HandoffDone:
+// HANDOFF.md P19), on no loop yet (startUDP).
+func (p *Proxy) newUDP(srv *server, cl *config.Listen, shard int, ap netip.AddrPort) (*udpListener, error) {
 	if cl.ProxyProtocol {
 		// config rejects it already; a Config built in code may not have.
 		return nil, errUDPProxyProt
 	}
-	fd, err := p.inheritedUDP(cl)
+	fd, err := p.inheritedUDP(udpKeyOf(cl.Addr, shard), ap)
 	if err != nil {
 		return nil, err
 	}
 	inherited := fd >= 0
 	if !inherited {
-		if fd, err = sock.ListenUDP(cl.Addr, cl.ReusePort); err != nil {
+		if fd, err = sock.ListenUDP(ap, cl.ReusePort); err != nil {
 			return nil, err
 		}
 	}
@@ -165,7 +212,7 @@ func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
 		return nil, err
 	}
 	u := &udpListener{
-		p: p, fd: fd, bound: sock.AddrPort(sa), held: inherited,
+		p: p, fd: fd, bound: sock.AddrPort(sa), held: inherited, shard: shard, group: 1,
 		wild:       cl.Addr.Addr().IsUnspecified(),
 		finished:   make(chan struct{}),
 		table:      map[udpKey]*udpSession{},
@@ -181,6 +228,14 @@ func (p *Proxy) newUDP(srv *server, cl *config.Listen) (*udpListener, error) {
 	return u, nil
 }
 
+// udpKeyOf names shard i of a listener on ap: "udp/ADDR", "udp/ADDR#1", ...
+func udpKeyOf(ap netip.AddrPort, shard int) string {
+	if shard == 0 {
+		return "udp/" + ap.String()
+	}
+	return "udp/" + ap.String() + "#" + strconv.Itoa(shard)
+}
+
 // udpLoop is the loop a new UDP listener goes to: the one with the fewest.
 func (p *Proxy) udpLoop() *loop {
 	best := p.loops[0]
@@ -190,6 +245,15 @@ func (p *Proxy) udpLoop() *loop {
 		}
 	}
 	return best
+}
+
+// loopFor is the loop u goes to: shard i of a group to loop i, so that the
+// shards of an address are on different loops; others to udpLoop.
+func (p *Proxy) loopFor(u *udpListener) *loop {
+	if u.group > 1 {
+		return p.loops[u.shard%len(p.loops)]
+	}
+	return p.udpLoop()
 }
 
 // place gives u to loop l before l runs (Start).
@@ -234,8 +298,11 @@ func (u *udpListener) srv() *server { return u.conf.Load().srv }
 func (u *udpListener) text() string { return u.conf.Load().cl.Text }
 
 // key names the listener across reloads and upgrades: "udp/" and the bound
-// address.
-func (u *udpListener) key() string { return "udp/" + u.bound.String() }
+// address, and "#N" for shard N > 0 (udpKeyOf).
+func (u *udpListener) key() string { return udpKeyOf(u.bound, u.shard) }
+
+// addrKey names the listener's address, the same for all its shards.
+func (u *udpListener) addrKey() string { return udpKeyOf(u.bound, 0) }
 
 // addr is the bound address.
 func (u *udpListener) addr() net.Addr { return net.UDPAddrFromAddrPort(u.bound) }

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 
-	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
@@ -250,10 +249,10 @@ func (u *udpListener) restore(ids map[uint64]bool) {
 	u.maybeDone()
 }
 
-// inheritedUDP takes the socket an old process handed over for cl's
-// address, if there is one (new process of an upgrade); -1 if none.
-func (p *Proxy) inheritedUDP(cl *config.Listen) (int, error) {
-	name := "udp/" + cl.Addr.String()
+// inheritedUDP takes the socket an old process handed over by name (a
+// listener's key), if there is one (new process of an upgrade), which must
+// be bound to ap; -1 if none.
+func (p *Proxy) inheritedUDP(name string, ap netip.AddrPort) (int, error) {
 	ifd, ok := p.inherited[name]
 	if !ok {
 		return -1, nil
@@ -269,7 +268,7 @@ func (p *Proxy) inheritedUDP(cl *config.Listen) (int, error) {
 		return -1, fmt.Errorf("inherited %s: %w", name, err)
 	}
 	sa, err := unix.Getsockname(fd)
-	if err != nil || sock.AddrPort(sa) != netip.AddrPortFrom(cl.Addr.Addr().Unmap(), cl.Addr.Port()) {
+	if err != nil || sock.AddrPort(sa) != netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("inherited %s is bound to %v", name, sock.AddrPort(sa))
 	}

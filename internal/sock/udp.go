@@ -145,3 +145,9 @@ func ReplyOOB(dst netip.Addr, ifindex uint32) []byte {
 	}
 	return unix.PktInfo6(&unix.Inet6Pktinfo{Addr: dst.As16(), Ifindex: ifindex})
 }
+
+// ReusePort reports whether fd has SO_REUSEPORT set.
+func ReusePort(fd int) bool {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT)
+	return err == nil && v != 0
+}
