@@ -167,10 +167,20 @@ func (p *Proxy) newUDPs(srv *server, cl *config.Listen) ([]*udpListener, error) 
 	if cl.ReusePort && len(p.loops) > 1 {
 		n = len(p.loops)
 	}
-	if n > 1 && first.held && !sock.ReusePort(first.fd) {
-		// Inherited from a process that bound it without SO_REUSEPORT: no
-		// other socket can join it (EADDRINUSE). One shard, until a restart.
-		n = 1
+	if n > 1 && first.held {
+		// Inherited: keep the old process's group as it was, so that the
+		// kernel sends every client to the socket its session moved with.
+		// A socket added to the group would take some clients to a shard
+		// where they have no session (and one bound without SO_REUSEPORT
+		// could not be joined at all). More shards take a restart.
+		have := 1
+		for have < n && sock.ReusePort(first.fd) {
+			if _, ok := p.inherited[udpKeyOf(cl.Addr, have)]; !ok {
+				break
+			}
+			have++
+		}
+		n = have
 	}
 	for i := 1; i < n; i++ {
 		u, err := p.newUDP(srv, cl, i, first.bound)

@@ -221,3 +221,52 @@ func TestUDPHandoffKeepsShards(t *testing.T) {
 		t.Fatalf("new process stats %+v, want %d active, none new", st, clients)
 	}
 }
+
+// TestUDPHandoffFromOneShardKeepsOne: a process serving a reuseport address
+// with one socket (one loop, or a baton from before shards) hands it to one
+// with two loops: the new process keeps one socket, so that every client
+// still reaches the socket its session moved with; a second shard would
+// take some clients to a shard where they have no session.
+func TestUDPHandoffFromOneShardKeepsOne(t *testing.T) {
+	b := startUDPBackend(t, udpTag("b"))
+	start := func(cfg *config.Config, gen, loops int) *Proxy {
+		lb := &logBuf{}
+		p, err := New(cfg, Options{Log: NewWriterLogger(lb, LevelInfo), Generation: gen, Loops: loops})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			p.Close()
+			if t.Failed() {
+				t.Logf("proxy (generation %d) log:\n%s", gen, lb.String())
+			}
+		})
+		return p
+	}
+	old := start(shardedUDP(t, b, ""), 0, 1)
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if len(old.udp) != 1 {
+		t.Fatalf("%d UDP listeners with one loop", len(old.udp))
+	}
+	addr := old.Addrs()[0].String()
+	const clients = 32
+	cs := make([]*udpClient, clients)
+	for i := range cs {
+		cs[i] = newUDPClient(t, addr)
+	}
+	tags := askAll(t, cs, 2, nil)
+	nw := start(shardedUDP(t, b, addr), 1, 2)
+	if moved := udpHandOver(t, old, nw, nil); moved != clients {
+		t.Fatalf("moved %d sessions, want %d", moved, clients)
+	}
+	if len(nw.udp) != 1 {
+		t.Fatalf("%d UDP listeners in the new process, want the one inherited", len(nw.udp))
+	}
+	old.Close()
+	askAll(t, cs, 2, tags)
+	if st := nw.Stats(); st.Active != clients || st.Total != 0 {
+		t.Fatalf("new process stats %+v, want %d active, none new", st, clients)
+	}
+}
