@@ -158,6 +158,11 @@ func TestBackendKilledAndRestarted(t *testing.T) {
 			c := dial(t, addr)
 			seen[readLine(t, c)]++ // a failed connection fails the test here
 			c.Close()
+			// The next client comes once baton has ended this session: a
+			// server tried again after fail_timeout takes no other client
+			// until its try has ended well, and the next connection may be
+			// accepted by the other loop before this one sees the close.
+			waitFor(t, func() bool { return p.Stats().Active == 0 })
 		}
 		return seen
 	}
