@@ -565,3 +565,42 @@ func (l *loop) adopt(s *session) {
 	s.ln.active.Add(1)
 	l.resume(s)
 }
+
+// HandoffDone ends the new process's side of an upgrade: the inherited UDP
+// listeners start reading, now that every session moved with them is in
+// place (HANDOFF.md P19). Call it when fdpass.Takeover's Done runs (before
+// the PID file), and also when Takeover returns an error (the old process
+// died or the handoff broke): otherwise the inherited UDP listeners are
+// never read. Sessions imported but never started (no Start: the old
+// process may have resumed them) are closed here, TCP and UDP, with one
+// warning. It is idempotent, and a no-op for a process that was not
+// upgraded into.
+func (p *Proxy) HandoffDone() {
+	p.reloadMu.Lock()
+	unstarted := p.imported
+	p.imported = map[uint64]*session{}
+	p.reloadMu.Unlock()
+	for _, s := range unstarted {
+		s.cfd, s.ufd = sock.CloseFD(s.cfd), sock.CloseFD(s.ufd)
+		p.fds.give(tcpSessionFDs)
+	}
+	if len(unstarted) > 0 {
+		p.log.Logf(LevelWarn, "upgrade: %d TCP connections were imported but never started; closed", len(unstarted))
+	}
+	for _, u := range p.udpListeners() {
+		dropped := 0
+		u.l.call(func() {
+			for id, s := range u.idle {
+				delete(u.idle, id)
+				s.closeUp()
+				dropped++
+			}
+			u.held = false
+			u.arm()
+			u.maybeDone()
+		})
+		if dropped > 0 {
+			p.log.Logf(LevelWarn, "upgrade: %d UDP sessions of %s were imported but never started; closed", dropped, u.text())
+		}
+	}
+}

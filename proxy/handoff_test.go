@@ -49,6 +49,28 @@ func handOver(t *testing.T, old, new *Proxy) (moved int) {
 	return
 }
 
+// importOne hands old's listeners to nw and quiesces old's one session
+// into nw, which accepts it but is never told to Start it: the old process
+// dies here, in the tests that call it.
+func importOne(t *testing.T, old, nw *Proxy) {
+	t.Helper()
+	files, err := old.Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nw.Sink().AdoptListeners(files); err != nil {
+		t.Fatal(err)
+	}
+	old.PauseAccepting()
+	conns, _, err := old.Quiesce(126)
+	if err != nil || len(conns) != 1 {
+		t.Fatalf("quiesce: %d, %v", len(conns), err)
+	}
+	if acc, rej := nw.Sink().Import(conns); len(acc) != 1 || len(rej) != 0 {
+		t.Fatalf("import: %v %v", acc, rej)
+	}
+}
+
 // gate is an upstream that reads nothing until released, so bytes from the
 // client pile up in baton (c2u pending); and a client that reads nothing
 // until released makes u2c pending.
@@ -269,21 +291,7 @@ func TestHandoffNeverStarted(t *testing.T) {
 	nw, log := newProxyFor(t, testConfig([]upstreamSpec{{addr: b.addr()}}, func(s *config.Server) {
 		s.Listen[0].Addr = netip.MustParseAddrPort(addr)
 	}), 1)
-	files, err := old.Listeners()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nw.Sink().AdoptListeners(files); err != nil {
-		t.Fatal(err)
-	}
-	old.PauseAccepting()
-	conns, _, err := old.Quiesce(126)
-	if err != nil || len(conns) != 1 {
-		t.Fatalf("quiesce: %d, %v", len(conns), err)
-	}
-	if acc, rej := nw.Sink().Import(conns); len(acc) != 1 || len(rej) != 0 {
-		t.Fatalf("import: %v %v", acc, rej)
-	}
+	importOne(t, old, nw)
 	held := nw.fds.held.Load()
 	// The old process dies here: no Start, no DONE.
 	old.Close()

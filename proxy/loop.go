@@ -153,13 +153,14 @@ func (l *loop) closeFds() {
 // run), so that a loop that goes quiet just before it still yields in time;
 // the wait then returns no events, and the next one starts afresh.
 func (l *loop) wait() int {
-	ms := l.waitMs()
+	now := l.clock()
+	ms := l.waitMs(now)
 	if ms < 0 {
 		ms = maxEpollWaitMs
 	}
 	first := min(ms, busyWaitMs)
 	yieldDue := false
-	if left := l.lastYield + yieldEvery - l.clock(); left < int64(first)*int64(time.Millisecond) {
+	if left := l.lastYield + yieldEvery - now; left < int64(first)*int64(time.Millisecond) {
 		first = max(0, int((left+int64(time.Millisecond)-1)/int64(time.Millisecond)))
 		yieldDue = true
 	}
@@ -364,8 +365,8 @@ func (l *loop) runCmds() {
 	}
 }
 
-// waitMs is epoll_wait's timeout: until the earliest deadline.
-func (l *loop) waitMs() int {
+// waitMs is epoll_wait's timeout: from now until the earliest deadline.
+func (l *loop) waitMs(now int64) int {
 	next := int64(-1)
 	if len(l.timers) > 0 {
 		next = l.timers[0].tm().heapAt
@@ -376,7 +377,7 @@ func (l *loop) waitMs() int {
 	if next < 0 {
 		return -1
 	}
-	d := next - l.clock()
+	d := next - now
 	if d <= 0 {
 		return 0
 	}

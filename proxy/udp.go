@@ -287,8 +287,7 @@ func (u *udpListener) start(l *loop) bool {
 		u.arm()
 	}) {
 		l.udpCount.Add(-1)
-		unix.Close(u.fd)
-		close(u.finished)
+		u.discard()
 		return false
 	}
 	return true
@@ -397,9 +396,6 @@ func (u *udpListener) closeAll() {
 	}
 	u.closeSocket()
 }
-
-// shutdown stops reading (Shutdown): see stop.
-func (u *udpListener) shutdown() { u.l.call(u.stop) }
 
 // retire stops a listener a reload removed: no new datagrams, live sessions
 // drain; finished closes when it is over.

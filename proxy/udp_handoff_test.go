@@ -58,8 +58,14 @@ func udpHandOver(t *testing.T, old, nw *Proxy, duringPause func()) (moved int) {
 
 func newProxyFor(t *testing.T, cfg *config.Config, gen int) (*Proxy, *logBuf) {
 	t.Helper()
+	return newProxyLoops(t, cfg, gen, 0)
+}
+
+// newProxyLoops is newProxyFor with loops event loops (0: the default).
+func newProxyLoops(t *testing.T, cfg *config.Config, gen, loops int) (*Proxy, *logBuf) {
+	t.Helper()
 	lb := &logBuf{}
-	p, err := New(cfg, Options{Log: NewWriterLogger(lb, LevelInfo), Generation: gen})
+	p, err := New(cfg, Options{Log: NewWriterLogger(lb, LevelInfo), Generation: gen, Loops: loops})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,21 +279,7 @@ func TestUDPHandoffNeverDone(t *testing.T) {
 	nw, _ := newProxyFor(t, udpConfig([]upstreamSpec{{addr: b.addr}}, func(s *config.Server) {
 		s.Listen[0].Addr = netip.MustParseAddrPort(addr)
 	}), 1)
-	files, err := old.Listeners()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nw.Sink().AdoptListeners(files); err != nil {
-		t.Fatal(err)
-	}
-	old.PauseAccepting()
-	conns, _, err := old.Quiesce(126)
-	if err != nil || len(conns) != 1 {
-		t.Fatalf("%d, %v", len(conns), err)
-	}
-	if acc, rej := nw.Sink().Import(conns); len(acc) != 1 || len(rej) != 0 {
-		t.Fatalf("import: %v %v", acc, rej)
-	}
+	importOne(t, old, nw)
 	// The old process dies here: no Start, no DONE.
 	old.Close()
 	nw.HandoffDone()

@@ -180,3 +180,6 @@ func settleGoroutines(t testing.TB, n int) {
 		<-tick.C
 	}
 }
+
+// shutdown stops u reading, on its loop, as Shutdown does.
+func (u *udpListener) shutdown() { u.l.call(u.stop) }

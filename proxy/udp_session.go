@@ -522,7 +522,7 @@ func (s *udpSession) record(r *record) *record {
 	*r = record{
 		id: s.id, udp: true, client: s.client, local: s.local, cfd: -1, upstreamAddrs: s.upstreamAddrs,
 		sent: s.sent, received: s.received, upSent: s.upSent, upReceived: s.sent,
-		sessionTime: s.u.l.clock() - s.startMono, connectTime: s.connectTime, status: s.status,
+		sessionTime: s.u.l.now - s.startMono, connectTime: s.connectTime, status: s.status,
 	}
 	return r
 }

@@ -160,17 +160,7 @@ func TestUDPNoShards(t *testing.T) {
 func TestUDPHandoffKeepsShards(t *testing.T) {
 	b := startUDPBackend(t, udpTag("b"))
 	start := func(cfg *config.Config, gen int) *Proxy {
-		lb := &logBuf{}
-		p, err := New(cfg, Options{Log: NewWriterLogger(lb, LevelInfo), Generation: gen, Loops: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			p.Close()
-			if t.Failed() {
-				t.Logf("proxy (generation %d) log:\n%s", gen, lb.String())
-			}
-		})
+		p, _ := newProxyLoops(t, cfg, gen, 2)
 		return p
 	}
 	old := start(shardedUDP(t, b, ""), 0)
@@ -230,17 +220,7 @@ func TestUDPHandoffKeepsShards(t *testing.T) {
 func TestUDPHandoffFromOneShardKeepsOne(t *testing.T) {
 	b := startUDPBackend(t, udpTag("b"))
 	start := func(cfg *config.Config, gen, loops int) *Proxy {
-		lb := &logBuf{}
-		p, err := New(cfg, Options{Log: NewWriterLogger(lb, LevelInfo), Generation: gen, Loops: loops})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			p.Close()
-			if t.Failed() {
-				t.Logf("proxy (generation %d) log:\n%s", gen, lb.String())
-			}
-		})
+		p, _ := newProxyLoops(t, cfg, gen, loops)
 		return p
 	}
 	old := start(shardedUDP(t, b, ""), 0, 1)

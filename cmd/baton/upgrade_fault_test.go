@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/internal/testutil"
 )
 
 // The fault tests of issue 6 (HANDOFF.md §4 F1, F2, F4, F5). Each fault must
@@ -373,20 +375,7 @@ func TestControlSocketOtherUID(t *testing.T) {
 	}
 	const nobody = 65534
 	// A copy of this binary that nobody may run, in a directory it may enter.
-	pub, err := os.MkdirTemp("", "baton-uid-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pub) })
-	if err := os.Chmod(pub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(pub, "baton.test")
-	copyFile(t, exe, bin)
+	pub, bin := testutil.PublicCopyOfTest(t, "baton.test")
 	ctlDir := filepath.Join(pub, "ctl")
 	sock := filepath.Join(ctlDir, "control.sock")
 	backend := echoServer(t)
@@ -465,25 +454,5 @@ stream { server { listen %s; proxy_pass %s; } }
 	got := make([]byte, len("after the upgrade\n"))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "after the upgrade\n" {
 		t.Errorf("the connection after the upgrade: %q %v", got, err)
-	}
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
 	}
 }

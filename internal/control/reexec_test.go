@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/internal/errlog"
+	"github.com/batonproxy/baton/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,26 +37,7 @@ func TestCallRefusesImpostor(t *testing.T) {
 	const nobody = 65534
 	// A copy of this binary that nobody may run, in a directory it may
 	// enter, and a directory of its own for the socket.
-	pub, err := os.MkdirTemp("", "baton-impostor-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pub) })
-	if err := os.Chmod(pub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(pub, "control.test")
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	pub, bin := testutil.PublicCopyOfTest(t, "control.test")
 	dir := filepath.Join(pub, "theirs")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
