@@ -55,13 +55,12 @@ const (
 // refused by name as not supported yet; elsewhere it is "not allowed here".
 var notSupported = map[string]scope{
 	// ngx_stream_core_module
-	"preread_buffer_size": sv, "preread_timeout": sv,
 	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream,
 	"tcp_nodelay": sv, "server_name": ctxServer,
 	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
-	"return": ctxServer, "set": ctxServer, "pass": ctxServer,
+	"pass": ctxServer,
 	// ngx_stream_log_module
 	"open_log_file_cache": sv,
 	// ngx_stream_map/geo/geoip/split_clients modules
@@ -90,7 +89,7 @@ var notSupported = map[string]scope{
 	"ssl_session_timeout": sv, "ssl_stapling": sv, "ssl_stapling_file": sv,
 	"ssl_stapling_responder": sv, "ssl_stapling_verify": sv,
 	"ssl_trusted_certificate": sv, "ssl_verify_client": sv, "ssl_verify_depth": sv,
-	"ssl_early_data": sv, "ssl_preread": sv,
+	"ssl_early_data": sv,
 	// ngx_stream_js_module
 	"js_access": sv, "js_context_reuse": sv, "js_engine": sv,
 	"js_fetch_buffer_size": sv, "js_fetch_ciphers": sv,
@@ -141,6 +140,8 @@ var implemented = map[string]scope{
 	"health_check":       ctxServer, "health_check_timeout": sv, "match": ctxStream,
 	"zone": ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
+	"set": ctxServer, "return": ctxServer,
+	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 }
 
 // refuse reports d, which the context's own switch did not handle: as not

@@ -19,6 +19,7 @@ type streamState struct {
 	listens   map[string]bool      // "tcp/ADDR:PORT" already bound
 	shm       map[string]*shmZone  // shared memory zone names, as ngx_shared_memory_add
 	limits    []pendingLimit       // limit_conn directives, linked to zones at the end
+	preread   prereadConf
 }
 
 type serverState struct {
@@ -30,6 +31,8 @@ type serverState struct {
 	pass      *url // the parsed proxy_pass, nil when it failed
 	hc        *HealthCheck
 	hcMatch   string // health_check match=NAME, linked at the end
+	handler   string // the content directive that came last: "proxy_pass" or "return", as nginx's cscf->handler
+	preread   prereadConf
 }
 
 // proxyConf holds the settings of one level (stream or server) that a
@@ -105,7 +108,7 @@ func (l *loader) streamDirective(d *directive) {
 	case "match":
 		l.match(d)
 	default:
-		if !l.levelSetting(d, &st.proxy) {
+		if !l.levelSetting(d, &st.proxy) && !l.prereadSetting(d, &st.preread) {
 			l.refuse(d, ctxStream)
 		}
 	}
@@ -124,7 +127,7 @@ func (l *loader) serverDirective(d *directive, ss *serverState) {
 	case "health_check":
 		l.healthCheck(d, ss)
 	default:
-		if !l.levelSetting(d, &ss.proxy) {
+		if !l.levelSetting(d, &ss.proxy) && !l.prereadSetting(d, &ss.preread) && !l.routeDirective(d, ss) {
 			l.refuse(d, ctxServer)
 		}
 	}
@@ -394,14 +397,16 @@ func (l *loader) proxyPass(d *directive, ss *serverState) {
 		return
 	}
 	ss.hasPass = true
+	ss.handler = "proxy_pass"
 	text := d.args[0]
 	ss.srv.ProxyPass, ss.srv.ProxyPassPos = text, d.pos
 	switch {
+	case hasVariable(text):
+		// Evaluated per session (proxy): an upstream's name or an address.
+		ss.srv.ProxyPassVars = true
+		return
 	case strings.HasPrefix(text, "unix:"):
 		l.errorf(d, "\"proxy_pass\" to a unix: socket is not supported yet")
-		return
-	case hasVariable(text):
-		l.errorf(d, "\"proxy_pass\" with variables is not supported yet")
 		return
 	}
 	u, msg := parseURL(text, false)
@@ -489,11 +494,19 @@ func (l *loader) finishStream() {
 	st := l.st
 	for _, ss := range st.servers {
 		srv := ss.srv
-		if !ss.hasPass {
+		switch {
+		case ss.handler == "":
 			l.errAt(srv.Pos, "server", "no handler for server")
-		} else if ss.pass != nil {
-			srv.Upstream = l.passUpstream(srv, ss.pass)
+		case ss.handler == "return":
+			// The last content directive wins, as nginx's cscf->handler.
+			srv.ProxyPass, srv.ProxyPassVars = "", false
+		default:
+			srv.Return = nil
+			if ss.pass != nil {
+				srv.Upstream = l.passUpstream(srv, ss.pass)
+			}
 		}
+		finishPreread(srv, &ss.preread, &st.preread)
 		merge := func(name string) *proxyConf {
 			if ss.proxy.set[name] {
 				return &ss.proxy

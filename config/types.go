@@ -211,6 +211,25 @@ type Server struct {
 	ProxyPassPos Pos
 	Upstream     *Upstream
 
+	// ProxyPassVars: ProxyPass has variables, evaluated per session to an
+	// upstream's name or an address (Upstream is nil).
+	ProxyPassVars bool
+
+	// Return is the server's "return"; nil when it proxies. A server has
+	// either Return or ProxyPass.
+	Return *Return
+
+	// Sets are the "set" directives in order.
+	Sets []*Set
+
+	// SSLPreread is "ssl_preread on": read the client's TLS ClientHello
+	// before choosing an upstream ($ssl_preread_*). PrereadBufferSize
+	// ("preread_buffer_size", default 16k) bounds what is read;
+	// PrereadTimeout ("preread_timeout", default 30s) bounds the wait.
+	SSLPreread        bool
+	PrereadBufferSize int
+	PrereadTimeout    time.Duration
+
 	ProxyConnectTimeout      time.Duration // default 60s
 	ProxyTimeout             time.Duration // default 10m
 	ProxyNextUpstream        bool          // default true

@@ -189,8 +189,11 @@ func (srv *server) trusted(addr netip.Addr) bool {
 	return false
 }
 
-// admit runs limit_conn and allow/deny, then starts connecting.
+// admit runs nginx's phases from preaccess on: "set" and limit_conn,
+// allow/deny, the preread phase (ssl_preread), then the content phase
+// (return, or connecting to the upstream).
 func (s *session) admit() {
+	s.runSets()
 	if !s.takeLimits() {
 		return
 	}
@@ -200,7 +203,11 @@ func (s *session) admit() {
 		s.finish(403)
 		return
 	}
-	s.connectNext()
+	if s.srv.preread {
+		s.startPreread()
+		return
+	}
+	s.content()
 }
 
 // accessDenied evaluates allow/deny in order, as nginx: the first rule that
@@ -290,14 +297,14 @@ type limitRef struct {
 
 // buildZones makes the limit_conn zones of cfg, reusing those of p with the
 // same name and key (a reload keeps their counts).
-func (p *Proxy) buildZones(cfg *config.Config) (map[string]*connZone, error) {
+func (p *Proxy) buildZones(cfg *config.Config, vt *varTable) (map[string]*connZone, error) {
 	zones := map[string]*connZone{}
 	for name, z := range cfg.Stream.LimitConnZones {
 		if old := p.zones[name]; old != nil && old.keySrc == z.Key {
 			zones[name] = old
 			continue
 		}
-		t, err := compileTemplate(z.Key)
+		t, err := vt.compile(z.Key)
 		if err != nil {
 			return nil, posError(z.Pos, err)
 		}

@@ -192,21 +192,28 @@ func (s *session) exportState(now int64) *movedState {
 		m.phase = phaseHeader
 	case stateConnecting:
 		m.phase = phaseConnecting
+	case statePreread:
+		m.phase = phasePreread
+	case stateReturning:
+		m.phase = phaseReturning
 	}
 	if s.state == stateHeader || s.movedFrom == stateHeader {
 		m.phase = phaseHeader
 	}
-	for i := range s.srv.group.peers {
-		if s.isTried(i) {
-			m.tried = append(m.tried, s.srv.group.peers[i].addr.String())
+	if g := s.group; g != nil {
+		for i := range g.peers {
+			if s.isTried(i) {
+				m.tried = append(m.tried, g.peers[i].addr.String())
+			}
+		}
+		if s.peer >= 0 {
+			m.upstream = g.peers[s.peer].addr
 		}
 	}
 	if s.ln != nil {
 		m.listener = s.ln.key
 	}
-	if s.peer >= 0 {
-		m.upstream = s.srv.group.peers[s.peer].addr
-	}
+	m.routed = s.exportRouted()
 	for _, h := range s.limits {
 		m.limits = append(m.limits, heldLimitState{h.zone.name, h.key})
 	}
@@ -292,6 +299,20 @@ func (l *loop) resume(s *session) {
 			fail("upstream", err)
 		}
 		s.timeout = s.srv.connectTimeout
+	case statePreread:
+		s.state = statePreread
+		s.cEvents = unix.EPOLLIN | unix.EPOLLRDHUP
+		if err := l.register(s.cfd, s.cEvents, s); err != nil {
+			fail("client", err)
+		}
+		s.timeout = s.srv.prereadTimeout
+	case stateReturning:
+		s.state = stateReturning
+		s.cEvents = unix.EPOLLOUT
+		if err := l.register(s.cfd, s.cEvents, s); err != nil {
+			fail("client", err)
+		}
+		s.timeout = returnTimeout
 	default:
 		s.state = stateProxying
 		s.cEvents, s.uEvents = 0, 0
@@ -468,22 +489,25 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 			f.fl.pend = append(f.fl.base, f.pend...)
 		}
 	}
-	g := ln.srv.group
-	for i := range g.peers {
-		if g.peers[i].addr == m.upstream {
-			s.peer = i
-			break
-		}
-	}
-	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, s.loop.wall()) }
+	s.group = ln.srv.group
+	s.importRouted(m)
+	s.usableFn = func(i int) bool { return !s.isTried(i) && s.group.usable(i, s.loop.wall()) }
 	s.importAge, s.importIdle = m.age, m.idle
 	s.importLimits = m.limits
 	s.hdr, s.early, s.tries = m.hdr, m.early, int(m.tries)
 	s.importFirstTry, s.importAttempt = m.firstTryAge, m.attemptAge
-	for _, a := range m.tried {
+	if g := s.group; g != nil {
 		for i := range g.peers {
-			if g.peers[i].addr.String() == a {
-				s.markTried(i)
+			if g.peers[i].addr == m.upstream {
+				s.peer = i
+				break
+			}
+		}
+		for _, a := range m.tried {
+			for i := range g.peers {
+				if g.peers[i].addr.String() == a {
+					s.markTried(i)
+				}
 			}
 		}
 	}
@@ -492,6 +516,10 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 		s.movedFrom = stateHeader
 	case phaseConnecting:
 		s.movedFrom = stateConnecting
+	case phasePreread:
+		s.movedFrom = statePreread
+	case phaseReturning:
+		s.movedFrom = stateReturning
 	default:
 		s.movedFrom = stateProxying
 	}

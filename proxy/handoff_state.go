@@ -12,11 +12,18 @@ import (
 // moment of the quiesce, never time.Time (HANDOFF.md P2).
 const stateVersion = 2
 
+// stateVersionRouted is version 2 followed by what routing adds (routedState):
+// written only for a session that has any of it, so that a plain session
+// still moves to a process that knows only version 2.
+const stateVersionRouted = 3
+
 // The phase a session is moved in.
 const (
 	phaseProxying   = 0
 	phaseHeader     = 1 // reading the client's PROXY header: only the client socket moves
 	phaseConnecting = 2 // a connect to the upstream is under way
+	phasePreread    = 3 // ssl_preread: reading the ClientHello into early (version 3)
+	phaseReturning  = 4 // writing a "return" text; the rest is u2cPend (version 3)
 )
 
 type movedState struct {
@@ -37,6 +44,17 @@ type movedState struct {
 	tries                   int64    // upstream connects tried
 	tried                   []string // their addresses
 	firstTryAge, attemptAge int64    // since the first and the current connect began
+
+	routed *routedState // version 3; nil for a plain session
+}
+
+// routedState is what a session of a server with "set", "ssl_preread" or
+// "proxy_pass $var" carries besides version 2's state.
+type routedState struct {
+	group            string   // what proxy_pass $var named (routes.find); "" for the server's own upstream
+	sets             []string // "set" variables as name, value pairs
+	sni, alpn, proto []byte
+	prereadDone      bool
 }
 
 type heldLimitState struct{ zone, key string }
@@ -144,11 +162,26 @@ func (m *movedState) encode() []byte {
 	}
 	e.Uint64(uint64(m.firstTryAge))
 	e.Uint64(uint64(m.attemptAge))
-	return body(e)
+	if r := m.routed; r != nil {
+		putStr(e, r.group)
+		e.Uint64(uint64(len(r.sets)))
+		for _, v := range r.sets {
+			putStr(e, v)
+		}
+		e.Bytes(r.sni)
+		e.Bytes(r.alpn)
+		e.Bytes(r.proto)
+		e.Bool(r.prereadDone)
+	}
+	b := body(e)
+	if m.routed != nil && len(b) > 0 {
+		b[0] = stateVersionRouted
+	}
+	return b
 }
 
 func decodeState(b []byte) (*movedState, error) {
-	if len(b) == 0 || b[0] != stateVersion {
+	if len(b) == 0 || (b[0] != stateVersion && b[0] != stateVersionRouted) {
 		return nil, errBadState
 	}
 	d := newStateDecoder(b[1:])
@@ -176,7 +209,22 @@ func decodeState(b []byte) (*movedState, error) {
 		m.tried = append(m.tried, d.str())
 	}
 	m.firstTryAge, m.attemptAge = d.i64(), d.i64()
-	if !d.done() || m.phase > phaseConnecting {
+	maxPhase := uint8(phaseConnecting)
+	if b[0] == stateVersionRouted {
+		maxPhase = phaseReturning
+		r := &routedState{group: d.str()}
+		n := d.count(1 << 16)
+		if n%2 != 0 {
+			d.bad = true
+		}
+		for ; n > 0 && d.Err() == nil; n-- {
+			r.sets = append(r.sets, d.str())
+		}
+		r.sni, r.alpn, r.proto = d.bytes(), d.bytes(), d.bytes()
+		r.prereadDone = d.Bool()
+		m.routed = r
+	}
+	if !d.done() || m.phase > maxPhase {
 		return nil, errBadState
 	}
 	return m, nil

@@ -52,7 +52,7 @@ func (p *Proxy) newMonitor(g *group, hc *config.HealthCheck) (*health.Monitor, e
 func (p *Proxy) attachMonitors(servers []*server) error {
 	for _, srv := range servers {
 		hc := srv.cfg.HealthCheck
-		if hc == nil || srv.group.monitor != nil {
+		if hc == nil || srv.group == nil || srv.group.monitor != nil {
 			continue
 		}
 		m, err := p.newMonitor(srv.group, hc)

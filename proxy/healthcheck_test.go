@@ -90,7 +90,7 @@ func TestSlowStartSpreadsConnections(t *testing.T) {
 		ap := netip.MustParseAddrPort(a)
 		u.Servers = append(u.Servers, &config.UpstreamServer{Name: a, Addrs: []netip.AddrPort{ap}, Weight: 1, MaxFails: 1, FailTimeout: time.Second, SlowStart: ramp})
 	}
-	g, err := newGroup(u)
+	g, err := newGroup(u, builtinVars)
 	if err != nil {
 		t.Fatal(err)
 	}

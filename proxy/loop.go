@@ -539,8 +539,9 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 		startMono:   l.now,
 		timer:       timer{heapIdx: -1},
 	}
-	g := srv.group
-	s.usableFn = func(i int) bool { return !s.isTried(i) && g.usable(i, l.wall()) }
+	s.group = srv.group
+	s.sv = srv.newSessVars()
+	s.usableFn = func(i int) bool { return !s.isTried(i) && s.group.usable(i, l.wall()) }
 	// The client socket joins the epoll set only when there is something to
 	// read from it: its PROXY header, or data once the upstream is connected.
 	l.track(fd, s)

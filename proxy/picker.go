@@ -21,7 +21,15 @@ type Picker struct {
 // NewPicker returns a Picker for u. Only key-based methods (ip_hash, hash,
 // hash consistent) map a key to a server; others are refused.
 func NewPicker(u *config.Upstream) (*Picker, error) {
-	g, err := newGroup(u)
+	// Pick takes the evaluated key: the variables of the key (map's, say)
+	// are never read, only named.
+	vt := newVarTable()
+	for _, name := range varNames(u.HashKey) {
+		if vt.defs[name] == nil {
+			vt.define(name, nil)
+		}
+	}
+	g, err := newGroup(u, vt)
 	if err != nil {
 		return nil, err
 	}

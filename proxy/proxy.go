@@ -48,6 +48,8 @@ type Proxy struct {
 	ownLog  bool
 	servers []*server
 	groups  []*group             // every upstream in use, in config order
+	// generation numbers groups that must not be kept across a reload.
+	generation atomic.Uint64
 	zones   map[string]*connZone // limit_conn zones by name
 	// listeners is every bound TCP listener; Reload rewrites it (under
 	// reloadMu and listenersMu). Loops never read it: each has its own
@@ -116,6 +118,30 @@ type server struct {
 	limits        []limitRef
 	limitLogLevel Level
 	limitDryRun   bool
+
+	// Routing (route.go, preread.go): the config's variables, "set" in
+	// order, "return" (nil when proxying), "proxy_pass" with variables
+	// (nil: group) and the upstreams it may name, ssl_preread.
+	vt             *varTable
+	sets           []setOp
+	ret            template
+	pass           template
+	routes         *routes
+	preread        bool
+	prereadMax     int
+	prereadTimeout int64
+	needVars       bool // sessions hold a sessVars ("set", ssl_preread)
+}
+
+// upstreamName is what status shows as a server's upstream.
+func (srv *server) upstreamName() string {
+	switch {
+	case srv.group != nil:
+		return srv.group.name
+	case srv.ret != nil:
+		return "(return)"
+	}
+	return srv.cfg.ProxyPass
 }
 
 // listener is one bound listening socket.
@@ -238,7 +264,11 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, z
 	for _, g := range p.groups {
 		reuse[g.name+"\x00"+g.sig] = g
 	}
-	if zones, err = p.buildZones(cfg); err != nil {
+	vt, err := buildVars(cfg)
+	if err != nil {
+		return nil, nil, nil, opened, err
+	}
+	if zones, err = p.buildZones(cfg, vt); err != nil {
 		return nil, nil, nil, opened, err
 	}
 	// An upstream's signature covers its active health check too (the
@@ -252,30 +282,85 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, z
 		}
 	}
 	sigs := map[*config.Upstream]string{}
+	sig := func(u *config.Upstream) string {
+		s := upstreamSig(u) + healthSig(checks[u])
+		if u.HashKey != "" && vt.definesAny(u.HashKey) {
+			// Its key reads variables this config defines (map, set):
+			// never kept across a reload, which may change them.
+			s += fmt.Sprintf("|gen%d", p.generation.Add(1))
+		}
+		return s
+	}
 	for _, cs := range cfg.Stream.Servers {
 		if u := cs.Upstream; u != nil {
-			sigs[u] = upstreamSig(u) + healthSig(checks[u])
+			sigs[u] = sig(u)
+		}
+	}
+	for _, u := range cfg.Stream.Upstreams {
+		if _, ok := sigs[u]; !ok {
+			sigs[u] = sig(u)
 		}
 	}
 	byCfg := map[*config.Upstream]*group{}
 	for _, cs := range cfg.Stream.Servers {
-		srv, err := p.newServer(cs, byCfg, reuse, sigs, zones, &opened)
+		srv, err := p.newServer(cs, vt, byCfg, reuse, sigs, zones, &opened)
 		if err != nil {
 			return nil, nil, nil, opened, err
 		}
 		servers = append(servers, srv)
 	}
+	// Upstreams no server names directly: a proxy_pass $var may name them,
+	// as nginx initialises every upstream block.
+	for _, u := range cfg.Stream.Upstreams {
+		if byCfg[u] == nil {
+			if _, err := p.groupFor(u, vt, byCfg, reuse, sigs); err != nil {
+				return nil, nil, nil, opened, err
+			}
+		}
+	}
+	rt := newRoutes(byCfg)
+	for _, srv := range servers {
+		srv.routes = rt
+	}
 	seen := map[*group]bool{}
 	for _, srv := range servers {
-		if !seen[srv.group] {
+		if srv.group != nil && !seen[srv.group] {
 			seen[srv.group] = true
 			groups = append(groups, srv.group)
+		}
+	}
+	for _, u := range cfg.Stream.Upstreams {
+		if g := byCfg[u]; !seen[g] {
+			seen[g] = true
+			groups = append(groups, g)
 		}
 	}
 	return servers, groups, zones, opened, nil
 }
 
-func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group, reuse map[string]*group, sigs map[*config.Upstream]string, zones map[string]*connZone, opened *[]*logFile) (*server, error) {
+// groupFor returns u's group: made once per build, or kept from before a
+// reload when u's signature is unchanged.
+func (p *Proxy) groupFor(u *config.Upstream, vt *varTable, groups map[*config.Upstream]*group, reuse map[string]*group, sigs map[*config.Upstream]string) (*group, error) {
+	if g, ok := groups[u]; ok {
+		return g, nil
+	}
+	g := reuse[u.Name+"\x00"+sigs[u]]
+	if g == nil {
+		var err error
+		if g, err = newGroup(u, vt); err != nil {
+			pos := u.Pos
+			if u.MethodPos.Line > 0 {
+				pos = u.MethodPos
+			}
+			return nil, posError(pos, err)
+		}
+		g.sig = sigs[u]
+	}
+	groups[u] = g
+	return g, nil
+}
+
+func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Upstream]*group, reuse map[string]*group, sigs map[*config.Upstream]string, zones map[string]*connZone, opened *[]*logFile) (*server, error) {
 	srv := &server{
 		connectTimeout: int64(cs.ProxyConnectTimeout),
 		proxyTimeout:   int64(cs.ProxyTimeout),
@@ -306,33 +391,25 @@ func (p *Proxy) newServer(cs *config.Server, groups map[*config.Upstream]*group,
 	if len(cs.Listen) > 0 {
 		srv.name = cs.Listen[0].Text
 	}
-	u := cs.Upstream
-	if u == nil {
-		return nil, posErrorf(cs.Pos, "no handler for server")
+	if err := srv.buildRouting(cs, vt); err != nil {
+		return nil, err
 	}
-	g, ok := groups[u]
-	if !ok {
-		if old := reuse[u.Name+"\x00"+sigs[u]]; old != nil {
-			g = old
-		} else {
-			var err error
-			if g, err = newGroup(u); err != nil {
-				pos := u.Pos
-				if u.MethodPos.Line > 0 {
-					pos = u.MethodPos
-				}
-				return nil, posError(pos, err)
-			}
-			g.sig = sigs[u]
+	if srv.ret == nil && srv.pass == nil {
+		u := cs.Upstream
+		if u == nil {
+			return nil, posErrorf(cs.Pos, "no handler for server")
 		}
-		groups[u] = g
+		g, err := p.groupFor(u, vt, groups, reuse, sigs)
+		if err != nil {
+			return nil, err
+		}
+		srv.group = g
 	}
-	srv.group = g
 	for _, al := range cs.AccessLogs {
 		if al.Format == nil {
 			return nil, posErrorf(al.Pos, `"access_log" needs a log format`)
 		}
-		t, err := compileTemplate(al.Format.Format)
+		t, err := vt.compile(al.Format.Format)
 		if err != nil {
 			return nil, posError(al.Format.Pos, err)
 		}

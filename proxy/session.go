@@ -19,6 +19,8 @@ const (
 	stateProxying                    // both legs open, bytes moving
 	stateQuiesced                    // stopped for an upgrade: out of the epoll set, owned by no loop's list
 	stateClosed
+	statePreread   // reading the client's TLS ClientHello (ssl_preread)
+	stateReturning // writing a "return" text the socket did not take at once
 )
 
 // flow is one direction of a session: bytes read from src and written to
@@ -46,6 +48,8 @@ type session struct {
 	id       uint64
 	loop     *loop
 	srv      *server
+	group    *group    // the upstream: srv's, or what its proxy_pass $var named; nil before
+	sv       *sessVars // "set" values and preread results; nil when srv needs none
 	ln       *listener // nil for sessions not accepted by a TCP listener
 	cfd      int
 	ufd      int // -1 until a connect attempt
@@ -64,13 +68,14 @@ type session struct {
 	c2u, u2c flow
 
 	// Upstream selection.
-	peer          int // index into srv.group.peers; -1 before the first pick
+	peer          int // index into group.peers; -1 before the first pick
 	tries         int
 	tried         uint64   // tried peers 0..63
 	triedMore     []uint64 // tried peers 64 and up, for large upstreams
 	firstTry      int64
 	attemptStart  int64
 	connectTime   int64 // -1 until connected
+	firstByte     int64 // when the upstream's first byte came (loop.now); 0: not yet
 	upstreamAddrs []byte
 	usableFn      func(int) bool
 
@@ -92,7 +97,7 @@ type session struct {
 }
 
 func (s *session) String() string {
-	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed"}[s.state]
+	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed", "preread", "returning"}[s.state]
 	return fmt.Sprintf("session *%d %s client=%s server=%s upstream=%s c2u=%d u2c=%d",
 		s.id, st, s.client, s.srv.name, s.upstreamAddrs, s.c2u.n, s.u2c.n)
 }
@@ -131,12 +136,12 @@ func (s *session) markTried(i int) {
 // fails at once. It returns with the session connecting, proxying or closed.
 func (s *session) connectNext() {
 	l, srv := s.loop, s.srv
-	g := srv.group
+	g := s.group
 	for {
 		if s.tries == 0 {
 			s.firstTry = l.now
 		}
-		if !srv.mayTry(s.tries, l.now-s.firstTry) {
+		if !srv.mayTry(g, s.tries, l.now-s.firstTry) {
 			s.finish(502)
 			return
 		}
@@ -260,7 +265,7 @@ const earlyMax = 16 << 10
 
 // pickKey evaluates the balancing key for this session's upstream.
 func (s *session) pickKey() []byte {
-	return s.srv.group.pickKey(s.loop.keyBuf[:0], s, &s.loop.rec, s.client.Addr())
+	return s.group.pickKey(s.loop.keyBuf[:0], s, &s.loop.rec, s.client.Addr())
 }
 
 // record fills r with what the variables read of s.
@@ -270,6 +275,13 @@ func (s *session) record(r *record) *record {
 		upstreamAddrs: s.upstreamAddrs,
 		sent:          s.u2c.n, received: s.c2u.n - s.ppOutLen, upSent: s.c2u.n, upReceived: s.u2c.n,
 		sessionTime: s.endMono - s.startMono, connectTime: s.connectTime, status: s.status,
+		firstByteTime: -1, upSessionTime: -1, sv: s.sv,
+	}
+	if s.firstByte > 0 {
+		r.firstByteTime = s.firstByte - s.attemptStart
+	}
+	if s.peer >= 0 && s.endMono > 0 {
+		r.upSessionTime = s.endMono - s.attemptStart
 	}
 	return r
 }
@@ -298,7 +310,7 @@ func (s *session) dial(addr netip.AddrPort) error {
 // event, here.
 func (s *session) connectFailed(err error) {
 	l := s.loop
-	g := s.srv.group
+	g := s.group
 	p := &g.peers[s.peer]
 	p.active.Add(-1)
 	disabled := g.peerFailed(s.peer, l.wall())
@@ -329,7 +341,7 @@ func (s *session) connectFailed(err error) {
 // once a second per loop.
 func (s *session) dialFailedHere(err error) {
 	l := s.loop
-	p := &s.srv.group.peers[s.peer]
+	p := &s.group.peers[s.peer]
 	p.active.Add(-1)
 	s.peer = -1
 	if c := l.localLog.Hit(l.now); c > 0 {
@@ -364,7 +376,7 @@ func (s *session) onConnectEvent(ev uint32) {
 
 func (s *session) connected() {
 	l := s.loop
-	s.srv.group.peers[s.peer].total.Add(1)
+	s.group.peers[s.peer].total.Add(1)
 	s.state = stateProxying
 	s.connectTime = l.now - s.attemptStart
 	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout
@@ -404,8 +416,15 @@ func (s *session) clientWhileConnecting(ev uint32) {
 
 // onEvent dispatches one epoll event on fd, one of the session's sockets.
 func (s *session) onEvent(fd int, ev uint32) {
-	if s.state == stateHeader {
+	switch s.state {
+	case stateHeader:
 		s.readProxyHeader()
+		return
+	case statePreread:
+		s.readPreread()
+		return
+	case stateReturning:
+		s.returning()
 		return
 	}
 	if s.state == stateConnecting {
@@ -489,6 +508,9 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 		n, err := sock.Read(src, l.buf)
 		if n > 0 {
 			s.lastActive = l.now
+			if s.firstByte == 0 && src == s.ufd {
+				s.firstByte = l.now
+			}
 			flags := 0
 			var rerr unix.Errno // the peer's reset, found looking for its EOF
 			more := false       // the look found bytes: the EOF may still follow
@@ -695,6 +717,12 @@ func (s *session) expire() {
 		l.p.log.Logf(LevelInfo, "*%d timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
 			s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		s.finish(200)
+	case statePreread:
+		s.prereadTimedOut()
+	case stateReturning:
+		l.p.log.Logf(LevelInfo, "*%d connection timed out (110: Connection timed out) while returning text, client: %s, server: %s",
+			s.id, s.client.Addr(), s.srv.name)
+		s.finish(200)
 	}
 }
 
@@ -728,7 +756,7 @@ func (s *session) finish(status int) {
 		s.ufd = -1
 	}
 	if s.peer >= 0 {
-		g := s.srv.group
+		g := s.group
 		pr := &g.peers[s.peer]
 		pr.sent.Add(uint64(s.c2u.n))
 		pr.received.Add(uint64(s.u2c.n))
@@ -759,7 +787,7 @@ func (s *session) letGo() {
 	}
 	s.loop.p.fds.give(tcpSessionFDs)
 	if s.peer >= 0 {
-		s.srv.group.peers[s.peer].active.Add(-1)
+		s.group.peers[s.peer].active.Add(-1)
 		s.peer = -1
 	}
 	s.releaseLimits()

@@ -74,7 +74,7 @@ func (p *Proxy) Status() Status {
 	}}
 	for _, ln := range p.listeners {
 		st.Listeners = append(st.Listeners, ListenerStatus{
-			Addr: ln.addr.String(), Protocol: "tcp", Upstream: ln.srv.group.name,
+			Addr: ln.addr.String(), Protocol: "tcp", Upstream: ln.srv.upstreamName(),
 			Active: ln.active.Load(), Total: ln.accepted.Load(),
 		})
 	}

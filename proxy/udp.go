@@ -407,7 +407,7 @@ func (u *udpListener) retire() {
 // status reports the listener for Proxy.Status.
 func (u *udpListener) status() ListenerStatus {
 	return ListenerStatus{
-		Addr: u.bound.String(), Protocol: "udp", Upstream: u.srv().group.name,
+		Addr: u.bound.String(), Protocol: "udp", Upstream: u.srv().upstreamName(),
 		Active: u.active.Load(), Total: u.total.Load(),
 	}
 }

@@ -224,7 +224,7 @@ func (u *udpListener) release(ids map[uint64]bool) {
 func (u *udpListener) drop(s *udpSession) {
 	s.closeUp()
 	if s.peer >= 0 {
-		s.srv.group.peers[s.peer].active.Add(-1)
+		s.group.peers[s.peer].active.Add(-1)
 	}
 	u.p.active.Add(-1)
 	u.active.Add(-1)
@@ -344,10 +344,13 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	if m.dst.IsValid() && u.wild {
 		s.oob = sock.ReplyOOB(m.dst, m.ifidx)
 	}
-	for i := range srv.group.peers {
-		if srv.group.peers[i].addr == m.upstream {
-			s.peer = i
-			break
+	s.group = srv.group
+	if g := s.group; g != nil { // nil: the server's proxy_pass has variables
+		for i := range g.peers {
+			if g.peers[i].addr == m.upstream {
+				s.peer = i
+				break
+			}
 		}
 	}
 	age, idle := m.age, m.idle
@@ -394,7 +397,7 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 	u.p.active.Add(1)
 	u.active.Add(1)
 	if s.peer >= 0 {
-		s.srv.group.peers[s.peer].active.Add(1)
+		s.group.peers[s.peer].active.Add(1)
 	}
 	s.timeout = u.idleTimeout(s)
 	if !u.watch(s) {

@@ -31,6 +31,8 @@ type udpSession struct {
 	u     *udpListener
 	id    uint64
 	srv   *server // the server it started with: a reload does not move it
+	group *group  // srv's upstream, or what its proxy_pass $var named; nil: none
+	sv    *sessVars
 	key   udpKey
 	fd    int // connected to the peer; -1 once closed
 
@@ -153,7 +155,22 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	}
 	p.total.Add(1)
 	u.total.Add(1)
-	status := u.connect(s)
+	s.group, s.sv = srv.group, srv.newSessVars()
+	u.runSets(s)
+	var status int
+	switch {
+	case srv.ret != nil:
+		u.returnDatagram(s)
+		u.logAccess(s, 200, l.now, s.received, s.sent)
+		u.hook(udpEnd{u: u, id: s.id, status: 200, peer: -1})
+		p.fds.giveUDP()
+		return
+	case srv.pass != nil:
+		status = u.route(s)
+	}
+	if status == 0 {
+		status = u.connect(s)
+	}
 	if status == 0 && !u.watch(s) {
 		status = 500
 	}
@@ -194,7 +211,7 @@ func (u *udpListener) watch(s *udpSession) bool {
 	l.releaseUDP(s.fd)
 	s.fd = -1
 	if s.peer >= 0 {
-		s.srv.group.peers[s.peer].active.Add(-1)
+		s.group.peers[s.peer].active.Add(-1)
 	}
 	return false
 }
@@ -208,7 +225,7 @@ func (u *udpListener) watch(s *udpSession) bool {
 // no failure against it and tries no other.
 func (u *udpListener) connect(s *udpSession) int {
 	l, srv := u.l, s.srv
-	g := srv.group
+	g := s.group
 	if len(u.tried) < len(g.peers) {
 		u.tried = make([]bool, len(g.peers))
 	}
@@ -219,7 +236,7 @@ func (u *udpListener) connect(s *udpSession) int {
 	l.keyBuf = key[:0]
 	first := l.clock()
 	for tries := 0; ; tries++ {
-		if !srv.mayTry(tries, l.clock()-first) {
+		if !srv.mayTry(g, tries, l.clock()-first) {
 			return 502
 		}
 		i, ok := g.pick(key, u.usableFn)
@@ -475,7 +492,7 @@ func (u *udpListener) finish(s *udpSession) {
 	}
 	delete(u.live, s)
 	end := l.clock()
-	g := s.srv.group
+	g := s.group
 	var pr *peer
 	if s.peer >= 0 { // -1: imported, its upstream not in this config's group
 		pr = &g.peers[s.peer]
@@ -523,6 +540,7 @@ func (s *udpSession) record(r *record) *record {
 		id: s.id, udp: true, client: s.client, local: s.local, cfd: -1, upstreamAddrs: s.upstreamAddrs,
 		sent: s.sent, received: s.received, upSent: s.upSent, upReceived: s.sent,
 		sessionTime: s.u.l.now - s.startMono, connectTime: s.connectTime, status: s.status,
+		firstByteTime: -1, upSessionTime: -1, sv: s.sv,
 	}
 	return r
 }

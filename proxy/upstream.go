@@ -75,7 +75,7 @@ func methodOf(u *config.Upstream) (lb.Method, error) {
 // nginx's hash, ip_hash and random methods do not.
 func usesBackup(m lb.Method) bool { return m == lb.RoundRobin || m == lb.LeastConn }
 
-func newGroup(u *config.Upstream) (*group, error) {
+func newGroup(u *config.Upstream, vt *varTable) (*group, error) {
 	g := &group{name: u.Name, sig: upstreamSig(u)}
 	m, err := methodOf(u)
 	if err != nil {
@@ -101,7 +101,7 @@ func newGroup(u *config.Upstream) (*group, error) {
 	}
 	g.health = health.NewGroup(params)
 	if m == lb.Hash || m == lb.ConsistentHash {
-		if g.key, err = compileTemplate(u.HashKey); err != nil {
+		if g.key, err = vt.compile(u.HashKey); err != nil {
 			return nil, err
 		}
 	}

@@ -37,8 +37,8 @@ func (g *group) pickKey(b []byte, src recorder, r *record, client netip.Addr) []
 // having failed, the first elapsed nanoseconds ago: every peer may be tried
 // once, and after a failure only as proxy_next_upstream,
 // proxy_next_upstream_tries and proxy_next_upstream_timeout allow.
-func (srv *server) mayTry(tries int, elapsed int64) bool {
-	if tries >= len(srv.group.peers) {
+func (srv *server) mayTry(g *group, tries int, elapsed int64) bool {
+	if tries >= len(g.peers) {
 		return false // every peer was tried; nginx's tries counter is 0
 	}
 	if tries == 0 {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,7 +39,14 @@ type record struct {
 	sent, received           int64 // bytes to and from the client
 	upSent, upReceived       int64 // bytes to and from the upstream
 	sessionTime, connectTime int64 // connectTime -1: not connected
+	firstByteTime            int64 // $upstream_first_byte_time; -1: none
+	upSessionTime            int64 // $upstream_session_time; -1: no upstream
 	status                   int
+
+	sv     *sessVars // "set" values, preread results; nil if none
+	depth  uint8     // variables evaluating variables (maxDepth)
+	capSrc []byte    // what the last regex matched against ($1..$9)
+	caps   []int     // its submatch indexes
 }
 
 // localAddr is $server_addr's address, looked up once (a TCP client
@@ -119,11 +127,53 @@ var variables = map[string]variable{
 		}
 		return strconv.AppendUint(b, uint64(r.pp.Port()), 10)
 	},
+	"hostname":      func(b []byte, r *record) []byte { return append(b, hostname...) },
+	"nginx_version": func(b []byte, r *record) []byte { return append(b, nginxVersion...) },
+	"upstream_first_byte_time": func(b []byte, r *record) []byte {
+		if r.firstByteTime < 0 {
+			return append(b, '-')
+		}
+		return appendSeconds(b, r.firstByteTime)
+	},
+	"upstream_session_time": func(b []byte, r *record) []byte {
+		if r.upSessionTime < 0 {
+			return append(b, '-')
+		}
+		return appendSeconds(b, r.upSessionTime)
+	},
+	"ssl_preread_server_name": func(b []byte, r *record) []byte {
+		if r.sv == nil {
+			return b
+		}
+		return append(b, r.sv.sni...)
+	},
+	"ssl_preread_alpn_protocols": func(b []byte, r *record) []byte {
+		if r.sv == nil {
+			return b
+		}
+		return append(b, r.sv.alpn...)
+	},
+	"ssl_preread_protocol": func(b []byte, r *record) []byte {
+		if r.sv == nil {
+			return b
+		}
+		return append(b, r.sv.proto...)
+	},
 	"realip_remote_addr": func(b []byte, r *record) []byte { return r.realPeer().Addr().AppendTo(b) },
 	"realip_remote_port": func(b []byte, r *record) []byte {
 		return strconv.AppendUint(b, uint64(r.realPeer().Port()), 10)
 	},
 }
+
+// nginxVersion is $nginx_version: the nginx release whose stream
+// behaviour baton follows (nginx-tests of July 2026).
+const nginxVersion = "1.31.4"
+
+// hostname is $hostname: the machine's name, lower-cased as nginx's.
+var hostname = func() string {
+	h, _ := os.Hostname()
+	return strings.ToLower(h)
+}()
 
 // appendSeconds prints d nanoseconds as nginx prints times: seconds with
 // millisecond resolution ("0.123").
@@ -134,9 +184,120 @@ func appendSeconds(b []byte, d int64) []byte {
 	return append(b, byte('0'+ms%1000/100), byte('0'+ms%100/10), byte('0'+ms%10))
 }
 
-// compileTemplate parses text; an unknown variable is an error worded as
-// nginx's ("unknown "foo" variable").
-func compileTemplate(text string) (template, error) {
+// varTable is the variable namespace of one configuration: nginx's
+// built-in stream variables and those the config defines ("set", map, geo,
+// split_clients). Names are case-insensitive, as nginx's.
+type varTable struct {
+	defs  map[string]*varDef
+	slots int // "set" variables: the length of sessVars.set
+}
+
+// varDef is one variable. A "set" variable reads its session's slot once
+// set, and get (a map's, say) before that or nothing.
+type varDef struct {
+	get        variable
+	slot       int  // a "set" variable's slot in sessVars.set; -1 if none
+	changeable bool // "set", map, geo, split_clients may (re)define it
+}
+
+// sessVars is what a session holds for variables beyond its record's
+// facts: "set" values and what ssl_preread found. nil for a server that
+// needs none, so that plain proxying pays nothing.
+type sessVars struct {
+	set              [][]byte // by varDef.slot; nil: not set
+	sni, alpn, proto []byte   // $ssl_preread_server_name, _alpn_protocols, _protocol
+	prereadDone      bool     // the ClientHello was parsed (or found not to be one)
+}
+
+// builtinVars holds nginx's built-in variables only: what a configuration
+// that defines none compiles against.
+var builtinVars = newVarTable()
+
+func newVarTable() *varTable {
+	vt := &varTable{defs: make(map[string]*varDef, len(variables)+8)}
+	for name, v := range variables {
+		vt.defs[name] = &varDef{get: v, slot: -1}
+	}
+	return vt
+}
+
+// define makes name a variable computed by get (map, geo, split_clients);
+// a later definition replaces an earlier one, as nginx's.
+func (vt *varTable) define(name string, get variable) error {
+	name = strings.ToLower(name)
+	d := vt.defs[name]
+	switch {
+	case d == nil:
+		vt.defs[name] = &varDef{get: get, slot: -1, changeable: true}
+	case !d.changeable:
+		return fmt.Errorf(`the duplicate "%s" variable`, name)
+	default:
+		d.get = get
+	}
+	return nil
+}
+
+// settable returns the slot of the "set" variable name, making it.
+func (vt *varTable) settable(name string) (int, error) {
+	name = strings.ToLower(name)
+	d := vt.defs[name]
+	switch {
+	case d == nil:
+		d = &varDef{slot: -1, changeable: true}
+		vt.defs[name] = d
+	case !d.changeable:
+		return 0, fmt.Errorf(`the duplicate "%s" variable`, name)
+	}
+	if d.slot < 0 {
+		d.slot = vt.slots
+		vt.slots++
+	}
+	return d.slot, nil
+}
+
+// maxDepth bounds variables that evaluate variables (a map whose source is
+// another map's variable): a cycle ends there, empty, instead of
+// overflowing the stack.
+const maxDepth = 32
+
+// value is name's variable for a template segment.
+func (d *varDef) value() variable {
+	if d.slot < 0 {
+		if d.changeable { // map, geo, split_clients: read get when evaluated
+			return func(b []byte, r *record) []byte {
+				if d.get == nil || r.depth >= maxDepth {
+					return b
+				}
+				r.depth++
+				b = d.get(b, r)
+				r.depth--
+				return b
+			}
+		}
+		return d.get
+	}
+	slot := d.slot
+	return func(b []byte, r *record) []byte {
+		if r.sv != nil && r.sv.set[slot] != nil {
+			return append(b, r.sv.set[slot]...)
+		}
+		if d.get == nil || r.depth >= maxDepth {
+			return b
+		}
+		r.depth++
+		b = d.get(b, r)
+		r.depth--
+		return b
+	}
+}
+
+// compileTemplate parses text against the built-in variables only.
+func compileTemplate(text string) (template, error) { return builtinVars.compile(text) }
+
+// compile parses text; an unknown variable is an error worded as nginx's
+// ("unknown "foo" variable"). $1..$9 are the captures of the last regex
+// that matched (a map's).
+func (vt *varTable) compile(text string) (template, error) {
 	var t template
 	for len(text) > 0 {
 		i := strings.IndexByte(text, '$')
@@ -155,6 +316,8 @@ func compileTemplate(text string) (template, error) {
 				return nil, fmt.Errorf(`the closing bracket in "%s" variable is missing`, text[1:])
 			}
 			name, text = text[1:j], text[j+1:]
+		} else if len(text) > 0 && text[0] >= '1' && text[0] <= '9' {
+			name, text = text[:1], text[1:]
 		} else {
 			j := 0
 			for j < len(text) && isVarChar(text[j]) {
@@ -165,13 +328,75 @@ func compileTemplate(text string) (template, error) {
 		if name == "" {
 			return nil, fmt.Errorf(`invalid variable name in "$%s"`, text)
 		}
-		v, ok := variables[name]
-		if !ok {
-			return nil, fmt.Errorf(`unknown "%s" variable`, name)
+		if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+			t = append(t, segment{v: captureVar(n)})
+			continue
 		}
-		t = append(t, segment{v: v})
+		d, ok := vt.defs[strings.ToLower(name)]
+		if !ok {
+			v, ok := vt.prefixed(strings.ToLower(name))
+			if !ok {
+				return nil, fmt.Errorf(`unknown "%s" variable`, name)
+			}
+			t = append(t, segment{v: v})
+			continue
+		}
+		t = append(t, segment{v: d.value()})
 	}
 	return t, nil
+}
+
+// varNames lists the lower-cased names of the variables text uses.
+func varNames(text string) []string {
+	var names []string
+	for {
+		i := strings.IndexByte(text, '$')
+		if i < 0 {
+			return names
+		}
+		text = text[i+1:]
+		if strings.HasPrefix(text, "{") {
+			if j := strings.IndexByte(text, '}'); j > 0 {
+				names = append(names, strings.ToLower(text[1:j]))
+				text = text[j+1:]
+			}
+			continue
+		}
+		j := 0
+		for j < len(text) && isVarChar(text[j]) {
+			j++
+		}
+		names = append(names, strings.ToLower(text[:j]))
+		text = text[j:]
+	}
+}
+
+// captureVar is $n: the n-th capture of the last regex that matched.
+func captureVar(n int) variable {
+	return func(b []byte, r *record) []byte {
+		if 2*n+1 >= len(r.caps) || r.caps[2*n] < 0 {
+			return b
+		}
+		return append(b, r.capSrc[r.caps[2*n]:r.caps[2*n+1]]...)
+	}
+}
+
+// prefixed returns the variable of a name in one of nginx's prefix
+// families, if it is one.
+func (vt *varTable) prefixed(name string) (variable, bool) {
+	return nil, false
+}
+
+// literal reports whether t has no variables, and its text.
+func (t template) literal() (string, bool) {
+	var b strings.Builder
+	for _, seg := range t {
+		if seg.v != nil {
+			return "", false
+		}
+		b.WriteString(seg.lit)
+	}
+	return b.String(), true
 }
 
 func isVarChar(c byte) bool {

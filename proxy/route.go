@@ -1,0 +1,411 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/sock"
+	"golang.org/x/sys/unix"
+)
+
+// What a server does with a session once admitted, beyond proxying to one
+// upstream: "set" (nginx's preaccess phase, before limit_conn), "return"
+// and "proxy_pass" with variables (the content phase).
+
+// setOp is one "set" directive: the slot it writes and the value.
+type setOp struct {
+	slot  int
+	value template
+}
+
+// buildVars makes the variable namespace of cfg: the built-in variables,
+// then every variable the config defines, so that templates compiled
+// afterwards (in any server, as nginx's variables are global) find them.
+func buildVars(cfg *config.Config) (*varTable, error) {
+	vt := newVarTable()
+	for _, cs := range cfg.Stream.Servers {
+		for _, st := range cs.Sets {
+			if _, err := vt.settable(st.Var); err != nil {
+				return nil, posError(st.Pos, err)
+			}
+		}
+	}
+	if err := defineLookups(cfg, vt); err != nil {
+		return nil, err
+	}
+	return vt, nil
+}
+
+// newSessVars returns what a session of srv holds for variables, or nil
+// when srv needs nothing beyond the record.
+func (srv *server) newSessVars() *sessVars {
+	if !srv.needVars {
+		return nil
+	}
+	return &sessVars{set: make([][]byte, srv.vt.slots)}
+}
+
+// runSets runs the server's "set" directives in order.
+func (s *session) runSets() {
+	if len(s.srv.sets) == 0 {
+		return
+	}
+	r := s.record(&s.loop.rec)
+	for _, op := range s.srv.sets {
+		v := op.value.appendTo(nil, r)
+		if v == nil {
+			v = []byte{}
+		}
+		s.sv.set[op.slot] = v
+	}
+}
+
+// routes finds the upstream a "proxy_pass $var" value names, as nginx's
+// ngx_stream_proxy_handler: an upstream block by name, or an upstream a
+// "proxy_pass ADDR" made by its host and port; otherwise an address with a
+// port is proxied to as a one-server upstream of its own.
+type routes struct {
+	named  map[string]*group // "upstream NAME {}" by lower-cased name
+	byAddr map[string]*group // implicit upstreams by lower-cased "host:port"
+
+	mu    sync.Mutex
+	adhoc map[netip.AddrPort]*group // one-server groups for addresses, at most maxAdhoc
+}
+
+// maxAdhoc bounds the one-server groups kept for proxy_pass values that
+// are addresses; beyond it each session gets its own (as nginx's, whose
+// are per session).
+const maxAdhoc = 1024
+
+func newRoutes(groups map[*config.Upstream]*group) *routes {
+	rt := &routes{named: map[string]*group{}, byAddr: map[string]*group{}, adhoc: map[netip.AddrPort]*group{}}
+	for u, g := range groups {
+		if !u.Implicit {
+			rt.named[strings.ToLower(u.Name)] = g
+			continue
+		}
+		if host, port, ok, _ := splitHostPort(u.Name); ok {
+			rt.byAddr[strings.ToLower(host)+":"+strconv.Itoa(port)] = g
+		}
+	}
+	return rt
+}
+
+// splitHostPort splits "host:port" or "[v6]:port" as nginx's
+// ngx_parse_url: hasPort is false when there is no port; badPort when what
+// follows the colon is not a port number.
+func splitHostPort(s string) (host string, port int, hasPort, badPort bool) {
+	host, rest := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return s, 0, false, false
+		}
+		host, rest = s[1:end], s[end+1:]
+		if rest == "" {
+			return host, 0, false, false
+		}
+		if rest[0] != ':' {
+			return host, 0, false, true
+		}
+		rest = rest[1:]
+	} else {
+		i := strings.IndexByte(s, ':')
+		if i < 0 {
+			return s, 0, false, false
+		}
+		host, rest = s[:i], s[i+1:]
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 1 || n > 65535 {
+		return host, 0, false, true
+	}
+	return host, n, true, false
+}
+
+// routeErr is why a proxy_pass value names no upstream: nginx's log line
+// text; the session ends with 500.
+type routeErr string
+
+// find returns the group value names.
+func (rt *routes) find(value string) (*group, routeErr) {
+	if value == "" {
+		return nil, `no host in upstream ""`
+	}
+	if strings.HasPrefix(value, "unix:") {
+		return nil, routeErr(fmt.Sprintf("proxy_pass to %s: unix: sockets are not supported yet", value))
+	}
+	host, port, hasPort, badPort := splitHostPort(value)
+	switch {
+	case badPort:
+		return nil, routeErr(fmt.Sprintf("invalid port in upstream %q", value))
+	case !hasPort:
+		if g := rt.named[strings.ToLower(host)]; g != nil {
+			return g, ""
+		}
+		return nil, routeErr(fmt.Sprintf("no port in upstream %q", value))
+	}
+	if g := rt.byAddr[strings.ToLower(host)+":"+strconv.Itoa(port)]; g != nil {
+		return g, ""
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || a.Zone() != "" {
+		return nil, routeErr(fmt.Sprintf("no resolver defined to resolve %s", host))
+	}
+	ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if g := rt.adhoc[ap]; g != nil {
+		return g, ""
+	}
+	u := &config.Upstream{Name: value, Implicit: true, Servers: []*config.UpstreamServer{{
+		Name: value, Addrs: []netip.AddrPort{ap}, Weight: 1, MaxFails: 1, FailTimeout: 10e9,
+	}}}
+	g, gerr := newGroup(u, builtinVars)
+	if gerr != nil {
+		return nil, routeErr(gerr.Error())
+	}
+	if len(rt.adhoc) < maxAdhoc {
+		rt.adhoc[ap] = g
+	}
+	return g, ""
+}
+
+// route evaluates the server's "proxy_pass $var" and makes what it names
+// the session's group. On failure the session ends with 500, as nginx's.
+func (s *session) route() bool {
+	l := s.loop
+	v := s.srv.pass.appendTo(l.keyBuf[:0], s.record(&l.rec))
+	g, why := s.srv.routes.find(string(v))
+	if g == nil {
+		l.p.log.Logf(LevelError, "*%d %s, client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
+		s.finish(500)
+		return false
+	}
+	s.group = g
+	return true
+}
+
+// content runs the server's content handler: "return", or proxying.
+func (s *session) content() {
+	switch {
+	case s.srv.ret != nil:
+		s.returnText()
+	case s.srv.pass != nil:
+		if s.route() {
+			s.connectNext()
+		}
+	default:
+		s.connectNext()
+	}
+}
+
+// returnTimeout bounds how long "return" waits for a client that does not
+// take the text: 5 s, as nginx's ngx_stream_return_write_handler.
+const returnTimeout = 5e9
+
+// returnText sends the evaluated "return" value to the client and ends
+// the session (200), as ngx_stream_return_module: at once when the text is
+// empty or fits the socket, else when the rest has gone (stateReturning).
+func (s *session) returnText() {
+	l := s.loop
+	text := s.srv.ret.appendTo(l.lineBuf[:0], s.record(&l.rec))
+	if len(text) == 0 {
+		s.finish(200)
+		return
+	}
+	w, err := sock.WriteAll(s.cfd, text)
+	if w > 0 {
+		s.u2c.n += int64(w)
+	}
+	switch {
+	case w == len(text):
+		s.finish(200)
+		return
+	case err != nil && err != unix.EAGAIN:
+		s.ioError("send()", err, s.cfd)
+		return
+	}
+	f := &s.u2c
+	f.base = getPend()
+	f.pend = append(f.base, text[max(w, 0):]...)
+	s.state = stateReturning
+	s.cEvents = l.setInterest(s.cfd, s.cEvents, unix.EPOLLOUT)
+	s.lastActive, s.timeout = l.now, returnTimeout
+	l.schedule(s)
+}
+
+// returning writes more of the "return" text once the client's socket
+// takes it.
+func (s *session) returning() {
+	f := &s.u2c
+	w, err := sock.WriteAll(s.cfd, f.pend)
+	if w > 0 {
+		f.n += int64(w)
+		f.pend = f.pend[w:]
+		s.lastActive = s.loop.now
+	}
+	switch {
+	case len(f.pend) == 0:
+		putPend(f.base)
+		f.pend, f.base = nil, nil
+		s.finish(200)
+	case err != nil && err != unix.EAGAIN:
+		s.ioError("send()", err, s.cfd)
+	}
+}
+
+// exportRouted is what s carries to a new process beyond version 2's
+// state, or nil when it has nothing of routing.
+func (s *session) exportRouted() *routedState {
+	if s.sv == nil && (s.group == s.srv.group || s.group == nil) {
+		return nil
+	}
+	r := &routedState{}
+	if s.group != nil && s.group != s.srv.group {
+		r.group = s.group.name
+	}
+	if sv := s.sv; sv != nil {
+		for name, d := range s.srv.vt.defs {
+			if d.slot >= 0 && d.slot < len(sv.set) && sv.set[d.slot] != nil {
+				r.sets = append(r.sets, name, string(sv.set[d.slot]))
+			}
+		}
+		r.sni, r.alpn, r.proto, r.prereadDone = sv.sni, sv.alpn, sv.proto, sv.prereadDone
+	}
+	return r
+}
+
+// importRouted takes what a session moved from an old process carries of
+// routing: its "set" values (by name: slots differ between configs), what
+// it preread, and the upstream its proxy_pass $var named, found again in
+// this config (a name it no longer has leaves the session without one: a
+// session still connecting is then refused, one proxying goes on).
+func (s *session) importRouted(m *movedState) {
+	s.sv = s.srv.newSessVars()
+	r := m.routed
+	if r == nil {
+		return
+	}
+	if r.group != "" {
+		s.group = nil
+		if s.srv.routes != nil {
+			s.group, _ = s.srv.routes.find(r.group)
+		}
+	}
+	if s.sv == nil {
+		s.sv = &sessVars{set: make([][]byte, s.srv.vt.slots)}
+	}
+	for i := 0; i+1 < len(r.sets); i += 2 {
+		if d := s.srv.vt.defs[r.sets[i]]; d != nil && d.slot >= 0 && d.slot < len(s.sv.set) {
+			s.sv.set[d.slot] = []byte(r.sets[i+1])
+		}
+	}
+	s.sv.sni, s.sv.alpn, s.sv.proto, s.sv.prereadDone = r.sni, r.alpn, r.proto, r.prereadDone
+}
+
+// buildRouting compiles srv's "set", "return", "proxy_pass $var" and takes
+// its preread settings.
+func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
+	srv.vt = vt
+	for _, st := range cs.Sets {
+		t, err := vt.compile(st.Value)
+		if err != nil {
+			return posError(st.Pos, err)
+		}
+		srv.sets = append(srv.sets, setOp{slot: vt.defs[st.Var].slot, value: t})
+	}
+	switch {
+	case cs.Return != nil:
+		t, err := vt.compile(cs.Return.Value)
+		if err != nil {
+			return posError(cs.Return.Pos, err)
+		}
+		if t == nil {
+			t = template{} // "return '';" answers nothing and closes
+		}
+		srv.ret = t
+	case cs.ProxyPassVars:
+		t, err := vt.compile(cs.ProxyPass)
+		if err != nil {
+			return posError(cs.ProxyPassPos, err)
+		}
+		srv.pass = t
+		if cs.HealthCheck != nil {
+			return posErrorf(cs.HealthCheck.Pos, "\"health_check\" needs \"proxy_pass\" without variables")
+		}
+	}
+	srv.preread = cs.SSLPreread
+	srv.prereadMax = cs.PrereadBufferSize
+	srv.prereadTimeout = int64(cs.PrereadTimeout)
+	srv.needVars = len(srv.sets) > 0 || srv.preread
+	return nil
+}
+
+// definesAny reports whether text reads a variable the config defines
+// (not a built-in one).
+func (vt *varTable) definesAny(text string) bool {
+	for name, d := range vt.defs {
+		if d.changeable && strings.Contains(strings.ToLower(text), "$"+name) {
+			return true
+		}
+	}
+	return false
+}
+
+// runSets runs the server's "set" directives for a UDP session.
+func (u *udpListener) runSets(s *udpSession) {
+	if len(s.srv.sets) == 0 {
+		return
+	}
+	r := s.record(&u.l.rec)
+	for _, op := range s.srv.sets {
+		v := op.value.appendTo(nil, r)
+		if v == nil {
+			v = []byte{}
+		}
+		s.sv.set[op.slot] = v
+	}
+}
+
+// route evaluates a UDP session's "proxy_pass $var": 0, or 500 when the
+// value names no upstream.
+func (u *udpListener) route(s *udpSession) int {
+	l := u.l
+	v := s.srv.pass.appendTo(l.keyBuf[:0], s.record(&l.rec))
+	g, why := s.srv.routes.find(string(v))
+	if g == nil {
+		u.p.log.Logf(LevelError, "*%d %s, udp client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
+		return 500
+	}
+	s.group = g
+	return 0
+}
+
+// returnDatagram answers a UDP client with the server's "return" text, one
+// datagram, as ngx_stream_return_module does over UDP (nothing for an
+// empty text).
+func (u *udpListener) returnDatagram(s *udpSession) {
+	l := u.l
+	text := s.srv.ret.appendTo(l.lineBuf[:0], s.record(&l.rec))
+	l.lineBuf = text[:0]
+	if len(text) == 0 || len(text) > sock.DatagramBufSize {
+		return
+	}
+	if l.udpOut == nil {
+		l.udpOut = newUDPReplies()
+	}
+	out := l.udpOut
+	if out.u != u || out.n == udpBatchSize {
+		out.flush()
+		out.u = u
+	}
+	n := copy(out.bufs[out.n], text)
+	out.add(s, n)
+	s.sent = int64(n)
+	s.responses = 1
+}
