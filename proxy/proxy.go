@@ -47,10 +47,10 @@ type Proxy struct {
 	log     *Logger
 	ownLog  bool
 	servers []*server
-	groups  []*group             // every upstream in use, in config order
+	groups  []*group // every upstream in use, in config order
 	// generation numbers groups that must not be kept across a reload.
 	generation atomic.Uint64
-	zones   map[string]*connZone // limit_conn zones by name
+	zones      map[string]*connZone // limit_conn zones by name
 	// listeners is every bound TCP listener; Reload rewrites it (under
 	// reloadMu and listenersMu). Loops never read it: each has its own
 	// copy (loop.lns), set by Start and by a Reload's command.
