@@ -246,8 +246,25 @@ type heldLimit struct {
 // phase). On a refusal it releases what it took, logs, ends the session
 // with 503 and returns false.
 func (s *session) takeLimits() bool {
-	for _, lim := range s.srv.limits {
-		key := string(lim.zone.key.appendTo(s.loop.keyBuf[:0], s.record(&s.loop.rec)))
+	if len(s.srv.limits) == 0 {
+		return true
+	}
+	held, st, ok := s.srv.takeLimits(s.loop, s.record(&s.loop.rec), s.id, "client")
+	s.limits, s.limitStatus = held, st
+	if !ok {
+		s.finish(503)
+	}
+	return ok
+}
+
+// takeLimits counts a new session, r, in each of srv's limit_conn zones.
+// It returns the counts taken, or, refused, false with nothing held.
+// peer names the client in the log line ("client", "udp client").
+func (srv *server) takeLimits(l *loop, r *record, id uint64, peer string) ([]heldLimit, uint8, bool) {
+	var held []heldLimit
+	status := limitPassed
+	for _, lim := range srv.limits {
+		key := string(lim.zone.key.appendTo(l.keyBuf[:0], r))
 		if key == "" || len(key) > 255 {
 			continue // nginx skips empty and over-long keys
 		}
@@ -255,29 +272,42 @@ func (s *session) takeLimits() bool {
 		z.mu.Lock()
 		n := z.counts[key]
 		full := n >= int32(lim.n) || (n == 0 && len(z.counts) >= z.max)
-		if !full || s.srv.limitDryRun {
+		if !full || srv.limitDryRun {
 			z.counts[key] = n + 1
 		}
 		z.mu.Unlock()
 		if full {
-			s.loop.p.log.Logf(s.srv.limitLogLevel, "*%d limiting connections%s by zone %q, client: %s, server: %s",
-				s.id, map[bool]string{true: ", dry run,"}[s.srv.limitDryRun], z.name, s.client.Addr(), s.srv.name)
-			if !s.srv.limitDryRun {
-				s.releaseLimits()
-				s.finish(503)
-				return false
+			l.p.log.Logf(srv.limitLogLevel, "*%d limiting connections%s by zone %q, %s: %s, server: %s",
+				id, map[bool]string{true: ", dry run,"}[srv.limitDryRun], z.name, peer, r.client.Addr(), srv.name)
+			if !srv.limitDryRun {
+				releaseLimits(held)
+				return nil, limitRejected, false
 			}
+			status = limitRejectedDryRun
 		}
-		if !full || s.srv.limitDryRun {
-			s.limits = append(s.limits, heldLimit{z, key})
-		}
+		held = append(held, heldLimit{z, key})
 	}
-	return true
+	return held, status, true
 }
+
+// $limit_conn_status: none (no limit_conn applied: "-"), or what the
+// limits decided.
+const (
+	limitNone uint8 = iota
+	limitPassed
+	limitRejected
+	limitRejectedDryRun
+)
 
 // releaseLimits gives back every limit_conn count the session holds.
 func (s *session) releaseLimits() {
-	for _, h := range s.limits {
+	releaseLimits(s.limits)
+	s.limits = nil
+}
+
+// releaseLimits gives back the limit_conn counts held.
+func releaseLimits(held []heldLimit) {
+	for _, h := range held {
 		h.zone.mu.Lock()
 		if n := h.zone.counts[h.key] - 1; n > 0 {
 			h.zone.counts[h.key] = n
@@ -286,7 +316,6 @@ func (s *session) releaseLimits() {
 		}
 		h.zone.mu.Unlock()
 	}
-	s.limits = nil
 }
 
 // limitRef is one limit_conn directive of a server.

@@ -60,10 +60,11 @@ type session struct {
 	ppAddr   netip.AddrPort // the PROXY header's source ($proxy_protocol_addr); invalid if none
 	local    netip.AddrPort // filled lazily by localAddr
 
-	hdr      []byte      // PROXY header being read (stateHeader only)
-	early    []byte      // client bytes read with the PROXY header, sent upstream first
-	ppOutLen int64       // bytes of the PROXY header sent upstream (not client data)
-	limits   []heldLimit // limit_conn counts held until the session ends
+	hdr         []byte      // PROXY header being read (stateHeader only)
+	early       []byte      // client bytes read with the PROXY header, sent upstream first
+	ppOutLen    int64       // bytes of the PROXY header sent upstream (not client data)
+	limits      []heldLimit // limit_conn counts held until the session ends
+	limitStatus uint8       // $limit_conn_status
 
 	c2u, u2c flow
 
@@ -74,8 +75,9 @@ type session struct {
 	triedMore     []uint64 // tried peers 64 and up, for large upstreams
 	firstTry      int64
 	attemptStart  int64
-	connectTime   int64 // -1 until connected
-	firstByte     int64 // when the upstream's first byte came (loop.now); 0: not yet
+	connectTime   int64   // -1 until connected
+	firstByte     int64   // when the upstream's first byte came (loop.now); 0: not yet
+	prior         []int64 // the times of the attempts that failed before the current one
 	upstreamAddrs []byte
 	usableFn      func(int) bool
 
@@ -151,10 +153,16 @@ func (s *session) connectNext() {
 		if !ok {
 			l.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
 				s.id, s.client.Addr(), srv.name, g.name)
+			s.upstreamAddrs = g.noLive(s.upstreamAddrs)
 			s.finish(502)
 			return
 		}
 		s.upstreamAddrs = g.attempt(i, l.wall(), s.upstreamAddrs)
+		if s.tries > 0 {
+			// The failed attempt's time, for $upstream_session_time
+			// ("0.002, 0.010" as nginx lists every attempt).
+			s.prior = append(s.prior, l.now-s.attemptStart)
+		}
 		s.peer = i
 		s.markTried(i)
 		s.tries++
@@ -275,7 +283,7 @@ func (s *session) record(r *record) *record {
 		upstreamAddrs: s.upstreamAddrs,
 		sent:          s.u2c.n, received: s.c2u.n - s.ppOutLen, upSent: s.c2u.n, upReceived: s.u2c.n,
 		sessionTime: s.endMono - s.startMono, connectTime: s.connectTime, status: s.status,
-		firstByteTime: -1, upSessionTime: -1, sv: s.sv,
+		firstByteTime: -1, upSessionTime: -1, sv: s.sv, prior: s.prior, limitStatus: s.limitStatus,
 	}
 	if s.firstByte > 0 {
 		r.firstByteTime = s.firstByte - s.attemptStart
@@ -377,6 +385,11 @@ func (s *session) onConnectEvent(ev uint32) {
 func (s *session) connected() {
 	l := s.loop
 	s.group.peers[s.peer].total.Add(1)
+	// nginx (1.27.4+) clears a peer's failures once a TCP connect to it
+	// succeeds (ngx_stream_upstream_notify_round_robin_peer), not only when
+	// the session ends: the other clients of a peer tried again after
+	// fail_timeout go to it at once.
+	s.group.health.Peer(s.peer).Succeeded(l.wall())
 	s.state = stateProxying
 	s.connectTime = l.now - s.attemptStart
 	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout

@@ -223,6 +223,8 @@ func (u *udpListener) release(ids map[uint64]bool) {
 // drop forgets s (loop): it was quiesced and lives on elsewhere.
 func (u *udpListener) drop(s *udpSession) {
 	s.closeUp()
+	releaseLimits(s.limits)
+	s.limits = nil
 	if s.peer >= 0 {
 		s.group.peers[s.peer].active.Add(-1)
 	}

@@ -27,14 +27,16 @@ const (
 // plain data owned by its listener's loop, so that an upgrade can ship it
 // with its upstream socket (HANDOFF.md §2.4 step 6).
 type udpSession struct {
-	timer // idle deadline: proxy_timeout, or the unanswered bound (idleTimeout)
-	u     *udpListener
-	id    uint64
-	srv   *server // the server it started with: a reload does not move it
-	group *group  // srv's upstream, or what its proxy_pass $var named; nil: none
-	sv    *sessVars
-	key   udpKey
-	fd    int // connected to the peer; -1 once closed
+	timer       // idle deadline: proxy_timeout, or the unanswered bound (idleTimeout)
+	u           *udpListener
+	id          uint64
+	srv         *server // the server it started with: a reload does not move it
+	group       *group  // srv's upstream, or what its proxy_pass $var named; nil: none
+	sv          *sessVars
+	limits      []heldLimit // limit_conn counts held until the session ends
+	limitStatus uint8       // $limit_conn_status
+	key         udpKey
+	fd          int // connected to the peer; -1 once closed
 
 	client        netip.AddrPort
 	sa            unix.RawSockaddrInet6 // client, for sendmsg
@@ -158,7 +160,15 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	s.group, s.sv = srv.group, srv.newSessVars()
 	u.runSets(s)
 	var status int
+	if len(srv.limits) > 0 {
+		held, st, ok := srv.takeLimits(l, s.record(&l.rec), s.id, "udp client")
+		if !ok {
+			status = 503
+		}
+		s.limits, s.limitStatus = held, st
+	}
 	switch {
+	case status != 0:
 	case srv.ret != nil:
 		u.returnDatagram(s)
 		u.logAccess(s, 200, l.now, s.received, s.sent)
@@ -175,6 +185,8 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 		status = 500
 	}
 	if status != 0 {
+		releaseLimits(s.limits)
+		s.limits = nil
 		p.fds.giveUDP()
 		u.logAccess(s, status, l.now, s.received, 0)
 		u.hook(udpEnd{u: u, id: s.id, status: status, peer: -1})
@@ -241,6 +253,7 @@ func (u *udpListener) connect(s *udpSession) int {
 		}
 		i, ok := g.pick(key, u.usableFn)
 		if !ok {
+			s.upstreamAddrs = g.noLive(s.upstreamAddrs)
 			if c := u.connLog.Hit(l.now); c > 0 {
 				u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q%s",
 					s.id, s.client.Addr(), srv.name, g.name, errlog.TimesText(c))
@@ -491,6 +504,8 @@ func (u *udpListener) finish(s *udpSession) {
 		s.detached = true
 	}
 	delete(u.live, s)
+	releaseLimits(s.limits)
+	s.limits = nil
 	end := l.clock()
 	g := s.group
 	var pr *peer
@@ -540,7 +555,7 @@ func (s *udpSession) record(r *record) *record {
 		id: s.id, udp: true, client: s.client, local: s.local, cfd: -1, upstreamAddrs: s.upstreamAddrs,
 		sent: s.sent, received: s.received, upSent: s.upSent, upReceived: s.sent,
 		sessionTime: s.u.l.now - s.startMono, connectTime: s.connectTime, status: s.status,
-		firstByteTime: -1, upSessionTime: -1, sv: s.sv,
+		firstByteTime: -1, upSessionTime: -1, sv: s.sv, limitStatus: s.limitStatus,
 	}
 	return r
 }

@@ -73,6 +73,19 @@ func (g *group) attempt(i int, now time.Time, addrs []byte) []byte {
 	return g.peers[i].addr.AppendTo(addrs)
 }
 
+// noLive appends the entry $upstream_addr gets when no peer is left to
+// pick: the upstream's name (the host of a "proxy_pass ADDR"), as nginx's
+// peers->name.
+func (g *group) noLive(addrs []byte) []byte {
+	if len(addrs) > 0 {
+		addrs = append(addrs, ", "...)
+	}
+	if host, _, ok, _ := splitHostPort(g.name); ok {
+		return append(addrs, host...)
+	}
+	return append(addrs, g.name...)
+}
+
 // peerFailed counts a failure of peer i at now, a connect that failed or a
 // session freed with NGX_PEER_FAILED: the smooth round robin lowers its
 // effective weight, and passive health disables it for fail_timeout once

@@ -36,11 +36,13 @@ type record struct {
 	local                    netip.AddrPort // $server_addr; if invalid, looked up on cfd when first asked
 	cfd                      int
 	upstreamAddrs            []byte
-	sent, received           int64 // bytes to and from the client
-	upSent, upReceived       int64 // bytes to and from the upstream
-	sessionTime, connectTime int64 // connectTime -1: not connected
-	firstByteTime            int64 // $upstream_first_byte_time; -1: none
-	upSessionTime            int64 // $upstream_session_time; -1: no upstream
+	sent, received           int64   // bytes to and from the client
+	upSent, upReceived       int64   // bytes to and from the upstream
+	sessionTime, connectTime int64   // connectTime -1: not connected
+	firstByteTime            int64   // $upstream_first_byte_time; -1: none
+	upSessionTime            int64   // $upstream_session_time; -1: no upstream
+	prior                    []int64 // times of the failed attempts before the last (upstream_* lists)
+	limitStatus              uint8   // $limit_conn_status
 	status                   int
 
 	sv     *sessVars // "set" values, preread results; nil if none
@@ -58,6 +60,15 @@ func (r *record) localAddr() netip.AddrPort {
 		}
 	}
 	return r.local
+}
+
+// priorList appends what an $upstream_* list shows for each failed attempt
+// before the last (nginx prints one value per attempt): v and ", ".
+func (r *record) priorList(b []byte, v string) []byte {
+	for range r.prior {
+		b = append(append(b, v...), ", "...)
+	}
+	return b
 }
 
 // realPeer is the TCP peer; a UDP session's is its client.
@@ -91,15 +102,20 @@ var variables = map[string]variable{
 		}
 		return append(b, "TCP"...)
 	},
-	"upstream_addr":           func(b []byte, r *record) []byte { return append(b, r.upstreamAddrs...) },
-	"bytes_sent":              func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.sent, 10) },
-	"bytes_received":          func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.received, 10) },
-	"upstream_bytes_sent":     func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.upSent, 10) },
-	"upstream_bytes_received": func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.upReceived, 10) },
+	"upstream_addr":  func(b []byte, r *record) []byte { return append(b, r.upstreamAddrs...) },
+	"bytes_sent":     func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.sent, 10) },
+	"bytes_received": func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.received, 10) },
+	"upstream_bytes_sent": func(b []byte, r *record) []byte {
+		return strconv.AppendInt(r.priorList(b, "0"), r.upSent, 10)
+	},
+	"upstream_bytes_received": func(b []byte, r *record) []byte {
+		return strconv.AppendInt(r.priorList(b, "0"), r.upReceived, 10)
+	},
 	"session_time": func(b []byte, r *record) []byte {
 		return appendSeconds(b, r.sessionTime)
 	},
 	"upstream_connect_time": func(b []byte, r *record) []byte {
+		b = r.priorList(b, "-")
 		if r.connectTime < 0 {
 			return append(b, '-')
 		}
@@ -127,15 +143,22 @@ var variables = map[string]variable{
 		}
 		return strconv.AppendUint(b, uint64(r.pp.Port()), 10)
 	},
+	"limit_conn_status": func(b []byte, r *record) []byte {
+		return append(b, [...]string{"-", "PASSED", "REJECTED", "REJECTED_DRY_RUN"}[r.limitStatus]...)
+	},
 	"hostname":      func(b []byte, r *record) []byte { return append(b, hostname...) },
 	"nginx_version": func(b []byte, r *record) []byte { return append(b, nginxVersion...) },
 	"upstream_first_byte_time": func(b []byte, r *record) []byte {
+		b = r.priorList(b, "-")
 		if r.firstByteTime < 0 {
 			return append(b, '-')
 		}
 		return appendSeconds(b, r.firstByteTime)
 	},
 	"upstream_session_time": func(b []byte, r *record) []byte {
+		for _, t := range r.prior {
+			b = append(appendSeconds(b, t), ", "...)
+		}
 		if r.upSessionTime < 0 {
 			return append(b, '-')
 		}
