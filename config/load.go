@@ -62,7 +62,7 @@ type loader struct {
 	nbytes int64 // read so far, of maxTotalSize
 
 	// main-context state
-	pidSet, rlimitSet, shutdownSet, errorLogSet, eventsSet, connsSet, batonSet bool
+	pidSet, rlimitSet, shutdownSet, eventsSet, connsSet, batonSet bool
 
 	st *streamState
 }
@@ -94,9 +94,10 @@ func (l *loader) run(name string, src []byte) (*Config, error) {
 	if len(l.errs) > 0 {
 		return nil, l.errs
 	}
-	if l.cfg.ErrorLog.Level == "" {
-		l.cfg.ErrorLog.Level = "error"
+	if len(l.cfg.ErrorLogs) == 0 {
+		l.cfg.ErrorLogs = []ErrorLog{{Level: "error"}} // standard error
 	}
+	l.cfg.ErrorLog = l.cfg.ErrorLogs[0]
 	return l.cfg, nil
 }
 
@@ -173,16 +174,10 @@ func (l *loader) mainDirective(d *directive) {
 		l.pidSet = true
 		l.cfg.Pid = d.args[0]
 	case "error_log":
-		el, ok := l.errorLog(d)
-		if !ok {
-			return
+		// Every error_log is used, each at its own level, as nginx's.
+		if el, ok := l.errorLog(d); ok {
+			l.cfg.ErrorLogs = append(l.cfg.ErrorLogs, el)
 		}
-		if l.errorLogSet {
-			l.warnf(d.pos, "only the first \"error_log\" is used, this one is ignored")
-			return
-		}
-		l.errorLogSet = true
-		l.cfg.ErrorLog = el
 	case "worker_rlimit_nofile":
 		if !l.check(d, false, take(1)) {
 			return
@@ -269,19 +264,22 @@ var logLevels = map[string]bool{
 	"debug_http": true, "debug_mail": true, "debug_stream": true,
 }
 
-// errorLog checks an "error_log FILE [LEVEL...]" directive.
+// errorLog checks an "error_log FILE|stderr|syslog:... [LEVEL...]"
+// directive, at any level (ngx_log_set_log).
 func (l *loader) errorLog(d *directive) (ErrorLog, bool) {
 	if !l.check(d, false, atLeast(1)) {
 		return ErrorLog{}, false
 	}
 	el := ErrorLog{Pos: d.pos, Path: d.args[0], Level: "error"}
-	for _, p := range []string{"syslog:", "memory:"} {
-		if strings.HasPrefix(el.Path, p) {
-			l.errorf(d, "\"error_log\" to \"%s\" is not supported yet", p)
+	switch {
+	case strings.HasPrefix(el.Path, "memory:"):
+		l.errorf(d, "\"error_log\" to \"memory:\" is not supported yet")
+		return ErrorLog{}, false
+	case strings.HasPrefix(el.Path, "syslog:"):
+		if el.Syslog = l.syslog(d, el.Path); el.Syslog == nil {
 			return ErrorLog{}, false
 		}
-	}
-	if el.Path == "stderr" {
+	case el.Path == "stderr":
 		el.Path = ""
 	}
 	for i, lv := range d.args[1:] {

@@ -280,6 +280,9 @@ func TestErrors(t *testing.T) {
 		{"log format missing", "stream { access_log /tmp/x; }", `log format is not specified in a.conf:1`},
 		{"log format duplicate", "stream { log_format a x; log_format a y; }", `duplicate "log_format" name "a" in a.conf:1`},
 		{"access_log buffer", "stream { log_format a x; access_log /tmp/x a buffer=32k; }", `the "buffer" parameter of the "access_log" directive is not supported yet in a.conf:1`},
+		{"access_log buffer no value", "stream { log_format a x; access_log /tmp/x a buffer; }", `invalid parameter "buffer" in a.conf:1`},
+		{"access_log gzip", "stream { log_format a x; access_log /tmp/x a if=$pid gzip; }", `the "gzip" parameter of the "access_log" directive is not supported yet in a.conf:1`},
+		{"access_log bad param", "stream { log_format a x; access_log /tmp/x a if=$pid loud; }", `invalid parameter "loud" in a.conf:1`},
 		{"error_log level", "error_log /tmp/e loud;", `invalid log level "loud" in a.conf:1`},
 		{"worker_connections", "events { worker_connections many; }", `invalid number "many" in a.conf:1`},
 		{"missing include", "include nosuch.conf;", `open() "nosuch.conf" failed (2: No such file or directory) in a.conf:1`},
@@ -416,12 +419,5 @@ func TestEveryNotSupportedDirectiveIsNamed(t *testing.T) {
 		if err == nil || err.Error() != want {
 			t.Errorf("%s: got %v", name, err)
 		}
-	}
-}
-
-func TestStreamErrorLogWarns(t *testing.T) {
-	c := mustParse(t, "error_log stderr info;\nerror_log /b;\nstream { error_log /x warn; }")
-	if c.ErrorLog.Path != "" || c.ErrorLog.Level != "info" || len(c.Warnings) != 2 {
-		t.Errorf("%+v %v", c.ErrorLog, c.Warnings)
 	}
 }

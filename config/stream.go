@@ -61,10 +61,11 @@ type proxyConf struct {
 	limits []*LimitConn
 }
 
-// logConf holds the access_log directives of one level.
+// logConf holds the access_log and error_log directives of one level.
 type logConf struct {
-	set  bool // any access_log, "off" included
-	logs []*AccessLog
+	set       bool // any access_log, "off" included
+	logs      []*AccessLog
+	errorLogs []ErrorLog
 }
 
 func (l *loader) stream(d *directive) {
@@ -102,7 +103,7 @@ func (l *loader) streamDirective(d *directive) {
 	case "access_log":
 		l.accessLog(d, &st.logs)
 	case "error_log":
-		l.innerErrorLog(d)
+		l.innerErrorLog(d, &st.logs)
 	case "limit_conn_zone":
 		l.limitConnZone(d)
 	case "match":
@@ -123,7 +124,7 @@ func (l *loader) serverDirective(d *directive, ss *serverState) {
 	case "access_log":
 		l.accessLog(d, &ss.logs)
 	case "error_log":
-		l.innerErrorLog(d)
+		l.innerErrorLog(d, &ss.logs)
 	case "health_check":
 		l.healthCheck(d, ss)
 	default:
@@ -149,9 +150,13 @@ func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
 	return true
 }
 
-func (l *loader) innerErrorLog(d *directive) {
-	if _, ok := l.errorLog(d); ok {
-		l.warnf(d.pos, "\"error_log\" is only honoured at the top level; this one is ignored")
+// innerErrorLog takes an error_log of stream or server: the sessions of
+// the servers it applies to log there instead of the top-level logs
+// (ngx_stream_core_error_log; a server inherits the stream's when it has
+// none).
+func (l *loader) innerErrorLog(d *directive, lc *logConf) {
+	if el, ok := l.errorLog(d); ok {
+		lc.errorLogs = append(lc.errorLogs, el)
 	}
 }
 
@@ -458,34 +463,42 @@ func (l *loader) accessLog(d *directive, lc *logConf) {
 		}
 		return
 	}
+	al := &AccessLog{Pos: d.pos, Path: path}
 	switch {
 	case strings.HasPrefix(path, "syslog:"):
-		l.errorf(d, "\"access_log\" to syslog is not supported yet")
-		return
+		if al.Syslog = l.syslog(d, path); al.Syslog == nil {
+			return
+		}
 	case hasVariable(path):
 		l.errorf(d, "\"access_log\" with variables in the path is not supported yet")
 		return
-	case len(d.args) < 2:
+	}
+	if len(d.args) < 2 {
 		l.errorf(d, "log format is not specified")
 		return
 	}
-	lf := l.st.s.LogFormats[d.args[1]]
-	if lf == nil {
+	if al.Format = l.st.s.LogFormats[d.args[1]]; al.Format == nil {
 		l.errorf(d, "unknown log format \"%s\"", d.args[1])
 		return
 	}
-	if len(d.args) > 2 { // the first parameter after the format is reported
-		p := d.args[2]
-		name, _, _ := strings.Cut(p, "=")
-		switch name {
-		case "buffer", "gzip", "flush", "if":
+	for _, p := range d.args[2:] {
+		name, _, hasValue := strings.Cut(p, "=")
+		switch {
+		case strings.HasPrefix(p, "if="):
+			// nginx compiles the condition as a complex value: an empty
+			// one is the constant "", which never logs, as "0" does.
+			if al.If = p[len("if="):]; al.If == "" {
+				al.If = "0"
+			}
+		case (name == "buffer" || name == "flush") && hasValue, name == "gzip":
 			l.errorf(d, "the \"%s\" parameter of the \"access_log\" directive is not supported yet", name)
+			return
 		default:
 			l.errorf(d, "invalid parameter \"%s\"", p)
+			return
 		}
-		return
 	}
-	lc.logs = append(lc.logs, &AccessLog{Pos: d.pos, Path: path, Format: lf})
+	lc.logs = append(lc.logs, al)
 }
 
 // finishStream links every proxy_pass to its upstream and fills each
@@ -578,6 +591,7 @@ func (l *loader) finishStream() {
 			logs = st.logs
 		}
 		srv.AccessLogs = append([]*AccessLog(nil), logs.logs...)
+		srv.ErrorLogs = inherit(ss.logs.errorLogs, st.logs.errorLogs)
 		if len(srv.SetRealIPFrom) == 0 {
 			var last *Listen
 			for _, ln := range srv.Listen {
@@ -588,6 +602,7 @@ func (l *loader) finishStream() {
 			}
 		}
 	}
+	st.s.AccessLogs = st.logs.logs
 	l.linkLimitConns()
 }
 

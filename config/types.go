@@ -28,7 +28,12 @@ type Config struct {
 	// Pid is the "pid" file path; empty means no pid file is written.
 	Pid string
 
-	// ErrorLog is where baton's own log goes ("error_log"); empty Path means stderr.
+	// ErrorLogs are the top-level "error_log" directives in order: baton's
+	// own log goes to each of them, at its level, as nginx's. There is
+	// always at least one: standard error at "error" when none is written.
+	ErrorLogs []ErrorLog
+
+	// ErrorLog is ErrorLogs[0], kept for callers that know only one.
 	ErrorLog ErrorLog
 
 	// WorkerRlimitNofile is "worker_rlimit_nofile"; 0 means leave the limit alone.
@@ -77,9 +82,10 @@ type Warning struct {
 
 // ErrorLog is one "error_log" directive.
 type ErrorLog struct {
-	Pos   Pos
-	Path  string // "" or "stderr" means standard error
-	Level string // debug, info, notice, warn, error, crit, alert, emerg; default "error"
+	Pos    Pos
+	Path   string  // the file; "" means standard error ("stderr" is stored as ""). The target as written when Syslog is set
+	Syslog *Syslog // "syslog:...": lines go to this syslog server instead of a file
+	Level  string  // debug, info, notice, warn, error, crit, alert, emerg; default "error"
 }
 
 // Stream is the "stream {}" block.
@@ -98,6 +104,12 @@ type Stream struct {
 	// LogFormats by name. nginx's stream module predefines none and requires
 	// a format on every access_log; so does baton.
 	LogFormats map[string]*LogFormat
+
+	// AccessLogs are the stream block's own "access_log" directives.
+	// Servers without their own inherit them (Server.AccessLogs); their
+	// files are opened even when no server does, as nginx opens every
+	// access_log's file.
+	AccessLogs []*AccessLog
 
 	// Matches are the "match NAME {}" blocks for health_check, by name.
 	Matches map[string]*Match
@@ -271,6 +283,11 @@ type Server struct {
 	// AccessLogs are the "access_log" directives in effect for this server
 	// (inherited from stream when the server has none). Empty means off.
 	AccessLogs []*AccessLog
+
+	// ErrorLogs are the "error_log" directives in effect for this
+	// server's sessions (inherited from stream when the server has none).
+	// Empty means the top-level error logs (Config.ErrorLogs).
+	ErrorLogs []ErrorLog
 }
 
 // Listen is one "listen" directive.
@@ -299,9 +316,11 @@ type LogFormat struct {
 	Escape string // "escape=": "default" (when not given), "json" or "none"
 }
 
-// AccessLog is an "access_log PATH [FORMAT]" directive.
+// AccessLog is an "access_log PATH FORMAT [if=CONDITION]" directive.
 type AccessLog struct {
 	Pos    Pos
-	Path   string
+	Path   string  // the file; the target as written when Syslog is set
+	Syslog *Syslog // "syslog:...": lines go to this syslog server instead of a file
 	Format *LogFormat
+	If     string // "if=": a line is written only when this evaluates to neither "" nor "0"; "" when not given
 }

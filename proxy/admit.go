@@ -90,7 +90,6 @@ func parseProxyHeader(b []byte) (*proxyproto.Header, error) {
 // complete, applies it and admits the session. It never blocks: a partial
 // header waits for more bytes or for proxy_protocol_timeout.
 func (s *session) readProxyHeader() {
-	l := s.loop
 	if s.hdr == nil {
 		s.hdr = make([]byte, 0, 256)
 	}
@@ -129,7 +128,7 @@ func (s *session) readProxyHeader() {
 		}
 		switch err {
 		case nil: // EOF before a complete header
-			l.p.log.Logf(LevelInfo, "*%d client closed connection while reading PROXY protocol, client: %s, server: %s", s.id, s.peerAddr.Addr(), s.srv.name)
+			s.srv.log.Logf(LevelInfo, "*%d client closed connection while reading PROXY protocol, client: %s, server: %s", s.id, s.peerAddr.Addr(), s.srv.name)
 			s.finish(400)
 			return
 		case unix.EAGAIN:
@@ -148,7 +147,7 @@ func (s *session) brokenHeader(err error) {
 	if len(shown) > 64 {
 		shown = shown[:64]
 	}
-	s.loop.p.log.Logf(LevelError, "*%d broken header: %q (%v) while reading PROXY protocol, client: %s, server: %s",
+	s.srv.log.Logf(LevelError, "*%d broken header: %q (%v) while reading PROXY protocol, client: %s, server: %s",
 		s.id, shown, err, s.peerAddr.Addr(), s.srv.name)
 	s.finish(400)
 }
@@ -198,7 +197,7 @@ func (s *session) admit() {
 		return
 	}
 	if rule := s.srv.accessDenied(s.client.Addr()); rule != nil {
-		s.loop.p.log.Logf(LevelError, "*%d access forbidden by rule (%s:%d), client: %s, server: %s",
+		s.srv.log.Logf(LevelError, "*%d access forbidden by rule (%s:%d), client: %s, server: %s",
 			s.id, rule.Pos.File, rule.Pos.Line, s.client.Addr(), s.srv.name)
 		s.finish(403)
 		return
@@ -277,7 +276,7 @@ func (srv *server) takeLimits(l *loop, r *record, id uint64, peer string) ([]hel
 		}
 		z.mu.Unlock()
 		if full {
-			l.p.log.Logf(srv.limitLogLevel, "*%d limiting connections%s by zone %q, %s: %s, server: %s",
+			srv.log.Logf(srv.limitLogLevel, "*%d limiting connections%s by zone %q, %s: %s, server: %s",
 				id, map[bool]string{true: ", dry run,"}[srv.limitDryRun], z.name, peer, r.client.Addr(), srv.name)
 			if !srv.limitDryRun {
 				releaseLimits(held)
@@ -368,7 +367,7 @@ func (s *session) proxyHeaderOut(version int) []byte {
 	}
 	b, err := h.Format()
 	if err != nil {
-		s.loop.p.log.Logf(LevelAlert, "*%d PROXY header for upstream: %v", s.id, err)
+		s.srv.log.Logf(LevelAlert, "*%d PROXY header for upstream: %v", s.id, err)
 		return []byte("PROXY UNKNOWN\r\n")
 	}
 	return b

@@ -279,7 +279,7 @@ func (l *loop) resume(s *session) {
 	}
 	l.attach(s)
 	fail := func(what string, err error) {
-		l.p.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, sock.ErrnoText(err))
+		s.srv.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, sock.ErrnoText(err))
 	}
 	switch s.movedFrom {
 	case stateHeader:

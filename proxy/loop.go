@@ -551,6 +551,9 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 	p.total.Add(1)
 	ln.accepted.Add(1)
 	ln.active.Add(1)
+	if lg := srv.log; lg.Enabled(LevelInfo) { // ngx_stream_init_connection
+		lg.Logf(LevelInfo, "*%d client %s connected to %s", s.id, client, ln.addr)
+	}
 	if pp {
 		s.state = stateHeader
 		s.cEvents = l.setInterest(fd, parked, unix.EPOLLIN|unix.EPOLLRDHUP)

@@ -41,7 +41,7 @@ func (s *session) prereadStep() bool {
 		s.sv.prereadDone = true
 		return s.prereadOver(200)
 	case len(s.early) >= s.srv.prereadMax:
-		s.loop.p.log.Logf(LevelError, "*%d preread buffer full while prereading client data, client: %s, server: %s",
+		s.srv.log.Logf(LevelError, "*%d preread buffer full while prereading client data, client: %s, server: %s",
 			s.id, s.client.Addr(), s.srv.name)
 		return s.prereadOver(400)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/internal/control"
+	"github.com/batonproxy/baton/internal/errlog"
 	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
@@ -101,6 +102,7 @@ type server struct {
 	nextTimeout    int64
 	halfClose      bool
 	accessLogs     []accessLog
+	log            *Logger // its sessions' error log: its own error_log, or the proxy's
 	listens        []*config.Listen
 	cfg            *config.Server // the whole server block, for what only UDP reads
 
@@ -201,11 +203,11 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 	p.fileLimitOpt = opts.FileLimit
 	p.udpUnanswered = udpUnansweredTimeout
 	if p.log == nil {
-		lv, err := ParseLevel(cfg.ErrorLog.Level)
+		targets, err := errorTargets(topErrorLogs(cfg))
 		if err != nil {
 			return nil, err
 		}
-		if p.log, err = NewLogger(cfg.ErrorLog.Path, lv); err != nil {
+		if p.log, err = errlog.Open(targets...); err != nil {
 			return nil, err
 		}
 		p.ownLog = true
@@ -322,6 +324,12 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, z
 	for _, srv := range servers {
 		srv.routes = rt
 	}
+	for _, al := range cfg.Stream.AccessLogs {
+		// Opened (and checked) even when every server has its own, as nginx.
+		if _, err := p.newAccessLog(al, vt, &opened); err != nil {
+			return nil, nil, nil, opened, err
+		}
+	}
 	seen := map[*group]bool{}
 	for _, srv := range servers {
 		if srv.group != nil && !seen[srv.group] {
@@ -405,29 +413,20 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 		}
 		srv.group = g
 	}
-	for _, al := range cs.AccessLogs {
-		if al.Format == nil {
-			return nil, posErrorf(al.Pos, `"access_log" needs a log format`)
-		}
-		t, err := vt.compile(al.Format.Format)
+	srv.log = p.log
+	if len(cs.ErrorLogs) > 0 {
+		lf, err := p.serverErrorLog(cs.ErrorLogs, opened)
 		if err != nil {
-			return nil, posError(al.Format.Pos, err)
+			return nil, err
 		}
-		lf := p.logFiles[al.Path]
-		for _, o := range *opened {
-			if o.path == al.Path {
-				lf = o
-			}
+		srv.log = lf.elog
+	}
+	for _, al := range cs.AccessLogs {
+		a, err := p.newAccessLog(al, vt, opened)
+		if err != nil {
+			return nil, err
 		}
-		if lf == nil {
-			f, err := openAppend(al.Path)
-			if err != nil {
-				return nil, posErrorf(al.Pos, "open() %q failed (%w)", al.Path, err)
-			}
-			lf = &logFile{path: al.Path, f: f}
-			*opened = append(*opened, lf)
-		}
-		srv.accessLogs = append(srv.accessLogs, accessLog{file: lf, format: t})
+		srv.accessLogs = append(srv.accessLogs, a)
 	}
 	return srv, nil
 }

@@ -183,9 +183,9 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	}
 	p.setBudget(cfg)
 	if p.ownLog {
-		if lv, err := ParseLevel(cfg.ErrorLog.Level); err == nil {
-			if err := p.log.Reconfigure(cfg.ErrorLog.Path, lv); err != nil {
-				p.log.Logf(LevelAlert, "reload: error_log %q: %v; logging stays where it was", cfg.ErrorLog.Path, err)
+		if targets, err := errorTargets(topErrorLogs(cfg)); err == nil {
+			if err := p.log.Retarget(targets...); err != nil {
+				p.log.Logf(LevelAlert, "reload: error_log: %v; logging stays where it was", err)
 			}
 		}
 	}

@@ -182,7 +182,7 @@ func (s *session) route() bool {
 	v := s.srv.pass.appendTo(l.keyBuf[:0], s.record(&l.rec))
 	g, why := s.srv.routes.find(string(v))
 	if g == nil {
-		l.p.log.Logf(LevelError, "*%d %s, client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
+		s.srv.log.Logf(LevelError, "*%d %s, client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
 		s.finish(500)
 		return false
 	}
@@ -379,7 +379,7 @@ func (u *udpListener) route(s *udpSession) int {
 	v := s.srv.pass.appendTo(l.keyBuf[:0], s.record(&l.rec))
 	g, why := s.srv.routes.find(string(v))
 	if g == nil {
-		u.p.log.Logf(LevelError, "*%d %s, udp client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
+		s.srv.log.Logf(LevelError, "*%d %s, udp client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
 		return 500
 	}
 	s.group = g

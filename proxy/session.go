@@ -151,7 +151,7 @@ func (s *session) connectNext() {
 		i, ok := g.pick(s.pickKey(), s.usableFn)
 		l.p.metrics.pick.Observe(float64(l.clock()-t0) / 1e9)
 		if !ok {
-			l.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
+			s.srv.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
 				s.id, s.client.Addr(), srv.name, g.name)
 			s.upstreamAddrs = g.noLive(s.upstreamAddrs)
 			s.finish(502)
@@ -327,10 +327,10 @@ func (s *session) connectFailed(err error) {
 	if err == unix.ETIMEDOUT {
 		what = "upstream timed out (110: Connection timed out)"
 	}
-	l.p.log.Logf(LevelError, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+	s.srv.log.Logf(LevelError, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 		s.id, what, s.client.Addr(), s.srv.name, p.addr)
 	if disabled {
-		l.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+		s.srv.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 			s.id, s.client.Addr(), s.srv.name, p.addr)
 	}
 	if s.ufd >= 0 {
@@ -353,7 +353,7 @@ func (s *session) dialFailedHere(err error) {
 	p.active.Add(-1)
 	s.peer = -1
 	if c := l.localLog.Hit(l.now); c > 0 {
-		l.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
+		s.srv.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
 			s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), s.srv.name, p.addr, errlog.TimesText(c))
 	}
 	s.finish(500)
@@ -384,7 +384,8 @@ func (s *session) onConnectEvent(ev uint32) {
 
 func (s *session) connected() {
 	l := s.loop
-	s.group.peers[s.peer].total.Add(1)
+	pr := &s.group.peers[s.peer]
+	pr.total.Add(1)
 	// nginx (1.27.4+) clears a peer's failures once a TCP connect to it
 	// succeeds (ngx_stream_upstream_notify_round_robin_peer), not only when
 	// the session ends: the other clients of a peer tried again after
@@ -392,6 +393,11 @@ func (s *session) connected() {
 	s.group.health.Peer(s.peer).Succeeded(l.wall())
 	s.state = stateProxying
 	s.connectTime = l.now - s.attemptStart
+	if lg := s.srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
+		if sa, err := unix.Getsockname(s.ufd); err == nil {
+			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, sock.AddrPort(sa), pr.addr)
+		}
+	}
 	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout
 	l.schedule(s)
 	if s.hasOpening() {
@@ -422,7 +428,7 @@ func (s *session) clientWhileConnecting(ev uint32) {
 		s.cEvents = l.setInterest(s.cfd, s.cEvents, 0)
 		return
 	}
-	l.p.log.Logf(LevelInfo, "*%d client closed connection while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
+	s.srv.log.Logf(LevelInfo, "*%d client closed connection while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
 		s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 	s.finish(200)
 }
@@ -482,8 +488,25 @@ func (s *session) onEvent(fd int, ev uint32) {
 			s.park(fd)
 			return
 		}
+		s.logDisconnected(fd == s.ufd)
 		s.finish(200)
 	}
+}
+
+// logDisconnected writes nginx's info line for a session that ends because
+// a side closed: which side, and the bytes each way
+// (ngx_stream_proxy_test_finalize).
+func (s *session) logDisconnected(fromUpstream bool) {
+	lg := s.srv.log
+	if !lg.Enabled(LevelInfo) {
+		return
+	}
+	side := "client"
+	if fromUpstream {
+		side = "upstream"
+	}
+	lg.Logf(LevelInfo, "*%d %s disconnected, bytes from/to client:%d/%d, bytes from/to upstream:%d/%d",
+		s.id, side, s.c2u.n-s.ppOutLen, s.u2c.n, s.u2c.n, s.c2u.n)
 }
 
 // parked marks a descriptor taken out of the epoll set by park.
@@ -663,6 +686,7 @@ func (s *session) flowDone(f *flow, dst int) {
 		// The session is over. Its log line is written before the sockets
 		// close, and closing sends the last FIN (both sides have reached
 		// EOF, so nothing unread turns it into a reset).
+		s.logDisconnected(f == &s.u2c)
 		s.finish(200)
 		return
 	}
@@ -682,7 +706,7 @@ func (s *session) ioError(op string, err error, fd int) {
 	if err == unix.ECONNRESET || err == unix.EPIPE {
 		lv = LevelInfo // a peer that resets is routine, as nginx logs it
 	}
-	s.loop.p.log.Logf(lv, "*%d %s failed %s while proxying connection, %s side, client: %s, server: %s, upstream: \"%s\"",
+	s.srv.log.Logf(lv, "*%d %s failed %s while proxying connection, %s side, client: %s, server: %s, upstream: \"%s\"",
 		s.id, op, sock.ErrnoText(err), side, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 	s.finish(200)
 }
@@ -717,23 +741,22 @@ func (s *session) updateInterest() {
 
 // expire is called by the loop's timer when the session's deadline passed.
 func (s *session) expire() {
-	l := s.loop
 	switch s.state {
 	case stateHeader:
-		l.p.log.Logf(LevelError, "*%d client timed out (110: Connection timed out) while reading PROXY protocol, client: %s, server: %s",
+		s.srv.log.Logf(LevelError, "*%d client timed out (110: Connection timed out) while reading PROXY protocol, client: %s, server: %s",
 			s.id, s.peerAddr.Addr(), s.srv.name)
 		s.finish(400)
 	case stateConnecting:
 		s.connectFailed(unix.ETIMEDOUT)
 		s.connectNext()
 	case stateProxying:
-		l.p.log.Logf(LevelInfo, "*%d timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
+		s.srv.log.Logf(LevelInfo, "*%d timed out (110: Connection timed out) while proxying connection, client: %s, server: %s, upstream: \"%s\"",
 			s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		s.finish(200)
 	case statePreread:
 		s.prereadTimedOut()
 	case stateReturning:
-		l.p.log.Logf(LevelInfo, "*%d connection timed out (110: Connection timed out) while returning text, client: %s, server: %s",
+		s.srv.log.Logf(LevelInfo, "*%d connection timed out (110: Connection timed out) while returning text, client: %s, server: %s",
 			s.id, s.client.Addr(), s.srv.name)
 		s.finish(200)
 	}
@@ -749,16 +772,13 @@ func (s *session) finish(status int) {
 	l := s.loop
 	s.status = status
 	s.endMono = l.now
+	if lg := s.srv.log; lg.Enabled(LevelDebug) {
+		lg.Logf(LevelDebug, "*%d finalize stream session: %d", s.id, status) // as nginx's debug build
+	}
 	if len(s.srv.accessLogs) > 0 {
 		// $server_addr looks the address up itself, and only if a format
 		// uses it: the client socket is still open here.
-		r := s.record(&l.rec)
-		for _, al := range s.srv.accessLogs {
-			line := al.format.appendTo(l.lineBuf[:0], r)
-			line = append(line, '\n')
-			al.file.write(line)
-			l.lineBuf = line[:0]
-		}
+		l.lineBuf = s.srv.logAccess(l.lineBuf, s.record(&l.rec))
 	}
 	s.state = stateClosed
 	// The client's FIN first: a client waiting for it closes after baton.

@@ -150,7 +150,7 @@ func (u *udpListener) unpark(s *udpSession) bool {
 	s.paused = false
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd), Pad: tagUDPSession}
 	if err := sock.EpollCtl(u.l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
-		u.p.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while proxying connection, udp client: %s, server: %s",
+		s.srv.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while proxying connection, udp client: %s, server: %s",
 			s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name)
 		u.end(s, 500, endClosed)
 		return false

@@ -157,6 +157,9 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	}
 	p.total.Add(1)
 	u.total.Add(1)
+	if lg := srv.log; lg.Enabled(LevelInfo) { // ngx_stream_init_connection
+		lg.Logf(LevelInfo, "*%d udp client %s connected to %s", s.id, s.client, u.bound)
+	}
 	s.group, s.sv = srv.group, srv.newSessVars()
 	u.runSets(s)
 	var status int
@@ -218,7 +221,7 @@ func (u *udpListener) watch(s *udpSession) bool {
 	if err == nil {
 		return true
 	}
-	u.p.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while connecting to upstream, udp client: %s, server: %s",
+	s.srv.log.Logf(LevelAlert, "*%d epoll_ctl(ADD) failed %s while connecting to upstream, udp client: %s, server: %s",
 		s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name)
 	l.releaseUDP(s.fd)
 	s.fd = -1
@@ -255,7 +258,7 @@ func (u *udpListener) connect(s *udpSession) int {
 		if !ok {
 			s.upstreamAddrs = g.noLive(s.upstreamAddrs)
 			if c := u.connLog.Hit(l.now); c > 0 {
-				u.p.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q%s",
+				s.srv.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, udp client: %s, server: %s, upstream: %q%s",
 					s.id, s.client.Addr(), srv.name, g.name, errlog.TimesText(c))
 			}
 			return 502
@@ -269,23 +272,28 @@ func (u *udpListener) connect(s *udpSession) int {
 			s.peer, s.fd, s.upstream = i, fd, pr.addr
 			s.connectTime = l.clock() - start
 			pr.total.Add(1)
+			if lg := srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
+				if sa, err := unix.Getsockname(fd); err == nil {
+					lg.Logf(LevelInfo, "*%d udp proxy %s connected to %s", s.id, sock.AddrPort(sa), pr.addr)
+				}
+			}
 			return 0
 		}
 		pr.active.Add(-1)
 		if health.LocalError(err) {
 			if c := u.localLog.Hit(l.now); c > 0 {
-				u.p.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
+				s.srv.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
 					s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
 			}
 			return 500
 		}
 		disabled := g.peerFailed(i, l.wall())
 		if c := u.connLog.Hit(l.now); c > 0 {
-			u.p.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
+			s.srv.log.Logf(LevelError, "*%d connect() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
 				s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
 		}
 		if disabled {
-			u.p.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
+			s.srv.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"",
 				s.id, s.client.Addr(), srv.name, pr.addr)
 		}
 	}
@@ -321,7 +329,7 @@ func (u *udpListener) send(s *udpSession, b []byte) bool {
 		}
 	default:
 		s.failed = true
-		u.p.log.Logf(LevelError, "*%d send() failed %s while proxying and sending to upstream, udp client: %s, server: %s, upstream: \"%s\"",
+		s.srv.log.Logf(LevelError, "*%d send() failed %s while proxying and sending to upstream, udp client: %s, server: %s, upstream: \"%s\"",
 			s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		u.end(s, 200, endUpstreamError)
 		return false
@@ -372,7 +380,7 @@ func (u *udpListener) replyFailed(s *udpSession, err error) {
 				c, u.text(), sock.ErrnoText(err), s.client.Addr(), s.upstreamAddrs)
 		}
 	default:
-		u.p.log.Logf(LevelError, "*%d sendmsg() failed %s while proxying and sending to client, udp client: %s, server: %s, upstream: \"%s\"",
+		s.srv.log.Logf(LevelError, "*%d sendmsg() failed %s while proxying and sending to client, udp client: %s, server: %s, upstream: \"%s\"",
 			s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		if s.fd >= 0 { // not ended already (proxy_responses reached)
 			u.end(s, 200, endClientError)
@@ -480,7 +488,7 @@ func (u *udpListener) upstreamFailed(s *udpSession, err error) {
 	if resp := s.srv.proxyResponses; resp >= 0 && s.responses+1 < int64(resp)*s.requests {
 		status = 502
 	}
-	u.p.log.Logf(LevelError, "*%d recv() failed %s while proxying and reading from upstream, udp client: %s, server: %s, upstream: \"%s\"",
+	s.srv.log.Logf(LevelError, "*%d recv() failed %s while proxying and reading from upstream, udp client: %s, server: %s, upstream: \"%s\"",
 		s.id, sock.ErrnoText(err), s.client.Addr(), s.srv.name, s.upstreamAddrs)
 	u.end(s, status, endUpstreamError)
 }
@@ -515,7 +523,7 @@ func (u *udpListener) finish(s *udpSession) {
 		pr.sent.Add(uint64(s.upSent))
 		pr.received.Add(uint64(sent))
 	}
-	log := u.p.log
+	log := s.srv.log
 	switch reason {
 	case endDone, endTimedOut:
 		what := "udp done"
@@ -544,6 +552,9 @@ func (u *udpListener) finish(s *udpSession) {
 	}
 	u.p.active.Add(-1)
 	u.active.Add(-1)
+	if log.Enabled(LevelDebug) {
+		log.Logf(LevelDebug, "*%d finalize stream session: %d", s.id, status) // as nginx's debug build
+	}
 	u.logAccess(s, status, end, recv, sent)
 	u.hook(udpEnd{u: u, id: s.id, status: status, reason: reason, failed: failed, peer: s.peer})
 	u.maybeDone()
@@ -570,10 +581,5 @@ func (u *udpListener) logAccess(s *udpSession, status int, end, recv, sent int64
 	rec := s.record(&l.rec)
 	rec.status, rec.sessionTime = status, end-s.startMono
 	rec.received, rec.sent, rec.upReceived = recv, sent, sent
-	for _, al := range s.srv.accessLogs {
-		line := al.format.appendTo(l.lineBuf[:0], rec)
-		line = append(line, '\n')
-		al.file.write(line)
-		l.lineBuf = line[:0]
-	}
+	l.lineBuf = s.srv.logAccess(l.lineBuf, rec)
 }
