@@ -190,7 +190,11 @@ var variables = map[string]variable{
 
 // nginxVersion is $nginx_version: the nginx release whose stream
 // behaviour baton follows (nginx-tests of July 2026).
-const nginxVersion = "1.31.4"
+const nginxVersion = NginxVersion
+
+// NginxVersion is the nginx release whose stream behaviour baton follows:
+// $nginx_version, and what the start-up line names.
+const NginxVersion = "1.31.4"
 
 // hostname is $hostname: the machine's name, lower-cased as nginx's.
 var hostname = func() string {

@@ -246,7 +246,7 @@ func run(cfg *config.Config, opts runOptions) error {
 	for _, a := range p.Addrs() {
 		addrs = append(addrs, a.String())
 	}
-	log.Logf(errlog.LevelNotice, "baton %s started, pid %d, listening on %s", version, os.Getpid(), strings.Join(addrs, ", "))
+	log.Logf(errlog.LevelNotice, "baton %s (nginx/%s stream) started, pid %d, listening on %s", version, proxy.NginxVersion, os.Getpid(), strings.Join(addrs, ", "))
 	// Tests and scripts wait for this line on stderr.
 	fmt.Fprintf(os.Stderr, "baton: ready on %s\n", strings.Join(addrs, ", "))
 
