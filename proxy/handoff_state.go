@@ -55,6 +55,8 @@ type routedState struct {
 	sets             []string // "set" variables as name, value pairs
 	sni, alpn, proto []byte
 	prereadDone      bool
+	ppDst            netip.AddrPort // the PROXY header's destination and TLVs
+	ppTLV            []byte
 }
 
 type heldLimitState struct{ zone, key string }
@@ -172,6 +174,8 @@ func (m *movedState) encode() []byte {
 		e.Bytes(r.alpn)
 		e.Bytes(r.proto)
 		e.Bool(r.prereadDone)
+		putAddr(e, r.ppDst)
+		e.Bytes(r.ppTLV)
 	}
 	b := body(e)
 	if m.routed != nil && len(b) > 0 {
@@ -222,6 +226,8 @@ func decodeState(b []byte) (*movedState, error) {
 		}
 		r.sni, r.alpn, r.proto = d.bytes(), d.bytes(), d.bytes()
 		r.prereadDone = d.Bool()
+		r.ppDst = d.addr()
+		r.ppTLV = d.bytes()
 		m.routed = r
 	}
 	if !d.done() || m.phase > maxPhase {

@@ -80,8 +80,9 @@ func (s *session) readPreread() {
 		n, err := sock.Read(s.cfd, l.buf[:min(room, len(l.buf))])
 		switch {
 		case n > 0:
+			// No s.lastActive: preread_timeout bounds the whole phase, as
+			// nginx's timer, set once.
 			s.early = append(s.early, l.buf[:n]...)
-			s.lastActive = l.now
 			if s.prereadStep() {
 				return
 			}

@@ -262,10 +262,10 @@ func (s *session) returning() {
 // exportRouted is what s carries to a new process beyond version 2's
 // state, or nil when it has nothing of routing.
 func (s *session) exportRouted() *routedState {
-	if s.sv == nil && (s.group == s.srv.group || s.group == nil) {
+	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !s.ppDst.IsValid() && len(s.ppTLV) == 0 {
 		return nil
 	}
-	r := &routedState{}
+	r := &routedState{ppDst: s.ppDst, ppTLV: s.ppTLV}
 	if s.group != nil && s.group != s.srv.group {
 		r.group = s.group.name
 	}
@@ -291,6 +291,7 @@ func (s *session) importRouted(m *movedState) {
 	if r == nil {
 		return
 	}
+	s.ppDst, s.ppTLV = r.ppDst, r.ppTLV
 	if r.group != "" {
 		s.group = nil
 		if s.srv.routes != nil {

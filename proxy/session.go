@@ -58,6 +58,8 @@ type session struct {
 	client   netip.AddrPort // $remote_addr: the peer, or its trusted PROXY header's source
 	peerAddr netip.AddrPort // the TCP peer ($realip_remote_addr)
 	ppAddr   netip.AddrPort // the PROXY header's source ($proxy_protocol_addr); invalid if none
+	ppDst    netip.AddrPort // its destination ($proxy_protocol_server_addr)
+	ppTLV    []byte         // its TLVs, as sent ($proxy_protocol_tlv_*)
 	local    netip.AddrPort // filled lazily by localAddr
 
 	hdr         []byte      // PROXY header being read (stateHeader only)
@@ -284,6 +286,7 @@ func (s *session) record(r *record) *record {
 		sent:          s.u2c.n, received: s.c2u.n - s.ppOutLen, upSent: s.c2u.n, upReceived: s.u2c.n,
 		sessionTime: s.endMono - s.startMono, connectTime: s.connectTime, status: s.status,
 		firstByteTime: -1, upSessionTime: -1, sv: s.sv, prior: s.prior, limitStatus: s.limitStatus,
+		ppDst: s.ppDst, tlv: s.ppTLV,
 	}
 	if s.firstByte > 0 {
 		r.firstByteTime = s.firstByte - s.attemptStart

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/internal/sock"
+	"github.com/batonproxy/baton/internal/tlshello"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,13 +37,15 @@ type record struct {
 	local                    netip.AddrPort // $server_addr; if invalid, looked up on cfd when first asked
 	cfd                      int
 	upstreamAddrs            []byte
-	sent, received           int64   // bytes to and from the client
-	upSent, upReceived       int64   // bytes to and from the upstream
-	sessionTime, connectTime int64   // connectTime -1: not connected
-	firstByteTime            int64   // $upstream_first_byte_time; -1: none
-	upSessionTime            int64   // $upstream_session_time; -1: no upstream
-	prior                    []int64 // times of the failed attempts before the last (upstream_* lists)
-	limitStatus              uint8   // $limit_conn_status
+	sent, received           int64          // bytes to and from the client
+	upSent, upReceived       int64          // bytes to and from the upstream
+	sessionTime, connectTime int64          // connectTime -1: not connected
+	firstByteTime            int64          // $upstream_first_byte_time; -1: none
+	upSessionTime            int64          // $upstream_session_time; -1: no upstream
+	prior                    []int64        // times of the failed attempts before the last (upstream_* lists)
+	limitStatus              uint8          // $limit_conn_status
+	ppDst                    netip.AddrPort // the PROXY header's destination
+	tlv                      []byte         // the PROXY header's TLVs
 	status                   int
 
 	sv     *sessVars // "set" values, preread results; nil if none
@@ -182,6 +185,18 @@ var variables = map[string]variable{
 		}
 		return append(b, r.sv.proto...)
 	},
+	"proxy_protocol_server_addr": func(b []byte, r *record) []byte {
+		if !r.ppDst.IsValid() {
+			return b
+		}
+		return r.ppDst.Addr().AppendTo(b)
+	},
+	"proxy_protocol_server_port": func(b []byte, r *record) []byte {
+		if !r.ppDst.IsValid() {
+			return b
+		}
+		return strconv.AppendUint(b, uint64(r.ppDst.Port()), 10)
+	},
 	"realip_remote_addr": func(b []byte, r *record) []byte { return r.realPeer().Addr().AppendTo(b) },
 	"realip_remote_port": func(b []byte, r *record) []byte {
 		return strconv.AppendUint(b, uint64(r.realPeer().Port()), 10)
@@ -231,9 +246,10 @@ type varDef struct {
 // facts: "set" values and what ssl_preread found. nil for a server that
 // needs none, so that plain proxying pays nothing.
 type sessVars struct {
-	set              [][]byte // by varDef.slot; nil: not set
-	sni, alpn, proto []byte   // $ssl_preread_server_name, _alpn_protocols, _protocol
-	prereadDone      bool     // the ClientHello was parsed (or found not to be one)
+	set              [][]byte         // by varDef.slot; nil: not set
+	sni, alpn, proto []byte           // $ssl_preread_server_name, _alpn_protocols, _protocol
+	prereadDone      bool             // the ClientHello was parsed (or found not to be one)
+	hello            *tlshello.Parser // while prereading
 }
 
 // builtinVars holds nginx's built-in variables only: what a configuration
@@ -411,6 +427,75 @@ func captureVar(n int) variable {
 // prefixed returns the variable of a name in one of nginx's prefix
 // families, if it is one.
 func (vt *varTable) prefixed(name string) (variable, bool) {
+	if rest, ok := strings.CutPrefix(name, "proxy_protocol_tlv_"); ok {
+		return tlvVar(rest)
+	}
+	return nil, false
+}
+
+// PROXY protocol v2 TLV types, by the names nginx gives them.
+var tlvNames = map[string]int{"alpn": 0x01, "authority": 0x02, "unique_id": 0x05, "ssl": 0x20, "netns": 0x30}
+
+// ... and those of the sub-TLVs of the SSL TLV (0x20), after "ssl_".
+var tlvSSLNames = map[string]int{"version": 0x21, "cn": 0x22, "cipher": 0x23, "sig_alg": 0x24, "key_alg": 0x25}
+
+// tlvVar is $proxy_protocol_tlv_NAME, as nginx's ngx_proxy_protocol_get_tlv:
+// NAME is a type's name or 0xHEX, "ssl_" and a name of the SSL TLV's own
+// (ssl_verify: its verify field, in decimal).
+func tlvVar(name string) (variable, bool) {
+	ssl := false
+	names := tlvNames
+	if rest, ok := strings.CutPrefix(name, "ssl_"); ok {
+		ssl, name, names = true, rest, tlvSSLNames
+	}
+	typ := -1
+	switch {
+	case ssl && name == "verify":
+		typ = -2
+	case strings.HasPrefix(name, "0x"):
+		n, err := strconv.ParseUint(name[2:], 16, 64)
+		if err != nil || name == "0x" {
+			return func(b []byte, r *record) []byte { return b }, true // nginx: "invalid PROXY protocol TLV" at run time
+		}
+		typ = int(min(n, 0x100)) // beyond a byte: no TLV has it
+	default:
+		t, ok := names[name]
+		if !ok {
+			// nginx accepts the name and finds nothing at run time
+			// ("unknown PROXY protocol TLV"): empty.
+			return func(b []byte, r *record) []byte { return b }, true
+		}
+		typ = t
+	}
+	return func(b []byte, r *record) []byte {
+		tlvs := r.tlv
+		if ssl {
+			v, ok := findTLV(tlvs, 0x20)
+			if !ok || len(v) < 5 {
+				return b
+			}
+			if typ == -2 {
+				return strconv.AppendUint(b, uint64(v[1])<<24|uint64(v[2])<<16|uint64(v[3])<<8|uint64(v[4]), 10)
+			}
+			tlvs = v[5:]
+		}
+		v, _ := findTLV(tlvs, typ)
+		return append(b, v...)
+	}, true
+}
+
+// findTLV returns the value of the first TLV of type typ in raw.
+func findTLV(raw []byte, typ int) ([]byte, bool) {
+	for len(raw) >= 3 {
+		n := int(raw[1])<<8 | int(raw[2])
+		if len(raw) < 3+n {
+			return nil, false
+		}
+		if int(raw[0]) == typ {
+			return raw[3 : 3+n], true
+		}
+		raw = raw[3+n:]
+	}
 	return nil, false
 }
 
