@@ -417,8 +417,8 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 		}
 		m, err := decodeState(c.State)
 		want := 2
-		if m != nil && m.phase == phaseHeader {
-			want = 1
+		if m != nil && (m.phase == phaseHeader || m.phase == phasePreread || m.phase == phaseReturning) {
+			want = 1 // no upstream socket yet, or none at all
 		}
 		if err != nil || len(c.Files) != want || m.id != c.ID {
 			reject(c, nil, "malformed state")

@@ -33,7 +33,9 @@ func (s *session) prereadStep() bool {
 	if s.sv.prereadDone {
 		return s.prereadOver(200)
 	}
-	done, err := parseHello(s.early, s.sv)
+	// The parser sees no more than the buffer nginx would have
+	// (readEarly may have read further).
+	done, err := parseHello(s.early[:min(len(s.early), s.srv.prereadMax)], s.sv)
 	switch {
 	case err != nil:
 		return s.prereadOver(500)

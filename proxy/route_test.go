@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -169,5 +170,172 @@ func TestRoutingConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.conf, err, tc.want)
 		}
+	}
+}
+
+// clientHello returns the first flight a crypto/tls client sends for sni
+// and alpn.
+func clientHello(t *testing.T, sni string, alpn ...string) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go tls.Client(a, &tls.Config{ServerName: sni, NextProtos: alpn, InsecureSkipVerify: true}).Handshake()
+	buf := make([]byte, 64<<10)
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := b.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
+}
+
+// exchange sends msg to addr (in pieces of at most split bytes, if > 0),
+// and returns all that comes back.
+func exchange(t *testing.T, addr string, msg []byte, split int) string {
+	t.Helper()
+	c := dial(t, addr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for len(msg) > 0 {
+		n := len(msg)
+		if split > 0 {
+			n = min(n, split)
+		}
+		if _, err := c.Write(msg[:n]); err != nil {
+			t.Fatal(err)
+		}
+		msg = msg[n:]
+	}
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+func TestSSLPreread(t *testing.T) {
+	echoB := startBackend(t, "echo", func(c net.Conn) {
+		b := make([]byte, 64<<10)
+		n, _ := c.Read(b)
+		fmt.Fprintf(c, "got %d", n)
+	})
+	_, addrs, lb := startConf(t, fmt.Sprintf(`stream {
+		log_format st "$status $ssl_preread_server_name";
+		server {
+			listen 127.0.0.1:0;
+			ssl_preread on;
+			return "$ssl_preread_server_name|$ssl_preread_alpn_protocols|$ssl_preread_protocol";
+		}
+		server {
+			listen 127.0.0.1:0;
+			ssl_preread on;
+			proxy_pass %s;
+		}
+		server {
+			listen 127.0.0.1:0;
+			ssl_preread on;
+			preread_buffer_size 64;
+			return "$ssl_preread_server_name";
+		}
+		server {
+			listen 127.0.0.1:0;
+			ssl_preread on;
+			preread_timeout 100ms;
+			return "t:$ssl_preread_server_name";
+		}
+	}`, echoB.addr()))
+	hello := clientHello(t, "db.example.com", "h2", "http/1.1")
+	want := "db.example.com|h2,http/1.1|TLSv1.3"
+	if got := exchange(t, addrs[0], hello, 0); got != want {
+		t.Errorf("whole hello: %q, want %q", got, want)
+	}
+	if got := exchange(t, addrs[0], hello, 7); got != want {
+		t.Errorf("hello in pieces: %q, want %q", got, want)
+	}
+	if got := exchange(t, addrs[0], []byte("GET / HTTP/1.0\r\n\r\n"), 0); got != "||" {
+		t.Errorf("not TLS: %q", got)
+	}
+	// The preread bytes go to the upstream first, once.
+	if got, want := exchange(t, addrs[1], hello, 0), fmt.Sprintf("got %d", len(hello)); got != want {
+		t.Errorf("proxied: %q, want %q", got, want)
+	}
+	// A buffer too small for the hello ends the session (400).
+	if got := exchange(t, addrs[2], hello, 0); got != "" {
+		t.Errorf("buffer full: %q", got)
+	}
+	waitFor(t, func() bool { return strings.Contains(lb.String(), "preread buffer full while prereading client data") })
+	// preread_timeout: on with what was found (nothing).
+	c := dial(t, addrs[3])
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(hello[:10])
+	if b, _ := io.ReadAll(c); string(b) != "t:" {
+		t.Errorf("timed out: %q", b)
+	}
+}
+
+func TestProxyProtocolTLVs(t *testing.T) {
+	_, addrs, _ := startConf(t, `stream { server {
+		listen 127.0.0.1:0 proxy_protocol;
+		return "$proxy_protocol_tlv_alpn|$proxy_protocol_tlv_0x3|$proxy_protocol_tlv_0x000ae|$proxy_protocol_tlv_ssl_verify|$proxy_protocol_tlv_ssl_cn|$proxy_protocol_tlv_0x0e|$proxy_protocol_server_addr:$proxy_protocol_server_port";
+	} }`)
+	tlv := func(typ byte, v string) []byte { return append([]byte{typ, byte(len(v) >> 8), byte(len(v))}, v...) }
+	var tlvs []byte
+	tlvs = append(tlvs, tlv(0x01, "ALPN1")...)
+	tlvs = append(tlvs, tlv(0x03, "4321")...)
+	tlvs = append(tlvs, tlv(0xae, "12345")...)
+	tlvs = append(tlvs, tlv(0x20, string([]byte{1, 0, 0, 0, 255})+string(tlv(0x22, "example.com")))...)
+	hdr := []byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11")
+	body := append([]byte{192, 0, 2, 1, 192, 0, 2, 2, 0, 123, 0x16, 0x2e}, tlvs...)
+	hdr = append(hdr, byte(len(body)>>8), byte(len(body)))
+	hdr = append(hdr, body...)
+	want := "ALPN1|4321|12345|255|example.com||192.0.2.2:5678"
+	if got := exchange(t, addrs[0], hdr, 0); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// A session still in its preread phase moves in an upgrade with the bytes
+// read so far, and its "set" values; the new process finishes the phase.
+func TestHandoffPrereadSession(t *testing.T) {
+	addr := deadAddr(t).String()
+	conf := `stream { server {
+		listen ` + addr + `;
+		ssl_preread on;
+		set $mark "$remote_addr";
+		return "$mark|$ssl_preread_server_name|$ssl_preread_alpn_protocols";
+	} }`
+	old, _, _ := startConf(t, conf)
+	hello := clientHello(t, "mq.example.com", "mqtt")
+	c := dial(t, addr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(hello[:20]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		n := 0
+		old.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				if s.state == statePreread && len(s.early) == 20 {
+					n++
+				}
+			}
+		})
+		return n == 1
+	})
+	cfg, err := config.Parse("route.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := newProxyFor(t, cfg, 1)
+	if moved := handOver(t, old, nw); moved != 1 {
+		t.Fatalf("moved %d sessions, want 1", moved)
+	}
+	old.Close()
+	if _, err := c.Write(hello[20:]); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	if want := "127.0.0.1|mq.example.com|mqtt"; string(b) != want {
+		t.Errorf("got %q, want %q", b, want)
 	}
 }
