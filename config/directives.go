@@ -60,7 +60,6 @@ var notSupported = map[string]scope{
 	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
-	"pass": ctxServer,
 	// ngx_stream_log_module
 	"open_log_file_cache": sv,
 	// ngx_stream_map/geo/geoip/split_clients modules
@@ -140,7 +139,7 @@ var implemented = map[string]scope{
 	"health_check":       ctxServer, "health_check_timeout": sv, "match": ctxStream,
 	"zone": ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
-	"set": ctxServer, "return": ctxServer,
+	"set": ctxServer, "return": ctxServer, "pass": ctxServer,
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 }
 

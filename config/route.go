@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -53,6 +54,31 @@ func (l *loader) routeDirective(d *directive, ss *serverState) bool {
 			return true
 		}
 		ss.srv.Sets = append(ss.srv.Sets, &Set{Pos: d.pos, Var: strings.ToLower(name[1:]), Value: d.args[1]})
+	case "pass":
+		if !l.check(d, false, take(1)) {
+			return true
+		}
+		if ss.srv.Pass != "" {
+			l.errorf(d, "\"pass\" directive is duplicate")
+			return true
+		}
+		ss.handler = "pass"
+		ss.srv.Pass, ss.srv.PassPos = d.args[0], d.pos
+		if hasVariable(d.args[0]) {
+			ss.srv.PassVars = true
+			return true
+		}
+		u, msg := parseURL(d.args[0], false)
+		switch {
+		case msg != "":
+			l.errorf(d, "%s in \"%s\" of the \"pass\" directive", msg, d.args[0])
+		case !u.addr.IsValid():
+			l.errorf(d, "\"pass\" directive has no addresses")
+		case u.noPort:
+			l.errorf(d, "\"pass\" directive has no port")
+		default:
+			ss.srv.PassAddr = netip.AddrPortFrom(u.addr, u.port)
+		}
 	case "return":
 		if !l.check(d, false, take(1)) {
 			return true

@@ -512,9 +512,11 @@ func (l *loader) finishStream() {
 			l.errAt(srv.Pos, "server", "no handler for server")
 		case ss.handler == "return":
 			// The last content directive wins, as nginx's cscf->handler.
-			srv.ProxyPass, srv.ProxyPassVars = "", false
+			srv.ProxyPass, srv.ProxyPassVars, srv.Pass = "", false, ""
+		case ss.handler == "pass":
+			srv.ProxyPass, srv.ProxyPassVars, srv.Return = "", false, nil
 		default:
-			srv.Return = nil
+			srv.Return, srv.Pass = nil, ""
 			if ss.pass != nil {
 				srv.Upstream = l.passUpstream(srv, ss.pass)
 			}

@@ -231,6 +231,14 @@ type Server struct {
 	// either Return or ProxyPass.
 	Return *Return
 
+	// Pass is "pass ADDRESS": the connection goes to the server listening
+	// on that address in this process, as if accepted there; PassAddr is
+	// the address when Pass has no variables (PassVars).
+	Pass     string
+	PassPos  Pos
+	PassVars bool
+	PassAddr netip.AddrPort
+
 	// Sets are the "set" directives in order.
 	Sets []*Set
 

@@ -92,6 +92,8 @@ func parseProxyHeader(b []byte) (*proxyproto.Header, error) {
 func (s *session) readProxyHeader() {
 	if s.hdr == nil {
 		s.hdr = make([]byte, 0, 256)
+	} else if len(s.hdr) > 0 && s.headerStep() {
+		return // complete already (bytes a "pass" brought)
 	}
 	for {
 		if len(s.hdr) == cap(s.hdr) {
@@ -104,27 +106,10 @@ func (s *session) readProxyHeader() {
 		n, err := unix.Read(s.cfd, s.hdr[len(s.hdr):cap(s.hdr)])
 		if n > 0 {
 			s.hdr = s.hdr[:len(s.hdr)+n]
-			hl, herr := proxyHeaderLen(s.hdr)
-			if herr != nil {
-				s.brokenHeader(herr)
+			if s.headerStep() {
 				return
 			}
-			if hl == 0 {
-				continue // read on; EAGAIN ends the loop
-			}
-			h, perr := parseProxyHeader(s.hdr[:hl])
-			if perr != nil {
-				s.brokenHeader(perr)
-				return
-			}
-			s.applyProxyHeader(h)
-			if rest := s.hdr[hl:]; len(rest) > 0 {
-				s.early = append([]byte(nil), rest...) // payload that came with the header
-			}
-			s.hdr = nil
-			// The client stays in the set: clientWhileConnecting watches it.
-			s.admit()
-			return
+			continue // read on; EAGAIN ends the loop
 		}
 		switch err {
 		case nil: // EOF before a complete header
@@ -140,6 +125,32 @@ func (s *session) readProxyHeader() {
 			return
 		}
 	}
+}
+
+// headerStep parses what s.hdr holds. It reports whether reading is over:
+// the header is applied and the session admitted, or it ended.
+func (s *session) headerStep() bool {
+	hl, herr := proxyHeaderLen(s.hdr)
+	if herr != nil {
+		s.brokenHeader(herr)
+		return true
+	}
+	if hl == 0 {
+		return false
+	}
+	h, perr := parseProxyHeader(s.hdr[:hl])
+	if perr != nil {
+		s.brokenHeader(perr)
+		return true
+	}
+	s.applyProxyHeader(h)
+	if rest := s.hdr[hl:]; len(rest) > 0 {
+		s.early = append([]byte(nil), rest...) // payload that came with the header
+	}
+	s.hdr = nil
+	// The client stays in the set: clientWhileConnecting watches it.
+	s.admit()
+	return true
 }
 
 func (s *session) brokenHeader(err error) {

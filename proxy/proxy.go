@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -128,6 +129,8 @@ type server struct {
 	sets           []setOp
 	ret            template
 	pass           template
+	passT          template       // "pass" with variables
+	passAddr       netip.AddrPort // "pass ADDRESS"
 	routes         *routes
 	preread        bool
 	prereadMax     int
@@ -402,7 +405,7 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 	if err := srv.buildRouting(cs, vt); err != nil {
 		return nil, err
 	}
-	if srv.ret == nil && srv.pass == nil {
+	if srv.ret == nil && srv.pass == nil && srv.passT == nil && !srv.passAddr.IsValid() {
 		u := cs.Upstream
 		if u == nil {
 			return nil, posErrorf(cs.Pos, "no handler for server")

@@ -195,6 +195,8 @@ func (s *session) content() {
 	switch {
 	case s.srv.ret != nil:
 		s.returnText()
+	case s.srv.passT != nil || s.srv.passAddr.IsValid():
+		s.passOn()
 	case s.srv.pass != nil:
 		if s.route() {
 			s.connectNext()
@@ -330,6 +332,15 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 			t = template{} // "return '';" answers nothing and closes
 		}
 		srv.ret = t
+	case cs.Pass != "":
+		srv.passAddr = cs.PassAddr
+		if cs.PassVars {
+			t, err := vt.compile(cs.Pass)
+			if err != nil {
+				return posError(cs.PassPos, err)
+			}
+			srv.passT = t
+		}
 	case cs.ProxyPassVars:
 		t, err := vt.compile(cs.ProxyPass)
 		if err != nil {
@@ -409,4 +420,83 @@ func (u *udpListener) returnDatagram(s *udpSession) {
 	out.add(s, n)
 	s.sent = int64(n)
 	s.responses = 1
+}
+
+// maxPasses bounds how often one connection is passed between servers
+// (nginx's NGX_STREAM_PASS_MAX_PASSES).
+const maxPasses = 10
+
+// passOn runs "pass": the connection goes to the server of this process's
+// TCP listener on the address, as if accepted there (its PROXY header,
+// set, limits, access, preread and content), as ngx_stream_pass_module.
+// Bytes already read (a preread) go with it, as nginx's peeked bytes stay
+// in the socket. A wildcard listener on the port takes an address it does
+// not list itself.
+func (s *session) passOn() {
+	l := s.loop
+	addr := s.srv.passAddr
+	if s.srv.passT != nil {
+		v := string(s.srv.passT.appendTo(l.keyBuf[:0], s.record(&l.rec)))
+		host, port, hasPort, badPort := splitHostPort(v)
+		a, err := netip.ParseAddr(host)
+		switch {
+		case badPort:
+			s.srv.log.Logf(LevelError, "*%d invalid port in pass %q, client: %s, server: %s", s.id, v, s.client.Addr(), s.srv.name)
+			s.finish(500)
+			return
+		case err != nil:
+			s.srv.log.Logf(LevelError, "*%d no addresses in pass %q, client: %s, server: %s", s.id, v, s.client.Addr(), s.srv.name)
+			s.finish(500)
+			return
+		case !hasPort:
+			s.srv.log.Logf(LevelError, "*%d no port in pass %q, client: %s, server: %s", s.id, v, s.client.Addr(), s.srv.name)
+			s.finish(500)
+			return
+		}
+		addr = netip.AddrPortFrom(a.Unmap(), uint16(port))
+	}
+	if s.passes++; s.passes > maxPasses {
+		s.srv.log.Logf(LevelError, "*%d stream pass cycle, client: %s, server: %s", s.id, s.client.Addr(), s.srv.name)
+		s.finish(500)
+		return
+	}
+	var to *listener
+	for _, ln := range l.lns {
+		b := ln.cfg.Addr
+		if b.Port() != addr.Port() {
+			continue
+		}
+		if b.Addr() == addr.Addr() {
+			to = ln
+			break
+		}
+		if b.Addr().IsUnspecified() && b.Addr().Is4() == addr.Addr().Is4() && to == nil {
+			to = ln
+		}
+	}
+	if to == nil {
+		s.srv.log.Logf(LevelError, "*%d port not found for \"%s\", client: %s, server: %s", s.id, addr, s.client.Addr(), s.srv.name)
+		s.finish(200)
+		return
+	}
+	if s.ln != nil {
+		s.ln.active.Add(-1)
+	}
+	to.accepted.Add(1)
+	to.active.Add(1)
+	srv := to.srv
+	s.ln, s.srv, s.group, s.local = to, srv, srv.group, addr
+	if s.sv == nil || srv.needVars {
+		s.sv = srv.newSessVars()
+	}
+	if to.cfg.ProxyProtocol {
+		s.hdr, s.early = s.early, nil
+		s.state = stateHeader
+		s.cEvents = l.setInterest(s.cfd, s.cEvents, unix.EPOLLIN|unix.EPOLLRDHUP)
+		s.lastActive, s.timeout = l.now, srv.ppTimeout
+		l.schedule(s)
+		s.readProxyHeader()
+		return
+	}
+	s.admit()
 }

@@ -339,3 +339,48 @@ func TestHandoffPrereadSession(t *testing.T) {
 		t.Errorf("got %q, want %q", b, want)
 	}
 }
+
+func TestPass(t *testing.T) {
+	a := startBackend(t, "a", greet("a"))
+	inner := deadAddr(t).String()
+	ppInner := deadAddr(t).String()
+	_, addrs, lb := startConf(t, fmt.Sprintf(`stream {
+		server { listen 127.0.0.1:0; pass %s; }
+		server { listen %s; set $who "inner:$server_port"; return $who; }
+		server { listen 127.0.0.1:0; set $to %s; pass $to; }
+		server { listen 127.0.0.1:0; pass 127.0.0.1:1; }
+		server { listen 127.0.0.1:0; pass %s; }
+		server { listen %s proxy_protocol; return "pp:$proxy_protocol_addr"; }
+		server { listen 127.0.0.1:0; ssl_preread on; pass %s; }
+		server { listen 127.0.0.1:0; pass $remote_addr:%d; }
+	}`, inner, inner, inner, ppInner, ppInner, a.addr(), mustPort(inner)))
+	_, innerPort, _ := net.SplitHostPort(inner)
+	if got, want := readAll(t, addrs[0]), "inner:"+innerPort; got != want {
+		t.Errorf("pass: %q, want %q", got, want)
+	}
+	if got, want := readAll(t, addrs[2]), "inner:"+innerPort; got != want {
+		t.Errorf("pass $var: %q, want %q", got, want)
+	}
+	if got := readAll(t, addrs[3]); got != "" {
+		t.Errorf("pass to no listener: %q", got)
+	}
+	waitFor(t, func() bool { return strings.Contains(lb.String(), `port not found for "127.0.0.1:1"`) })
+	// The PROXY header the client sends is read by the server passed to.
+	if got := exchange(t, addrs[4], []byte("PROXY TCP4 192.0.2.7 192.0.2.8 1000 2000\r\n"), 0); got != "pp:192.0.2.7" {
+		t.Errorf("pass to a proxy_protocol listener: %q", got)
+	}
+	// pass is not proxy_pass: an address baton does not listen on is no listener.
+	if got := exchange(t, addrs[6], []byte("hello"), 0); got != "" {
+		t.Errorf("pass to a backend: %q", got)
+	}
+	if got, want := readAll(t, addrs[7]), "inner:"+innerPort; got != want {
+		t.Errorf("pass $remote_addr:port: %q, want %q", got, want)
+	}
+}
+
+func mustPort(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n := 0
+	fmt.Sscan(p, &n)
+	return n
+}

@@ -80,6 +80,7 @@ type session struct {
 	connectTime   int64   // -1 until connected
 	firstByte     int64   // when the upstream's first byte came (loop.now); 0: not yet
 	prior         []int64 // the times of the attempts that failed before the current one
+	passes        int     // times "pass" moved it to another server
 	upstreamAddrs []byte
 	usableFn      func(int) bool
 
