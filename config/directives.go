@@ -56,7 +56,7 @@ const (
 var notSupported = map[string]scope{
 	// ngx_stream_core_module
 	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream,
-	"tcp_nodelay": sv, "server_name": ctxServer,
+	"tcp_nodelay":                   sv,
 	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
@@ -139,7 +139,7 @@ var implemented = map[string]scope{
 	"health_check":       ctxServer, "health_check_timeout": sv, "match": ctxStream,
 	"zone": ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
-	"set": ctxServer, "return": ctxServer, "pass": ctxServer,
+	"set": ctxServer, "return": ctxServer, "pass": ctxServer, "server_name": ctxServer,
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 }
 

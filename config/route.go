@@ -2,6 +2,8 @@ package config
 
 import (
 	"net/netip"
+	"os"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -170,4 +172,141 @@ func finishPreread(srv *Server, own, parent *prereadConf) {
 	case parent.timeoutSet:
 		srv.PrereadTimeout = parent.timeout
 	}
+}
+
+// ServerName is one name of a "server_name" directive: a host name (lower
+// case), a wildcard ("*.example.com", ".example.com", "www.example.*"), or
+// a regex ("~^db\d+\.example\.com$", Regexp set).
+type ServerName struct {
+	Pos    Pos
+	Name   string
+	Regexp *regexp.Regexp
+}
+
+// serverName parses "server_name NAME..." as ngx_stream_core_server_name.
+func (l *loader) serverName(d *directive, ss *serverState) {
+	if !l.check(d, false, atLeast(1)) {
+		return
+	}
+	for _, v := range d.args {
+		if (v[0] == '*' && (len(v) < 3 || v[1] != '.')) || (v[0] == '.' && len(v) < 2) {
+			l.errorf(d, "server name \"%s\" is invalid", v)
+			return
+		}
+		if strings.Contains(v, "/") {
+			l.warnf(d.pos, "server name \"%s\" has suspicious symbols", v)
+		}
+		sn := &ServerName{Pos: d.pos, Name: v}
+		switch {
+		case strings.EqualFold(v, "$hostname"):
+			h, _ := os.Hostname()
+			sn.Name = strings.ToLower(h)
+		case v[0] != '~':
+			sn.Name = strings.ToLower(v)
+		default:
+			if len(v) == 1 {
+				l.errorf(d, "empty regex in server name \"%s\"", v)
+				return
+			}
+			pat := v[1:]
+			if strings.ContainsAny(pat, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+				pat = "(?i)" + pat // nginx: an upper-case letter makes it caseless
+			}
+			re, err := regexp.Compile(pat)
+			if err != nil {
+				l.errorf(d, "%s in server name \"%s\"", err, v)
+				return
+			}
+			sn.Name, sn.Regexp = v[1:], re
+		}
+		ss.srv.ServerNames = append(ss.srv.ServerNames, sn)
+	}
+}
+
+// linkVirtualServers makes every TCP address that several servers listen
+// on one socket, as nginx's ngx_stream_add_addresses: the first server
+// (or the one whose listen says default_server) owns it; the others are
+// virtual servers chosen by name (server_name) once the client's TLS server
+// name is known. The listen options of the listens are merged; options set
+// on two of them are an error.
+func (l *loader) linkVirtualServers() {
+	type addrState struct {
+		primary    *Listen // the Listen that binds (in the default server)
+		optsSet    bool
+		defaultSet bool
+		servers    []*Server
+		listens    []*Listen
+	}
+	byKey := map[string]*addrState{}
+	var order []string
+	for _, srv := range l.st.s.Servers {
+		for _, ln := range srv.Listen {
+			if ln.UDP {
+				continue
+			}
+			key := ln.Addr.String()
+			a := byKey[key]
+			if a == nil {
+				a = &addrState{}
+				byKey[key] = a
+				order = append(order, key)
+			}
+			a.servers = append(a.servers, srv)
+			a.listens = append(a.listens, ln)
+			if ln.optsSet {
+				if a.optsSet {
+					l.errAt(ln.Pos, "listen", "duplicate listen options for %s", ln.Addr)
+					continue
+				}
+				a.optsSet = true
+			}
+			if ln.DefaultServer {
+				if a.defaultSet {
+					l.errAt(ln.Pos, "listen", "a duplicate default server for %s", ln.Addr)
+					continue
+				}
+				a.defaultSet = true
+			}
+		}
+	}
+	for _, key := range order {
+		a := byKey[key]
+		if len(a.listens) < 2 {
+			continue
+		}
+		def := 0
+		for i, ln := range a.listens {
+			if ln.DefaultServer {
+				def = i
+			}
+		}
+		p := a.listens[def]
+		pp := false
+		for _, ln := range a.listens {
+			pp = pp || ln.ProxyProtocol
+			if ln.optsSet && ln != p {
+				p.Backlog, p.ReusePort, p.SoKeepalive = ln.Backlog, ln.ReusePort, ln.SoKeepalive
+			}
+		}
+		if pp != p.ProxyProtocol || anyDiffers(a.listens) {
+			l.warnf(p.Pos, "protocol options redefined for %s", p.Addr)
+		}
+		p.ProxyProtocol = pp
+		p.Vhosts = a.servers
+		for _, ln := range a.listens {
+			if ln != p {
+				ln.Vhost = true
+			}
+		}
+	}
+}
+
+// anyDiffers reports whether the listens disagree on proxy_protocol.
+func anyDiffers(lns []*Listen) bool {
+	for _, ln := range lns[1:] {
+		if ln.ProxyProtocol != lns[0].ProxyProtocol {
+			return true
+		}
+	}
+	return false
 }

@@ -30,8 +30,9 @@ type serverState struct {
 	hasPass   bool
 	pass      *url // the parsed proxy_pass, nil when it failed
 	hc        *HealthCheck
-	hcMatch   string // health_check match=NAME, linked at the end
-	handler   string // the content directive that came last: "proxy_pass" or "return", as nginx's cscf->handler
+	hcMatch   string          // health_check match=NAME, linked at the end
+	listens   map[string]bool // this server's "tcp/ADDR" and "udp/ADDR"
+	handler   string          // the content directive that came last: "proxy_pass" or "return", as nginx's cscf->handler
 	preread   prereadConf
 }
 
@@ -119,6 +120,8 @@ func (l *loader) serverDirective(d *directive, ss *serverState) {
 	switch d.name {
 	case "listen":
 		l.listen(d, ss)
+	case "server_name":
+		l.serverName(d, ss)
 	case "proxy_pass":
 		l.proxyPass(d, ss)
 	case "access_log":
@@ -298,6 +301,9 @@ func (l *loader) listen(d *directive, ss *serverState) {
 			proto.ProxyProtocol = true
 		case p == "reuseport":
 			proto.ReusePort = true
+			proto.optsSet = true
+		case p == "default_server":
+			proto.DefaultServer = true
 		case name == "backlog" && hasVal:
 			n, ok := atoiInt(val)
 			if !ok || n == 0 {
@@ -306,8 +312,10 @@ func (l *loader) listen(d *directive, ss *serverState) {
 			}
 			proto.Backlog = n
 			backlogSet = true
+			proto.optsSet = true
 		case name == "so_keepalive" && hasVal:
 			keepaliveSet = true
+			proto.optsSet = true
 			switch val {
 			case "on":
 				proto.SoKeepalive = true
@@ -359,7 +367,16 @@ func (l *loader) listen(d *directive, ss *serverState) {
 		if ln.UDP {
 			key = "udp/" + ln.Addr.String()
 		}
-		if l.st.listens[key] {
+		if ss.listens[key] {
+			l.errorf(d, "a duplicate listen %s", ln.Addr)
+			continue
+		}
+		if ss.listens == nil {
+			ss.listens = map[string]bool{}
+		}
+		ss.listens[key] = true
+		if ln.UDP && l.st.listens[key] {
+			// UDP has no server name to choose a virtual server by.
 			l.errorf(d, "duplicate \"%s\" address and port pair", ln.Addr)
 			continue
 		}
@@ -606,6 +623,7 @@ func (l *loader) finishStream() {
 	}
 	st.s.AccessLogs = st.logs.logs
 	l.linkLimitConns()
+	l.linkVirtualServers()
 }
 
 // inherit is nginx's merge of an array directive: the server's own list, or

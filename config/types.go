@@ -239,6 +239,9 @@ type Server struct {
 	PassVars bool
 	PassAddr netip.AddrPort
 
+	// ServerNames are the "server_name" names in order.
+	ServerNames []*ServerName
+
 	// Sets are the "set" directives in order.
 	Sets []*Set
 
@@ -314,6 +317,15 @@ type Listen struct {
 	SoKeepalive   bool // "so_keepalive=on"
 	UDP           bool // "udp"
 	ProxyProtocol bool // "proxy_protocol": every client must send a PROXY header
+	DefaultServer bool // "default_server"
+
+	// Vhosts, on the Listen that binds an address several servers listen
+	// on (TCP), lists those servers in config order, the default among
+	// them; the others' Listens for it have Vhost set and bind nothing.
+	Vhosts []*Server
+	Vhost  bool
+
+	optsSet bool // backlog=, reuseport, so_keepalive=: options of the socket
 }
 
 // LogFormat is a "log_format NAME ..." directive.

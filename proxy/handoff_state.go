@@ -57,6 +57,7 @@ type routedState struct {
 	prereadDone      bool
 	ppDst            netip.AddrPort // the PROXY header's destination and TLVs
 	ppTLV            []byte
+	vhost            string // the server name that chose its virtual server
 }
 
 type heldLimitState struct{ zone, key string }
@@ -176,6 +177,7 @@ func (m *movedState) encode() []byte {
 		e.Bool(r.prereadDone)
 		putAddr(e, r.ppDst)
 		e.Bytes(r.ppTLV)
+		putStr(e, r.vhost)
 	}
 	b := body(e)
 	if m.routed != nil && len(b) > 0 {
@@ -228,6 +230,7 @@ func decodeState(b []byte) (*movedState, error) {
 		r.prereadDone = d.Bool()
 		r.ppDst = d.addr()
 		r.ppTLV = d.bytes()
+		r.vhost = d.str()
 		m.routed = r
 	}
 	if !d.done() || m.phase > maxPhase {

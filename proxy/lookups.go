@@ -24,6 +24,7 @@ func parseHello(b []byte, sv *sessVars) (done bool, err error) {
 	r := sv.hello.Result()
 	sv.sni, sv.alpn, sv.proto = r.ServerName, r.ALPN, []byte(r.Version)
 	if done {
+		sv.helloFound = r.Found && !r.SSLv2Hello && len(r.ServerName) > 0
 		sv.sni = append([]byte(nil), sv.sni...)
 		sv.alpn = append([]byte(nil), sv.alpn...)
 		sv.hello = nil // 256 bytes and more: not kept for the session's life

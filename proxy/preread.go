@@ -41,6 +41,7 @@ func (s *session) prereadStep() bool {
 		return s.prereadOver(500)
 	case done:
 		s.sv.prereadDone = true
+		s.chooseVhost()
 		return s.prereadOver(200)
 	case len(s.early) >= s.srv.prereadMax:
 		s.srv.log.Logf(LevelError, "*%d preread buffer full while prereading client data, client: %s, server: %s",

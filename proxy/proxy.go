@@ -135,7 +135,8 @@ type server struct {
 	preread        bool
 	prereadMax     int
 	prereadTimeout int64
-	needVars       bool // sessions hold a sessVars ("set", ssl_preread)
+	needVars       bool                       // sessions hold a sessVars ("set", ssl_preread)
+	vhosts         map[netip.AddrPort]*vhosts // the virtual servers of the addresses whose socket it owns
 }
 
 // upstreamName is what status shows as a server's upstream.
@@ -323,6 +324,7 @@ func (p *Proxy) build(cfg *config.Config) (servers []*server, groups []*group, z
 			}
 		}
 	}
+	vhostsOf(servers)
 	rt := newRoutes(byCfg)
 	for _, srv := range servers {
 		srv.routes = rt
@@ -442,6 +444,9 @@ func (p *Proxy) Start() error {
 	}
 	for _, srv := range p.servers {
 		for _, cl := range srv.listens {
+			if cl.Vhost {
+				continue // another server's listen binds it (vhosts)
+			}
 			if cl.UDP {
 				us, err := p.newUDPs(srv, cl)
 				if err != nil {

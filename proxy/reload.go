@@ -111,6 +111,9 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	keepUDP := map[*udpListener]*udpConf{}
 	for _, srv := range servers {
 		for _, cl := range srv.listens {
+			if cl.Vhost {
+				continue // another server's listen binds it (vhosts)
+			}
 			if cl.UDP {
 				if u := oldUDP[udpKeyOf(cl.Addr, 0)]; u != nil && keepUDP[u] == nil {
 					// Every shard stays, as many as there were: a changed

@@ -264,10 +264,10 @@ func (s *session) returning() {
 // exportRouted is what s carries to a new process beyond version 2's
 // state, or nil when it has nothing of routing.
 func (s *session) exportRouted() *routedState {
-	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !s.ppDst.IsValid() && len(s.ppTLV) == 0 {
+	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !s.ppDst.IsValid() && len(s.ppTLV) == 0 && s.vhost == "" {
 		return nil
 	}
-	r := &routedState{ppDst: s.ppDst, ppTLV: s.ppTLV}
+	r := &routedState{ppDst: s.ppDst, ppTLV: s.ppTLV, vhost: s.vhost}
 	if s.group != nil && s.group != s.srv.group {
 		r.group = s.group.name
 	}
@@ -294,6 +294,14 @@ func (s *session) importRouted(m *movedState) {
 		return
 	}
 	s.ppDst, s.ppTLV = r.ppDst, r.ppTLV
+	if r.vhost != "" && s.ln != nil {
+		if v := s.ln.srv.vhosts[s.ln.cfg.Addr]; v != nil {
+			if srv := v.find(r.vhost); srv != nil {
+				s.srv, s.group = srv, srv.group
+				s.vhost = r.vhost
+			}
+		}
+	}
 	if r.group != "" {
 		s.group = nil
 		if s.srv.routes != nil {

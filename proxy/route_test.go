@@ -384,3 +384,39 @@ func mustPort(addr string) int {
 	fmt.Sscan(p, &n)
 	return n
 }
+
+// Servers sharing an address are chosen by the ClientHello's server name
+// (server_name, once ssl_preread has read it); the default server takes
+// the rest: the first, or the one whose listen says default_server.
+func TestServerNameVhosts(t *testing.T) {
+	addr := deadAddr(t).String()
+	_, _, _ = startConf(t, `stream {
+		ssl_preread on;
+		server { listen `+addr+`; server_name default; return "first"; }
+		server { listen `+addr+` default_server; return "default"; }
+		server { listen `+addr+`; server_name db.example.com; return "db:$ssl_preread_server_name"; }
+		server { listen `+addr+`; server_name *.example.com; return "wild"; }
+		server { listen `+addr+`; server_name .example.org; return "dot"; }
+		server { listen `+addr+`; server_name www.example.*; return "tail"; }
+		server { listen `+addr+`; server_name ~^mq\d+\.example\.net$; return "re"; }
+	}`)
+	for sni, want := range map[string]string{
+		"db.example.com":   "db:db.example.com",
+		"DB.Example.COM.":  "db:DB.Example.COM.",
+		"a.example.com":    "wild",
+		"example.org":      "dot",
+		"x.y.example.org":  "dot",
+		"www.example.biz":  "tail",
+		"mq12.example.net": "re",
+		"mqx.example.net":  "default",
+		"default":          "first",
+		"other":            "default",
+	} {
+		if got := exchange(t, addr, clientHello(t, sni), 0); got != want {
+			t.Errorf("%s: %q, want %q", sni, got, want)
+		}
+	}
+	if got := exchange(t, addr, []byte("plain text"), 0); got != "default" {
+		t.Errorf("no hello: %q", got)
+	}
+}

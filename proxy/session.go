@@ -81,6 +81,7 @@ type session struct {
 	firstByte     int64   // when the upstream's first byte came (loop.now); 0: not yet
 	prior         []int64 // the times of the attempts that failed before the current one
 	passes        int     // times "pass" moved it to another server
+	vhost         string  // the server name that chose its virtual server; "" for the default
 	upstreamAddrs []byte
 	usableFn      func(int) bool
 

@@ -250,6 +250,7 @@ type sessVars struct {
 	sni, alpn, proto []byte           // $ssl_preread_server_name, _alpn_protocols, _protocol
 	prereadDone      bool             // the ClientHello was parsed (or found not to be one)
 	hello            *tlshello.Parser // while prereading
+	helloFound       bool             // a whole ClientHello with a server name: it may choose a virtual server
 }
 
 // builtinVars holds nginx's built-in variables only: what a configuration

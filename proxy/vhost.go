@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/batonproxy/baton/config"
+)
+
+// vhosts chooses among the servers that listen on one TCP address by the
+// client's TLS server name (server_name, once ssl_preread has read it), as
+// nginx's ngx_stream_find_virtual_server: an exact name first, then the
+// longest wildcard starting with "*." (or "."), then the longest ending
+// with ".*", then the regexes in order. No match keeps the default server.
+type vhosts struct {
+	exact map[string]*server
+	head  []vhostWild // "*.example.com", ".example.com": by suffix, longest first
+	tail  []vhostWild // "www.example.*": by prefix, longest first
+	res   []vhostRegex
+}
+
+type vhostWild struct {
+	part string // ".example.com" or "www.example."
+	bare string // ".example.com" also matches "example.com"
+	srv  *server
+}
+
+type vhostRegex struct {
+	re  *regexp.Regexp
+	srv *server
+}
+
+// newVhosts builds the table of the servers on one address; byCfg maps
+// their configs to what build made of them. The first server naming a
+// name keeps it (nginx warns of the conflict and ignores the later one).
+func newVhosts(servers []*config.Server, byCfg map[*config.Server]*server) *vhosts {
+	v := &vhosts{exact: map[string]*server{}}
+	seen := map[string]bool{}
+	for _, cs := range servers {
+		srv := byCfg[cs]
+		for _, sn := range cs.ServerNames {
+			if sn.Regexp != nil {
+				v.res = append(v.res, vhostRegex{sn.Regexp, srv})
+				continue
+			}
+			if seen[sn.Name] {
+				continue
+			}
+			seen[sn.Name] = true
+			switch n := sn.Name; {
+			case strings.HasPrefix(n, "*."):
+				v.head = append(v.head, vhostWild{part: n[1:], srv: srv})
+			case strings.HasPrefix(n, "."):
+				v.head = append(v.head, vhostWild{part: n, bare: n[1:], srv: srv})
+			case strings.HasSuffix(n, ".*"):
+				v.tail = append(v.tail, vhostWild{part: n[:len(n)-1], srv: srv})
+			default:
+				v.exact[n] = srv
+			}
+		}
+	}
+	longestFirst := func(w []vhostWild) {
+		for i := 1; i < len(w); i++ {
+			for j := i; j > 0 && len(w[j].part) > len(w[j-1].part); j-- {
+				w[j], w[j-1] = w[j-1], w[j]
+			}
+		}
+	}
+	longestFirst(v.head)
+	longestFirst(v.tail)
+	return v
+}
+
+// find returns the server for host, or nil.
+func (v *vhosts) find(host string) *server {
+	if srv := v.exact[host]; srv != nil {
+		return srv
+	}
+	for _, w := range v.head {
+		if host == w.bare || (len(host) > len(w.part) && strings.HasSuffix(host, w.part)) {
+			return w.srv
+		}
+	}
+	for _, w := range v.tail {
+		if len(host) > len(w.part) && strings.HasPrefix(host, w.part) {
+			return w.srv
+		}
+	}
+	for _, r := range v.res {
+		if r.re.MatchString(host) {
+			return r.srv
+		}
+	}
+	return nil
+}
+
+// validHost is nginx's ngx_stream_validate_host: the name lower-cased,
+// without a trailing dot or a ":port"; ok false for what is no host name.
+func validHost(h []byte) (string, bool) {
+	s := string(h)
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return "", false
+		}
+		return strings.ToLower(s[:end+1]), true
+	}
+	if i := strings.IndexByte(s, ':'); i >= 0 {
+		s = s[:i]
+	}
+	if strings.Contains(s, "..") || strings.HasPrefix(s, ".") {
+		return "", false
+	}
+	s = strings.TrimSuffix(s, ".")
+	if s == "" {
+		return "", false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=%", c) >= 0:
+		default:
+			return "", false
+		}
+	}
+	return strings.ToLower(s), true
+}
+
+// switchServer makes srv, a virtual server of the session's address that
+// its TLS server name chose, the session's server from the content phase
+// on, as nginx switches a session's configuration.
+func (s *session) switchServer(srv *server) {
+	if srv == s.srv {
+		return
+	}
+	s.srv, s.group = srv, srv.group
+	if s.sv != nil && len(s.sv.set) < srv.vt.slots {
+		s.sv.set = append(s.sv.set, make([][]byte, srv.vt.slots-len(s.sv.set))...)
+	}
+}
+
+// chooseVhost switches s to the virtual server its ClientHello names, if
+// its address has several.
+func (s *session) chooseVhost() {
+	if s.ln == nil || s.sv == nil || !s.sv.helloFound {
+		return
+	}
+	v := s.ln.srv.vhosts[s.ln.cfg.Addr]
+	if v == nil {
+		return
+	}
+	host, ok := validHost(s.sv.sni)
+	if !ok {
+		return
+	}
+	if srv := v.find(host); srv != nil {
+		s.switchServer(srv)
+		s.vhost = host
+	}
+}
+
+// vhostsOf builds, for every address several servers listen on, the
+// table of those servers, kept by the server that owns the socket.
+func vhostsOf(servers []*server) {
+	byCfg := map[*config.Server]*server{}
+	for _, srv := range servers {
+		byCfg[srv.cfg] = srv
+	}
+	for _, srv := range servers {
+		for _, cl := range srv.listens {
+			if len(cl.Vhosts) > 1 && !cl.Vhost {
+				if srv.vhosts == nil {
+					srv.vhosts = map[netip.AddrPort]*vhosts{}
+				}
+				srv.vhosts[cl.Addr] = newVhosts(cl.Vhosts, byCfg)
+			}
+		}
+	}
+}
