@@ -19,6 +19,7 @@ type streamState struct {
 	listens   map[string]bool      // "tcp/ADDR:PORT" already bound
 	shm       map[string]*shmZone  // shared memory zone names, as ngx_shared_memory_add
 	limits    []pendingLimit       // limit_conn directives, linked to zones at the end
+	mapHash   map[string]bool      // map_hash_bucket_size, map_hash_max_size seen
 }
 
 type serverState struct {
@@ -104,6 +105,14 @@ func (l *loader) streamDirective(d *directive) {
 		l.limitConnZone(d)
 	case "match":
 		l.match(d)
+	case "map":
+		l.mapBlock(d)
+	case "map_hash_bucket_size", "map_hash_max_size":
+		l.mapHashSize(d)
+	case "geo":
+		l.geoBlock(d)
+	case "split_clients":
+		l.splitClients(d)
 	default:
 		if !l.levelSetting(d, &st.proxy) {
 			l.refuse(d, ctxStream)
