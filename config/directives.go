@@ -13,6 +13,7 @@ const (
 	ctxUpstream // stream { upstream NAME {} }
 	ctxBaton    // baton {}
 	ctxMatch    // stream { match NAME {} }
+	ctxEntries  // map, geo and split_clients blocks: each line is an entry, not a directive
 )
 
 // ignoredMain lists nginx's main-context directives that baton accepts with
@@ -62,10 +63,8 @@ var notSupported = map[string]scope{
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
 	// ngx_stream_log_module
 	"open_log_file_cache": sv,
-	// ngx_stream_map/geo/geoip/split_clients modules
-	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,
-	"geo": ctxStream, "geoip_country": ctxStream, "geoip_city": ctxStream,
-	"geoip_org": ctxStream, "split_clients": ctxStream,
+	// ngx_stream_geoip_module
+	"geoip_country": ctxStream, "geoip_city": ctxStream, "geoip_org": ctxStream,
 	// ngx_stream_proxy_module
 	"proxy_bind": sv, "proxy_buffer_size": sv, "proxy_download_rate": sv,
 	"proxy_upload_rate": sv, "proxy_session_drop": sv, "proxy_socket_keepalive": sv,
@@ -141,6 +140,8 @@ var implemented = map[string]scope{
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
 	"set": ctxServer, "return": ctxServer, "pass": ctxServer, "server_name": ctxServer,
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
+	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,
+	"geo": ctxStream, "split_clients": ctxStream,
 }
 
 // refuse reports d, which the context's own switch did not handle: as not

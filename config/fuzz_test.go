@@ -17,6 +17,9 @@ func FuzzParse(f *testing.F) {
 		"set_real_ip_from 10.0.0.1/8; allow ::/0; deny all; limit_conn z 1; match m { send \"\\x00\"; expect ~* \"^a\"; } " +
 		"upstream u { zone u 64k; server 1.1.1.1:1 slow_start=1s; } server { listen 53 udp; listen 54 proxy_protocol; " +
 		"proxy_pass u; proxy_protocol v2; proxy_responses 1; health_check match=m udp; limit_conn_dry_run on; } }")
+	f.Add("stream { map $a $b { hostnames; *.x y; ~^(a)$ $1; include m.conf; default d; } map_hash_max_size 1; " +
+		"geo $a $g { ranges; 1.0.0.0-1.0.1.0 a; delete 1.0.0.0-1.0.1.0; default b; } geo $h { 10.0.0.0/8 a; ::/0 b; } " +
+		"split_clients $a $s { 10% a; * b; } " + okServer + " }")
 	f.Fuzz(func(t *testing.T, src string) {
 		c, err := testLoader().Parse("f.conf", []byte(src))
 		if err == nil {

@@ -114,13 +114,15 @@ func (l *loader) warnf(pos Pos, format string, a ...any) {
 }
 
 // each calls fn for every directive of dirs in order, reading "include"
-// directives in place. It stops once a syntax error has been found.
+// directives in place. It stops once a syntax error has been found. In a
+// block of entries (ctxEntries) fn gets "include" lines too: each module
+// reads them its own way, as nginx's map, geo and split_clients do.
 func (l *loader) each(dirs []*directive, ctx scope, fn func(*directive)) {
 	for _, d := range dirs {
 		if l.fatal {
 			return
 		}
-		if d.name == "include" {
+		if d.name == "include" && ctx != ctxEntries {
 			if l.check(d, false, take(1)) {
 				l.include(d, ctx, fn)
 			}

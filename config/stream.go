@@ -20,6 +20,7 @@ type streamState struct {
 	shm       map[string]*shmZone  // shared memory zone names, as ngx_shared_memory_add
 	limits    []pendingLimit       // limit_conn directives, linked to zones at the end
 	preread   prereadConf
+	mapHash   map[string]bool // map_hash_bucket_size, map_hash_max_size seen
 }
 
 type serverState struct {
@@ -109,6 +110,14 @@ func (l *loader) streamDirective(d *directive) {
 		l.limitConnZone(d)
 	case "match":
 		l.match(d)
+	case "map":
+		l.mapBlock(d)
+	case "map_hash_bucket_size", "map_hash_max_size":
+		l.mapHashSize(d)
+	case "geo":
+		l.geoBlock(d)
+	case "split_clients":
+		l.splitClients(d)
 	default:
 		if !l.levelSetting(d, &st.proxy) && !l.prereadSetting(d, &st.preread) {
 			l.refuse(d, ctxStream)

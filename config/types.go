@@ -117,6 +117,14 @@ type Stream struct {
 	// LimitConnZones are the "limit_conn_zone KEY zone=NAME:SIZE"
 	// directives, by zone name.
 	LimitConnZones map[string]*LimitConnZone
+
+	// Maps, Geos and SplitClients are the "map", "geo" and "split_clients"
+	// blocks in the order written. Each defines a variable; nginx lets a
+	// later block redefine a variable an earlier one defined, and the last
+	// one wins.
+	Maps         []*Map
+	Geos         []*Geo
+	SplitClients []*SplitClients
 }
 
 // Match is a "match NAME { send ...; expect ...; }" block (nginx Plus
