@@ -48,10 +48,11 @@ type record struct {
 	tlv                      []byte         // the PROXY header's TLVs
 	status                   int
 
-	sv     *sessVars // "set" values, preread results; nil if none
-	depth  uint8     // variables evaluating variables (maxDepth)
-	capSrc []byte    // what the last regex matched against ($1..$9)
-	caps   []int     // its submatch indexes
+	sv       *sessVars // "set" values, preread results; nil if none
+	depth    uint8     // variables evaluating variables (maxDepth)
+	capSrc   []byte    // what the last regex matched against ($1..$9)
+	caps     []int     // its submatch indexes
+	capNames []string  // its groups' names (named captures)
 }
 
 // localAddr is $server_addr's address, looked up once (a TCP client
