@@ -40,6 +40,7 @@ type group struct {
 	method  lb.Method
 	key     template // "hash KEY"; nil for other methods
 	sig     string   // upstreamSig and healthSig of the config it was built from
+	tries   int      // peers not "down": attempts a session may make (nginx's peers->tries)
 }
 
 // Active implements lb.State.
@@ -98,6 +99,11 @@ func newGroup(u *config.Upstream, vt *varTable) (*group, error) {
 	}
 	if len(peers) == 0 {
 		return nil, fmt.Errorf("no servers are inside upstream %q", u.Name)
+	}
+	for _, p := range g.peers {
+		if !p.down {
+			g.tries++
+		}
 	}
 	g.health = health.NewGroup(params)
 	if m == lb.Hash || m == lb.ConsistentHash {

@@ -38,11 +38,11 @@ func (g *group) pickKey(b []byte, src recorder, r *record, client netip.Addr) []
 // once, and after a failure only as proxy_next_upstream,
 // proxy_next_upstream_tries and proxy_next_upstream_timeout allow.
 func (srv *server) mayTry(g *group, tries int, elapsed int64) bool {
-	if tries >= len(g.peers) {
-		return false // every peer was tried; nginx's tries counter is 0
-	}
 	if tries == 0 {
 		return true
+	}
+	if tries >= g.tries {
+		return false // every peer not down was tried; nginx's tries counter is 0
 	}
 	return srv.nextUpstream &&
 		(srv.nextTries <= 0 || tries < srv.nextTries) &&
