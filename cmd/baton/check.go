@@ -109,14 +109,35 @@ func summary(w io.Writer, cfg *config.Config) error {
 	fmt.Fprintf(bw, "%d files, %d servers, %d upstreams\n", len(cfg.Files), len(cfg.Stream.Servers), len(cfg.Stream.Upstreams))
 	described := map[*config.Upstream]string{}
 	for _, srv := range cfg.Stream.Servers {
-		u := srv.Upstream
-		d, ok := described[u]
-		if !ok {
-			d = describeUpstream(u)
-			described[u] = d
+		var to string
+		switch u := srv.Upstream; {
+		case u != nil:
+			d, ok := described[u]
+			if !ok {
+				d = describeUpstream(u)
+				described[u] = d
+			}
+			to = u.Name + " " + d
+		case srv.Return != nil:
+			to = "return " + srv.Return.Value
+		case srv.Pass != "":
+			to = "pass " + srv.Pass
+		default:
+			to = srv.ProxyPass + " (evaluated per connection)"
 		}
 		for _, l := range srv.Listen {
-			fmt.Fprintf(bw, "  listen %s -> %s %s\n", l.Addr, u.Name, d)
+			if l.Vhost {
+				continue
+			}
+			proto := ""
+			if l.UDP {
+				proto = " udp"
+			}
+			names := ""
+			if len(l.Vhosts) > 1 {
+				names = fmt.Sprintf(" (and %d more servers by server_name)", len(l.Vhosts)-1)
+			}
+			fmt.Fprintf(bw, "  listen %s%s -> %s%s\n", l.Addr, proto, to, names)
 		}
 	}
 	return bw.Flush()
