@@ -231,7 +231,6 @@ func (l *loader) serverName(d *directive, ss *serverState) {
 // on two of them are an error.
 func (l *loader) linkVirtualServers() {
 	type addrState struct {
-		primary    *Listen // the Listen that binds (in the default server)
 		optsSet    bool
 		defaultSet bool
 		servers    []*Server

@@ -100,8 +100,8 @@ func newGroup(u *config.Upstream, vt *varTable) (*group, error) {
 	if len(peers) == 0 {
 		return nil, fmt.Errorf("no servers are inside upstream %q", u.Name)
 	}
-	for _, p := range g.peers {
-		if !p.down {
+	for i := range g.peers {
+		if !g.peers[i].down {
 			g.tries++
 		}
 	}

@@ -501,18 +501,6 @@ func findTLV(raw []byte, typ int) ([]byte, bool) {
 	return nil, false
 }
 
-// literal reports whether t has no variables, and its text.
-func (t template) literal() (string, bool) {
-	var b strings.Builder
-	for _, seg := range t {
-		if seg.v != nil {
-			return "", false
-		}
-		b.WriteString(seg.lit)
-	}
-	return b.String(), true
-}
-
 func isVarChar(c byte) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
