@@ -184,12 +184,12 @@ func (s *session) applyProxyHeader(h *proxyproto.Header) {
 	}
 	s.ppAddr = netip.AddrPortFrom(a.Unmap(), uint16(src.Port))
 	if dst, ok := h.DestinationAddr.(*net.TCPAddr); ok {
-		s.ppDst = dst.AddrPort()
+		s.ext().ppDst = dst.AddrPort()
 	} else if dst, ok := h.DestinationAddr.(*net.UDPAddr); ok {
-		s.ppDst = dst.AddrPort()
+		s.ext().ppDst = dst.AddrPort()
 	}
 	if tlvs, err := h.TLVs(); err == nil && len(tlvs) > 0 {
-		s.ppTLV, _ = proxyproto.JoinTLVs(tlvs)
+		s.ext().ppTLV, _ = proxyproto.JoinTLVs(tlvs)
 	}
 	if s.srv.trusted(s.peerAddr.Addr()) {
 		s.client = s.ppAddr

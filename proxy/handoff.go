@@ -492,10 +492,11 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 	s.group = ln.srv.group
 	s.importRouted(m)
 	s.usableFn = func(i int) bool { return !s.isTried(i) && s.group.usable(i, s.loop.wall()) }
-	s.importAge, s.importIdle = m.age, m.idle
-	s.importLimits = m.limits
+	x := s.ext()
+	x.importAge, x.importIdle = m.age, m.idle
+	x.importLimits = m.limits
 	s.hdr, s.early, s.tries = m.hdr, m.early, int(m.tries)
-	s.importFirstTry, s.importAttempt = m.firstTryAge, m.attemptAge
+	x.importFirstTry, x.importAttempt = m.firstTryAge, m.attemptAge
 	if g := s.group; g != nil {
 		for i := range g.peers {
 			if g.peers[i].addr == m.upstream {
@@ -571,14 +572,15 @@ func (p *Proxy) startImported(ids []uint64) {
 func (l *loop) adopt(s *session) {
 	p := l.p
 	s.loop = l
-	s.startMono = l.now - s.importAge
-	s.lastActive = l.now - s.importIdle
-	s.firstTry = l.now - s.importFirstTry
-	s.attemptStart = l.now - s.importAttempt
+	x := s.ext()
+	s.startMono = l.now - x.importAge
+	s.lastActive = l.now - x.importIdle
+	s.firstTry = l.now - x.importFirstTry
+	s.attemptStart = l.now - x.importAttempt
 	if s.peer >= 0 {
 		s.srv.group.peers[s.peer].active.Add(1)
 	}
-	for _, h := range s.importLimits {
+	for _, h := range x.importLimits {
 		for _, ref := range s.srv.limits {
 			if ref.zone.name == h.zone {
 				ref.zone.mu.Lock()
@@ -588,7 +590,7 @@ func (l *loop) adopt(s *session) {
 			}
 		}
 	}
-	s.importLimits = nil
+	x.importLimits = nil
 	p.active.Add(1)
 	s.ln.active.Add(1)
 	l.resume(s)

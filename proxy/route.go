@@ -264,10 +264,14 @@ func (s *session) returning() {
 // exportRouted is what s carries to a new process beyond version 2's
 // state, or nil when it has nothing of routing.
 func (s *session) exportRouted() *routedState {
-	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !s.ppDst.IsValid() && len(s.ppTLV) == 0 && s.vhost == "" {
+	x := s.x
+	if x == nil {
+		x = &sessExtra{}
+	}
+	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" {
 		return nil
 	}
-	r := &routedState{ppDst: s.ppDst, ppTLV: s.ppTLV, vhost: s.vhost}
+	r := &routedState{ppDst: x.ppDst, ppTLV: x.ppTLV, vhost: x.vhost}
 	if s.group != nil && s.group != s.srv.group {
 		r.group = s.group.name
 	}
@@ -293,12 +297,14 @@ func (s *session) importRouted(m *movedState) {
 	if r == nil {
 		return
 	}
-	s.ppDst, s.ppTLV = r.ppDst, r.ppTLV
+	if r.ppDst.IsValid() || len(r.ppTLV) > 0 {
+		s.ext().ppDst, s.ext().ppTLV = r.ppDst, r.ppTLV
+	}
 	if r.vhost != "" && s.ln != nil {
 		if v := s.ln.srv.vhosts[s.ln.cfg.Addr]; v != nil {
 			if srv := v.find(r.vhost); srv != nil {
 				s.srv, s.group = srv, srv.group
-				s.vhost = r.vhost
+				s.ext().vhost = r.vhost
 			}
 		}
 	}
@@ -388,7 +394,7 @@ func (u *udpListener) runSets(s *udpSession) {
 		if v == nil {
 			v = []byte{}
 		}
-		s.sv.set[op.slot] = v
+		s.x.sv.set[op.slot] = v
 	}
 }
 
@@ -402,7 +408,7 @@ func (u *udpListener) route(s *udpSession) int {
 		s.srv.log.Logf(LevelError, "*%d %s, udp client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
 		return 500
 	}
-	s.group = g
+	s.ext().group = g
 	return 0
 }
 
@@ -463,10 +469,12 @@ func (s *session) passOn() {
 		}
 		addr = netip.AddrPortFrom(a.Unmap(), uint16(port))
 	}
-	if s.passes++; s.passes > maxPasses {
+	if x := s.ext(); x.passes >= maxPasses {
 		s.srv.log.Logf(LevelError, "*%d stream pass cycle, client: %s, server: %s", s.id, s.client.Addr(), s.srv.name)
 		s.finish(500)
 		return
+	} else {
+		x.passes++
 	}
 	var to *listener
 	for _, ln := range l.lns {

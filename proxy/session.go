@@ -58,8 +58,6 @@ type session struct {
 	client   netip.AddrPort // $remote_addr: the peer, or its trusted PROXY header's source
 	peerAddr netip.AddrPort // the TCP peer ($realip_remote_addr)
 	ppAddr   netip.AddrPort // the PROXY header's source ($proxy_protocol_addr); invalid if none
-	ppDst    netip.AddrPort // its destination ($proxy_protocol_server_addr)
-	ppTLV    []byte         // its TLVs, as sent ($proxy_protocol_tlv_*)
 	local    netip.AddrPort // filled lazily by localAddr
 
 	hdr         []byte      // PROXY header being read (stateHeader only)
@@ -77,11 +75,8 @@ type session struct {
 	triedMore     []uint64 // tried peers 64 and up, for large upstreams
 	firstTry      int64
 	attemptStart  int64
-	connectTime   int64   // -1 until connected
-	firstByte     int64   // when the upstream's first byte came (loop.now); 0: not yet
-	prior         []int64 // the times of the attempts that failed before the current one
-	passes        int     // times "pass" moved it to another server
-	vhost         string  // the server name that chose its virtual server; "" for the default
+	connectTime   int64 // -1 until connected
+	firstByte     int64 // when the upstream's first byte came (loop.now); 0: not yet
 	upstreamAddrs []byte
 	usableFn      func(int) bool
 
@@ -95,11 +90,32 @@ type session struct {
 
 	status int
 
+	movedFrom sessState // the state it was quiesced in (an import: the state it moved in)
+
+	x *sessExtra // what few sessions have; nil until one needs it (ext)
+}
+
+// sessExtra holds what only some sessions have, out of the session so that
+// a plain proxied connection stays small.
+type sessExtra struct {
+	ppDst  netip.AddrPort // the PROXY header's destination ($proxy_protocol_server_addr)
+	ppTLV  []byte         // its TLVs, as sent ($proxy_protocol_tlv_*)
+	prior  []int64        // the times of the attempts that failed before the current one
+	passes int            // times "pass" moved it to another server
+	vhost  string         // the server name that chose its virtual server; "" for the default
+
 	// Set on a session imported from an old process until a loop adopts it.
 	importAge, importIdle         int64
 	importFirstTry, importAttempt int64
 	importLimits                  []heldLimitState
-	movedFrom                     sessState // the state it was quiesced in
+}
+
+// ext returns s's sessExtra, made on first use.
+func (s *session) ext() *sessExtra {
+	if s.x == nil {
+		s.x = &sessExtra{}
+	}
+	return s.x
 }
 
 func (s *session) String() string {
@@ -165,7 +181,8 @@ func (s *session) connectNext() {
 		if s.tries > 0 {
 			// The failed attempt's time, for $upstream_session_time
 			// ("0.002, 0.010" as nginx lists every attempt).
-			s.prior = append(s.prior, l.now-s.attemptStart)
+			x := s.ext()
+			x.prior = append(x.prior, l.now-s.attemptStart)
 		}
 		s.peer = i
 		s.markTried(i)
@@ -287,8 +304,10 @@ func (s *session) record(r *record) *record {
 		upstreamAddrs: s.upstreamAddrs,
 		sent:          s.u2c.n, received: s.c2u.n - s.ppOutLen, upSent: s.c2u.n, upReceived: s.u2c.n,
 		sessionTime: s.endMono - s.startMono, connectTime: s.connectTime, status: s.status,
-		firstByteTime: -1, upSessionTime: -1, sv: s.sv, prior: s.prior, limitStatus: s.limitStatus,
-		ppDst: s.ppDst, tlv: s.ppTLV,
+		firstByteTime: -1, upSessionTime: -1, sv: s.sv, limitStatus: s.limitStatus,
+	}
+	if x := s.x; x != nil {
+		r.prior, r.ppDst, r.tlv = x.prior, x.ppDst, x.ppTLV
 	}
 	if s.firstByte > 0 {
 		r.firstByteTime = s.firstByte - s.attemptStart

@@ -199,13 +199,17 @@ func (u *udpListener) quiesce(n int) (conns []fdpass.Conn, err error) {
 
 // exportUDP is s's state.
 func (u *udpListener) exportUDP(s *udpSession, now int64) *udpMovedState {
-	return &udpMovedState{
+	m := &udpMovedState{
 		id: s.id, listener: u.key(), client: s.client, local: s.local,
 		dst: s.key.dst, ifidx: s.ifidx, upstream: s.upstream, upstreamAddrs: string(s.upstreamAddrs),
 		requests: s.requests, responses: s.responses, received: s.received, sent: s.sent,
 		upSent: s.upSent, age: now - s.startMono, idle: now - s.lastActive,
-		connectTime: s.connectTime, detached: s.detached, pend: s.pend,
+		connectTime: s.connectTime, detached: s.detached,
 	}
+	if s.x != nil {
+		m.pend = s.x.pend
+	}
+	return m
 }
 
 // release forgets quiesced sessions that live on in the new process
@@ -223,10 +227,9 @@ func (u *udpListener) release(ids map[uint64]bool) {
 // drop forgets s (loop): it was quiesced and lives on elsewhere.
 func (u *udpListener) drop(s *udpSession) {
 	s.closeUp()
-	releaseLimits(s.limits)
-	s.limits = nil
+	s.releaseLimits()
 	if s.peer >= 0 {
-		s.group.peers[s.peer].active.Add(-1)
+		s.grp().peers[s.peer].active.Add(-1)
 	}
 	u.p.active.Add(-1)
 	u.active.Add(-1)
@@ -338,7 +341,7 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	s := &udpSession{
 		u: u, id: m.id, srv: srv, key: udpKey{client: m.client, dst: m.dst}, fd: fd,
 		client: m.client, local: m.local, peer: -1, upstream: m.upstream, upstreamAddrs: []byte(m.upstreamAddrs),
-		connectTime: m.connectTime, upSent: m.upSent, detached: m.detached, ifidx: m.ifidx, pend: m.pend,
+		connectTime: m.connectTime, upSent: m.upSent, detached: m.detached, ifidx: m.ifidx,
 		requests: m.requests, responses: m.responses, received: m.received, sent: m.sent,
 		timer: timer{heapIdx: -1},
 	}
@@ -346,8 +349,10 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	if m.dst.IsValid() && u.wild {
 		s.oob = sock.ReplyOOB(m.dst, m.ifidx)
 	}
-	s.group = srv.group
-	if g := s.group; g != nil { // nil: the server's proxy_pass has variables
+	if len(m.pend) > 0 {
+		s.ext().pend = m.pend
+	}
+	if g := s.grp(); g != nil { // nil: the server's proxy_pass has variables
 		for i := range g.peers {
 			if g.peers[i].addr == m.upstream {
 				s.peer = i
@@ -399,7 +404,7 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 	u.p.active.Add(1)
 	u.active.Add(1)
 	if s.peer >= 0 {
-		s.group.peers[s.peer].active.Add(1)
+		s.grp().peers[s.peer].active.Add(1)
 	}
 	s.timeout = u.idleTimeout(s)
 	if !u.watch(s) {
@@ -409,8 +414,10 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 		return
 	}
 	u.l.schedule(s)
-	pend := s.pend
-	s.pend = nil
+	var pend [][]byte
+	if s.x != nil {
+		pend, s.x.pend = s.x.pend, nil
+	}
 	for _, b := range pend {
 		if !u.send(s, b) {
 			return

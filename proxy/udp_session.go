@@ -27,23 +27,18 @@ const (
 // plain data owned by its listener's loop, so that an upgrade can ship it
 // with its upstream socket (HANDOFF.md §2.4 step 6).
 type udpSession struct {
-	timer       // idle deadline: proxy_timeout, or the unanswered bound (idleTimeout)
-	u           *udpListener
-	id          uint64
-	srv         *server // the server it started with: a reload does not move it
-	group       *group  // srv's upstream, or what its proxy_pass $var named; nil: none
-	sv          *sessVars
-	limits      []heldLimit // limit_conn counts held until the session ends
-	limitStatus uint8       // $limit_conn_status
-	key         udpKey
-	fd          int // connected to the peer; -1 once closed
+	timer // idle deadline: proxy_timeout, or the unanswered bound (idleTimeout)
+	u     *udpListener
+	id    uint64
+	srv   *server // the server it started with: a reload does not move it
+	key   udpKey
+	fd    int // connected to the peer; -1 once closed
 
 	client        netip.AddrPort
 	sa            unix.RawSockaddrInet6 // client, for sendmsg
 	salen         uint32
 	local         netip.AddrPort // the address the client sent to
 	oob           []byte         // IP_PKTINFO for replies, on a wildcard listener
-	ifidx         uint32         // the interface of oob (IPv6 wildcard listeners)
 	peer          int            // index into the group's peers; -1: none of this config's
 	upstream      netip.AddrPort // the upstream socket's peer
 	upstreamAddrs []byte
@@ -56,14 +51,58 @@ type udpSession struct {
 	received  int64 // bytes from the client ($bytes_received)
 	sent      int64 // bytes to the client ($bytes_sent)
 
-	detached bool // not in the table: proxy_requests reached, or quiesced
-	paused   bool // an upgrade parked it: its socket is out of the epoll set, its timer off
-	stay     bool // restored during an upgrade: not quiesced again by it
-	wasIn    bool // quiesced: it was in the table (Restore puts it back)
-	failed   bool // report a failure of the peer to passive health
-	status   int
-	reason   endReason
-	pend     [][]byte // client datagrams carried over an upgrade from an older baton, sent at start
+	detached    bool   // not in the table: proxy_requests reached, or quiesced
+	paused      bool   // an upgrade parked it: its socket is out of the epoll set, its timer off
+	stay        bool   // restored during an upgrade: not quiesced again by it
+	wasIn       bool   // quiesced: it was in the table (Restore puts it back)
+	failed      bool   // report a failure of the peer to passive health
+	limitStatus uint8  // $limit_conn_status
+	ifidx       uint32 // the interface of oob (IPv6 wildcard listeners)
+	status      int
+	reason      endReason
+
+	x *udpExtra // what few sessions have; nil until one needs it
+}
+
+// udpExtra holds what only some UDP sessions have, out of the session so
+// that an idle one stays small.
+type udpExtra struct {
+	group  *group      // what a proxy_pass $var named (srv's upstream otherwise)
+	sv     *sessVars   // "set" values
+	limits []heldLimit // limit_conn counts held until the session ends
+	pend   [][]byte    // client datagrams carried over an upgrade from an older baton, sent at start
+}
+
+// ext returns s's udpExtra, made on first use.
+func (s *udpSession) ext() *udpExtra {
+	if s.x == nil {
+		s.x = &udpExtra{}
+	}
+	return s.x
+}
+
+// grp is s's upstream group: srv's, or what its proxy_pass $var named.
+func (s *udpSession) grp() *group {
+	if s.x != nil && s.x.group != nil {
+		return s.x.group
+	}
+	return s.srv.group
+}
+
+// vars is s's sessVars, nil if none.
+func (s *udpSession) vars() *sessVars {
+	if s.x == nil {
+		return nil
+	}
+	return s.x.sv
+}
+
+// releaseLimits gives back s's limit_conn counts.
+func (s *udpSession) releaseLimits() {
+	if s.x != nil {
+		releaseLimits(s.x.limits)
+		s.x.limits = nil
+	}
 }
 
 func (s *udpSession) expire() { s.u.expire(s) }
@@ -160,7 +199,9 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	if lg := srv.log; lg.Enabled(LevelInfo) { // ngx_stream_init_connection
 		lg.Logf(LevelInfo, "*%d udp client %s connected to %s", s.id, s.client, u.bound)
 	}
-	s.group, s.sv = srv.group, srv.newSessVars()
+	if sv := srv.newSessVars(); sv != nil {
+		s.ext().sv = sv
+	}
 	u.runSets(s)
 	var status int
 	if len(srv.limits) > 0 {
@@ -168,7 +209,10 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 		if !ok {
 			status = 503
 		}
-		s.limits, s.limitStatus = held, st
+		if len(held) > 0 {
+			s.ext().limits = held
+		}
+		s.limitStatus = st
 	}
 	switch {
 	case status != 0:
@@ -188,8 +232,7 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 		status = 500
 	}
 	if status != 0 {
-		releaseLimits(s.limits)
-		s.limits = nil
+		s.releaseLimits()
 		p.fds.giveUDP()
 		u.logAccess(s, status, l.now, s.received, 0)
 		u.hook(udpEnd{u: u, id: s.id, status: status, peer: -1})
@@ -226,7 +269,7 @@ func (u *udpListener) watch(s *udpSession) bool {
 	l.releaseUDP(s.fd)
 	s.fd = -1
 	if s.peer >= 0 {
-		s.group.peers[s.peer].active.Add(-1)
+		s.grp().peers[s.peer].active.Add(-1)
 	}
 	return false
 }
@@ -240,7 +283,7 @@ func (u *udpListener) watch(s *udpSession) bool {
 // no failure against it and tries no other.
 func (u *udpListener) connect(s *udpSession) int {
 	l, srv := u.l, s.srv
-	g := s.group
+	g := s.grp()
 	if len(u.tried) < len(g.peers) {
 		u.tried = make([]bool, len(g.peers))
 	}
@@ -512,10 +555,9 @@ func (u *udpListener) finish(s *udpSession) {
 		s.detached = true
 	}
 	delete(u.live, s)
-	releaseLimits(s.limits)
-	s.limits = nil
+	s.releaseLimits()
 	end := l.clock()
-	g := s.group
+	g := s.grp()
 	var pr *peer
 	if s.peer >= 0 { // -1: imported, its upstream not in this config's group
 		pr = &g.peers[s.peer]
@@ -566,7 +608,7 @@ func (s *udpSession) record(r *record) *record {
 		id: s.id, udp: true, client: s.client, local: s.local, cfd: -1, upstreamAddrs: s.upstreamAddrs,
 		sent: s.sent, received: s.received, upSent: s.upSent, upReceived: s.sent,
 		sessionTime: s.u.l.now - s.startMono, connectTime: s.connectTime, status: s.status,
-		firstByteTime: -1, upSessionTime: -1, sv: s.sv, limitStatus: s.limitStatus,
+		firstByteTime: -1, upSessionTime: -1, sv: s.vars(), limitStatus: s.limitStatus,
 	}
 	return r
 }

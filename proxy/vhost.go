@@ -157,7 +157,7 @@ func (s *session) chooseVhost() {
 	}
 	if srv := v.find(host); srv != nil {
 		s.switchServer(srv)
-		s.vhost = host
+		s.ext().vhost = host
 	}
 }
 
