@@ -89,9 +89,8 @@ func TestRoutedStateRoundTrip(t *testing.T) {
 		t.Fatalf("a plain session is written as version %d", b[0])
 	}
 	// A version 2 state cannot say it is prereading.
-	v2 := plain.encode()
 	plain.phase = phasePreread
-	v2 = plain.encode()
+	v2 := plain.encode()
 	if _, err := decodeState(v2); err == nil {
 		t.Fatal("a version 2 state with phase 3 was accepted")
 	}
