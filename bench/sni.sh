@@ -367,13 +367,17 @@ pxpids() {   # the PIDs whose CPU is PROXY's cost (nginx: master and workers, as
   if [[ $1 == nginx ]]; then echo "${MAINPID[nginx]} $(kids "${MAINPID[nginx]}")"; else echo "${MAINPID[$1]}"; fi
 }
 machine() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8, $9 }' /proc/stat; }   # busy ticks (steal excluded), steal ticks
-timewait() { ss -Htan state time-wait 2>/dev/null | wc -l; }
+timewait() {   # TIME_WAIT sockets now (sockstat is instant; ss walks them all)
+  awk '/^TCP:/ { for (i = 2; i < NF; i++) if ($i == "tw") { print $(i + 1); f = 1 } } END { if (!f) exit 1 }' /proc/net/sockstat 2>/dev/null ||
+    ss -Htan state time-wait 2>/dev/null | wc -l
+}
+secs() { awk '{ s = 0; n = split($0, a, /[ms]/); print a[1] * 60 + a[2] }' <<<"$1"; }   # "1m2.5s" -> 62.5
 RAW=$DIR/raw.tsv
-printf 'round\tmode\tproxy\tport\tconns\tattempts\tconns_per_sec\tp50_us\tp99_us\tmax_us\terrors\tfirst_error\twall_s\tproxy_cpu_s\tsinks_cpu_s\tbusy_s\tsteal_ticks\ttimewait_before\tok\n' >"$RAW"
+printf 'round\tmode\tproxy\tport\tconns\tattempts\tconns_per_sec\tp50_us\tp99_us\tmax_us\terrors\tfirst_error\twall_s\tproxy_cpu_s\tsinks_cpu_s\tloadgen_cpu_s\tbusy_s\tsteal_ticks\ttimewait_before\tok\n' >"$RAW"
 FAILED=0
 LAST=
 step() {   # step ROUND MODE PROXY SECONDS : one loadgen run; ROUND 0 is the warm-up (not recorded)
-  local r=$1 m=$2 px=$3 s=$4 port=${PORT[$3.$2]} out c0 c1 k0 k1 b0 b1 s0 s1 t0 t1 tw p pids args=()
+  local r=$1 m=$2 px=$3 s=$4 port=${PORT[$3.$2]} out c0 c1 k0 k1 b0 b1 s0 s1 t0 t1 tw p pids lcpu args=()
   for p in $SINK_PIDS ${MAINPID[$px]}; do kill -0 "$p" 2>/dev/null || die "pid $p ($px or a sink) is gone (see $DIR/*.log)"; done
   if [[ $px == nginx && $(kids "${MAINPID[nginx]}") != "$NGINX_WORKERS" ]]; then
     log "nginx's workers changed: $NGINX_WORKERS -> $(kids "${MAINPID[nginx]}") (a worker died? see $DIR/nginx-error.log)"
@@ -383,27 +387,30 @@ step() {   # step ROUND MODE PROXY SECONDS : one loadgen run; ROUND 0 is the war
   tw=$(timewait)
   pids=$(pxpids "$px")
   c0=$(ticks $pids); k0=$(ticks $SINK_PIDS); read -r b0 s0 < <(machine); t0=$(date +%s.%N)
-  out=$(timeout $((s + 20)) "$LOADGEN" connrate -addr "127.0.0.1:$port" -workers "$WORKERS" -duration "${s}s" \
-          -timeout 2s -max-errors 1000 "${args[@]}" 2>&1 || echo "loadgen exit status $?")
+  # `times` in the subshell: the CPU of its children (timeout and loadgen), last line
+  out=$( { timeout $((s + 20)) "$LOADGEN" connrate -addr "127.0.0.1:$port" -workers "$WORKERS" -duration "${s}s" \
+             -timeout 2s -max-errors 1000 "${args[@]}" 2>&1 || echo "loadgen exit status $?"; times; } )
   t1=$(date +%s.%N); c1=$(ticks $pids); k1=$(ticks $SINK_PIDS); read -r b1 s1 < <(machine)
   printf '=== round %s %s %s port %s\n%s\n' "$r" "$m" "$px" "$port" "$out" >>"$DIR/loadgen.log"
+  lcpu=$(tail -1 <<<"$out" | { read -r u y; echo "$(secs "$u") $(secs "$y")"; } | awk '{ print $1 + $2 }')
   LAST=$(awk -v r="$r" -v m="$m" -v px="$px" -v port="$port" -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
-      -v pc="$(( c1 - c0 ))" -v kc="$(( k1 - k0 ))" -v busy="$(( b1 - b0 ))" -v steal="$(( s1 - s0 ))" -v hz="$HZ" -v tw="$tw" '
+      -v pc="$(( c1 - c0 ))" -v kc="$(( k1 - k0 ))" -v lc="$lcpu" -v busy="$(( b1 - b0 ))" -v steal="$(( s1 - s0 ))" -v hz="$HZ" -v tw="$tw" '
     /^RESULT connrate / { for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } seen = 1 }
     /^loadgen connrate: / && first == "" { first = $0; sub(/^loadgen connrate: /, "", first); gsub(/\t/, " ", first) }
     END {
       ok = (seen && v["conns"] > 0) ? 1 : 0
       if (first == "") first = "-"
-      printf "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%d\t%d\n", r, m, px, port,
+      printf "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%d\t%d\n", r, m, px, port,
         v["conns"], v["attempts"], ok ? v["conns_per_sec"] : "NA", ok ? v["p50_us"] : "NA", ok ? v["p99_us"] : "NA",
-        ok ? v["max_us"] : "NA", v["errors"], first, wall, pc / hz, kc / hz, busy / hz, steal, tw, ok
+        ok ? v["max_us"] : "NA", v["errors"], first, wall, pc / hz, kc / hz, lc, busy / hz, steal, tw, ok
     }' <<<"$out")
   if (( r > 0 )); then
     echo "$LAST" >>"$RAW"
-    [[ $(cut -f19 <<<"$LAST") == 1 ]] || FAILED=$((FAILED + 1))
+    [[ $(cut -f20 <<<"$LAST") == 1 ]] || FAILED=$((FAILED + 1))
   fi
-  log "$(awk -F'\t' '{ printf "round %s %-5s %-8s %6s conn/s, p50 %5s p99 %6s µs, errors %s; proxy %5.1f µs/conn (%.2f CPU/s); steal %d; TIME_WAIT before %d",
-        $1, $2, $3, $7, $8, $9, $11, ($5 > 0 ? $14 * 1e6 / $5 : 0), $14 / $13, $17, $18 }' <<<"$LAST")"
+  log "$(awk -F'\t' '{ o = $17 - $14 - $15 - $16; if (o < 0) o = 0
+        printf "round %s %-5s %-8s %6s conn/s, p50 %5s p99 %6s µs, errors %s; proxy %5.1f µs/conn (%.2f CPU/s); other CPU/s %.2f; steal %d; TIME_WAIT %d",
+        $1, $2, $3, $7, $8, $9, $11, ($5 > 0 ? $14 * 1e6 / $5 : 0), $14 / $13, o / $13, $18, $19 }' <<<"$LAST")"
   [[ $(cut -f11 <<<"$LAST") == 0 ]] || log "  $px $m: $(cut -f11 <<<"$LAST") failed attempt(s), first: $(cut -f12 <<<"$LAST")"
   return 0
 }
@@ -415,7 +422,7 @@ if (( WARMUP > 0 )); then
   for m in $MODES; do
     for px in "${PROXIES[@]}"; do
       step 0 "$m" "$px" "$WARMUP"
-      [[ $(cut -f19 <<<"$LAST") == 1 ]] || die "warm-up: no connection through $px in mode $m (see $DIR/loadgen.log and $DIR/*.log)"
+      [[ $(cut -f20 <<<"$LAST") == 1 ]] || die "warm-up: no connection through $px in mode $m (see $DIR/loadgen.log and $DIR/*.log)"
     done
   done
 fi
@@ -469,6 +476,8 @@ for r in rows:
     r["p50"], r["p99"] = (num(r["p50_us"]), num(r["p99_us"])) if ok else (None, None)
     r["proxy_cores"] = num(r["proxy_cpu_s"]) / wall
     r["sinks_cores"] = num(r["sinks_cpu_s"]) / wall
+    r["loadgen_cores"] = num(r["loadgen_cpu_s"]) / wall
+    r["other_cores"] = max(0.0, num(r["busy_s"]) - num(r["proxy_cpu_s"]) - num(r["sinks_cpu_s"]) - num(r["loadgen_cpu_s"])) / wall
     r["busy_cores"] = num(r["busy_s"]) / wall
     r["proxy_us"] = num(r["proxy_cpu_s"]) * 1e6 / n if ok else None
     r["machine_us"] = num(r["busy_s"]) * 1e6 / n if ok else None
@@ -493,8 +502,8 @@ for m in modes:
     w("")
     w(f"## {m}: medians")
     w("")
-    w("| proxy | conn/s [min - max] | / nginx | p50 µs | p99 µs | proxy µs/conn | / nginx | proxy CPU/s | sinks CPU/s | machine µs/conn | errors | steal ticks |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("| proxy | conn/s [min - max] | / nginx | p50 µs | p99 µs | proxy µs/conn [min - max] | / nginx | proxy CPU/s | sinks CPU/s | loadgen CPU/s | other CPU/s | machine µs/conn | errors | steal ticks |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     nr, nc = med(sel(m, "nginx"), "rate"), med(sel(m, "nginx"), "proxy_us")
     for p in proxies:
         rs = sel(m, p)
@@ -504,8 +513,11 @@ for m in modes:
         qs = [r["rate"] for r in rs if r["rate"] is not None]
         span = f"{f(q)} [{f(min(qs))} - {f(max(qs))}]" if qs else "NA"
         c = med(rs, "proxy_us")
-        w(f"| {p} | {span} | {ratio(q, nr)} | {f(med(rs, 'p50'))} | {f(med(rs, 'p99'))} | {f(c, 1)} | {ratio(c, nc)} | "
-          f"{f(med(rs, 'proxy_cores'), 2)} | {f(med(rs, 'sinks_cores'), 2)} | {f(med(rs, 'machine_us'), 1)} | "
+        cs = [r["proxy_us"] for r in rs if r["proxy_us"] is not None]
+        cspan = f"{f(c, 1)} [{f(min(cs), 1)} - {f(max(cs), 1)}]" if cs else "NA"
+        w(f"| {p} | {span} | {ratio(q, nr)} | {f(med(rs, 'p50'))} | {f(med(rs, 'p99'))} | {cspan} | {ratio(c, nc)} | "
+          f"{f(med(rs, 'proxy_cores'), 2)} | {f(med(rs, 'sinks_cores'), 2)} | {f(med(rs, 'loadgen_cores'), 2)} | "
+          f"{f(med(rs, 'other_cores'), 2)} | {f(med(rs, 'machine_us'), 1)} | "
           f"{f(sum(r['err'] or 0 for r in rs))} | {f(med(rs, 'steal'))} |")
 
 batons = [p for p in proxies if p != "nginx"]
@@ -554,11 +566,12 @@ for k in keys:
 w("")
 w("## every run")
 w("")
-w("| round | mode | proxy | conn/s | conns | p50 µs | p99 µs | max µs | errors | proxy CPU/s | proxy µs/conn | sinks CPU/s | machine busy CPU/s | steal ticks | TIME_WAIT before |")
-w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+w("| round | mode | proxy | conn/s | conns | p50 µs | p99 µs | max µs | errors | proxy CPU/s | proxy µs/conn | sinks CPU/s | loadgen CPU/s | other CPU/s | machine busy CPU/s | steal ticks | TIME_WAIT before |")
+w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     w(f"| {r['round']} | {r['mode']} | {r['proxy']} | {f(r['rate'])} | {r['conns']} | {f(r['p50'])} | {f(r['p99'])} | "
       f"{r['max_us']} | {r['errors']} | {f(r['proxy_cores'], 2)} | {f(r['proxy_us'], 1)} | {f(r['sinks_cores'], 2)} | "
+      f"{f(r['loadgen_cores'], 2)} | {f(r['other_cores'], 2)} | "
       f"{f(r['busy_cores'], 2)} | {r['steal_ticks']} | {r['timewait_before']} |")
 errs = [r for r in rows if r["first_error"] not in ("", "-")]
 if errs:
@@ -570,7 +583,9 @@ if errs:
 w("")
 w("Medians are per proxy and mode over the rounds (µs/conn: the median of each run's figure). "
   "CPU/s: CPU seconds (user+system, all threads) per second of the run, i.e. cores; nginx's is its master and workers summed. "
-  "proxy µs/conn: the proxy's CPU per completed connection; machine: all busy CPU of the machine (steal excluded), whatever used it. "
+  "proxy µs/conn: the proxy's CPU per completed connection; machine: all busy CPU of the machine (steal excluded), whatever used it; "
+  "other: that minus the proxy, the sinks and loadgen, i.e. other processes and interrupt time not charged to a process: "
+  "a run with other CPU/s well above its neighbours' was disturbed by something else on the machine. "
   "Latency: loadgen's, from the start of the dial to the last byte of the echo. "
   "The machine's cores are shared by loadgen, the sinks and the proxy, so the proxy's CPU per connection is the figure to compare; "
   "a run with more than a few steal ticks was disturbed by the host.")
