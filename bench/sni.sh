@@ -408,8 +408,8 @@ step() {   # step ROUND MODE PROXY SECONDS : one loadgen run; ROUND 0 is the war
     echo "$LAST" >>"$RAW"
     [[ $(cut -f20 <<<"$LAST") == 1 ]] || FAILED=$((FAILED + 1))
   fi
-  log "$(awk -F'\t' '{ o = $17 - $14 - $15 - $16; if (o < 0) o = 0
-        printf "round %s %-5s %-8s %6s conn/s, p50 %5s p99 %6s µs, errors %s; proxy %5.1f µs/conn (%.2f CPU/s); other CPU/s %.2f; steal %d; TIME_WAIT %d",
+  log "$(awk -F'\t' '{ o = $17 - $14 - $15 - $16
+        printf "round %s %-5s %-8s %6s conn/s, p50 %5s p99 %6s µs, errors %s; proxy %5.1f µs/conn (%.2f CPU/s); other CPU/s %+.2f; steal %d; TIME_WAIT %d",
         $1, $2, $3, $7, $8, $9, $11, ($5 > 0 ? $14 * 1e6 / $5 : 0), $14 / $13, o / $13, $18, $19 }' <<<"$LAST")"
   [[ $(cut -f11 <<<"$LAST") == 0 ]] || log "  $px $m: $(cut -f11 <<<"$LAST") failed attempt(s), first: $(cut -f12 <<<"$LAST")"
   return 0
@@ -477,7 +477,7 @@ for r in rows:
     r["proxy_cores"] = num(r["proxy_cpu_s"]) / wall
     r["sinks_cores"] = num(r["sinks_cpu_s"]) / wall
     r["loadgen_cores"] = num(r["loadgen_cpu_s"]) / wall
-    r["other_cores"] = max(0.0, num(r["busy_s"]) - num(r["proxy_cpu_s"]) - num(r["sinks_cpu_s"]) - num(r["loadgen_cpu_s"])) / wall
+    r["other_cores"] = (num(r["busy_s"]) - num(r["proxy_cpu_s"]) - num(r["sinks_cpu_s"]) - num(r["loadgen_cpu_s"])) / wall
     r["busy_cores"] = num(r["busy_s"]) / wall
     r["proxy_us"] = num(r["proxy_cpu_s"]) * 1e6 / n if ok else None
     r["machine_us"] = num(r["busy_s"]) * 1e6 / n if ok else None
@@ -584,8 +584,9 @@ w("")
 w("Medians are per proxy and mode over the rounds (µs/conn: the median of each run's figure). "
   "CPU/s: CPU seconds (user+system, all threads) per second of the run, i.e. cores; nginx's is its master and workers summed. "
   "proxy µs/conn: the proxy's CPU per completed connection; machine: all busy CPU of the machine (steal excluded), whatever used it; "
-  "other: that minus the proxy, the sinks and loadgen, i.e. other processes and interrupt time not charged to a process: "
-  "a run with other CPU/s well above its neighbours' was disturbed by something else on the machine. "
+  "other: that minus the proxy, the sinks and loadgen (other processes, interrupt time charged to no process); the two "
+  "accountings differ by a few %, so it is near 0, or a little below, when nothing else runs: a run with other CPU/s well "
+  "above 0 was disturbed by something else on the machine. "
   "Latency: loadgen's, from the start of the dial to the last byte of the echo. "
   "The machine's cores are shared by loadgen, the sinks and the proxy, so the proxy's CPU per connection is the figure to compare; "
   "a run with more than a few steal ticks was disturbed by the host.")
