@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,10 @@ type connrateConfig struct {
 	maxIters  int64         // hard cap on attempts, all workers together
 	opTimeout time.Duration // deadline for dial and for write+read of each connection
 	maxErrors int64         // stop early after this many failed attempts
+	// payload is written on each connection and must come back whole; nil
+	// means the single byte 'x' (the default). -hello puts a TLS ClientHello
+	// here.
+	payload []byte
 }
 
 type connrateResult struct {
@@ -29,7 +34,7 @@ type connrateResult struct {
 	errRead  int64 // includes a wrong byte coming back
 	firstErr error
 	stopped  string // why it ended early, "" if it ran its time
-	lat      hist   // dial start -> echoed byte read, successful attempts only
+	lat      hist   // dial start -> echo read, successful attempts only
 }
 
 func (r *connrateResult) errors() int64 { return r.errDial + r.errWrite + r.errRead }
@@ -41,9 +46,12 @@ func (r *connrateResult) rate() float64 {
 	return float64(r.ok) / r.elapsed.Seconds()
 }
 
-// runConnRate runs cfg.workers loops of dial, write 1 byte, read it back,
-// close, until cfg.duration has passed, cfg.maxIters attempts were made or
-// cfg.maxErrors attempts failed. The peer must echo (sink -mode echo).
+// runConnRate runs cfg.workers loops of dial, write cfg.payload (1 byte by
+// default), read it back, close, until cfg.duration has passed, cfg.maxIters
+// attempts were made or cfg.maxErrors attempts failed. The peer must echo
+// (sink -mode echo). The whole payload is read back, so that the client never
+// closes with unread data (which would reset the connection instead of
+// closing it), and compared.
 func runConnRate(cfg connrateConfig) *connrateResult {
 	res := &connrateResult{}
 	var (
@@ -73,8 +81,11 @@ func runConnRate(cfg connrateConfig) *connrateResult {
 			defer wg.Done()
 			var h hist
 			d := net.Dialer{Timeout: cfg.opTimeout}
-			out := [1]byte{'x'}
-			var in [1]byte
+			out := cfg.payload
+			if out == nil {
+				out = []byte{'x'}
+			}
+			in := make([]byte, len(out))
 			for !abort.Load() {
 				t := time.Now()
 				if !t.Before(end) {
@@ -91,20 +102,24 @@ func runConnRate(cfg connrateConfig) *connrateResult {
 					continue
 				}
 				c.SetDeadline(time.Now().Add(cfg.opTimeout))
-				if _, err := c.Write(out[:]); err != nil {
+				if _, err := c.Write(out); err != nil {
 					c.Close()
 					noteErr(&eWrite, fmt.Errorf("write: %w", err))
 					continue
 				}
-				if _, err := io.ReadFull(c, in[:]); err != nil {
+				if _, err := io.ReadFull(c, in); err != nil {
 					c.Close()
 					noteErr(&eRead, fmt.Errorf("read: %w", err))
 					continue
 				}
 				lat := time.Since(t)
 				c.Close()
-				if in[0] != out[0] {
-					noteErr(&eRead, fmt.Errorf("read: got byte %#x, want %#x (is the sink in echo mode?)", in[0], out[0]))
+				if !bytes.Equal(in, out) {
+					if len(out) == 1 {
+						noteErr(&eRead, fmt.Errorf("read: got byte %#x, want %#x (is the sink in echo mode?)", in[0], out[0]))
+					} else {
+						noteErr(&eRead, fmt.Errorf("read: the %d bytes back differ from those sent (is the sink in echo mode?)", len(out)))
+					}
 					continue
 				}
 				h.add(lat)
@@ -135,8 +150,10 @@ func connrateMain(args []string) error {
 	fs.IntVar(&cfg.workers, "workers", 4, "concurrent dial loops (1-1000)")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "run time (at most 10m)")
 	fs.Int64Var(&cfg.maxIters, "max-iters", 10_000_000, "hard cap on connection attempts")
-	fs.DurationVar(&cfg.opTimeout, "timeout", 2*time.Second, "deadline for the dial and for the 1-byte exchange of each connection")
+	fs.DurationVar(&cfg.opTimeout, "timeout", 2*time.Second, "deadline for the dial and for the echo exchange of each connection")
 	fs.Int64Var(&cfg.maxErrors, "max-errors", 10000, "stop early after this many failed attempts")
+	hello := fs.String("hello", "", "send a TLS ClientHello for this server `name` (made once by crypto/tls) instead of 1 byte, and read it back")
+	alpn := fs.String("alpn", "", "with -hello: ALPN `protocols` in the hello, comma-separated (e.g. h2,http/1.1)")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
@@ -159,16 +176,33 @@ func connrateMain(args []string) error {
 	if err := checkLoopback(cfg.addr); err != nil {
 		return err
 	}
+	if *alpn != "" && *hello == "" {
+		return usageError("-alpn needs -hello")
+	}
+	protos, err := splitALPN(*alpn)
+	if err != nil {
+		return usageError(err.Error())
+	}
+	if *hello != "" {
+		if cfg.payload, err = clientHello(*hello, protos); err != nil {
+			return usageError(fmt.Sprintf("-hello: %v", err))
+		}
+	}
 	r := runConnRate(cfg)
 	us := func(d time.Duration) int64 { return d.Microseconds() }
 	stopped := r.stopped
 	if stopped == "" {
 		stopped = "duration"
 	}
-	fmt.Printf("RESULT connrate workers=%d duration_s=%.3f conns=%d attempts=%d conns_per_sec=%.0f p50_us=%d p90_us=%d p99_us=%d max_us=%d mean_us=%d errors=%d err_dial=%d err_write=%d err_read=%d stopped_by=%s\n",
+	fmt.Printf("RESULT connrate workers=%d duration_s=%.3f conns=%d attempts=%d conns_per_sec=%.0f p50_us=%d p90_us=%d p99_us=%d max_us=%d mean_us=%d errors=%d err_dial=%d err_write=%d err_read=%d stopped_by=%s",
 		cfg.workers, r.elapsed.Seconds(), r.ok, r.attempts, r.rate(),
 		us(r.lat.quantile(0.50)), us(r.lat.quantile(0.90)), us(r.lat.quantile(0.99)), us(time.Duration(r.lat.max)), us(r.lat.mean()),
 		r.errors(), r.errDial, r.errWrite, r.errRead, stopped)
+	if *hello != "" {
+		// Appended, so the default line stays as it was.
+		fmt.Printf(" hello=%s alpn=%s hello_bytes=%d", *hello, orDash(*alpn), len(cfg.payload))
+	}
+	fmt.Println()
 	if r.firstErr != nil {
 		return fmt.Errorf("%d failed attempt(s), first: %v", r.errors(), r.firstErr)
 	}
@@ -176,4 +210,11 @@ func connrateMain(args []string) error {
 		return errors.New("no connection completed")
 	}
 	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

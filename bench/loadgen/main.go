@@ -3,7 +3,7 @@
 //
 //	loadgen sink       -listen 127.0.0.1:23401 [-mode discard|echo|greet|source]
 //	loadgen throughput -addr 127.0.0.1:23401 -conns 1 -duration 5s -size 131072 [-dir up|down|both]
-//	loadgen connrate   -addr 127.0.0.1:23403 -workers 4 -duration 5s
+//	loadgen connrate   -addr 127.0.0.1:23403 -workers 4 -duration 5s [-hello db.example.com [-alpn h2]]
 //
 // sink is a backend. Modes: discard reads and throws the data away; echo
 // writes back everything it reads; greet writes one line (GreetLine) and
@@ -17,7 +17,10 @@
 //
 // connrate runs -workers loops of: dial, write 1 byte, read it back (sink in
 // echo mode), close; and reports connections per second and the latency of
-// dial+echo.
+// dial+echo. With -hello NAME (and -alpn PROTOS) it writes a real TLS
+// ClientHello for NAME instead of the byte, made once at start by crypto/tls,
+// and reads the whole hello back: a load for proxies that route on SNI
+// (ssl_preread).
 //
 // throughput and connrate print exactly one result line on stdout:
 //
@@ -40,7 +43,7 @@ import (
 const usage = `usage:
   loadgen sink       -listen ADDR [-mode discard|echo|greet|source]
   loadgen throughput -addr ADDR [-conns N] [-duration D] [-size BYTES] [-dir up|down|both]
-  loadgen connrate   -addr ADDR [-workers N] [-duration D]
+  loadgen connrate   -addr ADDR [-workers N] [-duration D] [-hello SERVERNAME [-alpn h2,http/1.1]]
 Run "loadgen SUBCOMMAND -h" for the flags of one subcommand.
 All addresses must be literal loopback IPs with a port (127.0.0.0/8 or [::1]).
 `
