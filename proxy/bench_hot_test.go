@@ -23,7 +23,7 @@ func BenchmarkAcceptFirstByte(b *testing.B) {
 	// A one-byte greeting, then close: the client reads everything there is,
 	// so its close never resets a connection with unread data.
 	g := startBackend(b, "greet", func(c net.Conn) { c.Write([]byte{'g'}) })
-	_, addr, _ := startProxy(b, testConfig([]upstreamSpec{{addr: g.addr()}}, nil))
+	addr := startBenchProxy(b, testConfig([]upstreamSpec{{addr: g.addr()}}, nil))
 	targets := map[string]string{"direct": g.addr().String(), "baton": addr}
 	for _, name := range []string{"direct", "baton"} {
 		b.Run(name, func(b *testing.B) {

@@ -14,10 +14,24 @@ import (
 // noisy machine. Client, backend and proxy share the machine's cores.
 
 func benchTargets(b *testing.B, backend *backend) map[string]string {
-	_, addr, _ := startProxy(b, testConfig([]upstreamSpec{{addr: backend.addr()}}, func(s *config.Server) {
+	addr := startBenchProxy(b, testConfig([]upstreamSpec{{addr: backend.addr()}}, func(s *config.Server) {
 		s.ProxyHalfClose = true
 	}))
 	return map[string]string{"direct": backend.addr().String(), "baton": addr}
+}
+
+// startBenchProxy starts cfg logging at nginx's default level (error), as a
+// production baton: the tests' info level writes lines per session.
+func startBenchProxy(b *testing.B, cfg *config.Config) string {
+	p, err := New(cfg, Options{Log: NewWriterLogger(io.Discard, LevelError)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	return p.Addrs()[0].String()
 }
 
 // BenchmarkThroughput streams 64 KiB writes from one client to a backend
