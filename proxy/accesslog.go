@@ -146,9 +146,14 @@ func (t template) appendLog(b []byte, r *record, esc logEscape) []byte {
 			continue
 		}
 		start := len(b)
+		r.nf = false
 		b = seg.v(b, r)
 		switch esc {
 		case escapeDefault:
+			if r.nf && len(b) == start {
+				b = append(b, '-') // nginx: a variable not found
+				continue
+			}
 			b = escapeValue(b, start)
 		case escapeJSON:
 			b = escapeJSONValue(b, start)

@@ -148,6 +148,7 @@ func parseHello(b []byte, sv *sessVars) (done bool, err error) {
 	if sv.hello == nil {
 		sv.hello = new(tlshello.Parser)
 	}
+	sv.prereadRan = true
 	done, _ = sv.hello.Parse(b) // declined: on, with what was found
 	r := sv.hello.Result()
 	sv.sni, sv.alpn, sv.proto = r.ServerName, r.ALPN, []byte(r.Version)

@@ -323,6 +323,7 @@ func (s *session) importRouted(m *movedState) {
 		}
 	}
 	s.sv.sni, s.sv.alpn, s.sv.proto, s.sv.prereadDone = r.sni, r.alpn, r.proto, r.prereadDone
+	s.sv.prereadRan = r.prereadDone
 }
 
 // buildRouting compiles srv's "set", "return", "proxy_pass $var" and takes

@@ -50,6 +50,7 @@ type record struct {
 
 	sv       *sessVars // "set" values, preread results; nil if none
 	depth    uint8     // variables evaluating variables (maxDepth)
+	nf       bool      // the variable just evaluated was "not found" (nginx's not_found: "-" in a default-escaped log)
 	capSrc   []byte    // what the last regex matched against ($1..$9)
 	caps     []int     // its submatch indexes
 	capNames []string  // its groups' names (named captures)
@@ -106,19 +107,36 @@ var variables = map[string]variable{
 		}
 		return append(b, "TCP"...)
 	},
-	"upstream_addr":  func(b []byte, r *record) []byte { return append(b, r.upstreamAddrs...) },
+	"upstream_addr": func(b []byte, r *record) []byte {
+		if len(r.upstreamAddrs) == 0 {
+			r.nf = true
+		}
+		return append(b, r.upstreamAddrs...)
+	},
 	"bytes_sent":     func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.sent, 10) },
 	"bytes_received": func(b []byte, r *record) []byte { return strconv.AppendInt(b, r.received, 10) },
 	"upstream_bytes_sent": func(b []byte, r *record) []byte {
+		if len(r.upstreamAddrs) == 0 {
+			r.nf = true
+			return b
+		}
 		return strconv.AppendInt(r.priorList(b, "0"), r.upSent, 10)
 	},
 	"upstream_bytes_received": func(b []byte, r *record) []byte {
+		if len(r.upstreamAddrs) == 0 {
+			r.nf = true
+			return b
+		}
 		return strconv.AppendInt(r.priorList(b, "0"), r.upReceived, 10)
 	},
 	"session_time": func(b []byte, r *record) []byte {
 		return appendSeconds(b, r.sessionTime)
 	},
 	"upstream_connect_time": func(b []byte, r *record) []byte {
+		if len(r.upstreamAddrs) == 0 {
+			r.nf = true
+			return b
+		}
 		b = r.priorList(b, "-")
 		if r.connectTime < 0 {
 			return append(b, '-')
@@ -137,22 +155,32 @@ var variables = map[string]variable{
 	"pid":  func(b []byte, r *record) []byte { return strconv.AppendInt(b, int64(pid), 10) },
 	"proxy_protocol_addr": func(b []byte, r *record) []byte {
 		if !r.pp.IsValid() {
+			r.nf = true
 			return b
 		}
 		return r.pp.Addr().AppendTo(b)
 	},
 	"proxy_protocol_port": func(b []byte, r *record) []byte {
 		if !r.pp.IsValid() {
+			r.nf = true
 			return b
 		}
 		return strconv.AppendUint(b, uint64(r.pp.Port()), 10)
 	},
 	"limit_conn_status": func(b []byte, r *record) []byte {
-		return append(b, [...]string{"-", "PASSED", "REJECTED", "REJECTED_DRY_RUN"}[r.limitStatus]...)
+		if r.limitStatus == limitNone {
+			r.nf = true
+			return b
+		}
+		return append(b, [...]string{"", "PASSED", "REJECTED", "REJECTED_DRY_RUN"}[r.limitStatus]...)
 	},
 	"hostname":      func(b []byte, r *record) []byte { return append(b, hostname...) },
 	"nginx_version": func(b []byte, r *record) []byte { return append(b, nginxVersion...) },
 	"upstream_first_byte_time": func(b []byte, r *record) []byte {
+		if len(r.upstreamAddrs) == 0 {
+			r.nf = true
+			return b
+		}
 		b = r.priorList(b, "-")
 		if r.firstByteTime < 0 {
 			return append(b, '-')
@@ -160,6 +188,10 @@ var variables = map[string]variable{
 		return appendSeconds(b, r.firstByteTime)
 	},
 	"upstream_session_time": func(b []byte, r *record) []byte {
+		if len(r.upstreamAddrs) == 0 {
+			r.nf = true
+			return b
+		}
 		for _, t := range r.prior {
 			b = append(appendSeconds(b, t), ", "...)
 		}
@@ -169,31 +201,36 @@ var variables = map[string]variable{
 		return appendSeconds(b, r.upSessionTime)
 	},
 	"ssl_preread_server_name": func(b []byte, r *record) []byte {
-		if r.sv == nil {
+		if r.sv == nil || !r.sv.prereadRan {
+			r.nf = true
 			return b
 		}
 		return append(b, r.sv.sni...)
 	},
 	"ssl_preread_alpn_protocols": func(b []byte, r *record) []byte {
-		if r.sv == nil {
+		if r.sv == nil || !r.sv.prereadRan {
+			r.nf = true
 			return b
 		}
 		return append(b, r.sv.alpn...)
 	},
 	"ssl_preread_protocol": func(b []byte, r *record) []byte {
-		if r.sv == nil {
+		if r.sv == nil || !r.sv.prereadRan {
+			r.nf = true
 			return b
 		}
 		return append(b, r.sv.proto...)
 	},
 	"proxy_protocol_server_addr": func(b []byte, r *record) []byte {
 		if !r.ppDst.IsValid() {
+			r.nf = true
 			return b
 		}
 		return r.ppDst.Addr().AppendTo(b)
 	},
 	"proxy_protocol_server_port": func(b []byte, r *record) []byte {
 		if !r.ppDst.IsValid() {
+			r.nf = true
 			return b
 		}
 		return strconv.AppendUint(b, uint64(r.ppDst.Port()), 10)
@@ -252,6 +289,7 @@ type sessVars struct {
 	prereadDone      bool             // the ClientHello was parsed (or found not to be one)
 	hello            *tlshello.Parser // while prereading
 	helloFound       bool             // a whole ClientHello with a server name: it may choose a virtual server
+	prereadRan       bool             // ssl_preread ran: its variables are found (empty or not)
 }
 
 // builtinVars holds nginx's built-in variables only: what a configuration
@@ -327,6 +365,7 @@ func (d *varDef) value() variable {
 			return append(b, r.sv.set[slot]...)
 		}
 		if d.get == nil || r.depth >= maxDepth {
+			r.nf = true
 			return b
 		}
 		r.depth++
@@ -481,7 +520,10 @@ func tlvVar(name string) (variable, bool) {
 			}
 			tlvs = v[5:]
 		}
-		v, _ := findTLV(tlvs, typ)
+		v, ok := findTLV(tlvs, typ)
+		if !ok {
+			r.nf = true
+		}
 		return append(b, v...)
 	}, true
 }
