@@ -281,14 +281,16 @@ func (l *loop) resume(s *session) {
 	fail := func(what string, err error) {
 		s.srv.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, sock.ErrnoText(err))
 	}
-	switch s.movedFrom {
-	case stateHeader:
-		s.state = stateHeader
-		s.cEvents = unix.EPOLLIN | unix.EPOLLRDHUP
+	// The phases that wait on the client alone.
+	clientOnly := func(st sessState, events uint32, timeout int64) {
+		s.state, s.cEvents, s.timeout = st, events, timeout
 		if err := l.register(s.cfd, s.cEvents, s); err != nil {
 			fail("client", err)
 		}
-		s.timeout = s.srv.ppTimeout
+	}
+	switch s.movedFrom {
+	case stateHeader:
+		clientOnly(stateHeader, unix.EPOLLIN|unix.EPOLLRDHUP, s.srv.ppTimeout)
 	case stateConnecting:
 		s.state = stateConnecting
 		s.cEvents, s.uEvents = unix.EPOLLIN|unix.EPOLLRDHUP, unix.EPOLLOUT
@@ -300,19 +302,9 @@ func (l *loop) resume(s *session) {
 		}
 		s.timeout = s.srv.connectTimeout
 	case statePreread:
-		s.state = statePreread
-		s.cEvents = unix.EPOLLIN | unix.EPOLLRDHUP
-		if err := l.register(s.cfd, s.cEvents, s); err != nil {
-			fail("client", err)
-		}
-		s.timeout = s.srv.prereadTimeout
+		clientOnly(statePreread, unix.EPOLLIN|unix.EPOLLRDHUP, s.srv.prereadTimeout)
 	case stateReturning:
-		s.state = stateReturning
-		s.cEvents = unix.EPOLLOUT
-		if err := l.register(s.cfd, s.cEvents, s); err != nil {
-			fail("client", err)
-		}
-		s.timeout = returnTimeout
+		clientOnly(stateReturning, unix.EPOLLOUT, returnTimeout)
 	default:
 		s.state = stateProxying
 		s.cEvents, s.uEvents = 0, 0

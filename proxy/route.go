@@ -51,16 +51,20 @@ func (srv *server) newSessVars() *sessVars {
 
 // runSets runs the server's "set" directives in order.
 func (s *session) runSets() {
-	if len(s.srv.sets) == 0 {
-		return
+	if len(s.srv.sets) > 0 {
+		s.srv.runSets(s.sv, s.record(&s.loop.rec))
 	}
-	r := s.record(&s.loop.rec)
-	for _, op := range s.srv.sets {
+}
+
+// runSets runs srv's "set" directives, in order, for the session r
+// describes, whose values sv holds (r.sv).
+func (srv *server) runSets(sv *sessVars, r *record) {
+	for _, op := range srv.sets {
 		v := op.value.appendTo(nil, r)
 		if v == nil {
 			v = []byte{}
 		}
-		s.sv.set[op.slot] = v
+		sv.set[op.slot] = v
 	}
 }
 
@@ -386,16 +390,8 @@ func (vt *varTable) definesAny(text string) bool {
 
 // runSets runs the server's "set" directives for a UDP session.
 func (u *udpListener) runSets(s *udpSession) {
-	if len(s.srv.sets) == 0 {
-		return
-	}
-	r := s.record(&u.l.rec)
-	for _, op := range s.srv.sets {
-		v := op.value.appendTo(nil, r)
-		if v == nil {
-			v = []byte{}
-		}
-		s.x.sv.set[op.slot] = v
+	if len(s.srv.sets) > 0 {
+		s.srv.runSets(s.x.sv, s.record(&u.l.rec))
 	}
 }
 
@@ -423,14 +419,7 @@ func (u *udpListener) returnDatagram(s *udpSession) {
 	if len(text) == 0 || len(text) > sock.DatagramBufSize {
 		return
 	}
-	if l.udpOut == nil {
-		l.udpOut = newUDPReplies()
-	}
-	out := l.udpOut
-	if out.u != u || out.n == udpBatchSize {
-		out.flush()
-		out.u = u
-	}
+	out := u.replies()
 	n := copy(out.bufs[out.n], text)
 	out.add(s, n)
 	s.sent = int64(n)

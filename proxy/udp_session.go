@@ -385,15 +385,7 @@ func (u *udpListener) send(s *udpSession, b []byte) bool {
 // epoll_wait. Replies go out together (udpReplies.flush), at the latest at
 // the end of the loop's event batch.
 func (u *udpListener) upstreamReadable(s *udpSession) {
-	l := u.l
-	if l.udpOut == nil {
-		l.udpOut = newUDPReplies()
-	}
-	out := l.udpOut
-	if out.u != u || out.n == udpBatchSize {
-		out.flush()
-		out.u = u
-	}
+	out := u.replies()
 	i := out.n
 	n, err := sock.RecvUDP(s.fd, out.bufs[i])
 	switch err {
@@ -411,6 +403,21 @@ func (u *udpListener) upstreamReadable(s *udpSession) {
 		// timer and table entry go now.
 		u.end(s, 200, endDone)
 	}
+}
+
+// replies returns the loop's reply batch, ready for a reply to u's
+// clients: flushed first if it holds another listener's or is full.
+func (u *udpListener) replies() *udpReplies {
+	l := u.l
+	if l.udpOut == nil {
+		l.udpOut = newUDPReplies()
+	}
+	out := l.udpOut
+	if out.u != u || out.n == udpBatchSize {
+		out.flush()
+		out.u = u
+	}
+	return out
 }
 
 // replyFailed handles a reply the listening socket did not take (loop).
