@@ -57,8 +57,7 @@ const (
 var notSupported = map[string]scope{
 	// ngx_stream_core_module
 	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream,
-	"tcp_nodelay":                   sv,
-	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
+	"tcp_nodelay":                sv,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
 	// ngx_stream_log_module
@@ -139,6 +138,7 @@ var implemented = map[string]scope{
 	"zone": ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
 	"set": ctxServer, "return": ctxServer, "pass": ctxServer, "server_name": ctxServer,
+	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,
 	"geo": ctxStream, "split_clients": ctxStream,

@@ -253,8 +253,9 @@ func asciiLower(s string) string {
 }
 
 // mapHashSize accepts "map_hash_bucket_size N" and "map_hash_max_size N"
-// with nginx's checks (ngx_conf_set_num_slot) and ignores them: baton's
-// map is a Go map, with no bucket or size limit to tune.
+// (and server_names_hash_*) with nginx's checks (ngx_conf_set_num_slot)
+// and ignores them: baton's tables are Go maps, with no bucket or size
+// limit to tune.
 func (l *loader) mapHashSize(d *directive) {
 	if !l.check(d, false, take(1)) {
 		return

@@ -112,7 +112,7 @@ func (l *loader) streamDirective(d *directive) {
 		l.match(d)
 	case "map":
 		l.mapBlock(d)
-	case "map_hash_bucket_size", "map_hash_max_size":
+	case "map_hash_bucket_size", "map_hash_max_size", "server_names_hash_bucket_size", "server_names_hash_max_size":
 		l.mapHashSize(d)
 	case "geo":
 		l.geoBlock(d)

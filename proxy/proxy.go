@@ -136,6 +136,7 @@ type server struct {
 	prereadMax     int
 	prereadTimeout int64
 	needVars       bool                       // sessions hold a sessVars ("set", ssl_preread)
+	serverName     string                     // $server_name: the first server_name as nginx prints it
 	vhosts         map[netip.AddrPort]*vhosts // the virtual servers of the addresses whose socket it owns
 }
 

@@ -374,6 +374,15 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 	srv.prereadMax = cs.PrereadBufferSize
 	srv.prereadTimeout = int64(cs.PrereadTimeout)
 	srv.needVars = len(srv.sets) > 0 || srv.preread
+	if len(cs.ServerNames) > 0 {
+		sn := cs.ServerNames[0]
+		switch {
+		case sn.Regexp != nil:
+			srv.serverName = "~" + sn.Name
+		default:
+			srv.serverName = strings.TrimPrefix(sn.Name, ".")
+		}
+	}
 	return nil
 }
 

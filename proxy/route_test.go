@@ -420,3 +420,17 @@ func TestServerNameVhosts(t *testing.T) {
 		t.Errorf("no hello: %q", got)
 	}
 }
+
+func TestServerNameVariable(t *testing.T) {
+	_, addrs, _ := startConf(t, `stream {
+		server_names_hash_bucket_size 64;
+		server { listen 127.0.0.1:0; server_name .example.com www.example.org; return "[$server_name]"; }
+		server { listen 127.0.0.1:0; server_name ~^db\d+$; return "[$server_name]"; }
+		server { listen 127.0.0.1:0; return "[$server_name]"; }
+	}`)
+	for i, want := range []string{"[example.com]", `[~^db\d+$]`, "[]"} {
+		if got := readAll(t, addrs[i]); got != want {
+			t.Errorf("server %d: %q, want %q", i, got, want)
+		}
+	}
+}

@@ -306,6 +306,9 @@ func (s *session) record(r *record) *record {
 		sessionTime: s.endMono - s.startMono, connectTime: s.connectTime, status: s.status,
 		firstByteTime: -1, upSessionTime: -1, sv: s.sv, limitStatus: s.limitStatus,
 	}
+	if s.srv != nil {
+		r.serverName = s.srv.serverName
+	}
 	if x := s.x; x != nil {
 		r.prior, r.ppDst, r.tlv = x.prior, x.ppDst, x.ppTLV
 	}

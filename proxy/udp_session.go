@@ -616,6 +616,7 @@ func (s *udpSession) record(r *record) *record {
 		sent: s.sent, received: s.received, upSent: s.upSent, upReceived: s.sent,
 		sessionTime: s.u.l.now - s.startMono, connectTime: s.connectTime, status: s.status,
 		firstByteTime: -1, upSessionTime: -1, sv: s.vars(), limitStatus: s.limitStatus,
+		serverName: s.srv.serverName,
 	}
 	return r
 }

@@ -44,6 +44,7 @@ type record struct {
 	upSessionTime            int64          // $upstream_session_time; -1: no upstream
 	prior                    []int64        // times of the failed attempts before the last (upstream_* lists)
 	limitStatus              uint8          // $limit_conn_status
+	serverName               string         // $server_name: the server's first server_name
 	ppDst                    netip.AddrPort // the PROXY header's destination
 	tlv                      []byte         // the PROXY header's TLVs
 	status                   int
@@ -174,6 +175,7 @@ var variables = map[string]variable{
 		}
 		return append(b, [...]string{"", "PASSED", "REJECTED", "REJECTED_DRY_RUN"}[r.limitStatus]...)
 	},
+	"server_name":   func(b []byte, r *record) []byte { return append(b, r.serverName...) },
 	"hostname":      func(b []byte, r *record) []byte { return append(b, hostname...) },
 	"nginx_version": func(b []byte, r *record) []byte { return append(b, nginxVersion...) },
 	"upstream_first_byte_time": func(b []byte, r *record) []byte {
