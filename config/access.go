@@ -39,8 +39,21 @@ func (l *loader) realIPFrom(d *directive, pc *proxyConf) {
 		l.errorf(d, "the \"unix:\" parameter of the \"set_real_ip_from\" directive is not supported yet")
 		return
 	}
-	if p, ok := l.cidr(d, v); ok {
-		pc.realIP = append(pc.realIP, p)
+	if _, _, ok := parseCIDR(v); ok || strings.ContainsAny(v, "/:") {
+		if p, ok := l.cidr(d, v); ok {
+			pc.realIP = append(pc.realIP, p)
+		}
+		return
+	}
+	// A host name: every address it resolves to, at load, as nginx's
+	// ngx_inet_resolve_host.
+	addrs := l.lookupHost(v)
+	if len(addrs) == 0 {
+		l.errorf(d, "host not found in set_real_ip_from \"%s\"", v)
+		return
+	}
+	for _, a := range addrs {
+		pc.realIP = append(pc.realIP, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 }
 

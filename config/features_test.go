@@ -143,6 +143,12 @@ server { listen 2; proxy_pass 10.0.0.1:1; set_real_ip_from ::1; set_real_ip_from
 	if got := c.Stream.Servers[0].SetRealIPFrom; !reflect.DeepEqual(got, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}) {
 		t.Errorf("masked %v", got)
 	}
+	// A host name: each address it resolves to (nginx 1.x: ngx_inet_resolve_host).
+	c = mustParse(t, srv("set_real_ip_from db.internal;"))
+	if got, want := c.Stream.Servers[0].SetRealIPFrom, []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("10.0.0.6/32"), netip.MustParsePrefix("fd00::5/128")}; !reflect.DeepEqual(got, want) {
+		t.Errorf("host name: %v, want %v", got, want)
+	}
+	c = mustParse(t, srv("set_real_ip_from 10.1.2.3/8;\nset_real_ip_from 2001:db8::1/32;"))
 	wantWarn := []string{
 		`low address bits of 10.1.2.3/8 are meaningless in a.conf:5`,
 		`low address bits of 2001:db8::1/32 are meaningless in a.conf:6`,
@@ -154,10 +160,10 @@ server { listen 2; proxy_pass 10.0.0.1:1; set_real_ip_from ::1; set_real_ip_from
 		{"mask too long", srv("set_real_ip_from 10.0.0.0/33;"), `invalid parameter "10.0.0.0/33" in a.conf:5`},
 		{"v6 mask too long", srv("set_real_ip_from ::/129;"), `invalid parameter "::/129" in a.conf:5`},
 		{"empty mask", srv("set_real_ip_from 10.0.0.0/;"), `invalid parameter "10.0.0.0/" in a.conf:5`},
-		{"host name", srv("set_real_ip_from lb.internal;"), `invalid parameter "lb.internal" in a.conf:5`},
-		{"all", srv("set_real_ip_from all;"), `invalid parameter "all" in a.conf:5`},
+		{"host name", srv("set_real_ip_from lb.internal;"), `host not found in set_real_ip_from "lb.internal" in a.conf:5`},
+		{"all", srv("set_real_ip_from all;"), `host not found in set_real_ip_from "all" in a.conf:5`},
 		{"zone", srv("set_real_ip_from fe80::1%eth0;"), `invalid parameter "fe80::1%eth0" in a.conf:5`},
-		{"octet", srv("set_real_ip_from 10.0.0.256;"), `invalid parameter "10.0.0.256" in a.conf:5`},
+		{"octet", srv("set_real_ip_from 10.0.0.256;"), `host not found in set_real_ip_from "10.0.0.256" in a.conf:5`},
 		{"unix", "stream {\nset_real_ip_from unix:;\n}", `the "unix:" parameter of the "set_real_ip_from" directive is not supported yet in a.conf:2`},
 		{"args", srv("set_real_ip_from 1.1.1.1 2.2.2.2;"), `invalid number of arguments in "set_real_ip_from" directive in a.conf:5`},
 		{"main", "set_real_ip_from 1.1.1.1;", `"set_real_ip_from" directive is not allowed here in a.conf:1`},
