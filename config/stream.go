@@ -55,6 +55,8 @@ type proxyConf struct {
 	hcTimeout      time.Duration // health_check_timeout
 	limitLogLevel  string
 	limitDryRun    bool
+	uploadRate     string // proxy_upload_rate as written
+	downloadRate   string
 
 	// Array directives: as nginx's merge, a server inherits the stream's
 	// only when it has none of its own.
@@ -180,7 +182,8 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	case "proxy_connect_timeout", "proxy_timeout", "proxy_next_upstream_timeout",
 		"proxy_next_upstream", "proxy_half_close", "proxy_next_upstream_tries",
 		"proxy_responses", "proxy_requests", "proxy_protocol", "proxy_protocol_timeout",
-		"health_check_timeout", "limit_conn_log_level", "limit_conn_dry_run":
+		"health_check_timeout", "limit_conn_log_level", "limit_conn_dry_run",
+		"proxy_upload_rate", "proxy_download_rate":
 	default:
 		return false
 	}
@@ -197,6 +200,20 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	pc.set[d.name] = true
 	v := d.args[0]
 	switch d.name {
+	case "proxy_upload_rate", "proxy_download_rate":
+		// A size, or text with variables evaluated per session (nginx
+		// 1.27.0+); 0 is no limit.
+		if !hasVariable(v) {
+			if _, err := ParseSize(v); err != nil {
+				l.errorf(d, "\"%s\" directive invalid value", d.name)
+				return true
+			}
+		}
+		if d.name == "proxy_upload_rate" {
+			pc.uploadRate = v
+		} else {
+			pc.downloadRate = v
+		}
 	case "proxy_connect_timeout", "proxy_timeout", "proxy_next_upstream_timeout",
 		"proxy_protocol_timeout", "health_check_timeout":
 		t, err := ParseDuration(v)
@@ -598,6 +615,12 @@ func (l *loader) finishStream() {
 		}
 		if pc := merge("limit_conn_dry_run"); pc != nil {
 			srv.LimitConnDryRun = pc.limitDryRun
+		}
+		if pc := merge("proxy_upload_rate"); pc != nil {
+			srv.ProxyUploadRate = pc.uploadRate
+		}
+		if pc := merge("proxy_download_rate"); pc != nil {
+			srv.ProxyDownloadRate = pc.downloadRate
 		}
 		srv.SetRealIPFrom = inherit(ss.proxy.realIP, st.proxy.realIP)
 		srv.Access = inherit(ss.proxy.access, st.proxy.access)

@@ -273,6 +273,11 @@ type Server struct {
 	ProxyResponses int
 	ProxyRequests  int
 
+	// ProxyUploadRate and ProxyDownloadRate are "proxy_upload_rate" and
+	// "proxy_download_rate" as written: a size in bytes per second, or text
+	// with variables evaluated per session; "" or 0 is no limit.
+	ProxyUploadRate, ProxyDownloadRate string
+
 	// ProxyProtocol is "proxy_protocol on|v2|off" towards the upstream: 0
 	// off (default), 1 version 1, 2 version 2.
 	ProxyProtocol int

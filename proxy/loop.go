@@ -561,7 +561,9 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 		l.schedule(s)
 		return
 	}
-	s.readEarly()
+	if srv.upRate == nil { // a paced upload reads the client at its rate only
+		s.readEarly()
+	}
 	s.admit()
 }
 

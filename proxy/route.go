@@ -373,6 +373,19 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 	srv.preread = cs.SSLPreread
 	srv.prereadMax = cs.PrereadBufferSize
 	srv.prereadTimeout = int64(cs.PrereadTimeout)
+	for _, r := range []struct {
+		text string
+		t    *template
+	}{{cs.ProxyUploadRate, &srv.upRate}, {cs.ProxyDownloadRate, &srv.downRate}} {
+		if r.text == "" || r.text == "0" {
+			continue
+		}
+		t, err := vt.compile(r.text)
+		if err != nil {
+			return posError(cs.Pos, err)
+		}
+		*r.t = t
+	}
 	srv.needVars = len(srv.sets) > 0 || srv.preread
 	if len(cs.ServerNames) > 0 {
 		sn := cs.ServerNames[0]

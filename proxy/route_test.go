@@ -434,3 +434,34 @@ func TestServerNameVariable(t *testing.T) {
 		}
 	}
 }
+
+// proxy_download_rate and proxy_upload_rate pace each direction as nginx:
+// rate*(seconds+1) bytes at most, and a rest after each read.
+func TestRateLimits(t *testing.T) {
+	const size = 6000
+	b := startBackend(t, "src", func(c net.Conn) {
+		c.Write(make([]byte, size))
+		io.Copy(io.Discard, c)
+	})
+	_, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+		server { listen 127.0.0.1:0; proxy_pass %s; proxy_download_rate 2k; }
+		server { listen 127.0.0.1:0; proxy_pass %s; set $r 0; proxy_download_rate $r; }
+	}`, b.addr(), b.addr()))
+	read := func(addr string) time.Duration {
+		c := dial(t, addr)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		start := time.Now()
+		if _, err := io.ReadFull(c, make([]byte, size)); err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		return time.Since(start)
+	}
+	// 6000 bytes at 2048/s: 2048 at once, the rest as the seconds pass.
+	if d := read(addrs[0]); d < 1500*time.Millisecond {
+		t.Errorf("paced download took %v, want at least 1.5s", d)
+	}
+	if d := read(addrs[1]); d > 1500*time.Millisecond {
+		t.Errorf("a rate of 0 (from a variable) paced: %v", d)
+	}
+}

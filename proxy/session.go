@@ -108,6 +108,8 @@ type sessExtra struct {
 	importAge, importIdle         int64
 	importFirstTry, importAttempt int64
 	importLimits                  []heldLimitState
+
+	pace [2]*pacer // proxy_upload_rate (c2u), proxy_download_rate (u2c); nil: not paced
 }
 
 // ext returns s's sessExtra, made on first use.
@@ -420,6 +422,7 @@ func (s *session) connected() {
 	s.group.health.Peer(s.peer).Succeeded(l.wall())
 	s.state = stateProxying
 	s.connectTime = l.now - s.attemptStart
+	s.startPacing(s.startMono)
 	if lg := s.srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
 		if sa, err := unix.Getsockname(s.ufd); err == nil {
 			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, sock.AddrPort(sa), pr.addr)
@@ -508,7 +511,7 @@ func (s *session) onEvent(fd int, ev uint32) {
 		return
 	}
 	if ev&unix.EPOLLHUP != 0 {
-		if !in.eof && in.pending() {
+		if !in.eof && (in.pending() || s.resting(in)) {
 			// The peer has closed, but what it sent before is still to be
 			// read once the other side takes our pending bytes. epoll
 			// reports HUP whatever the interest, so leave the set until then.
@@ -567,8 +570,19 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 		return
 	}
 	l := s.loop
+	buf := l.buf
+	var p *pacer
+	if s.x != nil {
+		if p = s.pacerOf(f); p != nil {
+			n := p.allow(len(buf))
+			if n == 0 {
+				return // resting: out of the interest until its timer
+			}
+			buf, hup = buf[:n], false
+		}
+	}
 	for round := 0; round < 4; round++ {
-		n, err := sock.Read(src, l.buf)
+		n, err := sock.Read(src, buf)
 		if n > 0 {
 			s.lastActive = l.now
 			if s.firstByte == 0 && src == s.ufd {
@@ -577,7 +591,10 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 			flags := 0
 			var rerr unix.Errno // the peer's reset, found looking for its EOF
 			more := false       // the look found bytes: the EOF may still follow
-			if hup && n < len(l.buf) {
+			if p != nil {
+				p.took(n)
+			}
+			if hup && n < len(buf) {
 				// The peer has closed: if this is its last message, it
 				// and our FIN can leave in one segment. MSG_MORE holds
 				// the bytes in the socket until flowDone's close or
@@ -618,7 +635,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 				s.flowDone(f, dst)
 				return
 			}
-			if n < len(l.buf) {
+			if n < len(buf) || p != nil {
 				if more {
 					continue
 				}
@@ -746,10 +763,10 @@ func (s *session) updateInterest() {
 		return
 	}
 	var c, u uint32
-	if !s.c2u.eof && !s.c2u.pending() {
+	if !s.c2u.eof && !s.c2u.pending() && !s.resting(&s.c2u) {
 		c |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
-	if !s.u2c.eof && !s.u2c.pending() {
+	if !s.u2c.eof && !s.u2c.pending() && !s.resting(&s.u2c) {
 		u |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
 	if s.u2c.pending() {
@@ -845,6 +862,7 @@ func (s *session) letGo() {
 			f.pipe, f.inPipe = nil, 0
 		}
 	}
+	s.stopPacing()
 	s.loop.p.fds.give(tcpSessionFDs)
 	if s.peer >= 0 {
 		s.group.peers[s.peer].active.Add(-1)
