@@ -20,7 +20,8 @@ type streamState struct {
 	shm       map[string]*shmZone  // shared memory zone names, as ngx_shared_memory_add
 	limits    []pendingLimit       // limit_conn directives, linked to zones at the end
 	preread   prereadConf
-	mapHash   map[string]bool // map_hash_bucket_size, map_hash_max_size seen
+	logBufs   map[string][3]int64 // access_log paths: buffer=, flush=, gzip= as first defined
+	mapHash   map[string]bool     // map_hash_bucket_size, map_hash_max_size seen
 }
 
 type serverState struct {
@@ -513,8 +514,11 @@ func (l *loader) accessLog(d *directive, lc *logConf) {
 			return
 		}
 	case hasVariable(path):
-		l.errorf(d, "\"access_log\" with variables in the path is not supported yet")
-		return
+		if msg := complexValueError(path); msg != "" {
+			l.errorf(d, "%s", msg)
+			return
+		}
+		al.PathVars = true
 	}
 	if len(d.args) < 2 {
 		l.errorf(d, "log format is not specified")
@@ -533,13 +537,63 @@ func (l *loader) accessLog(d *directive, lc *logConf) {
 			if al.If = p[len("if="):]; al.If == "" {
 				al.If = "0"
 			}
-		case (name == "buffer" || name == "flush") && hasValue, name == "gzip":
-			l.errorf(d, "the \"%s\" parameter of the \"access_log\" directive is not supported yet", name)
-			return
+		case name == "buffer" && hasValue:
+			v := p[len("buffer="):]
+			n, err := ParseSize(v)
+			if err != nil || n == 0 {
+				l.errorf(d, "invalid buffer size \"%s\"", v)
+				return
+			}
+			al.Buffer = int(n)
+		case name == "flush" && hasValue:
+			v := p[len("flush="):]
+			t, err := ParseDuration(v)
+			if err != nil || t == 0 {
+				l.errorf(d, "invalid flush time \"%s\"", v)
+				return
+			}
+			al.Flush = t
+		case p == "gzip" || strings.HasPrefix(p, "gzip="):
+			if al.Buffer == 0 {
+				al.Buffer = 64 << 10
+			}
+			al.Gzip = 1
+			if v, ok := strings.CutPrefix(p, "gzip="); ok {
+				n, ok := atoiInt(v)
+				if !ok || n < 1 || n > 9 {
+					l.errorf(d, "invalid compression level \"%s\"", v)
+					return
+				}
+				al.Gzip = n
+			}
 		default:
 			l.errorf(d, "invalid parameter \"%s\"", p)
 			return
 		}
+	}
+	switch {
+	case al.Flush > 0 && al.Buffer == 0:
+		l.errorf(d, "no buffer is defined for access_log \"%s\"", path)
+		return
+	case al.Buffer > 0 && al.PathVars:
+		l.errorf(d, "buffered logs cannot have variables in name")
+		return
+	case al.Buffer > 0 && al.Syslog != nil:
+		l.errorf(d, "logs to syslog cannot be buffered")
+		return
+	}
+	if al.Buffer > 0 {
+		// One file, one buffer: every buffered access_log naming it must
+		// agree (an unbuffered one shares the buffer, as nginx).
+		if l.st.logBufs == nil {
+			l.st.logBufs = map[string][3]int64{}
+		}
+		params := [3]int64{int64(al.Buffer), int64(al.Flush), int64(al.Gzip)}
+		if prev, ok := l.st.logBufs[path]; ok && prev != params {
+			l.errorf(d, "access_log \"%s\" already defined with conflicting parameters", path)
+			return
+		}
+		l.st.logBufs[path] = params
 	}
 	lc.logs = append(lc.logs, al)
 }

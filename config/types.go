@@ -356,4 +356,15 @@ type AccessLog struct {
 	Syslog *Syslog // "syslog:...": lines go to this syslog server instead of a file
 	Format *LogFormat
 	If     string // "if=": a line is written only when this evaluates to neither "" nor "0"; "" when not given
+
+	// PathVars: Path has variables, evaluated for each line (the file is
+	// opened, written and closed each time, as nginx without
+	// open_log_file_cache).
+	PathVars bool
+
+	// Buffer is "buffer=SIZE" (64k with gzip and no buffer=), Flush
+	// "flush=TIME", Gzip "gzip[=LEVEL]" (1-9; 0: off).
+	Buffer int
+	Flush  time.Duration
+	Gzip   int
 }

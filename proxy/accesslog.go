@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/gzip"
 	"os"
 	"slices"
 	"strings"
@@ -24,6 +26,15 @@ type logFile struct {
 	f    *os.File
 	sys  *syslog.Peer
 	elog *Logger
+
+	// buffer= (and flush=, gzip=): lines wait in buf, written when the
+	// next would not fit, flushEvery after the first line waits, at a
+	// reopen and at close, as nginx's ngx_stream_log_write. gzip > 0
+	// compresses each write as one gzip member (nginx's level; 0: plain).
+	buf        []byte
+	flushEvery time.Duration
+	gzip       int
+	flushing   *time.Timer // armed while lines wait (flushEvery > 0)
 }
 
 // openAppend opens an access_log path as nginx does: append, creating it 0644.
@@ -32,11 +43,70 @@ func openAppend(path string) (*os.File, error) {
 }
 
 // write appends one line to an access_log file: one write(2), as nginx
-// without buffer=.
+// without buffer=, or into the buffer.
 func (lf *logFile) write(line []byte) {
 	lf.mu.Lock()
-	lf.f.Write(line) // an access log that cannot be written must not stop traffic
-	lf.mu.Unlock()
+	defer lf.mu.Unlock()
+	if lf.buf == nil {
+		lf.f.Write(line) // an access log that cannot be written must not stop traffic
+		return
+	}
+	if len(lf.buf)+len(line) > cap(lf.buf) {
+		lf.flushLocked()
+	}
+	if len(line) > cap(lf.buf) {
+		lf.writeOut(line)
+		return
+	}
+	lf.buf = append(lf.buf, line...)
+	if lf.flushEvery > 0 && lf.flushing == nil {
+		lf.flushing = time.AfterFunc(lf.flushEvery, lf.flush)
+	}
+}
+
+// setBuffer makes lf buffered (access_log buffer=, flush=, gzip=).
+func (lf *logFile) setBuffer(size int, every time.Duration, gzipLevel int) {
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	if lf.buf == nil {
+		lf.buf = make([]byte, 0, size)
+	}
+	lf.flushEvery, lf.gzip = every, gzipLevel
+}
+
+// flush writes out what waits in the buffer (flush= passing).
+func (lf *logFile) flush() {
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	lf.flushLocked()
+}
+
+func (lf *logFile) flushLocked() {
+	if lf.flushing != nil {
+		lf.flushing.Stop()
+		lf.flushing = nil
+	}
+	if len(lf.buf) == 0 || lf.f == nil {
+		return
+	}
+	lf.writeOut(lf.buf)
+	lf.buf = lf.buf[:0]
+}
+
+// writeOut writes b to the file, as one gzip member if gzip= is set.
+func (lf *logFile) writeOut(b []byte) {
+	if lf.gzip == 0 {
+		lf.f.Write(b)
+		return
+	}
+	var z bytes.Buffer
+	w, err := gzip.NewWriterLevel(&z, lf.gzip)
+	if err != nil {
+		return
+	}
+	w.Write(b)
+	w.Close()
+	lf.f.Write(z.Bytes())
 }
 
 // reopen reopens a file after logrotate (SIGUSR1); a syslog socket is
@@ -53,6 +123,7 @@ func (lf *logFile) reopen() error {
 		return err
 	}
 	lf.mu.Lock()
+	lf.flushLocked() // what waits belongs to the file being rotated away
 	old := lf.f
 	lf.f = f
 	lf.mu.Unlock()
@@ -68,6 +139,10 @@ func (lf *logFile) close() error {
 	}
 	lf.mu.Lock()
 	defer lf.mu.Unlock()
+	lf.flushLocked()
+	if lf.f == nil {
+		return nil
+	}
 	return lf.f.Close()
 }
 
@@ -94,7 +169,8 @@ func parseEscape(s string) logEscape {
 // accessLog is one access_log directive of a server: where, in what
 // format, and on what condition.
 type accessLog struct {
-	file   *logFile // a file, or a syslog server (file.sys)
+	file   *logFile // a file, or a syslog server (file.sys); nil with path
+	path   template // a path with variables: opened for each line
 	format template
 	escape logEscape
 	cond   template // if=: nil when always
@@ -113,6 +189,10 @@ func (srv *server) logAccess(buf []byte, r *record) []byte {
 			if len(buf) == 0 || len(buf) == 1 && buf[0] == '0' {
 				continue
 			}
+		}
+		if al.path != nil {
+			buf = al.writeByPath(buf[:0], r, srv)
+			continue
 		}
 		sys := al.file.sys
 		if sys == nil {
@@ -331,7 +411,16 @@ func (p *Proxy) newAccessLog(al *config.AccessLog, vt *varTable, opened *[]*logF
 			return accessLog{}, posError(al.Pos, err)
 		}
 	}
+	if al.PathVars {
+		if a.path, err = vt.compile(al.Path); err != nil {
+			return accessLog{}, posError(al.Pos, err)
+		}
+		return a, nil
+	}
 	if a.file = p.sharedLog(al.Path, opened); a.file != nil {
+		if al.Buffer > 0 {
+			a.file.setBuffer(al.Buffer, al.Flush, al.Gzip)
+		}
 		return a, nil
 	}
 	lf := &logFile{path: al.Path}
@@ -340,9 +429,31 @@ func (p *Proxy) newAccessLog(al *config.AccessLog, vt *varTable, opened *[]*logF
 	} else if lf.f, err = openAppend(al.Path); err != nil {
 		return accessLog{}, posErrorf(al.Pos, "open() %q failed (%w)", al.Path, err)
 	}
+	if al.Buffer > 0 {
+		lf.setBuffer(al.Buffer, al.Flush, al.Gzip)
+	}
 	*opened = append(*opened, lf)
 	a.file = lf
 	return a, nil
+}
+
+// writeByPath writes a line to the file its evaluated path names: opened,
+// written and closed, as nginx's ngx_stream_log_script_write without
+// open_log_file_cache. A file that cannot be opened is logged (error) and
+// the line lost. buf is scratch space, returned emptied.
+func (al *accessLog) writeByPath(buf []byte, r *record, srv *server) []byte {
+	buf = al.path.appendTo(buf, r)
+	path := string(buf)
+	buf = al.format.appendLog(buf[:0], r, al.escape)
+	buf = append(buf, '\n')
+	f, err := openAppend(path)
+	if err != nil {
+		srv.log.Logf(LevelError, "*%d open() \"%s\" failed (%v), client: %s, server: %s", r.id, path, err, r.client.Addr(), srv.name)
+		return buf[:0]
+	}
+	f.Write(buf)
+	f.Close()
+	return buf[:0]
 }
 
 // serverErrorLog returns the error log of a server with error_log

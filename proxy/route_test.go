@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -463,5 +466,49 @@ func TestRateLimits(t *testing.T) {
 	}
 	if d := read(addrs[1]); d > 1500*time.Millisecond {
 		t.Errorf("a rate of 0 (from a variable) paced: %v", d)
+	}
+}
+
+// access_log buffer= holds lines until the buffer fills, flush= passes or
+// the proxy closes; gzip= writes each flush as one gzip member; a path
+// with variables is opened for each line.
+func TestAccessLogBufferGzipAndVariablePath(t *testing.T) {
+	dir := t.TempDir()
+	p, addrs, _ := startConf(t, `stream {
+		log_format f "$server_port $status";
+		server { listen 127.0.0.1:0; return x; access_log `+dir+`/buf.log f buffer=64k; }
+		server { listen 127.0.0.1:0; return x; access_log `+dir+`/gz.log f gzip flush=50ms; }
+		server { listen 127.0.0.1:0; return x; access_log `+dir+`/var_$server_port.log f; }
+	}`)
+	for _, a := range addrs {
+		readAll(t, a)
+	}
+	// The variable path's line is there at once, in a file of its own.
+	port2 := addrs[2][strings.LastIndexByte(addrs[2], ':')+1:]
+	waitFor(t, func() bool {
+		b, _ := os.ReadFile(dir + "/var_" + port2 + ".log")
+		return string(b) == port2+" 200\n"
+	})
+	// flush= writes the gzip buffer out without waiting for more.
+	waitFor(t, func() bool {
+		b, err := os.ReadFile(dir + "/gz.log")
+		if err != nil || len(b) == 0 {
+			return false
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return false
+		}
+		got, _ := io.ReadAll(zr)
+		return strings.HasSuffix(string(got), " 200\n")
+	})
+	// buffer= without flush=: nothing until the proxy closes.
+	if b, _ := os.ReadFile(dir + "/buf.log"); len(b) != 0 {
+		t.Errorf("buffered log written early: %q", b)
+	}
+	p.Close()
+	port0 := addrs[0][strings.LastIndexByte(addrs[0], ':')+1:]
+	if b, _ := os.ReadFile(dir + "/buf.log"); string(b) != port0+" 200\n" {
+		t.Errorf("buffered log after close: %q", b)
 	}
 }
