@@ -65,7 +65,7 @@ var notSupported = map[string]scope{
 	// ngx_stream_geoip_module
 	"geoip_country": ctxStream, "geoip_city": ctxStream, "geoip_org": ctxStream,
 	// ngx_stream_proxy_module
-	"proxy_bind": sv, "proxy_buffer_size": sv,
+	"proxy_bind":         sv,
 	"proxy_session_drop": sv, "proxy_socket_keepalive": sv,
 	"proxy_ssl": sv, "proxy_ssl_certificate": sv, "proxy_ssl_certificate_cache": sv,
 	"proxy_ssl_certificate_key": sv, "proxy_ssl_ciphers": sv,
@@ -138,7 +138,7 @@ var implemented = map[string]scope{
 	"zone": ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
 	"set": ctxServer, "return": ctxServer, "pass": ctxServer, "server_name": ctxServer,
-	"proxy_upload_rate": sv, "proxy_download_rate": sv,
+	"proxy_upload_rate": sv, "proxy_download_rate": sv, "proxy_buffer_size": sv,
 	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,

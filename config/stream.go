@@ -56,6 +56,7 @@ type proxyConf struct {
 	hcTimeout      time.Duration // health_check_timeout
 	limitLogLevel  string
 	limitDryRun    bool
+	bufferSize     int    // proxy_buffer_size
 	uploadRate     string // proxy_upload_rate as written
 	downloadRate   string
 
@@ -184,7 +185,7 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 		"proxy_next_upstream", "proxy_half_close", "proxy_next_upstream_tries",
 		"proxy_responses", "proxy_requests", "proxy_protocol", "proxy_protocol_timeout",
 		"health_check_timeout", "limit_conn_log_level", "limit_conn_dry_run",
-		"proxy_upload_rate", "proxy_download_rate":
+		"proxy_upload_rate", "proxy_download_rate", "proxy_buffer_size":
 	default:
 		return false
 	}
@@ -201,6 +202,13 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	pc.set[d.name] = true
 	v := d.args[0]
 	switch d.name {
+	case "proxy_buffer_size":
+		n, err := ParseSize(v)
+		if err != nil {
+			l.errorf(d, "\"%s\" directive invalid value", d.name)
+			return true
+		}
+		pc.bufferSize = int(n)
 	case "proxy_upload_rate", "proxy_download_rate":
 		// A size, or text with variables evaluated per session (nginx
 		// 1.27.0+); 0 is no limit.
@@ -669,6 +677,9 @@ func (l *loader) finishStream() {
 		}
 		if pc := merge("limit_conn_dry_run"); pc != nil {
 			srv.LimitConnDryRun = pc.limitDryRun
+		}
+		if pc := merge("proxy_buffer_size"); pc != nil {
+			srv.ProxyBufferSize = pc.bufferSize
 		}
 		if pc := merge("proxy_upload_rate"); pc != nil {
 			srv.ProxyUploadRate = pc.uploadRate

@@ -278,6 +278,11 @@ type Server struct {
 	// with variables evaluated per session; "" or 0 is no limit.
 	ProxyUploadRate, ProxyDownloadRate string
 
+	// ProxyBufferSize is "proxy_buffer_size": the most a TCP read takes per
+	// direction; 0 when not set (baton then reads up to 64k at once, where
+	// nginx's default is 16k).
+	ProxyBufferSize int
+
 	// ProxyProtocol is "proxy_protocol on|v2|off" towards the upstream: 0
 	// off (default), 1 version 1, 2 version 2.
 	ProxyProtocol int

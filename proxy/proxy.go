@@ -137,6 +137,7 @@ type server struct {
 	prereadTimeout int64
 	needVars       bool                       // sessions hold a sessVars ("set", ssl_preread)
 	serverName     string                     // $server_name: the first server_name as nginx prints it
+	bufSize        int                        // proxy_buffer_size; 0: not set (reads of readBufSize)
 	upRate         template                   // proxy_upload_rate; nil: not paced
 	downRate       template                   // proxy_download_rate; nil: not paced
 	vhosts         map[netip.AddrPort]*vhosts // the virtual servers of the addresses whose socket it owns

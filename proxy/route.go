@@ -386,6 +386,7 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 		}
 		*r.t = t
 	}
+	srv.bufSize = cs.ProxyBufferSize
 	srv.needVars = len(srv.sets) > 0 || srv.preread
 	if len(cs.ServerNames) > 0 {
 		sn := cs.ServerNames[0]

@@ -512,3 +512,19 @@ func TestAccessLogBufferGzipAndVariablePath(t *testing.T) {
 		t.Errorf("buffered log after close: %q", b)
 	}
 }
+
+// proxy_buffer_size caps each read: with 1, bytes cross one at a time,
+// and all of them.
+func TestProxyBufferSize(t *testing.T) {
+	b := startBackend(t, "echo", echo)
+	_, addrs, _ := startConf(t, fmt.Sprintf(`stream { server { listen 127.0.0.1:0; proxy_pass %s; proxy_buffer_size 1; } }`, b.addr()))
+	c := dial(t, addrs[0])
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := strings.Repeat("0123456789", 300)
+	go c.Write([]byte(msg))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo through proxy_buffer_size 1: %v, %d bytes equal", err, len(got))
+	}
+}

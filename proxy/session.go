@@ -571,6 +571,10 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 	}
 	l := s.loop
 	buf := l.buf
+	capped := false // proxy_buffer_size: reads of that size, no splice
+	if n := s.srv.bufSize; n > 0 && n < len(buf) {
+		buf, capped = buf[:n], true
+	}
 	var p *pacer
 	if s.x != nil {
 		if p = s.pacerOf(f); p != nil {
@@ -635,7 +639,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 				s.flowDone(f, dst)
 				return
 			}
-			if n < len(buf) || p != nil {
+			if n < len(buf) || p != nil || capped {
 				if more {
 					continue
 				}
