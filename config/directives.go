@@ -60,8 +60,6 @@ var notSupported = map[string]scope{
 	"tcp_nodelay":                sv,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
-	// ngx_stream_log_module
-	"open_log_file_cache": sv,
 	// ngx_stream_geoip_module
 	"geoip_country": ctxStream, "geoip_city": ctxStream, "geoip_org": ctxStream,
 	// ngx_stream_proxy_module
@@ -139,6 +137,7 @@ var implemented = map[string]scope{
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
 	"set": ctxServer, "return": ctxServer, "pass": ctxServer, "server_name": ctxServer,
 	"proxy_upload_rate": sv, "proxy_download_rate": sv, "proxy_buffer_size": sv,
+	"open_log_file_cache":           sv,
 	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,

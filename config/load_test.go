@@ -256,6 +256,8 @@ func TestErrors(t *testing.T) {
 		{"proxy_pass host not found", "stream {\n server { listen 1;\n proxy_pass nosuch.invalid:80; }\n}", `host not found in upstream "nosuch.invalid" in a.conf:3`},
 		{"proxy_pass upstream with port", "stream { upstream b { server 1.1.1.1:1; } server { listen 1; proxy_pass b:80; } }", `upstream "b" may not have port 80 in a.conf:1`},
 		{"set_real_ip_from host not found", "stream { set_real_ip_from nosuch.invalid; }", `host not found in set_real_ip_from "nosuch.invalid" in a.conf:1`},
+		{"open_log_file_cache max", "stream { open_log_file_cache inactive=10s; }", `"open_log_file_cache" must have "max" parameter in a.conf:1`},
+		{"open_log_file_cache param", "stream { open_log_file_cache max=10 x=1; }", `invalid "open_log_file_cache" parameter "x=1" in a.conf:1`},
 		{"pass no port", "stream { server { listen 1; pass 127.0.0.1; } }", `"pass" directive has no port in a.conf:1`},
 		{"pass host", "stream { server { listen 1; pass localhost:80; } }", `"pass" directive has no addresses in a.conf:1`},
 		{"pass duplicate", "stream { server { listen 1; pass 127.0.0.1:1;\npass 127.0.0.1:2; } }", `"pass" directive is duplicate in a.conf:2`},

@@ -309,3 +309,51 @@ func anyDiffers(lns []*Listen) bool {
 	}
 	return false
 }
+
+// openLogFileCache checks "open_log_file_cache max=N [inactive=T]
+// [min_uses=N] [valid=T] | off" as nginx and accepts it: baton opens a
+// variable access_log path for each line, which is what the cache saves
+// nginx, and nothing a peer or the file sees differs.
+func (l *loader) openLogFileCache(d *directive, pc *proxyConf) {
+	if !l.check(d, false, atLeast(1)) {
+		return
+	}
+	if pc.set == nil {
+		pc.set = map[string]bool{}
+	}
+	if pc.set[d.name] {
+		l.errorf(d, "\"%s\" directive is duplicate", d.name)
+		return
+	}
+	pc.set[d.name] = true
+	max, off := 0, false
+	for _, v := range d.args {
+		var err error
+		switch {
+		case strings.HasPrefix(v, "max="):
+			var ok bool
+			if max, ok = atoiInt(v[4:]); !ok {
+				err = errInvalidValue
+			}
+		case strings.HasPrefix(v, "inactive="):
+			_, err = ParseSeconds(v[9:])
+		case strings.HasPrefix(v, "min_uses="):
+			if _, ok := atoiInt(v[9:]); !ok {
+				err = errInvalidValue
+			}
+		case strings.HasPrefix(v, "valid="):
+			_, err = ParseSeconds(v[6:])
+		case v == "off":
+			off = true
+		default:
+			err = errInvalidValue
+		}
+		if err != nil {
+			l.errorf(d, "invalid \"open_log_file_cache\" parameter \"%s\"", v)
+			return
+		}
+	}
+	if !off && max == 0 {
+		l.errorf(d, "\"open_log_file_cache\" must have \"max\" parameter")
+	}
+}

@@ -158,6 +158,8 @@ func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
 		l.accessRule(d, pc)
 	case "set_real_ip_from":
 		l.realIPFrom(d, pc)
+	case "open_log_file_cache":
+		l.openLogFileCache(d, pc)
 	case "limit_conn":
 		l.limitConn(d, pc)
 	default:
