@@ -528,3 +528,35 @@ func TestProxyBufferSize(t *testing.T) {
 		t.Fatalf("echo through proxy_buffer_size 1: %v, %d bytes equal", err, len(got))
 	}
 }
+
+// hash keys are evaluated after the preread phase: the same server name
+// lands on the same server, as nginx's ring says.
+func TestHashOnServerName(t *testing.T) {
+	a := startBackend(t, "a", greet("a"))
+	b := startBackend(t, "b", greet("b"))
+	_, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+		upstream u { hash $ssl_preread_server_name consistent; server %s; server %s; }
+		server { listen 127.0.0.1:0; ssl_preread on; proxy_pass u; }
+	}`, a.addr(), b.addr()))
+	seen := map[string]map[string]bool{}
+	for i := 0; i < 12; i++ {
+		name := fmt.Sprintf("tenant%d.example.com", i%4)
+		got := exchange(t, addrs[0], clientHello(t, name), 0)
+		if seen[name] == nil {
+			seen[name] = map[string]bool{}
+		}
+		seen[name][got] = true
+	}
+	all := map[string]bool{}
+	for name, backends := range seen {
+		if len(backends) != 1 {
+			t.Errorf("%s went to %v", name, backends)
+		}
+		for k := range backends {
+			all[k] = true
+		}
+	}
+	if len(all) < 2 {
+		t.Logf("4 names all on one server: %v (possible, but unlikely)", all)
+	}
+}
