@@ -88,3 +88,53 @@ func parsePort(s string) (uint16, bool) {
 	}
 	return uint16(n), true
 }
+
+// ParseAddrPort parses an IP address with an optional port as nginx's
+// ngx_parse_addr_port, for proxy_bind: "192.0.2.1", "192.0.2.1:8000",
+// "2001:db8::1", "[2001:db8::1]" or "[2001:db8::1]:8000"; the port is 0
+// when there is none. An IPv4 address is read as ngx_inet_addr reads it
+// (four dot-separated decimal parts, leading zeros allowed), and an IPv4-
+// mapped IPv6 address stays IPv6, as nginx's sockaddr. A host name is not
+// an address: ok is false.
+func ParseAddrPort(s string) (ap netip.AddrPort, ok bool) {
+	if a, ok := parseAddr(s); ok {
+		return netip.AddrPortFrom(a, 0), true
+	}
+	var host, port string
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		switch {
+		case end == len(s)-1:
+			a, ok := parseAddr(s[1:end])
+			return netip.AddrPortFrom(a, 0), ok
+		case end < 0 || s[end+1] != ':':
+			return ap, false
+		}
+		host, port = s[1:end], s[end+2:]
+	} else {
+		i := strings.IndexByte(s, ':')
+		if i < 0 {
+			return ap, false
+		}
+		host, port = s[:i], s[i+1:]
+	}
+	p, ok := parsePort(port)
+	if !ok {
+		return ap, false
+	}
+	a, ok := parseAddr(host)
+	return netip.AddrPortFrom(a, p), ok
+}
+
+// parseAddr is nginx's ngx_parse_addr: ngx_inet_addr's IPv4, else IPv6
+// without a zone.
+func parseAddr(s string) (netip.Addr, bool) {
+	if a, ok := inetAddr(s); ok {
+		return a, true
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is6() || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a, true
+}

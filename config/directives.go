@@ -57,15 +57,13 @@ const (
 var notSupported = map[string]scope{
 	// ngx_stream_core_module
 	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream,
-	"tcp_nodelay":                sv,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
 	// ngx_stream_geoip_module
 	"geoip_country": ctxStream, "geoip_city": ctxStream, "geoip_org": ctxStream,
 	// ngx_stream_proxy_module
-	"proxy_bind":         sv,
-	"proxy_session_drop": sv, "proxy_socket_keepalive": sv,
-	"proxy_ssl": sv, "proxy_ssl_certificate": sv, "proxy_ssl_certificate_cache": sv,
+	"proxy_session_drop": sv,
+	"proxy_ssl":          sv, "proxy_ssl_certificate": sv, "proxy_ssl_certificate_cache": sv,
 	"proxy_ssl_certificate_key": sv, "proxy_ssl_ciphers": sv,
 	"proxy_ssl_conf_command": sv, "proxy_ssl_crl": sv, "proxy_ssl_key_log": sv,
 	"proxy_ssl_name": sv, "proxy_ssl_password_file": sv, "proxy_ssl_protocols": sv,
@@ -137,7 +135,8 @@ var implemented = map[string]scope{
 	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
 	"set": ctxServer, "return": ctxServer, "pass": ctxServer, "server_name": ctxServer,
 	"proxy_upload_rate": sv, "proxy_download_rate": sv, "proxy_buffer_size": sv,
-	"open_log_file_cache":           sv,
+	"open_log_file_cache": sv,
+	"proxy_bind":          sv, "proxy_socket_keepalive": sv, "tcp_nodelay": sv,
 	"server_names_hash_bucket_size": ctxStream, "server_names_hash_max_size": ctxStream,
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,

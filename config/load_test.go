@@ -220,7 +220,7 @@ func TestErrors(t *testing.T) {
 		{"stream directive in main", "proxy_timeout 1s;", `"proxy_timeout" directive is not allowed here in a.conf:1`},
 		{"server-only directive in stream", "stream { proxy_pass x:1; }", `"proxy_pass" directive is not allowed here in a.conf:1`},
 		{"not supported in stream", "stream { resolver 127.0.0.1; }", `"resolver" directive is not supported yet in a.conf:1`},
-		{"not supported in server", "stream {\n server { listen 1; proxy_pass 1.1.1.1:1; proxy_bind 10.0.0.1; }\n}", `"proxy_bind" directive is not supported yet in a.conf:2`},
+		{"not supported in server", "stream {\n server { listen 1; proxy_pass 1.1.1.1:1; ssl_certificate a.pem; }\n}", `"ssl_certificate" directive is not supported yet in a.conf:2`},
 		{"not supported, wrong context", "stream { server { listen 1; proxy_pass 1.1.1.1:1; map $a $b {} } }", `"map" directive is not allowed here in a.conf:1`},
 		{"not supported in upstream", "stream { upstream u { least_time connect; server 1.1.1.1:1; } }", `"least_time" directive is not supported yet in a.conf:1`},
 		{"baton block", "baton {\n control_socket /run/baton.sock;\n workers 3;\n tls on;\n}", "\"workers\" directive is not supported yet in a.conf:3\n\"tls\" directive is not supported yet in a.conf:4"},

@@ -59,6 +59,9 @@ type proxyConf struct {
 	bufferSize     int    // proxy_buffer_size
 	uploadRate     string // proxy_upload_rate as written
 	downloadRate   string
+	bind           *bindConf // proxy_bind; nil: off
+	keepalive      bool      // proxy_socket_keepalive
+	noDelay        bool      // tcp_nodelay
 
 	// Array directives: as nginx's merge, a server inherits the stream's
 	// only when it has none of its own.
@@ -162,6 +165,8 @@ func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
 		l.openLogFileCache(d, pc)
 	case "limit_conn":
 		l.limitConn(d, pc)
+	case "proxy_bind":
+		l.proxyBind(d, pc)
 	default:
 		return l.proxySetting(d, pc)
 	}
@@ -179,15 +184,16 @@ func (l *loader) innerErrorLog(d *directive, lc *logConf) {
 }
 
 // proxySetting handles the one-argument directives valid in stream and
-// server (proxy_*, health_check_timeout, limit_conn_log_level and
-// limit_conn_dry_run), and reports whether d was one of them.
+// server (proxy_*, health_check_timeout, limit_conn_log_level,
+// limit_conn_dry_run and tcp_nodelay), and reports whether d was one of
+// them.
 func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	switch d.name {
 	case "proxy_connect_timeout", "proxy_timeout", "proxy_next_upstream_timeout",
 		"proxy_next_upstream", "proxy_half_close", "proxy_next_upstream_tries",
 		"proxy_responses", "proxy_requests", "proxy_protocol", "proxy_protocol_timeout",
 		"health_check_timeout", "limit_conn_log_level", "limit_conn_dry_run",
-		"proxy_upload_rate", "proxy_download_rate", "proxy_buffer_size":
+		"proxy_upload_rate", "proxy_download_rate", "proxy_buffer_size", "proxy_socket_keepalive", "tcp_nodelay":
 	default:
 		return false
 	}
@@ -276,7 +282,7 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 		} else {
 			pc.requests = n
 		}
-	case "proxy_next_upstream", "proxy_half_close", "limit_conn_dry_run":
+	case "proxy_next_upstream", "proxy_half_close", "limit_conn_dry_run", "proxy_socket_keepalive", "tcp_nodelay":
 		var on bool
 		switch strings.ToLower(v) {
 		case "on":
@@ -291,6 +297,10 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 			pc.nextUpstream = on
 		case "proxy_half_close":
 			pc.halfClose = on
+		case "proxy_socket_keepalive":
+			pc.keepalive = on
+		case "tcp_nodelay":
+			pc.noDelay = on
 		default:
 			pc.limitDryRun = on
 		}
@@ -303,6 +313,59 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 		pc.tries = n
 	}
 	return true
+}
+
+// bindConf is one "proxy_bind" that is not "off".
+type bindConf struct {
+	pos         Pos
+	text        string
+	vars        bool
+	addr        netip.AddrPort // without variables
+	transparent bool
+}
+
+// proxyBind parses "proxy_bind ADDRESS [transparent] | off" as nginx's
+// ngx_stream_proxy_bind: "off" (case-sensitive) only alone, and the
+// address (with an optional port) checked here unless it has variables.
+func (l *loader) proxyBind(d *directive, pc *proxyConf) {
+	if !l.check(d, false, take(1, 2)) {
+		return
+	}
+	if pc.set == nil {
+		pc.set = map[string]bool{}
+	}
+	if pc.set[d.name] {
+		l.errorf(d, "\"%s\" directive is duplicate", d.name)
+		return
+	}
+	pc.set[d.name] = true
+	v := d.args[0]
+	if len(d.args) == 1 && v == "off" {
+		return
+	}
+	b := &bindConf{pos: d.pos, text: v}
+	if hasVariable(v) {
+		if msg := complexValueError(v); msg != "" {
+			l.errorf(d, "%s", msg)
+			return
+		}
+		b.vars = true
+	} else {
+		ap, ok := ParseAddrPort(v)
+		if !ok {
+			l.errorf(d, "invalid address \"%s\"", v)
+			return
+		}
+		b.addr = ap
+	}
+	if len(d.args) == 2 {
+		if d.args[1] != "transparent" {
+			l.errorf(d, "invalid parameter \"%s\"", d.args[1])
+			return
+		}
+		b.transparent = true
+	}
+	pc.bind = b
 }
 
 // listen parses "listen ADDR [params]". A host name binds every address it
@@ -688,6 +751,17 @@ func (l *loader) finishStream() {
 		}
 		if pc := merge("proxy_download_rate"); pc != nil {
 			srv.ProxyDownloadRate = pc.downloadRate
+		}
+		if pc := merge("proxy_bind"); pc != nil && pc.bind != nil {
+			b := pc.bind
+			srv.ProxyBind, srv.ProxyBindPos, srv.ProxyBindVars = b.text, b.pos, b.vars
+			srv.ProxyBindAddr, srv.ProxyBindTransparent = b.addr, b.transparent
+		}
+		if pc := merge("proxy_socket_keepalive"); pc != nil {
+			srv.ProxySocketKeepalive = pc.keepalive
+		}
+		if pc := merge("tcp_nodelay"); pc != nil {
+			srv.TCPNoDelayOff = !pc.noDelay
 		}
 		srv.SetRealIPFrom = inherit(ss.proxy.realIP, st.proxy.realIP)
 		srv.Access = inherit(ss.proxy.access, st.proxy.access)

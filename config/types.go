@@ -283,6 +283,27 @@ type Server struct {
 	// nginx's default is 16k).
 	ProxyBufferSize int
 
+	// ProxyBind is "proxy_bind" as written, "" when off: the upstream
+	// socket is bound to this address before connecting. Without variables
+	// ProxyBindAddr is the address (port 0: any); with them (ProxyBindVars)
+	// it is evaluated per session, as nginx's, and a value that is empty or
+	// no address binds nothing. ProxyBindTransparent is its "transparent":
+	// the address need not be this host's (IP_TRANSPARENT).
+	ProxyBind            string
+	ProxyBindPos         Pos
+	ProxyBindVars        bool
+	ProxyBindAddr        netip.AddrPort
+	ProxyBindTransparent bool
+
+	// ProxySocketKeepalive is "proxy_socket_keepalive on": SO_KEEPALIVE on
+	// the upstream socket (default off).
+	ProxySocketKeepalive bool
+
+	// TCPNoDelayOff is "tcp_nodelay off": TCP_NODELAY is set on neither the
+	// client's nor the upstream's TCP socket. The default, false, is
+	// nginx's default "tcp_nodelay on".
+	TCPNoDelayOff bool
+
 	// ProxyProtocol is "proxy_protocol on|v2|off" towards the upstream: 0
 	// off (default), 1 version 1, 2 version 2.
 	ProxyProtocol int

@@ -8,15 +8,18 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 )
 
 // LocalError reports whether err is this process's failure to make a
-// socket (socket(2) failed: EMFILE, ENFILE, ENOBUFS...), which says
-// nothing about the target it was meant for.
+// socket (socket(2) failed: EMFILE, ENFILE, ENOBUFS...) or to bind it
+// where proxy_bind asks (bind(2) or its setsockopt(2) calls, as
+// sock.DialWith reports them), which says nothing about the target it was
+// meant for.
 func LocalError(err error) bool {
 	var se *os.SyscallError
-	return errors.As(err, &se) && se.Syscall == "socket"
+	return errors.As(err, &se) && (se.Syscall == "socket" || se.Syscall == "bind" || strings.HasPrefix(se.Syscall, "setsockopt("))
 }
 
 // ErrNoMatch means the backend answered, or closed, without sending what the

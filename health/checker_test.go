@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -190,5 +191,27 @@ func TestUDPCheckerSilent(t *testing.T) {
 	m := &Match{Send: []byte("ping"), Expect: []byte("ping")}
 	if err := (&UDPChecker{Match: m, Timeout: 30 * time.Millisecond}).Check(context.Background(), addr); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("silent, expect: %v, want timeout", err)
+	}
+}
+
+// LocalError tells baton's own failures to make or bind a socket from the
+// target's: socket(2), and bind(2) and its setsockopt(2) calls as
+// sock.DialWith reports them (proxy_bind), but not connect(2).
+func TestLocalError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{os.NewSyscallError("socket", syscall.EMFILE), true},
+		{os.NewSyscallError("bind", syscall.EADDRNOTAVAIL), true},
+		{os.NewSyscallError("setsockopt(IP_TRANSPARENT)", syscall.EPERM), true},
+		{fmt.Errorf("dial: %w", os.NewSyscallError("socket", syscall.ENOBUFS)), true},
+		{os.NewSyscallError("connect", syscall.ECONNREFUSED), false},
+		{syscall.ECONNREFUSED, false},
+		{nil, false},
+	} {
+		if got := LocalError(tc.err); got != tc.want {
+			t.Errorf("LocalError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -141,6 +141,8 @@ type server struct {
 	upRate         template                   // proxy_upload_rate; nil: not paced
 	downRate       template                   // proxy_download_rate; nil: not paced
 	vhosts         map[netip.AddrPort]*vhosts // the virtual servers of the addresses whose socket it owns
+	up             *upsock                    // proxy_bind, proxy_socket_keepalive, tcp_nodelay off (upsock.go); nil: sock.Dial's socket
+	noDelayOff     bool                       // tcp_nodelay off
 }
 
 // upstreamName is what status shows as a server's upstream.
@@ -409,6 +411,9 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 		srv.name = cs.Listen[0].Text
 	}
 	if err := srv.buildRouting(cs, vt); err != nil {
+		return nil, err
+	}
+	if err := srv.buildUpsock(cs, vt); err != nil {
 		return nil, err
 	}
 	if srv.ret == nil && srv.pass == nil && srv.passT == nil && !srv.passAddr.IsValid() {

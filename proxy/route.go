@@ -196,6 +196,9 @@ func (s *session) route() bool {
 
 // content runs the server's content handler: "return", or proxying.
 func (s *session) content() {
+	if s.srv.noDelayOff || (s.x != nil && s.x.passes > 0) {
+		s.clientNoDelay() // tcp_nodelay (upsock.go)
+	}
 	switch {
 	case s.srv.ret != nil:
 		s.returnText()

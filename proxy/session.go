@@ -110,6 +110,8 @@ type sessExtra struct {
 	importLimits                  []heldLimitState
 
 	pace [2]*pacer // proxy_upload_rate (c2u), proxy_download_rate (u2c); nil: not paced
+
+	bind *boundAddr // proxy_bind with variables, as evaluated at the first connect (upsock.go)
 }
 
 // ext returns s's sessExtra, made on first use.
@@ -332,7 +334,13 @@ func (s *session) record(r *record) *record {
 // socket is connected; the kernel turns quick ACKs back on once the
 // handshake is done.
 func (s *session) dial(addr netip.AddrPort) error {
-	fd, err := sock.Dial(addr, s.hasOpening())
+	var fd int
+	var err error
+	if s.srv.up == nil {
+		fd, err = sock.Dial(addr, s.hasOpening())
+	} else {
+		fd, err = s.dialUp(addr) // proxy_bind, proxy_socket_keepalive, tcp_nodelay off
+	}
 	if fd < 0 {
 		return err
 	}
@@ -370,7 +378,8 @@ func (s *session) connectFailed(err error) {
 }
 
 // dialFailedHere ends the session when baton could not make the upstream
-// socket at all (socket(): EMFILE, ENOBUFS...). As nginx's
+// socket at all (socket(): EMFILE, ENOBUFS...), or bind it where
+// proxy_bind asks (localFailure words both). As nginx's
 // ngx_stream_proxy_connect on NGX_ERROR: 500, no next upstream, and no
 // failure counted against the peer, which did nothing wrong (the review
 // that found this saw healthy servers "temporarily disabled" 3,006 times
@@ -382,8 +391,9 @@ func (s *session) dialFailedHere(err error) {
 	p.active.Add(-1)
 	s.peer = -1
 	if c := l.localLog.Hit(l.now); c > 0 {
-		s.srv.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
-			s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), s.srv.name, p.addr, errlog.TimesText(c))
+		lv, what := localFailure(err)
+		s.srv.log.Logf(lv, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
+			s.id, what, s.client.Addr(), s.srv.name, p.addr, errlog.TimesText(c))
 	}
 	s.finish(500)
 }

@@ -71,6 +71,7 @@ type udpExtra struct {
 	sv     *sessVars   // "set" values
 	limits []heldLimit // limit_conn counts held until the session ends
 	pend   [][]byte    // client datagrams carried over an upgrade from an older baton, sent at start
+	bind   *boundAddr  // proxy_bind with variables, as evaluated at connect (upsock.go)
 }
 
 // ext returns s's udpExtra, made on first use.
@@ -278,9 +279,9 @@ func (u *udpListener) watch(s *udpSession) bool {
 // peers as proxy_next_upstream allows when the socket cannot be connected
 // (for UDP, connect() fails only on routes, e.g. ENETUNREACH). It returns
 // 0 once connected, 502 when no peer is left, and 500 when baton could not
-// make a socket at all (socket(): EMFILE, ENOBUFS...): as nginx's
-// ngx_event_connect_peer, a local failure is not the peer's, so it counts
-// no failure against it and tries no other.
+// make a socket at all (socket(): EMFILE, ENOBUFS...) or bind it where
+// proxy_bind asks: as nginx's ngx_event_connect_peer, a local failure is
+// not the peer's, so it counts no failure against it and tries no other.
 func (u *udpListener) connect(s *udpSession) int {
 	l, srv := u.l, s.srv
 	g := s.grp()
@@ -310,7 +311,7 @@ func (u *udpListener) connect(s *udpSession) int {
 		s.upstreamAddrs = g.attempt(i, l.wall(), s.upstreamAddrs)
 		u.tried[i] = true
 		pr := &g.peers[i]
-		fd, err := sock.DialUDP(pr.addr)
+		fd, err := u.dialUDP(s, pr.addr)
 		if err == nil {
 			s.peer, s.fd, s.upstream = i, fd, pr.addr
 			s.connectTime = l.clock() - start
@@ -325,8 +326,9 @@ func (u *udpListener) connect(s *udpSession) int {
 		pr.active.Add(-1)
 		if health.LocalError(err) {
 			if c := u.localLog.Hit(l.now); c > 0 {
-				s.srv.log.Logf(LevelAlert, "*%d socket() failed %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
-					s.id, sock.ErrnoText(sock.BareErrno(err)), s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
+				lv, what := localFailure(err)
+				s.srv.log.Logf(lv, "*%d %s while connecting to upstream, udp client: %s, server: %s, upstream: \"%s\"%s",
+					s.id, what, s.client.Addr(), srv.name, pr.addr, errlog.TimesText(c))
 			}
 			return 500
 		}

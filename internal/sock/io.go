@@ -102,7 +102,8 @@ func Accept4(lfd int) (int, netip.AddrPort, error) {
 // Dial opens a nonblocking TCP socket with TCP_NODELAY (and without
 // TCP_QUICKACK if delayAck) and starts connecting it to ap. It returns the
 // socket with a nil error (connected) or EINPROGRESS, or -1 and the error
-// with nothing left open. The caller owns the returned fd.
+// with nothing left open. The caller owns the returned fd. DialWith takes
+// nginx's proxy_bind, proxy_socket_keepalive and tcp_nodelay off.
 func Dial(ap netip.AddrPort, delayAck bool) (int, error) {
 	return socketTo(ap, unix.SOCK_STREAM, delayAck)
 }
@@ -125,6 +126,13 @@ func socketTo(ap netip.AddrPort, typ int, delayAck bool) (int, error) {
 			unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, uintptr(unsafe.Pointer(&zero)), 4, 0)
 		}
 	}
+	return connectTo(fd, ap)
+}
+
+// connectTo starts connecting the new socket fd to ap: fd and a nil error
+// (connected) or EINPROGRESS, or -1 and the error with fd closed.
+func connectTo(fd int, ap netip.AddrPort) (int, error) {
+	var e unix.Errno
 	if ap.Addr().Is4() {
 		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}
 		putPort(&sa.Port, ap.Port())
