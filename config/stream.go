@@ -389,9 +389,9 @@ func (l *loader) listen(d *directive, ss *serverState) {
 		l.errorf(d, "no port in \"%s\" of the \"listen\" directive", text)
 		return
 	}
-	proto := Listen{Pos: d.pos, Text: text, Backlog: 511}
+	proto := Listen{Pos: d.pos, Text: text, Backlog: 511, IPv6Only: true}
 	nerrs := len(l.errs)
-	var backlogSet, keepaliveSet bool
+	var backlogSet, keepaliveSet, fastopenSet, deferredSet, multipathSet bool
 	for _, p := range d.args[1:] {
 		name, val, hasVal := strings.Cut(p, "=")
 		switch {
@@ -422,16 +422,54 @@ func (l *loader) listen(d *directive, ss *serverState) {
 			case "off":
 				proto.SoKeepalive = false
 			default:
-				if !validKeepalive(val) {
+				idle, intvl, cnt, ok := parseKeepalive(val)
+				if !ok {
 					l.errorf(d, "invalid so_keepalive value: \"%s\"", val)
 					return
 				}
-				l.errorf(d, "the \"so_keepalive=%s\" parameter of the \"listen\" directive is not supported yet (only on or off)", val)
+				proto.SoKeepalive = true
+				proto.KeepIdle, proto.KeepIntvl, proto.KeepCnt = idle, intvl, cnt
 			}
-		case p == "bind" || p == "ssl" || p == "deferred" ||
-			(hasVal && (name == "fastopen" || name == "setfib" || name == "rcvbuf" ||
-				name == "sndbuf" || name == "accept_filter" || name == "ipv6only")):
-			l.errorf(d, "the \"%s\" parameter of the \"listen\" directive is not supported yet", name)
+		case p == "bind":
+			proto.optsSet = true // each listen is bound on its own already
+		case name == "fastopen" && hasVal:
+			n, ok := atoiInt(val)
+			if !ok {
+				l.errorf(d, "invalid fastopen \"%s\"", p)
+				return
+			}
+			proto.FastOpen, fastopenSet, proto.optsSet = n, true, true
+		case (name == "rcvbuf" || name == "sndbuf") && hasVal:
+			n, err := ParseSize(val)
+			if err != nil {
+				l.errorf(d, "invalid %s \"%s\"", name, p)
+				return
+			}
+			if name == "rcvbuf" {
+				proto.RcvBuf = int(n)
+			} else {
+				proto.SndBuf = int(n)
+			}
+			proto.optsSet = true
+		case name == "accept_filter" && hasVal:
+			l.warnf(d.pos, "accept filters \"%s\" are not supported on this platform, ignored", p)
+		case p == "deferred":
+			proto.Deferred, deferredSet, proto.optsSet = true, true, true
+		case strings.HasPrefix(p, "ipv6only=o"):
+			switch p[len("ipv6only=o"):] {
+			case "n":
+				proto.IPv6Only = true
+			case "ff":
+				proto.IPv6Only = false
+			default:
+				l.errorf(d, "invalid ipv6only flags \"%s\"", p[len("ipv6only="):])
+				return
+			}
+			proto.optsSet = true
+		case p == "multipath":
+			proto.Multipath, multipathSet, proto.optsSet = true, true, true
+		case p == "ssl":
+			l.errorf(d, "the \"ssl\" parameter of the \"listen\" directive is not supported yet")
 		default:
 			l.errorf(d, "the invalid \"%s\" parameter", p)
 			return
@@ -446,7 +484,8 @@ func (l *loader) listen(d *directive, ss *serverState) {
 		for _, c := range []struct {
 			set  bool
 			name string
-		}{{backlogSet, "backlog"}, {keepaliveSet, "so_keepalive"}, {proto.ProxyProtocol, "proxy_protocol"}} {
+		}{{fastopenSet, "fastopen"}, {backlogSet, "backlog"}, {deferredSet, "deferred"}, {multipathSet, "multipath"},
+			{keepaliveSet, "so_keepalive"}, {proto.ProxyProtocol, "proxy_protocol"}} {
 			if c.set {
 				l.errorf(d, "\"listen\" directive \"%s\" parameter is incompatible with \"udp\"", c.name)
 				return
@@ -485,29 +524,35 @@ func (l *loader) listen(d *directive, ss *serverState) {
 	}
 }
 
-// validKeepalive reports whether v is nginx's "idle:intvl:cnt" form.
-func validKeepalive(v string) bool {
-	parts := strings.Split(v, ":")
-	if len(parts) > 3 {
-		return false
-	}
-	any := false
+// parseKeepalive reads nginx's "[keepidle][:[keepintvl][:[keepcnt]]]"
+// (times in seconds, with units; 0 or empty: the system's value), as
+// ngx_stream_core_listen: at least one must be set.
+func parseKeepalive(v string) (idle, intvl time.Duration, cnt int, ok bool) {
+	parts := strings.SplitN(v, ":", 3)
 	for i, p := range parts {
 		if p == "" {
 			continue
 		}
-		any = true
-		var err error
-		if i < 2 {
-			_, err = ParseSeconds(p)
-		} else if _, ok := atoi(p); !ok {
-			err = errInvalidValue
-		}
-		if err != nil {
-			return false
+		switch i {
+		case 0, 1:
+			t, err := ParseSeconds(p)
+			if err != nil {
+				return 0, 0, 0, false
+			}
+			if i == 0 {
+				idle = t
+			} else {
+				intvl = t
+			}
+		default:
+			n, ok := atoiInt(p)
+			if !ok {
+				return 0, 0, 0, false
+			}
+			cnt = n
 		}
 	}
-	return any
+	return idle, intvl, cnt, idle != 0 || intvl != 0 || cnt != 0
 }
 
 func (l *loader) proxyPass(d *directive, ss *serverState) {

@@ -351,12 +351,23 @@ type Listen struct {
 	// Text is the address as written, for messages and names.
 	Text string
 
-	Backlog       int // default 511 (nginx's NGX_LISTEN_BACKLOG on Linux)
-	ReusePort     bool
-	SoKeepalive   bool // "so_keepalive=on"
-	UDP           bool // "udp"
-	ProxyProtocol bool // "proxy_protocol": every client must send a PROXY header
-	DefaultServer bool // "default_server"
+	Backlog     int // default 511 (nginx's NGX_LISTEN_BACKLOG on Linux)
+	ReusePort   bool
+	SoKeepalive bool // "so_keepalive=on" (or the idle:intvl:cnt form)
+
+	// so_keepalive=idle:intvl:cnt (0: the system's), fastopen=N (0: off),
+	// rcvbuf=, sndbuf= (0: the system's), deferred (TCP_DEFER_ACCEPT),
+	// ipv6only= (default on), multipath (MPTCP).
+	KeepIdle, KeepIntvl time.Duration
+	KeepCnt             int
+	FastOpen            int
+	RcvBuf, SndBuf      int
+	Deferred            bool
+	IPv6Only            bool
+	Multipath           bool
+	UDP                 bool // "udp"
+	ProxyProtocol       bool // "proxy_protocol": every client must send a PROXY header
+	DefaultServer       bool // "default_server"
 
 	// Vhosts, on the Listen that binds an address several servers listen
 	// on (TCP), lists those servers in config order, the default among

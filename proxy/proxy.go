@@ -177,10 +177,10 @@ func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) 
 		delete(p.inherited, "tcp/"+cl.Addr.String())
 		// Apply this config's options to the inherited socket (envoy PR #23189).
 		unix.Listen(fd, cl.Backlog)
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, b2i(cl.SoKeepalive))
+		listenOpts(cl).Apply(fd)
 	} else {
 		var err error
-		if fd, err = sock.Listen(cl.Addr, cl.Backlog, cl.ReusePort, cl.SoKeepalive); err != nil {
+		if fd, err = sock.Listen(cl.Addr, listenOpts(cl)); err != nil {
 			return nil, posError(cl.Pos, err)
 		}
 	}
@@ -190,6 +190,15 @@ func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) 
 		fd: fd, name: cl.Text, srv: srv, cfg: cl, key: "tcp/" + ap.String(), // the bound address: the configured one, but for port 0
 		addr: &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())},
 	}, nil
+}
+
+// listenOpts are cl's socket options.
+func listenOpts(cl *config.Listen) sock.ListenOpts {
+	return sock.ListenOpts{
+		Backlog: cl.Backlog, ReusePort: cl.ReusePort, IPv6Only: cl.IPv6Only, Multipath: cl.Multipath,
+		KeepAlive: cl.SoKeepalive, KeepIdle: cl.KeepIdle, KeepIntvl: cl.KeepIntvl, KeepCnt: cl.KeepCnt,
+		FastOpen: cl.FastOpen, RcvBuf: cl.RcvBuf, SndBuf: cl.SndBuf, Deferred: cl.Deferred,
+	}
 }
 
 // New checks cfg against what the proxy can serve and prepares every server,

@@ -217,11 +217,7 @@ func applyListenOptions(ln *listener, srv *server) {
 			continue
 		}
 		unix.Listen(ln.fd, cl.Backlog)
-		v := 0
-		if cl.SoKeepalive {
-			v = 1
-		}
-		unix.SetsockoptInt(ln.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, v)
+		listenOpts(cl).Apply(ln.fd) // a failure leaves the old value: the socket serves on
 		ln.cfg = cl
 		ln.name = cl.Text
 	}

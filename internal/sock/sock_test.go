@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,14 +29,14 @@ func TestErrnoText(t *testing.T) {
 // A listen on an address in use fails as nginx words it, and unwraps to
 // the errno.
 func TestListenInUse(t *testing.T) {
-	fd, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), 16, false, false)
+	fd, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), ListenOpts{Backlog: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer Close(fd)
 	sa, _ := unix.Getsockname(fd)
 	ap := AddrPort(sa)
-	_, err = Listen(ap, 16, false, false)
+	_, err = Listen(ap, ListenOpts{Backlog: 16})
 	if !errors.Is(err, unix.EADDRINUSE) {
 		t.Fatalf("second Listen on %s: %v; want EADDRINUSE", ap, err)
 	}
@@ -66,7 +67,7 @@ func TestRawSockaddr(t *testing.T) {
 
 // Dial, Accept4, Write, Read, Splice through a Pipe, and Close on loopback.
 func TestTCPRoundTrip(t *testing.T) {
-	lfd, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), 16, false, false)
+	lfd, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), ListenOpts{Backlog: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,5 +150,50 @@ func waitIn(t *testing.T, fd int) {
 			t.Fatalf("fd %d not readable after 5s: %v", fd, err)
 		}
 		return
+	}
+}
+
+// The listen options reach the socket, and Apply changes a listening one.
+func TestListenOptions(t *testing.T) {
+	fd, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), ListenOpts{
+		Backlog: 16, KeepAlive: true, KeepIdle: 30 * time.Minute, KeepCnt: 10,
+		FastOpen: 5, RcvBuf: 64 << 10, Deferred: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	get := func(level, opt int) int {
+		v, err := unix.GetsockoptInt(fd, level, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, c := range []struct {
+		name       string
+		level, opt int
+		want       int
+	}{
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1800},
+		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 10},
+		{"TCP_FASTOPEN", unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 5},
+	} {
+		if got := get(c.level, c.opt); got != c.want {
+			t.Errorf("%s = %d, want %d", c.name, got, c.want)
+		}
+	}
+	if got := get(unix.SOL_SOCKET, unix.SO_RCVBUF); got < 64<<10 {
+		t.Errorf("SO_RCVBUF = %d, want at least 64k (the kernel doubles it)", got)
+	}
+	if got := get(unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT); got == 0 {
+		t.Error("TCP_DEFER_ACCEPT off")
+	}
+	if err := (ListenOpts{}).Apply(fd); err != nil {
+		t.Fatal(err)
+	}
+	if get(unix.SOL_SOCKET, unix.SO_KEEPALIVE) != 0 || get(unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT) != 0 {
+		t.Error("Apply of no options left keepalive or deferred on")
 	}
 }
