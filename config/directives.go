@@ -95,7 +95,7 @@ var notSupported = map[string]scope{
 	"js_preload_object": sv, "js_preread": sv, "js_set": sv,
 	"js_shared_dict_zone": ctxStream, "js_var": sv,
 	// commercial modules: upstream extras, health checks, keyval, zone_sync, mqtt, status
-	"state": ctxUpstream, "least_time": ctxUpstream, "sticky": ctxUpstream,
+	"state": ctxUpstream, "sticky": ctxUpstream,
 	"keyval": ctxStream, "keyval_zone": ctxStream,
 	"zone_sync": ctxServer, "zone_sync_buffers": sv, "zone_sync_connect_retry_interval": sv,
 	"zone_sync_connect_timeout": sv, "zone_sync_interval": sv,
@@ -132,7 +132,7 @@ var implemented = map[string]scope{
 	"limit_conn_dry_run": sv,
 	"health_check":       ctxServer, "health_check_timeout": sv, "match": ctxStream,
 	"zone": ctxUpstream, "hash": ctxUpstream, "ip_hash": ctxUpstream,
-	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream,
+	"least_conn": ctxUpstream, "random": ctxUpstream, "hash_balance_factor": ctxUpstream, "least_time": ctxUpstream,
 	"set": ctxServer, "return": ctxServer, "pass": ctxServer, "server_name": ctxServer,
 	"proxy_upload_rate": sv, "proxy_download_rate": sv, "proxy_buffer_size": sv,
 	"open_log_file_cache": sv,

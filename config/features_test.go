@@ -457,7 +457,7 @@ func TestBaton(t *testing.T) {
 func TestNewlySupportedAreNotRefused(t *testing.T) {
 	for _, name := range strings.Fields(`proxy_responses proxy_requests proxy_protocol proxy_protocol_timeout
 		set_real_ip_from allow deny limit_conn_zone limit_conn limit_conn_log_level limit_conn_dry_run
-		health_check health_check_timeout match`) {
+		health_check health_check_timeout match least_time`) {
 		if _, ok := notSupported[name]; ok {
 			t.Errorf("%s is still in notSupported", name)
 		}

@@ -222,7 +222,7 @@ func TestErrors(t *testing.T) {
 		{"not supported in stream", "stream { resolver 127.0.0.1; }", `"resolver" directive is not supported yet in a.conf:1`},
 		{"not supported in server", "stream {\n server { listen 1; proxy_pass 1.1.1.1:1; ssl_certificate a.pem; }\n}", `"ssl_certificate" directive is not supported yet in a.conf:2`},
 		{"not supported, wrong context", "stream { server { listen 1; proxy_pass 1.1.1.1:1; map $a $b {} } }", `"map" directive is not allowed here in a.conf:1`},
-		{"not supported in upstream", "stream { upstream u { least_time connect; server 1.1.1.1:1; } }", `"least_time" directive is not supported yet in a.conf:1`},
+		{"not supported in upstream", "stream { upstream u { sticky cookie srv; server 1.1.1.1:1; } }", `"sticky" directive is not supported yet in a.conf:1`},
 		{"baton block", "baton {\n control_socket /run/baton.sock;\n workers 3;\n tls on;\n}", "\"workers\" directive is not supported yet in a.conf:3\n\"tls\" directive is not supported yet in a.conf:4"},
 		{"not terminated", "stream { " + okServer + " proxy_timeout 1s {} }", `directive "proxy_timeout" is not terminated by ";" in a.conf:1`},
 		{"no opening brace", "stream;", `directive "stream" has no opening "{" in a.conf:1`},
@@ -373,6 +373,71 @@ func TestBackupAndMethods(t *testing.T) {
 			up := c.Stream.Upstreams[0]
 			if up.Method != tt.method {
 				t.Errorf("method %q, want %q", up.Method, tt.method)
+			}
+			n := 0
+			for _, s := range up.Servers {
+				if s.Backup {
+					n++
+				}
+			}
+			if n != tt.backups {
+				t.Errorf("%d backups, want %d", n, tt.backups)
+			}
+			if got := warnings(c); !reflect.DeepEqual(got, tt.warns) {
+				t.Errorf("warnings %q, want %q", got, tt.warns)
+			}
+		})
+	}
+}
+
+// TestLeastTime: "least_time MODE [inflight]" is read as nginx's
+// ngx_stream_upstream_least_time, errors and warnings included.
+func TestLeastTime(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		err      string
+		warns    []string
+		method   string
+		mode     string
+		inflight bool
+		backups  int
+	}{
+		{"connect", "least_time connect;", "", nil, "least_time", "connect", false, 0},
+		{"first_byte inflight", "least_time first_byte inflight;", "", nil, "least_time", "first_byte", true, 0},
+		{"mode case", "least_time LAST_BYTE;", "", nil, "least_time", "last_byte", false, 0},
+		{"backup allowed", "least_time last_byte;\nserver 1.1.1.1:2 backup weight=2 max_conns=3 max_fails=2 fail_timeout=1s slow_start=5s;", "", nil, "least_time", "last_byte", false, 1},
+		{"no args", "least_time;", `invalid number of arguments in "least_time" directive in a.conf:3`, nil, "", "", false, 0},
+		{"three args", "least_time connect inflight x;", `invalid number of arguments in "least_time" directive in a.conf:3`, nil, "", "", false, 0},
+		{"bad mode", "least_time header;", `invalid value "header" in a.conf:3`, nil, "", "", false, 0},
+		{"bad parameter", "least_time connect INFLIGHT;", `invalid parameter "INFLIGHT" in a.conf:3`, nil, "", "", false, 0},
+		{"bad parameter first", "least_time bogus more;", `invalid parameter "more" in a.conf:3`, nil, "", "", false, 0},
+		{"duplicate", "least_time connect;\nleast_time connect;", `"least_time" directive is duplicate in a.conf:4`, nil, "", "", false, 0},
+		{"duplicate past another method", "least_time connect;\nleast_conn;\nleast_time last_byte;", `"least_time" directive is duplicate in a.conf:5`, nil, "", "", false, 0},
+		{"redefined by hash", "least_time connect;\nhash $remote_addr;", "",
+			[]string{`load balancing method redefined in a.conf:4`}, "hash", "", false, 0},
+		{"redefines least_conn", "least_conn;\nleast_time first_byte;", "",
+			[]string{`load balancing method redefined in a.conf:4`}, "least_time", "first_byte", false, 0},
+		{"backup after random then least_time", "random;\nleast_time connect;\nserver 1.1.1.1:2 backup;", "", []string{`load balancing method redefined in a.conf:4`}, "least_time", "connect", false, 1},
+		{"backup after least_time then hash", "least_time connect;\nhash $x;\nserver 1.1.1.1:2 backup;",
+			`balancing method does not support parameter "backup" in a.conf:5`, nil, "", "", false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "stream {\nupstream u {\n" + tt.body + "\nserver 1.1.1.1:1;\n}\n}\n"
+			c, err := testLoader().Parse("a.conf", []byte(src))
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("got %v, want %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := c.Stream.Upstreams[0]
+			if up.Method != tt.method || up.LeastTime != tt.mode || up.Inflight != tt.inflight {
+				t.Errorf("method %q %q inflight %v, want %q %q %v", up.Method, up.LeastTime, up.Inflight, tt.method, tt.mode, tt.inflight)
 			}
 			n := 0
 			for _, s := range up.Servers {

@@ -182,14 +182,15 @@ type Upstream struct {
 	Implicit bool
 
 	// Method is the balancing method: "" (round robin), "hash", "ip_hash",
-	// "least_conn", "random". Only "" is implemented by the foundation; the
-	// others are parsed (Method set) so later work can enable them.
+	// "least_conn", "random", "least_time".
 	Method          string
 	MethodPos       Pos
 	HashKey         string // for "hash KEY"
 	Consistent      bool   // "hash KEY consistent"
 	RandomTwo       bool   // "random two"
 	RandomLeastConn bool   // "random two least_conn"
+	LeastTime       string // "least_time MODE": "connect", "first_byte" or "last_byte"
+	Inflight        bool   // "least_time MODE inflight"
 
 	// BalanceFactor is baton's "hash_balance_factor N" (HAProxy's
 	// hash-balance-factor): with "hash KEY consistent", no server takes more

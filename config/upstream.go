@@ -28,6 +28,7 @@ type upstreamState struct {
 	methodSet bool // a balancing method directive was seen
 	factorPos Pos
 	zoneSet   bool
+	ltSet     bool // a least_time directive was seen (nginx's mode is set)
 }
 
 func newUpstreamServer(pos Pos, name string) *UpstreamServer {
@@ -136,6 +137,8 @@ func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState
 			}
 			up.RandomLeastConn = true
 		}
+	case "least_time":
+		l.leastTime(d, up, us)
 	case "hash_balance_factor":
 		if !l.check(d, false, take(1)) {
 			return
@@ -170,7 +173,39 @@ func (l *loader) setMethod(d *directive, up *Upstream, us *upstreamState, args a
 	us.flags = flags
 	up.Method, up.MethodPos = d.name, d.pos
 	up.HashKey, up.Consistent, up.RandomTwo, up.RandomLeastConn = "", false, false, false
+	up.LeastTime, up.Inflight = "", false
 	return true
+}
+
+// leastTime reads "least_time connect|first_byte|last_byte [inflight]" as
+// nginx's ngx_stream_upstream_least_time: the method is set (with the
+// "redefined" warning) before the arguments are checked, "inflight" is
+// checked before the mode, and the mode, matched without regard to case,
+// may be set only once in an upstream, even with another method between.
+func (l *loader) leastTime(d *directive, up *Upstream, us *upstreamState) {
+	if !l.setMethod(d, up, us, take(1, 2), allowAll) {
+		return
+	}
+	if len(d.args) == 2 {
+		if d.args[1] != "inflight" {
+			l.errorf(d, "invalid parameter \"%s\"", d.args[1])
+			return
+		}
+		up.Inflight = true
+	}
+	if us.ltSet {
+		l.errorf(d, "\"least_time\" directive is duplicate")
+		return
+	}
+	mode := strings.ToLower(d.args[0])
+	switch mode {
+	case "connect", "first_byte", "last_byte":
+	default:
+		l.errorf(d, "invalid value \"%s\"", d.args[0])
+		return
+	}
+	us.ltSet = true
+	up.LeastTime = mode
 }
 
 func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {

@@ -168,6 +168,14 @@ func (p *Peer) Picked(now time.Time) {
 	p.mu.Unlock()
 }
 
+// Checked returns nginx's peer->checked, in Unix seconds (0: never), and
+// the peer's fail_timeout in whole seconds: what least_time needs to let a
+// peer's average time decay (lb.CheckedState). Picked and Failed set
+// checked; in a single group it stays 0. It takes no lock.
+func (p *Peer) Checked() (checked, failTimeout int64) {
+	return p.checked.Load(), p.failTimeout
+}
+
 // Failed records a failed or timed-out connect at now, as nginx's free_peer
 // with NGX_PEER_FAILED: fails++, accessed = checked = now. It reports whether
 // the peer is now disabled (max_fails > 0 and fails >= max_fails), where

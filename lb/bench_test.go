@@ -32,6 +32,7 @@ var benchMethods = []struct {
 	{"leastconn", LeastConn, 0},
 	{"random", Random, 0},
 	{"random_two", RandomTwo, 0},
+	{"leasttime", LeastTimeLastByte, 0},
 }
 
 func all(int) bool { return true }

@@ -6,20 +6,22 @@
 // Every method gives, for the same peer list and the same key, the peer
 // nginx 1.22 gives: smooth weighted round robin (ngx_stream_upstream_get_peer),
 // ip_hash's hash*113%6271 over the client address, hash's crc32 rehash loop,
-// the 160-points-per-weight crc32 ring of "hash KEY consistent", least_conn
-// and random. Like nginx, the hash and random methods fall back to round
+// the 160-points-per-weight crc32 ring of "hash KEY consistent", least_conn,
+// random, and least_time (nginx 1.31). Like nginx, the hash and random methods fall back to round
 // robin after 20 unusable tries, and an upstream with a single peer is always
 // served by round robin.
 //
 // Pick does not allocate. Balancers that keep round robin state (all of
 // them) implement Failer, through which the caller reports a failed
-// connection as nginx's free_peer does.
+// connection as nginx's free_peer does; the least_time ones also implement
+// Timer, through which the caller reports how long each attempt took.
 package lb
 
 import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // ErrNoPeer is returned by Pick when no peer is usable.
@@ -38,6 +40,9 @@ const (
 	Random                           // "random"
 	RandomTwo                        // "random two"
 	RandomTwoLeastConn               // "random two least_conn"
+	LeastTimeConnect                 // "least_time connect"
+	LeastTimeFirstByte               // "least_time first_byte"
+	LeastTimeLastByte                // "least_time last_byte"
 )
 
 var methodNames = [...]string{
@@ -49,11 +54,15 @@ var methodNames = [...]string{
 	Random:             "random",
 	RandomTwo:          "random two",
 	RandomTwoLeastConn: "random two least_conn",
+	LeastTimeConnect:   "least_time connect",
+	LeastTimeFirstByte: "least_time first_byte",
+	LeastTimeLastByte:  "least_time last_byte",
 }
 
 // String returns the method as nginx's directive spells it, without the hash
 // key: "round_robin", "ip_hash", "hash", "hash consistent", "least_conn",
-// "random", "random two", "random two least_conn".
+// "random", "random two", "random two least_conn", "least_time connect",
+// "least_time first_byte", "least_time last_byte".
 func (m Method) String() string {
 	if m >= 0 && int(m) < len(methodNames) {
 		return methodNames[m]
@@ -85,8 +94,8 @@ type Peer struct {
 	Name string
 	// Weight is "weight=N"; zero or negative means 1, nginx's default.
 	Weight int
-	// Backup peers are used by round robin and least_conn only when no
-	// primary peer is usable. nginx refuses them with the other methods,
+	// Backup peers are used by round robin, least_conn and least_time only
+	// when no primary peer is usable. nginx refuses them with the other methods,
 	// and so does New.
 	Backup bool
 }
@@ -102,9 +111,21 @@ type Options struct {
 	BalanceFactor int
 
 	// State, if non-nil, is the live per-peer state kept by the caller
-	// (active connections), read by least_conn, random two and bounded
-	// load. A nil State reads as no connections anywhere.
+	// (active connections), read by least_conn, random two, least_time and
+	// bounded load. A nil State reads as no connections anywhere.
+	// least_time also reads CheckedState if State implements it.
 	State State
+
+	// Inflight is least_time's "inflight" parameter: a flow counts as in
+	// flight from its pick until the time the method balances on is known
+	// (for last_byte, until it ends), and a peer whose flows in flight are
+	// older on average than its average time is judged by their age. Only
+	// the least_time methods take it.
+	Inflight bool
+
+	// Now is the clock least_time reads (the inflight ages in milliseconds,
+	// the decay in Unix seconds against CheckedState); nil means time.Now.
+	Now func() time.Time
 }
 
 // State is the live per-peer state that the proxy keeps in one place and the
@@ -113,6 +134,44 @@ type State interface {
 	// Active returns the number of live connections to peer i, counted from
 	// the moment it was picked, as nginx's peer->conns.
 	Active(i int) int
+}
+
+// CheckedState is a State that also knows each peer's passive-health clock.
+// least_time halves a peer's average time for each fail_timeout (plus one
+// second) that passed since the peer was last checked, so that a slow peer
+// not chosen for a while is tried again; without a CheckedState no average
+// decays.
+type CheckedState interface {
+	State
+	// Checked returns nginx's peer->checked for peer i, in Unix seconds
+	// (0: never), and its fail_timeout in whole seconds. checked is set when
+	// the peer is picked more than fail_timeout after the last setting, and
+	// when a connection to it fails.
+	Checked(i int) (checked, failTimeout int64)
+}
+
+// Timer is implemented by the least_time Balancers. The caller reports each
+// attempt on a peer it picked, as nginx's peer.notify and peer.free: when
+// it connected, when the upstream's first byte came, and when it ended.
+// Every attempt that Pick started must end with one Done.
+type Timer interface {
+	// Connected reports that the attempt on peer i connected d after it
+	// began (NGX_STREAM_UPSTREAM_NOTIFY_CONNECT).
+	Connected(i int, d time.Duration)
+	// FirstByte reports that the first byte from peer i came d after the
+	// attempt began (NGX_STREAM_UPSTREAM_NOTIFY_FIRST_BYTE).
+	FirstByte(i int, d time.Duration)
+	// Done reports the end of the attempt on peer i (free_peer). failed is
+	// NGX_PEER_FAILED: a connect that failed or timed out, or a UDP socket
+	// error; the times of a failed attempt are not averaged.
+	Done(i int, failed bool, t Times)
+}
+
+// Times are one attempt's times from its start, as $upstream_connect_time,
+// $upstream_first_byte_time and $upstream_session_time; negative for what
+// did not happen.
+type Times struct {
+	Connect, FirstByte, Total time.Duration
 }
 
 // A Balancer picks the peer for a new flow.
@@ -145,7 +204,7 @@ func New(method Method, peers []Peer, opts Options) (Balancer, error) {
 		return nil, errors.New("lb: no peers")
 	}
 	switch method {
-	case RoundRobin, LeastConn:
+	case RoundRobin, LeastConn, LeastTimeConnect, LeastTimeFirstByte, LeastTimeLastByte:
 	case IPHash, Hash, ConsistentHash, Random, RandomTwo, RandomTwoLeastConn:
 		for _, p := range peers {
 			if p.Backup {
@@ -166,6 +225,9 @@ func New(method Method, peers []Peer, opts Options) (Balancer, error) {
 			return nil, errors.New("lb: balance factor needs a State")
 		}
 	}
+	if opts.Inflight && (method < LeastTimeConnect || method > LeastTimeLastByte) {
+		return nil, fmt.Errorf("lb: inflight needs least_time, not %v", method)
+	}
 	rr := newRRState(peers)
 	switch method {
 	case IPHash:
@@ -180,6 +242,8 @@ func New(method Method, peers []Peer, opts Options) (Balancer, error) {
 		return newRandom(rr, opts.State, false), nil
 	case RandomTwo, RandomTwoLeastConn:
 		return newRandom(rr, opts.State, true), nil
+	case LeastTimeConnect, LeastTimeFirstByte, LeastTimeLastByte:
+		return newLeastTime(rr, method, opts), nil
 	}
 	return &roundRobin{rr}, nil
 }

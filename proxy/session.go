@@ -359,6 +359,7 @@ func (s *session) connectFailed(err error) {
 	p := &g.peers[s.peer]
 	p.active.Add(-1)
 	disabled := g.peerFailed(s.peer, l.wall())
+	g.timeFailed(s.peer)
 	s.peer = -1
 	what := "connect() failed " + sock.ErrnoText(err)
 	if err == unix.ETIMEDOUT {
@@ -389,6 +390,7 @@ func (s *session) dialFailedHere(err error) {
 	l := s.loop
 	p := &s.group.peers[s.peer]
 	p.active.Add(-1)
+	s.group.timeFailed(s.peer)
 	s.peer = -1
 	if c := l.localLog.Hit(l.now); c > 0 {
 		lv, what := localFailure(err)
@@ -432,6 +434,7 @@ func (s *session) connected() {
 	s.group.health.Peer(s.peer).Succeeded(l.wall())
 	s.state = stateProxying
 	s.connectTime = l.now - s.attemptStart
+	s.group.timeConnected(s.peer, s.connectTime)
 	s.startPacing(s.startMono)
 	if lg := s.srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
 		if sa, err := unix.Getsockname(s.ufd); err == nil {
@@ -601,6 +604,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 			s.lastActive = l.now
 			if s.firstByte == 0 && src == s.ufd {
 				s.firstByte = l.now
+				s.group.timeFirstByte(s.peer, l.now-s.attemptStart)
 			}
 			flags := 0
 			var rerr unix.Errno // the peer's reset, found looking for its EOF
@@ -855,6 +859,9 @@ func (s *session) finish(status int) {
 			// nginx reports a connected session's success when it ends
 			// (ngx_stream_proxy_finalize): a success clears max_fails.
 			g.health.Peer(s.peer).Succeeded(l.wall())
+		}
+		if g.lt != nil {
+			s.timeDone()
 		}
 	}
 	s.letGo()

@@ -3,8 +3,6 @@ package proxy
 import (
 	"os"
 	"time"
-
-	"github.com/batonproxy/baton/lb"
 )
 
 // Status is what the proxy believes about everything it serves: what
@@ -121,6 +119,6 @@ func (g *group) status(now time.Time) UpstreamStatus {
 		}
 		us.Servers = append(us.Servers, ss)
 	}
-	us.BackupInUse = backupUp && !primaryUp && (g.method == lb.RoundRobin || g.method == lb.LeastConn)
+	us.BackupInUse = backupUp && !primaryUp && usesBackup(g.method)
 	return us
 }

@@ -44,6 +44,7 @@ type udpSession struct {
 	upstreamAddrs []byte
 	startMono     int64
 	connectTime   int64
+	firstByte     int64 // loop.now when the upstream's first datagram came; 0: not yet
 
 	upSent    int64 // bytes written to the upstream
 	requests  int64 // datagrams from the client (nginx's u->requests)
@@ -271,6 +272,7 @@ func (u *udpListener) watch(s *udpSession) bool {
 	s.fd = -1
 	if s.peer >= 0 {
 		s.grp().peers[s.peer].active.Add(-1)
+		s.timeDone(s.grp(), true, l.clock())
 	}
 	return false
 }
@@ -315,6 +317,7 @@ func (u *udpListener) connect(s *udpSession) int {
 		if err == nil {
 			s.peer, s.fd, s.upstream = i, fd, pr.addr
 			s.connectTime = l.clock() - start
+			g.timeConnected(i, s.connectTime)
 			pr.total.Add(1)
 			if lg := srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
 				if sa, err := unix.Getsockname(fd); err == nil {
@@ -324,6 +327,7 @@ func (u *udpListener) connect(s *udpSession) int {
 			return 0
 		}
 		pr.active.Add(-1)
+		g.timeFailed(i)
 		if health.LocalError(err) {
 			if c := u.localLog.Hit(l.now); c > 0 {
 				lv, what := localFailure(err)
@@ -397,6 +401,10 @@ func (u *udpListener) upstreamReadable(s *udpSession) {
 	default:
 		u.upstreamFailed(s, err)
 		return
+	}
+	if s.firstByte == 0 && s.responses == 0 { // not a session that came from an older baton
+		s.firstByte = u.l.now
+		s.grp().timeFirstByte(s.peer, s.firstByte-s.startMono)
 	}
 	_, done := u.count(s, n, false)
 	out.add(s, n)
@@ -601,6 +609,9 @@ func (u *udpListener) finish(s *udpSession) {
 	} else {
 		g.health.Peer(s.peer).Succeeded(l.wall())
 	}
+	if pr != nil && g.lt != nil {
+		s.timeDone(g, failed, end)
+	}
 	u.p.active.Add(-1)
 	u.active.Add(-1)
 	if log.Enabled(LevelDebug) {
@@ -620,6 +631,9 @@ func (s *udpSession) record(r *record) *record {
 		firstByteTime: -1, upSessionTime: -1, sv: s.vars(), limitStatus: s.limitStatus,
 		serverName: s.srv.serverName,
 	}
+	if s.firstByte > 0 {
+		r.firstByteTime = s.firstByte - s.startMono
+	}
 	return r
 }
 
@@ -632,6 +646,9 @@ func (u *udpListener) logAccess(s *udpSession, status int, end, recv, sent int64
 	l := u.l
 	rec := s.record(&l.rec)
 	rec.status, rec.sessionTime = status, end-s.startMono
+	if s.connectTime >= 0 {
+		rec.upSessionTime = end - s.startMono
+	}
 	rec.received, rec.sent, rec.upReceived = recv, sent, sent
 	l.lineBuf = s.srv.logAccess(l.lineBuf, rec)
 }

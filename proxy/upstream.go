@@ -41,10 +41,14 @@ type group struct {
 	key     template // "hash KEY"; nil for other methods
 	sig     string   // upstreamSig and healthSig of the config it was built from
 	tries   int      // peers not "down": attempts a session may make (nginx's peers->tries)
+	lt      lb.Timer // the least_time balancer, told each attempt's times; nil for other methods
 }
 
 // Active implements lb.State.
 func (g *group) Active(i int) int { return int(g.peers[i].active.Load()) }
+
+// Checked implements lb.CheckedState, for least_time.
+func (g *group) Checked(i int) (checked, failTimeout int64) { return g.health.Peer(i).Checked() }
 
 // methodOf maps a config balancing method to lb's.
 func methodOf(u *config.Upstream) (lb.Method, error) {
@@ -68,13 +72,28 @@ func methodOf(u *config.Upstream) (lb.Method, error) {
 			return lb.RandomTwo, nil
 		}
 		return lb.Random, nil
+	case "least_time":
+		switch u.LeastTime {
+		case "connect":
+			return lb.LeastTimeConnect, nil
+		case "first_byte":
+			return lb.LeastTimeFirstByte, nil
+		case "last_byte":
+			return lb.LeastTimeLastByte, nil
+		}
 	}
 	return 0, fmt.Errorf("balancing method %q is not supported", u.Method)
 }
 
 // usesBackup reports whether method m ever sends a flow to a backup server;
 // nginx's hash, ip_hash and random methods do not.
-func usesBackup(m lb.Method) bool { return m == lb.RoundRobin || m == lb.LeastConn }
+func usesBackup(m lb.Method) bool {
+	switch m {
+	case lb.RoundRobin, lb.LeastConn, lb.LeastTimeConnect, lb.LeastTimeFirstByte, lb.LeastTimeLastByte:
+		return true
+	}
+	return false
+}
 
 func newGroup(u *config.Upstream, vt *varTable) (*group, error) {
 	g := &group{name: u.Name, sig: upstreamSig(u)}
@@ -111,10 +130,11 @@ func newGroup(u *config.Upstream, vt *varTable) (*group, error) {
 			return nil, err
 		}
 	}
-	g.bal, err = lb.New(m, peers, lb.Options{BalanceFactor: u.BalanceFactor, State: g})
+	g.bal, err = lb.New(m, peers, lb.Options{BalanceFactor: u.BalanceFactor, State: g, Inflight: u.Inflight})
 	if err != nil {
 		return nil, err
 	}
+	g.lt, _ = g.bal.(lb.Timer)
 	return g, nil
 }
 
@@ -130,7 +150,7 @@ func (g *group) usable(i int, now time.Time) bool {
 // upstreamSig is everything about u that shapes its group: two upstreams
 // with the same name and signature can share one group across a reload.
 func upstreamSig(u *config.Upstream) string {
-	b := fmt.Appendf(nil, "%s|%s|%v|%v|%v|%d", u.Method, u.HashKey, u.Consistent, u.RandomTwo, u.RandomLeastConn, u.BalanceFactor)
+	b := fmt.Appendf(nil, "%s|%s|%v|%v|%v|%d|%s %v", u.Method, u.HashKey, u.Consistent, u.RandomTwo, u.RandomLeastConn, u.BalanceFactor, u.LeastTime, u.Inflight)
 	for _, s := range u.Servers {
 		b = fmt.Appendf(b, "|%s %v w%d f%d t%s c%d s%s b%v d%v", s.Name, s.Addrs, s.Weight, s.MaxFails, s.FailTimeout, s.MaxConns, s.SlowStart, s.Backup, s.Down)
 	}
