@@ -655,9 +655,3 @@ func (p *Proxy) ReopenLogs() error {
 // Logger returns the proxy's error log.
 func (p *Proxy) Logger() *Logger { return p.log }
 
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
