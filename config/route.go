@@ -318,14 +318,9 @@ func (l *loader) openLogFileCache(d *directive, pc *proxyConf) {
 	if !l.check(d, false, atLeast(1)) {
 		return
 	}
-	if pc.set == nil {
-		pc.set = map[string]bool{}
-	}
-	if pc.set[d.name] {
-		l.errorf(d, "\"%s\" directive is duplicate", d.name)
+	if !l.once(d, pc) {
 		return
 	}
-	pc.set[d.name] = true
 	max, off := 0, false
 	for _, v := range d.args {
 		var err error

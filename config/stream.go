@@ -173,6 +173,20 @@ func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
 	return true
 }
 
+// once records that pc's level has d, a directive that may appear once
+// there; a second is an error, nginx's "is duplicate", and false.
+func (l *loader) once(d *directive, pc *proxyConf) bool {
+	if pc.set == nil {
+		pc.set = map[string]bool{}
+	}
+	if pc.set[d.name] {
+		l.errorf(d, "\"%s\" directive is duplicate", d.name)
+		return false
+	}
+	pc.set[d.name] = true
+	return true
+}
+
 // innerErrorLog takes an error_log of stream or server: the sessions of
 // the servers it applies to log there instead of the top-level logs
 // (ngx_stream_core_error_log; a server inherits the stream's when it has
@@ -200,14 +214,9 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	if !l.check(d, false, take(1)) {
 		return true
 	}
-	if pc.set == nil {
-		pc.set = map[string]bool{}
-	}
-	if pc.set[d.name] {
-		l.errorf(d, "\"%s\" directive is duplicate", d.name)
+	if !l.once(d, pc) {
 		return true
 	}
-	pc.set[d.name] = true
 	v := d.args[0]
 	switch d.name {
 	case "proxy_buffer_size":
@@ -331,14 +340,9 @@ func (l *loader) proxyBind(d *directive, pc *proxyConf) {
 	if !l.check(d, false, take(1, 2)) {
 		return
 	}
-	if pc.set == nil {
-		pc.set = map[string]bool{}
-	}
-	if pc.set[d.name] {
-		l.errorf(d, "\"%s\" directive is duplicate", d.name)
+	if !l.once(d, pc) {
 		return
 	}
-	pc.set[d.name] = true
 	v := d.args[0]
 	if len(d.args) == 1 && v == "off" {
 		return
