@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"fmt"
+	"github.com/batonproxy/baton/config"
 	"io"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -131,4 +135,67 @@ func TestLogFormatNoAllocs(t *testing.T) {
 			t.Errorf("%s: %v allocations per line, want 0", f.name, n)
 		}
 	}
+}
+
+// BenchmarkSNIRoute measures a connection routed by its ClientHello
+// (ssl_preread, a map of server names, proxy_pass $var) against the same
+// proxy's plain proxy_pass, each a dial, a hello, its echo, a close.
+func BenchmarkSNIRoute(b *testing.B) {
+	echoB := startBackend(b, "echo", func(c net.Conn) { io.Copy(c, c) })
+	hello := benchHello(b)
+	var names strings.Builder
+	for i := 0; i < 15; i++ {
+		fmt.Fprintf(&names, "n%d.example.com u;\n", i)
+	}
+	cfg, err := config.Parse("sni.conf", []byte(fmt.Sprintf(`stream {
+		upstream u { server %s; }
+		map $ssl_preread_server_name $backend { %s db.example.com u; default u; }
+		server { listen 127.0.0.1:%d; ssl_preread on; proxy_pass $backend; }
+		server { listen 127.0.0.1:%d; proxy_pass u; }
+		server { listen 127.0.0.1:%d; ssl_preread on; proxy_pass u; }
+		server { listen 127.0.0.1:%d; set $x u; proxy_pass $x; }
+	}`, echoB.addr(), names.String(), deadAddr(b).Port(), deadAddr(b).Port(), deadAddr(b).Port(), deadAddr(b).Port())))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(cfg, Options{Log: NewWriterLogger(io.Discard, LevelError)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	addrs := p.Addrs()
+	for i, name := range []string{"sni", "plain", "preread_only", "var_only"} {
+		b.Run(name, func(b *testing.B) {
+			buf := make([]byte, len(hello))
+			for j := 0; j < b.N; j++ {
+				c, err := net.DialTimeout("tcp", addrs[i].String(), 5*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				c.Write(hello)
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
+// benchHello is a crypto/tls ClientHello for db.example.com.
+func benchHello(b *testing.B) []byte {
+	a, c := net.Pipe()
+	defer a.Close()
+	defer c.Close()
+	go tls.Client(a, &tls.Config{ServerName: "db.example.com", InsecureSkipVerify: true}).Handshake()
+	buf := make([]byte, 64<<10)
+	n, err := c.Read(buf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return buf[:n]
 }
