@@ -12,6 +12,7 @@ type url struct {
 	noPort   bool
 	wildcard bool       // "*:80" or a bare port in "listen"
 	addr     netip.Addr // valid when host is an IP literal (or a wildcard)
+	lastPort uint16     // "listen ADDR:PORT-LAST" (nginx 1.27.3): the range's end; 0: no range
 }
 
 // parseURL splits s ("host:port", "[v6]:port", and for listen also "port"
@@ -34,11 +35,11 @@ func parseURL(s string, listen bool) (url, string) {
 		case rest == "":
 			u.noPort = true
 		case rest[0] == ':':
-			p, ok := parsePort(rest[1:])
-			if !ok {
-				return u, "invalid port"
+			p, last, msg := parsePorts(rest[1:], listen)
+			if msg != "" {
+				return u, msg
 			}
-			u.port = p
+			u.port, u.lastPort = p, last
 		default:
 			return u, "invalid host"
 		}
@@ -49,20 +50,19 @@ func parseURL(s string, listen bool) (url, string) {
 	}
 	host := s
 	if i := strings.IndexByte(s, ':'); i >= 0 {
-		p, ok := parsePort(s[i+1:])
-		if !ok {
-			return u, "invalid port"
+		p, last, msg := parsePorts(s[i+1:], listen)
+		if msg != "" {
+			return u, msg
 		}
-		u.port, host = p, s[:i]
+		u.port, u.lastPort, host = p, last, s[:i]
 	} else {
 		if listen {
-			if n, ok := atoi(s); ok {
-				if n < 1 || n > 65535 {
-					return u, "invalid port"
-				}
-				u.port, u.wildcard = uint16(n), true
+			if p, last, msg := parsePorts(s, true); msg == "" {
+				u.port, u.lastPort, u.wildcard = p, last, true
 				u.addr = netip.IPv4Unspecified()
 				return u, ""
+			} else if _, isNum := atoi(strings.SplitN(s, "-", 2)[0]); isNum {
+				return u, msg
 			}
 		}
 		u.noPort = true
@@ -79,6 +79,32 @@ func parseURL(s string, listen bool) (url, string) {
 		u.addr = a
 	}
 	return u, ""
+}
+
+// parsePorts reads a port, or for listen a range "PORT-LAST", as nginx's
+// ngx_parse_inet_url: "invalid port" or "invalid port range".
+func parsePorts(s string, listen bool) (port, last uint16, msg string) {
+	if listen {
+		if first, rest, ok := strings.Cut(s, "-"); ok {
+			l, ok := parsePort(rest)
+			if !ok {
+				return 0, 0, "invalid port"
+			}
+			p, ok := parsePort(first)
+			if !ok {
+				return 0, 0, "invalid port"
+			}
+			if p > l {
+				return 0, 0, "invalid port range"
+			}
+			return p, l, ""
+		}
+	}
+	p, ok := parsePort(s)
+	if !ok {
+		return 0, 0, "invalid port"
+	}
+	return p, 0, ""
 }
 
 func parsePort(s string) (uint16, bool) {

@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"reflect"
@@ -498,6 +499,29 @@ func TestEveryNotSupportedDirectiveIsNamed(t *testing.T) {
 		want := `"` + name + `" directive is not supported yet in a.conf:1`
 		if err == nil || err.Error() != want {
 			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
+
+// A port range in listen (nginx 1.27.3) is a listen for each port.
+func TestListenPortRange(t *testing.T) {
+	c := mustParse(t, "stream { server { listen 127.0.0.1:8000-8002; listen 9000-9001 udp; proxy_pass 1.1.1.1:1; } }")
+	var got []string
+	for _, ln := range c.Stream.Servers[0].Listen {
+		got = append(got, fmt.Sprintf("%s %s %v", ln.Addr, ln.Text, ln.UDP))
+	}
+	want := []string{"127.0.0.1:8000 127.0.0.1:8000 false", "127.0.0.1:8001 127.0.0.1:8001 false", "127.0.0.1:8002 127.0.0.1:8002 false",
+		"0.0.0.0:9000 0.0.0.0:9000 true", "0.0.0.0:9001 0.0.0.0:9001 true"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	for _, tc := range []struct{ conf, want string }{
+		{"listen 127.0.0.1:8002-8000;", `invalid port range in "127.0.0.1:8002-8000" of the "listen" directive in a.conf:1`},
+		{"listen 127.0.0.1:8000-70000;", `invalid port in "127.0.0.1:8000-70000" of the "listen" directive in a.conf:1`},
+	} {
+		_, err := testLoader().Parse("a.conf", []byte("stream { server { "+tc.conf+" proxy_pass 1.1.1.1:1; } }"))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%s: %v, want %s", tc.conf, err, tc.want)
 		}
 	}
 }

@@ -503,29 +503,44 @@ func (l *loader) listen(d *directive, ss *serverState) {
 			return
 		}
 	}
-	for _, a := range addrs {
-		ln := proto
-		ln.Addr = netip.AddrPortFrom(a, u.port)
-		key := "tcp/" + ln.Addr.String()
-		if ln.UDP {
-			key = "udp/" + ln.Addr.String()
-		}
-		if ss.listens[key] {
-			l.errorf(d, "a duplicate listen %s", ln.Addr)
-			continue
-		}
-		if ss.listens == nil {
-			ss.listens = map[string]bool{}
-		}
-		ss.listens[key] = true
-		if ln.UDP && l.st.listens[key] {
-			// UDP has no server name to choose a virtual server by.
-			l.errorf(d, "duplicate \"%s\" address and port pair", ln.Addr)
-			continue
-		}
-		l.st.listens[key] = true
-		ss.srv.Listen = append(ss.srv.Listen, &ln)
+	last := u.port
+	if u.lastPort != 0 {
+		last = u.lastPort // a port range: a socket for each, as nginx 1.27.3
 	}
+	for i := 0; i <= int(last-u.port); i++ {
+		for _, a := range addrs {
+			l.listenOn(d, ss, proto, netip.AddrPortFrom(a, u.port+uint16(i)), u.lastPort != 0)
+		}
+	}
+}
+
+// listenOn records one address of a listen directive (one of a host's
+// addresses, one port of a range).
+func (l *loader) listenOn(d *directive, ss *serverState, proto Listen, ap netip.AddrPort, ranged bool) {
+	ln := proto
+	ln.Addr = ap
+	if ranged {
+		ln.Text = ap.String() // each port of a range is named by itself
+	}
+	key := "tcp/" + ln.Addr.String()
+	if ln.UDP {
+		key = "udp/" + ln.Addr.String()
+	}
+	if ss.listens[key] {
+		l.errorf(d, "a duplicate listen %s", ln.Addr)
+		return
+	}
+	if ss.listens == nil {
+		ss.listens = map[string]bool{}
+	}
+	ss.listens[key] = true
+	if ln.UDP && l.st.listens[key] {
+		// UDP has no server name to choose a virtual server by.
+		l.errorf(d, "duplicate \"%s\" address and port pair", ln.Addr)
+		return
+	}
+	l.st.listens[key] = true
+	ss.srv.Listen = append(ss.srv.Listen, &ln)
 }
 
 // parseKeepalive reads nginx's "[keepidle][:[keepintvl][:[keepcnt]]]"
