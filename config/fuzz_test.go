@@ -20,6 +20,10 @@ func FuzzParse(f *testing.F) {
 	f.Add("stream { map $a $b { hostnames; *.x y; ~^(a)$ $1; include m.conf; default d; } map_hash_max_size 1; " +
 		"geo $a $g { ranges; 1.0.0.0-1.0.1.0 a; delete 1.0.0.0-1.0.1.0; default b; } geo $h { 10.0.0.0/8 a; ::/0 b; } " +
 		"split_clients $a $s { 10% a; * b; } " + okServer + " }")
+	f.Add("stream { ssl_preread on; preread_timeout 1s; server { listen 127.0.0.1:80-82 default_server fastopen=3 so_keepalive=1m:2:3; " +
+		"server_name *.a .b c.* ~^d$; set $x $remote_addr; proxy_pass $x; proxy_bind $x transparent; proxy_download_rate 1k; } " +
+		"server { listen 127.0.0.1:80; return \"$server_name\"; access_log /l/$pid f if=$x; } " +
+		"server { listen 81; pass 127.0.0.1:80; access_log /l f buffer=4k flush=1s gzip=5; open_log_file_cache max=1; } log_format f x; }")
 	f.Fuzz(func(t *testing.T, src string) {
 		c, err := testLoader().Parse("f.conf", []byte(src))
 		if err == nil {
