@@ -560,3 +560,45 @@ func TestHashOnServerName(t *testing.T) {
 		t.Logf("4 names all on one server: %v (possible, but unlikely)", all)
 	}
 }
+
+// A reload changes routing at once: a map's new entries, a new virtual
+// server on a kept address, a hash on a map's variable that is rebuilt.
+func TestReloadRouting(t *testing.T) {
+	a := startBackend(t, "a", greet("a"))
+	b := startBackend(t, "b", greet("b"))
+	addr := deadAddr(t).String()
+	conf := func(target, extra string) *config.Config {
+		cfg, err := config.Parse("route.conf", []byte(fmt.Sprintf(`stream {
+			upstream ua { server %s; }
+			upstream ub { server %s; }
+			map $ssl_preread_server_name $to { db.example.com %s; default ua; }
+			upstream h { hash $to consistent; server %s; server %s; }
+			server { listen %s; ssl_preread on; proxy_pass $to; }
+			%s
+		}`, a.addr(), b.addr(), target, a.addr(), b.addr(), addr, extra)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	p, _ := startProxyWith(t, conf("ua", ""), Options{}, nil)
+	hello := clientHello(t, "db.example.com")
+	if got := exchange(t, addr, hello, 0); got != "a\n" {
+		t.Fatalf("before reload: %q", got)
+	}
+	if _, err := p.Reload(conf("ub", "server { listen "+addr+"; server_name db.example.com; return vhost; }")); err != nil {
+		t.Fatal(err)
+	}
+	if got := exchange(t, addr, hello, 0); got != "vhost" {
+		t.Errorf("after adding a virtual server: %q", got)
+	}
+	if got := exchange(t, addr, clientHello(t, "other.example.com"), 0); got != "a\n" {
+		t.Errorf("default after reload: %q", got)
+	}
+	if _, err := p.Reload(conf("ub", "")); err != nil {
+		t.Fatal(err)
+	}
+	if got := exchange(t, addr, hello, 0); got != "b\n" {
+		t.Errorf("after the map changed: %q", got)
+	}
+}
