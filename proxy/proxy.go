@@ -654,4 +654,3 @@ func (p *Proxy) ReopenLogs() error {
 
 // Logger returns the proxy's error log.
 func (p *Proxy) Logger() *Logger { return p.log }
-

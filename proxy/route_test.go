@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -600,5 +602,49 @@ func TestReloadRouting(t *testing.T) {
 	}
 	if got := exchange(t, addr, hello, 0); got != "b\n" {
 		t.Errorf("after the map changed: %q", got)
+	}
+}
+
+// UDP pacing, as nginx's: a datagram from the client while the upload
+// rests is dropped (counted as "rate"); the upstream's replies wait in its
+// socket while the download rests, and all come, paced.
+func TestUDPRates(t *testing.T) {
+	var mu sync.Mutex
+	got := 0
+	b := startUDPBackend(t, func(d []byte, _ netip.AddrPort) [][]byte {
+		mu.Lock()
+		got++
+		mu.Unlock()
+		return [][]byte{bytes.Repeat([]byte("r"), 100), bytes.Repeat([]byte("s"), 100), bytes.Repeat([]byte("t"), 100)}
+	})
+	p, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+		server { listen 127.0.0.1:0 udp; proxy_pass %s; proxy_upload_rate 100; proxy_download_rate 200; }
+	}`, b.addr))
+	c := newUDPClient(t, addrs[0])
+	start := time.Now()
+	for i := 0; i < 3; i++ {
+		c.send(bytes.Repeat([]byte("q"), 100)) // the first is allowed, then a 1 s rest
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := c.recv(10 * time.Second); err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+	}
+	// 300 bytes of replies at 200/s: 200 at once, then a rest before the third.
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Errorf("paced replies came in %v", d)
+	}
+	mu.Lock()
+	n := got
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("the upstream got %d datagrams, want 1 (the others came while the upload rested)", n)
+	}
+	var drops uint64
+	for _, u := range p.udpListeners() {
+		drops += u.dropCounts()["rate"]
+	}
+	if drops != 2 {
+		t.Errorf("rate drops %d, want 2", drops)
 	}
 }

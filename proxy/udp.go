@@ -152,6 +152,7 @@ type udpDrops struct {
 	send      atomic.Uint64 // the upstream socket's send buffer was full, or the datagram was too large for it
 	reply     atomic.Uint64 // a reply found the listening socket's send buffer full
 	capacity  atomic.Uint64 // a new session was refused: worker_connections reached
+	rate      atomic.Uint64 // came while proxy_upload_rate rested the session (nginx drops it too)
 }
 
 // newUDPs prepares cl's listeners (newUDP): one per loop with "reuseport"
@@ -421,6 +422,7 @@ func (u *udpListener) dropCounts() map[string]uint64 {
 		"send":      u.drops.send.Load(),
 		"reply":     u.drops.reply.Load(),
 		"capacity":  u.drops.capacity.Load(),
+		"rate":      u.drops.rate.Load(),
 	}
 }
 

@@ -139,6 +139,7 @@ func (u *udpListener) park(s *udpSession) {
 	s.paused = true
 	sock.EpollCtl(u.l.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
 	u.l.timers.remove(s)
+	s.stopPacing() // a rest ends: unpark watches it again
 }
 
 // unpark undoes park (loop). It reports false, s ended, if its socket
@@ -414,6 +415,7 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 		return
 	}
 	u.l.schedule(s)
+	u.startPacing(s, u.l.now) // afresh: the old process's allowance is not carried
 	var pend [][]byte
 	if s.x != nil {
 		pend, s.x.pend = s.x.pend, nil

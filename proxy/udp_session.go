@@ -73,6 +73,7 @@ type udpExtra struct {
 	limits []heldLimit // limit_conn counts held until the session ends
 	pend   [][]byte    // client datagrams carried over an upgrade from an older baton, sent at start
 	bind   *boundAddr  // proxy_bind with variables, as evaluated at connect (upsock.go)
+	pace   [2]*pacer   // proxy_upload_rate, proxy_download_rate; nil: not paced
 }
 
 // ext returns s's udpExtra, made on first use.
@@ -115,6 +116,7 @@ func (s *udpSession) closeUp() {
 	if s.fd < 0 {
 		return
 	}
+	s.stopPacing()
 	s.u.l.releaseUDP(s.fd)
 	s.fd = -1
 	s.u.p.fds.giveUDP()
@@ -233,6 +235,12 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	if status == 0 && !u.watch(s) {
 		status = 500
 	}
+	if status == 0 {
+		u.startPacing(s, l.now)
+		if p := s.pacer(0); p != nil {
+			p.took(len(d)) // the first datagram is the first read, as nginx's
+		}
+	}
 	if status != 0 {
 		s.releaseLimits()
 		p.fds.giveUDP()
@@ -350,6 +358,13 @@ func (u *udpListener) connect(s *udpSession) int {
 
 // forward sends a client datagram to s's upstream (loop).
 func (u *udpListener) forward(s *udpSession, d []byte) {
+	if p := s.pacer(0); p != nil {
+		if p.allow(len(d)) == 0 {
+			u.drops.rate.Add(1) // proxy_upload_rate: it came while the client rests
+			return
+		}
+		p.took(len(d))
+	}
 	detach, done := u.count(s, len(d), true)
 	if detach && !s.detached {
 		delete(u.table, s.key)
@@ -391,6 +406,10 @@ func (u *udpListener) send(s *udpSession, b []byte) bool {
 // epoll_wait. Replies go out together (udpReplies.flush), at the latest at
 // the end of the loop's event batch.
 func (u *udpListener) upstreamReadable(s *udpSession) {
+	p := s.pacer(1)
+	if p != nil && p.allow(1) == 0 {
+		return // proxy_download_rate: rests (out of the interest until its timer)
+	}
 	out := u.replies()
 	i := out.n
 	n, err := sock.RecvUDP(s.fd, out.bufs[i])
@@ -401,6 +420,9 @@ func (u *udpListener) upstreamReadable(s *udpSession) {
 	default:
 		u.upstreamFailed(s, err)
 		return
+	}
+	if p != nil {
+		p.took(n)
 	}
 	if s.firstByte == 0 && s.responses == 0 { // not a session that came from an older baton
 		s.firstByte = u.l.now
