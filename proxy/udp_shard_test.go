@@ -115,7 +115,7 @@ func TestUDPReusePortShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "baton_udp_datagrams_dropped_total" && len(mf.GetMetric()) != 5 {
+		if mf.GetName() == "baton_udp_datagrams_dropped_total" && len(mf.GetMetric()) != 6 {
 			t.Fatalf("%d dropped-datagram series, want one per cause", len(mf.GetMetric()))
 		}
 	}
