@@ -17,8 +17,7 @@ func (l *loader) accessRule(d *directive, pc *proxyConf) {
 	case "all":
 		r.All = true
 	case "unix:":
-		l.errorf(d, "the \"unix:\" parameter of the \"%s\" directive is not supported yet", d.name)
-		return
+		r.Unix = true
 	default:
 		p, ok := l.cidr(d, v)
 		if !ok {
@@ -36,7 +35,7 @@ func (l *loader) realIPFrom(d *directive, pc *proxyConf) {
 	}
 	v := d.args[0]
 	if v == "unix:" {
-		l.errorf(d, "the \"unix:\" parameter of the \"set_real_ip_from\" directive is not supported yet")
+		pc.realIPUnix = true
 		return
 	}
 	if _, _, ok := parseCIDR(v); ok || strings.ContainsAny(v, "/:") {

@@ -164,7 +164,6 @@ server { listen 2; proxy_pass 10.0.0.1:1; set_real_ip_from ::1; set_real_ip_from
 		{"all", srv("set_real_ip_from all;"), `host not found in set_real_ip_from "all" in a.conf:5`},
 		{"zone", srv("set_real_ip_from fe80::1%eth0;"), `invalid parameter "fe80::1%eth0" in a.conf:5`},
 		{"octet", srv("set_real_ip_from 10.0.0.256;"), `host not found in set_real_ip_from "10.0.0.256" in a.conf:5`},
-		{"unix", "stream {\nset_real_ip_from unix:;\n}", `the "unix:" parameter of the "set_real_ip_from" directive is not supported yet in a.conf:2`},
 		{"args", srv("set_real_ip_from 1.1.1.1 2.2.2.2;"), `invalid number of arguments in "set_real_ip_from" directive in a.conf:5`},
 		{"main", "set_real_ip_from 1.1.1.1;", `"set_real_ip_from" directive is not allowed here in a.conf:1`},
 	})
@@ -227,7 +226,6 @@ server { listen 2; proxy_pass 10.0.0.1:1;
 	runErrCases(t, []errCase{
 		{"bad address", srv("allow x;"), `invalid parameter "x" in a.conf:5`},
 		{"bad cidr", "stream {\ndeny 10.0.0.0/40;\n}", `invalid parameter "10.0.0.0/40" in a.conf:2`},
-		{"unix", srv("deny unix:;"), `the "unix:" parameter of the "deny" directive is not supported yet in a.conf:5`},
 		{"args", srv("allow;"), `invalid number of arguments in "allow" directive in a.conf:5`},
 		{"in upstream", "stream { upstream u { server 1.1.1.1:1; deny all; } }", `"deny" directive is not allowed here in a.conf:1`},
 	})

@@ -244,6 +244,9 @@ func (l *loader) linkVirtualServers() {
 				continue
 			}
 			key := ln.Addr.String()
+			if ln.Unix != "" {
+				key = "unix:" + ln.Unix
+			}
 			a := byKey[key]
 			if a == nil {
 				a = &addrState{}
@@ -351,4 +354,67 @@ func (l *loader) openLogFileCache(d *directive, pc *proxyConf) {
 	if !off && max == 0 {
 		l.errorf(d, "\"open_log_file_cache\" must have \"max\" parameter")
 	}
+}
+
+// listenUnix reads "listen unix:PATH [params]": a Unix-domain stream
+// socket. Of the parameters, backlog, default_server, proxy_protocol and
+// bind mean something there; udp is not supported yet.
+func (l *loader) listenUnix(d *directive, ss *serverState, path string) {
+	if path == "" {
+		l.errorf(d, "no path in the unix domain socket in \"%s\" of the \"listen\" directive", d.args[0])
+		return
+	}
+	ln := &Listen{Pos: d.pos, Text: d.args[0], Backlog: 511, Unix: path}
+	for _, p := range d.args[1:] {
+		name, val, hasVal := strings.Cut(p, "=")
+		switch {
+		case p == "proxy_protocol":
+			ln.ProxyProtocol = true
+		case p == "default_server":
+			ln.DefaultServer = true
+		case p == "bind":
+		case name == "backlog" && hasVal:
+			n, ok := atoiInt(val)
+			if !ok || n == 0 {
+				l.errorf(d, "invalid backlog \"%s\"", p)
+				return
+			}
+			ln.Backlog = n
+		case p == "udp":
+			l.errorf(d, "\"listen unix:... udp\" is not supported yet")
+			return
+		default:
+			l.errorf(d, "the invalid \"%s\" parameter", p)
+			return
+		}
+	}
+	key := "unix:" + path
+	if ss.listens[key] {
+		l.errorf(d, "a duplicate listen %s", d.args[0])
+		return
+	}
+	if ss.listens == nil {
+		ss.listens = map[string]bool{}
+	}
+	ss.listens[key] = true
+	if l.st.listens[key] {
+		l.errorf(d, "duplicate \"%s\" address and port pair", d.args[0])
+		return
+	}
+	l.st.listens[key] = true
+	ss.srv.Listen = append(ss.srv.Listen, ln)
+}
+
+// unixUpstream is the implicit upstream of "proxy_pass unix:PATH", shared
+// by the servers that name the same path.
+func (l *loader) unixUpstream(srv *Server, text string) *Upstream {
+	key := strings.ToLower(text)
+	if up := l.st.implicit[key]; up != nil {
+		return up
+	}
+	us := newUpstreamServer(srv.ProxyPassPos, text)
+	us.Unix = strings.TrimPrefix(text, "unix:")
+	up := &Upstream{Pos: srv.ProxyPassPos, Name: text, Implicit: true, Servers: []*UpstreamServer{us}}
+	l.st.implicit[key] = up
+	return up
 }

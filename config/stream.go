@@ -34,6 +34,7 @@ type serverState struct {
 	hc        *HealthCheck
 	hcMatch   string          // health_check match=NAME, linked at the end
 	listens   map[string]bool // this server's "tcp/ADDR" and "udp/ADDR"
+	unixPass  string          // "proxy_pass unix:PATH"
 	handler   string          // the content directive that came last: "proxy_pass" or "return", as nginx's cscf->handler
 	preread   prereadConf
 }
@@ -65,9 +66,10 @@ type proxyConf struct {
 
 	// Array directives: as nginx's merge, a server inherits the stream's
 	// only when it has none of its own.
-	realIP []netip.Prefix
-	access []*AccessRule
-	limits []*LimitConn
+	realIP     []netip.Prefix
+	realIPUnix bool // set_real_ip_from unix:
+	access     []*AccessRule
+	limits     []*LimitConn
 }
 
 // logConf holds the access_log and error_log directives of one level.
@@ -380,8 +382,8 @@ func (l *loader) listen(d *directive, ss *serverState) {
 	}
 	ss.hasListen = true
 	text := d.args[0]
-	if strings.HasPrefix(text, "unix:") {
-		l.errorf(d, "\"listen\" on a unix: socket is not supported yet")
+	if path, ok := strings.CutPrefix(text, "unix:"); ok {
+		l.listenUnix(d, ss, path)
 		return
 	}
 	u, msg := parseURL(text, true)
@@ -592,7 +594,11 @@ func (l *loader) proxyPass(d *directive, ss *serverState) {
 		ss.srv.ProxyPassVars = true
 		return
 	case strings.HasPrefix(text, "unix:"):
-		l.errorf(d, "\"proxy_pass\" to a unix: socket is not supported yet")
+		if text == "unix:" {
+			l.errorf(d, "no path in the unix domain socket in upstream \"%s\"", text)
+			return
+		}
+		ss.unixPass = text
 		return
 	}
 	u, msg := parseURL(text, false)
@@ -753,6 +759,8 @@ func (l *loader) finishStream() {
 			srv.Return, srv.Pass = nil, ""
 			if ss.pass != nil {
 				srv.Upstream = l.passUpstream(srv, ss.pass)
+			} else if ss.unixPass != "" {
+				srv.Upstream = l.unixUpstream(srv, ss.unixPass)
 			}
 		}
 		finishPreread(srv, &ss.preread, &st.preread)
@@ -828,6 +836,10 @@ func (l *loader) finishStream() {
 			srv.TCPNoDelayOff = !pc.noDelay
 		}
 		srv.SetRealIPFrom = inherit(ss.proxy.realIP, st.proxy.realIP)
+		srv.SetRealIPFromUnix = ss.proxy.realIPUnix
+		if len(ss.proxy.realIP) == 0 && !ss.proxy.realIPUnix {
+			srv.SetRealIPFromUnix = st.proxy.realIPUnix
+		}
 		srv.Access = inherit(ss.proxy.access, st.proxy.access)
 		srv.LimitConns = inherit(ss.proxy.limits, st.proxy.limits)
 		if hc := ss.hc; hc != nil {

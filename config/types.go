@@ -171,6 +171,7 @@ type AccessRule struct {
 	Pos    Pos
 	Allow  bool
 	All    bool         // "all"
+	Unix   bool         // "unix:": the clients of unix: listeners
 	Prefix netip.Prefix // the address or CIDR when not All
 }
 
@@ -211,6 +212,9 @@ type UpstreamServer struct {
 	// Addrs are Name resolved at load time, in resolver order. A name that
 	// resolves to several addresses gives several peers, as nginx.
 	Addrs []netip.AddrPort
+
+	// Unix is the path of "server unix:PATH" (Addrs is then empty).
+	Unix string
 
 	Weight      int           // default 1
 	MaxFails    int           // default 1; 0 disables accounting
@@ -317,6 +321,10 @@ type Server struct {
 	// $remote_addr ("set_real_ip_from"; inherited from stream).
 	SetRealIPFrom []netip.Prefix
 
+	// SetRealIPFromUnix is "set_real_ip_from unix:": a PROXY header from
+	// a client of a unix: listener is trusted.
+	SetRealIPFromUnix bool
+
 	// Access are the "allow"/"deny" rules in order (inherited from stream
 	// when the server has none).
 	Access []*AccessRule
@@ -369,6 +377,10 @@ type Listen struct {
 	UDP                 bool // "udp"
 	ProxyProtocol       bool // "proxy_protocol": every client must send a PROXY header
 	DefaultServer       bool // "default_server"
+
+	// Unix is the path of "listen unix:PATH" (Addr is then invalid, Text
+	// "unix:PATH").
+	Unix string
 
 	// Vhosts, on the Listen that binds an address several servers listen
 	// on (TCP), lists those servers in config order, the default among

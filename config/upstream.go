@@ -261,8 +261,13 @@ func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {
 			return
 		}
 	}
-	if strings.HasPrefix(s.Name, "unix:") {
-		l.errorf(d, "upstream servers on unix: sockets are not supported yet")
+	if path, ok := strings.CutPrefix(s.Name, "unix:"); ok {
+		if path == "" {
+			l.errorf(d, "no path in the unix domain socket in upstream \"%s\"", s.Name)
+			return
+		}
+		s.Unix = path
+		up.Servers = append(up.Servers, s)
 		return
 	}
 	u, msg := parseURL(s.Name, false)

@@ -198,6 +198,9 @@ func (s *session) applyProxyHeader(h *proxyproto.Header) {
 
 // trusted reports whether a PROXY header from addr may set $remote_addr.
 func (srv *server) trusted(addr netip.Addr) bool {
+	if !addr.IsValid() {
+		return srv.cfg.SetRealIPFromUnix // a client of a unix: listener
+	}
 	addr = addr.Unmap()
 	for _, p := range srv.cfg.SetRealIPFrom {
 		if p.Contains(addr) {
@@ -233,7 +236,9 @@ func (s *session) admit() {
 func (srv *server) accessDenied(addr netip.Addr) *config.AccessRule {
 	addr = addr.Unmap()
 	for _, r := range srv.cfg.Access {
-		if r.All || r.Prefix.Contains(addr) {
+		// A client of a unix: listener has no address: "unix:" rules
+		// (and "all") are its own, as nginx's.
+		if r.All || (addr.IsValid() && r.Prefix.Contains(addr)) || (!addr.IsValid() && r.Unix) {
 			if r.Allow {
 				return nil
 			}

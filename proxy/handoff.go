@@ -204,7 +204,7 @@ func (s *session) exportState(now int64) *movedState {
 	if g := s.group; g != nil {
 		for i := range g.peers {
 			if s.isTried(i) {
-				m.tried = append(m.tried, g.peers[i].addr.String())
+				m.tried = append(m.tried, g.peers[i].String())
 			}
 		}
 		if s.peer >= 0 {
@@ -341,7 +341,7 @@ func (p *Proxy) adoptListeners(files []fdpass.NamedFile) ([]string, error) {
 	var adopted []string
 	for _, nf := range files {
 		switch {
-		case strings.HasPrefix(nf.Name, "tcp/"), strings.HasPrefix(nf.Name, "udp/"):
+		case strings.HasPrefix(nf.Name, "tcp/"), strings.HasPrefix(nf.Name, "udp/"), strings.HasPrefix(nf.Name, "unix:"):
 			// UDP: startUDP takes it, and holds its reader until HandoffDone.
 			fd, err := sock.TakeFD(nf.File)
 			if err != nil {
@@ -497,14 +497,14 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 	x.importFirstTry, x.importAttempt = m.firstTryAge, m.attemptAge
 	if g := s.group; g != nil {
 		for i := range g.peers {
-			if g.peers[i].addr == m.upstream {
+			if g.peers[i].unix == "" && g.peers[i].addr == m.upstream || g.peers[i].unix != "" && !m.upstream.IsValid() && strings.HasSuffix(m.upstreamAddrs, g.peers[i].String()) {
 				s.peer = i
 				break
 			}
 		}
 		for _, a := range m.tried {
 			for i := range g.peers {
-				if g.peers[i].addr.String() == a {
+				if g.peers[i].String() == a {
 					s.markTried(i)
 				}
 			}

@@ -115,7 +115,12 @@ func mapVar(m *config.Map, vt *varTable) (variable, error) {
 func geoVar(g *config.Geo, vt *varTable) (variable, error) {
 	lg := lookup.NewGeo(g)
 	if g.Source == "" {
-		return func(b []byte, r *record) []byte { return append(b, lg.Find(r.client.Addr())...) }, nil
+		return func(b []byte, r *record) []byte {
+			if !r.client.IsValid() { // a unix: client: 255.255.255.255, as nginx's
+				return append(b, lg.FindValue(nil)...)
+			}
+			return append(b, lg.Find(r.client.Addr())...)
+		}, nil
 	}
 	src, err := vt.compile("$" + g.Source)
 	if err != nil {

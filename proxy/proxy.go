@@ -172,6 +172,9 @@ type listener struct {
 // bindListener binds cl's socket for srv, or takes the socket inherited
 // from an old process for that address. Errors name cl's file and line.
 func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) {
+	if cl.Unix != "" {
+		return p.bindUnixListener(srv, cl)
+	}
 	fd, ok := p.inherited["tcp/"+cl.Addr.String()]
 	if ok {
 		delete(p.inherited, "tcp/"+cl.Addr.String())
@@ -190,6 +193,32 @@ func (p *Proxy) bindListener(srv *server, cl *config.Listen) (*listener, error) 
 		fd: fd, name: cl.Text, srv: srv, cfg: cl, key: "tcp/" + ap.String(), // the bound address: the configured one, but for port 0
 		addr: &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())},
 	}, nil
+}
+
+// listenKey is what identifies a TCP listen across reloads and upgrades:
+// "tcp/" and its address, or "unix:" and its path.
+func listenKey(cl *config.Listen) string {
+	if cl.Unix != "" {
+		return "unix:" + cl.Unix
+	}
+	return "tcp/" + cl.Addr.String()
+}
+
+// bindUnixListener binds "listen unix:PATH", or takes the socket an old
+// process handed over.
+func (p *Proxy) bindUnixListener(srv *server, cl *config.Listen) (*listener, error) {
+	key := listenKey(cl)
+	fd, ok := p.inherited[key]
+	if ok {
+		delete(p.inherited, key)
+		unix.Listen(fd, cl.Backlog)
+	} else {
+		var err error
+		if fd, err = sock.ListenUnix(cl.Unix, cl.Backlog); err != nil {
+			return nil, posError(cl.Pos, err)
+		}
+	}
+	return &listener{fd: fd, name: cl.Text, srv: srv, cfg: cl, key: key, addr: &net.UnixAddr{Name: cl.Unix, Net: "unix"}}, nil
 }
 
 // listenOpts are cl's socket options.
@@ -435,6 +464,16 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 			return nil, err
 		}
 		srv.group = g
+		if g.hasUnix() {
+			for _, cl := range cs.Listen {
+				if cl.UDP {
+					return nil, posErrorf(cs.ProxyPassPos, "proxy_pass to unix: sockets from a udp listen is not supported yet")
+				}
+			}
+			if cs.HealthCheck != nil {
+				return nil, posErrorf(cs.HealthCheck.Pos, "\"health_check\" of unix: servers is not supported yet")
+			}
+		}
 	}
 	srv.log = p.log
 	if len(cs.ErrorLogs) > 0 {

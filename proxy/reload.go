@@ -135,7 +135,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 				nextUDP = append(nextUDP, us...)
 				continue
 			}
-			key := "tcp/" + cl.Addr.String()
+			key := listenKey(cl)
 			if ln := old[key]; ln != nil {
 				keep[ln] = srv
 				next = append(next, ln)
@@ -213,11 +213,13 @@ func (p *Proxy) eachLoop(fn func(l *loop)) {
 // a bound socket; a change is logged.
 func applyListenOptions(ln *listener, srv *server) {
 	for _, cl := range srv.listens {
-		if "tcp/"+cl.Addr.String() != ln.key {
+		if listenKey(cl) != ln.key {
 			continue
 		}
 		unix.Listen(ln.fd, cl.Backlog)
-		listenOpts(cl).Apply(ln.fd) // a failure leaves the old value: the socket serves on
+		if cl.Unix == "" {
+			listenOpts(cl).Apply(ln.fd) // a failure leaves the old value: the socket serves on
+		}
 		ln.cfg = cl
 		ln.name = cl.Text
 	}

@@ -77,7 +77,7 @@ type routes struct {
 	byAddr map[string]*group // implicit upstreams by lower-cased "host:port"
 
 	mu    sync.Mutex
-	adhoc map[netip.AddrPort]*group // one-server groups for addresses, at most maxAdhoc
+	adhoc map[string]*group // one-server groups for addresses and unix: paths, at most maxAdhoc
 }
 
 // maxAdhoc bounds the one-server groups kept for proxy_pass values that
@@ -86,10 +86,14 @@ type routes struct {
 const maxAdhoc = 1024
 
 func newRoutes(groups map[*config.Upstream]*group) *routes {
-	rt := &routes{named: map[string]*group{}, byAddr: map[string]*group{}, adhoc: map[netip.AddrPort]*group{}}
+	rt := &routes{named: map[string]*group{}, byAddr: map[string]*group{}, adhoc: map[string]*group{}}
 	for u, g := range groups {
 		if !u.Implicit {
 			rt.named[strings.ToLower(u.Name)] = g
+			continue
+		}
+		if strings.HasPrefix(u.Name, "unix:") {
+			rt.byAddr[u.Name] = g
 			continue
 		}
 		if host, port, ok, _ := splitHostPort(u.Name); ok {
@@ -140,8 +144,14 @@ func (rt *routes) find(value string) (*group, routeErr) {
 	if value == "" {
 		return nil, `no host in upstream ""`
 	}
-	if strings.HasPrefix(value, "unix:") {
-		return nil, routeErr(fmt.Sprintf("proxy_pass to %s: unix: sockets are not supported yet", value))
+	if path, ok := strings.CutPrefix(value, "unix:"); ok {
+		if path == "" {
+			return nil, routeErr(fmt.Sprintf("no path in the unix domain socket in upstream %q", value))
+		}
+		if g := rt.byAddr[value]; g != nil {
+			return g, ""
+		}
+		return rt.adhocGroup(value, &config.UpstreamServer{Name: value, Unix: path, Weight: 1, MaxFails: 1, FailTimeout: 10e9})
 	}
 	host, port, hasPort, badPort := splitHostPort(value)
 	switch {
@@ -161,20 +171,26 @@ func (rt *routes) find(value string) (*group, routeErr) {
 		return nil, routeErr(fmt.Sprintf("no resolver defined to resolve %s", host))
 	}
 	ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
+	return rt.adhocGroup(ap.String(), &config.UpstreamServer{
+		Name: value, Addrs: []netip.AddrPort{ap}, Weight: 1, MaxFails: 1, FailTimeout: 10e9,
+	})
+}
+
+// adhocGroup returns the one-server group of a proxy_pass value that names
+// no upstream, made once (up to maxAdhoc of them are kept).
+func (rt *routes) adhocGroup(key string, us *config.UpstreamServer) (*group, routeErr) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	if g := rt.adhoc[ap]; g != nil {
+	if g := rt.adhoc[key]; g != nil {
 		return g, ""
 	}
-	u := &config.Upstream{Name: value, Implicit: true, Servers: []*config.UpstreamServer{{
-		Name: value, Addrs: []netip.AddrPort{ap}, Weight: 1, MaxFails: 1, FailTimeout: 10e9,
-	}}}
+	u := &config.Upstream{Name: us.Name, Implicit: true, Servers: []*config.UpstreamServer{us}}
 	g, gerr := newGroup(u, builtinVars)
 	if gerr != nil {
 		return nil, routeErr(gerr.Error())
 	}
 	if len(rt.adhoc) < maxAdhoc {
-		rt.adhoc[ap] = g
+		rt.adhoc[key] = g
 	}
 	return g, ""
 }

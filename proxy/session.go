@@ -194,7 +194,7 @@ func (s *session) connectNext() {
 		p := &g.peers[i]
 		s.attemptStart = l.now
 
-		err := s.dial(p.addr)
+		err := s.dial(p)
 		if s.ufd < 0 {
 			if health.LocalError(err) {
 				s.dialFailedHere(err)
@@ -313,6 +313,9 @@ func (s *session) record(r *record) *record {
 	if s.srv != nil {
 		r.serverName = s.srv.serverName
 	}
+	if s.ln != nil {
+		r.unixPath = s.ln.cfg.Unix
+	}
 	if x := s.x; x != nil {
 		r.prior, r.ppDst, r.tlv = x.prior, x.ppDst, x.ppTLV
 	}
@@ -333,13 +336,16 @@ func (s *session) record(r *record) *record {
 // that it goes out with the opening, which is written the moment the
 // socket is connected; the kernel turns quick ACKs back on once the
 // handshake is done.
-func (s *session) dial(addr netip.AddrPort) error {
+func (s *session) dial(p *peer) error {
 	var fd int
 	var err error
-	if s.srv.up == nil {
-		fd, err = sock.Dial(addr, s.hasOpening())
-	} else {
-		fd, err = s.dialUp(addr) // proxy_bind, proxy_socket_keepalive, tcp_nodelay off
+	switch {
+	case p.unix != "":
+		fd, err = sock.DialUnix(p.unix)
+	case s.srv.up == nil:
+		fd, err = sock.Dial(p.addr, s.hasOpening())
+	default:
+		fd, err = s.dialUp(p.addr) // proxy_bind, proxy_socket_keepalive, tcp_nodelay off
 	}
 	if fd < 0 {
 		return err
@@ -366,10 +372,10 @@ func (s *session) connectFailed(err error) {
 		what = "upstream timed out (110: Connection timed out)"
 	}
 	s.srv.log.Logf(LevelError, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
-		s.id, what, s.client.Addr(), s.srv.name, p.addr)
+		s.id, what, s.client.Addr(), s.srv.name, p)
 	if disabled {
 		s.srv.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
-			s.id, s.client.Addr(), s.srv.name, p.addr)
+			s.id, s.client.Addr(), s.srv.name, p)
 	}
 	if s.ufd >= 0 {
 		l.release(s.ufd)
@@ -395,7 +401,7 @@ func (s *session) dialFailedHere(err error) {
 	if c := l.localLog.Hit(l.now); c > 0 {
 		lv, what := localFailure(err)
 		s.srv.log.Logf(lv, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"%s",
-			s.id, what, s.client.Addr(), s.srv.name, p.addr, errlog.TimesText(c))
+			s.id, what, s.client.Addr(), s.srv.name, p, errlog.TimesText(c))
 	}
 	s.finish(500)
 }
@@ -438,7 +444,7 @@ func (s *session) connected() {
 	s.startPacing(s.startMono)
 	if lg := s.srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
 		if sa, err := unix.Getsockname(s.ufd); err == nil {
-			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, sock.AddrPort(sa), pr.addr)
+			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, sock.AddrPort(sa), pr)
 		}
 	}
 	s.lastActive, s.timeout = l.now, s.srv.proxyTimeout

@@ -101,7 +101,7 @@ func (g *group) status(now time.Time) UpstreamStatus {
 		p := &g.peers[i]
 		hs := g.health.Peer(i).State(now)
 		ss := ServerStatus{
-			Name: p.name, Addr: p.addr.String(), Down: p.down, Backup: p.backup,
+			Name: p.name, Addr: p.String(), Down: p.down, Backup: p.backup,
 			Active: int(p.active.Load()), Total: p.total.Load(), ConnectFails: p.fails.Load(),
 			BytesSent: p.sent.Load(), BytesReceived: p.received.Load(),
 			Up: g.usable(i, now), State: hs.String(),

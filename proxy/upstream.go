@@ -16,6 +16,7 @@ import (
 type peer struct {
 	name     string // as written in the config; hashed by the hash methods
 	addr     netip.AddrPort
+	unix     string // "server unix:PATH": the socket's path (addr is then invalid)
 	down     bool
 	backup   bool
 	maxFails int
@@ -42,6 +43,25 @@ type group struct {
 	sig     string   // upstreamSig and healthSig of the config it was built from
 	tries   int      // peers not "down": attempts a session may make (nginx's peers->tries)
 	lt      lb.Timer // the least_time balancer, told each attempt's times; nil for other methods
+}
+
+// String is the peer's address as $upstream_addr and the logs print it:
+// "10.0.0.1:5432", or "unix:/run/db.sock".
+func (p *peer) String() string {
+	if p.unix != "" {
+		return "unix:" + p.unix
+	}
+	return p.addr.String()
+}
+
+// hasUnix reports whether a peer is a unix: socket.
+func (g *group) hasUnix() bool {
+	for i := range g.peers {
+		if g.peers[i].unix != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Active implements lb.State.
@@ -110,8 +130,12 @@ func newGroup(u *config.Upstream, vt *varTable) (*group, error) {
 			// config); nginx then never uses it, so it is left out.
 			continue
 		}
-		for _, a := range s.Addrs {
-			g.peers = append(g.peers, peer{name: s.Name, addr: a, down: s.Down, backup: s.Backup, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
+		addrs := s.Addrs
+		if s.Unix != "" {
+			addrs = []netip.AddrPort{{}}
+		}
+		for _, a := range addrs {
+			g.peers = append(g.peers, peer{name: s.Name, addr: a, unix: s.Unix, down: s.Down, backup: s.Backup, maxFails: s.MaxFails, maxConns: int32(s.MaxConns)})
 			peers = append(peers, lb.Peer{Name: s.Name, Weight: s.Weight, Backup: s.Backup})
 			params = append(params, health.Params{Weight: s.Weight, MaxFails: s.MaxFails, FailTimeout: s.FailTimeout, SlowStart: s.SlowStart, Backup: s.Backup})
 		}
@@ -152,7 +176,7 @@ func (g *group) usable(i int, now time.Time) bool {
 func upstreamSig(u *config.Upstream) string {
 	b := fmt.Appendf(nil, "%s|%s|%v|%v|%v|%d|%s %v", u.Method, u.HashKey, u.Consistent, u.RandomTwo, u.RandomLeastConn, u.BalanceFactor, u.LeastTime, u.Inflight)
 	for _, s := range u.Servers {
-		b = fmt.Appendf(b, "|%s %v w%d f%d t%s c%d s%s b%v d%v", s.Name, s.Addrs, s.Weight, s.MaxFails, s.FailTimeout, s.MaxConns, s.SlowStart, s.Backup, s.Down)
+		b = fmt.Appendf(b, "|%s %v%s w%d f%d t%s c%d s%s b%v d%v", s.Name, s.Addrs, s.Unix, s.Weight, s.MaxFails, s.FailTimeout, s.MaxConns, s.SlowStart, s.Backup, s.Down)
 	}
 	return string(b)
 }

@@ -70,6 +70,9 @@ func (g *group) attempt(i int, now time.Time, addrs []byte) []byte {
 	if len(addrs) > 0 {
 		addrs = append(addrs, ", "...)
 	}
+	if p := &g.peers[i]; p.unix != "" {
+		return append(append(addrs, "unix:"...), p.unix...)
+	}
 	return g.peers[i].addr.AppendTo(addrs)
 }
 

@@ -45,6 +45,7 @@ type record struct {
 	prior                    []int64        // times of the failed attempts before the last (upstream_* lists)
 	limitStatus              uint8          // $limit_conn_status
 	serverName               string         // $server_name: the server's first server_name
+	unixPath                 string         // the unix: listener's path, for its clients ($remote_addr "unix:")
 	ppDst                    netip.AddrPort // the PROXY header's destination
 	tlv                      []byte         // the PROXY header's TLVs
 	status                   int
@@ -77,6 +78,26 @@ func (r *record) priorList(b []byte, v string) []byte {
 	return b
 }
 
+// appendAddr appends a client's address as $remote_addr prints it: "unix:"
+// for a client of a unix: listener (it has none).
+func (r *record) appendAddr(b []byte, a netip.AddrPort) []byte {
+	if !a.IsValid() {
+		if r.unixPath != "" {
+			return append(b, "unix:"...)
+		}
+		return b
+	}
+	return a.Addr().AppendTo(b)
+}
+
+// appendPort appends a's port, nothing when a has none (a unix: client).
+func appendPort(b []byte, a netip.AddrPort) []byte {
+	if !a.IsValid() {
+		return b
+	}
+	return strconv.AppendUint(b, uint64(a.Port()), 10)
+}
+
 // realPeer is the TCP peer; a UDP session's is its client.
 func (r *record) realPeer() netip.AddrPort {
 	if r.peer.IsValid() {
@@ -88,9 +109,12 @@ func (r *record) realPeer() netip.AddrPort {
 // variables are the nginx stream variables baton knows. Each appends its
 // value as nginx prints it.
 var variables = map[string]variable{
-	"remote_addr": func(b []byte, r *record) []byte { return r.client.Addr().AppendTo(b) },
-	"remote_port": func(b []byte, r *record) []byte { return strconv.AppendUint(b, uint64(r.client.Port()), 10) },
+	"remote_addr": func(b []byte, r *record) []byte { return r.appendAddr(b, r.client) },
+	"remote_port": func(b []byte, r *record) []byte { return appendPort(b, r.client) },
 	"binary_remote_addr": func(b []byte, r *record) []byte {
+		if !r.client.IsValid() {
+			return r.appendAddr(b, r.client) // a unix: client: "unix:", as nginx's addr_text
+		}
 		if a := r.client.Addr(); a.Is4() {
 			x := a.As4()
 			return append(b, x[:]...)
@@ -98,8 +122,16 @@ var variables = map[string]variable{
 		x := r.client.Addr().As16()
 		return append(b, x[:]...)
 	},
-	"server_addr": func(b []byte, r *record) []byte { return r.localAddr().Addr().AppendTo(b) },
+	"server_addr": func(b []byte, r *record) []byte {
+		if r.unixPath != "" {
+			return append(append(b, "unix:"...), r.unixPath...)
+		}
+		return r.localAddr().Addr().AppendTo(b)
+	},
 	"server_port": func(b []byte, r *record) []byte {
+		if r.unixPath != "" {
+			return b
+		}
 		return strconv.AppendUint(b, uint64(r.localAddr().Port()), 10)
 	},
 	"protocol": func(b []byte, r *record) []byte {
@@ -237,10 +269,8 @@ var variables = map[string]variable{
 		}
 		return strconv.AppendUint(b, uint64(r.ppDst.Port()), 10)
 	},
-	"realip_remote_addr": func(b []byte, r *record) []byte { return r.realPeer().Addr().AppendTo(b) },
-	"realip_remote_port": func(b []byte, r *record) []byte {
-		return strconv.AppendUint(b, uint64(r.realPeer().Port()), 10)
-	},
+	"realip_remote_addr": func(b []byte, r *record) []byte { return r.appendAddr(b, r.realPeer()) },
+	"realip_remote_port": func(b []byte, r *record) []byte { return appendPort(b, r.realPeer()) },
 }
 
 // nginxVersion is $nginx_version: the nginx release whose stream

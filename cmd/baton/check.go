@@ -137,7 +137,11 @@ func summary(w io.Writer, cfg *config.Config) error {
 			if len(l.Vhosts) > 1 {
 				names = fmt.Sprintf(" (and %d more servers by server_name)", len(l.Vhosts)-1)
 			}
-			fmt.Fprintf(bw, "  listen %s%s -> %s%s\n", l.Addr, proto, to, names)
+			where := l.Addr.String()
+			if l.Unix != "" {
+				where = l.Text
+			}
+			fmt.Fprintf(bw, "  listen %s%s -> %s%s\n", where, proto, to, names)
 		}
 	}
 	return bw.Flush()
