@@ -167,7 +167,7 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		s.drainPipe(&s.u2c)
 		s.cEvents, s.uEvents = parked, parked
 		l.timers.remove(s)
-		s.stopPacing() // a Restore or the new process paces it afresh
+		s.pausePacing() // kept: its allowance goes to the new process, or on here after a Restore
 		s.state = stateQuiesced
 		l.detach(s) // s moves out of l.sessions; l.sessions[i] is now another session
 		l.quiesced[s.id] = s
@@ -267,12 +267,7 @@ func (s *session) drop() {
 // Restore implements fdpass.Source: the sessions go on here, from where
 // they were quiesced.
 func (p *Proxy) Restore(ids []uint64) {
-	p.takeQuiesced(ids, func(s *session) {
-		if s.movedFrom == stateProxying {
-			s.startPacing(s.loop.now)
-		}
-		s.loop.resume(s)
-	}, (*udpListener).restore)
+	p.takeQuiesced(ids, func(s *session) { s.loop.resume(s) }, (*udpListener).restore)
 }
 
 // resume puts a quiesced or imported session (its sockets not in the epoll
@@ -592,7 +587,7 @@ func (l *loop) adopt(s *session) {
 	p.active.Add(1)
 	s.ln.active.Add(1)
 	if s.movedFrom == stateProxying {
-		s.startPacing(l.now)
+		s.resumePacing(l.now)
 	}
 	l.resume(s)
 }

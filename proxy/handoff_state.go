@@ -58,7 +58,15 @@ type routedState struct {
 	ppDst            netip.AddrPort // the PROXY header's destination and TLVs
 	ppTLV            []byte
 	vhost            string // the server name that chose its virtual server
+
+	// pace is each direction's pacing (proxy_upload_rate, then
+	// proxy_download_rate): bytes read so far and how long ago pacing
+	// began, so that the new process goes on with the same allowance.
+	// rate 0: not paced.
+	pace [2]pacedState
 }
+
+type pacedState struct{ rate, got, age int64 }
 
 type heldLimitState struct{ zone, key string }
 
@@ -178,6 +186,11 @@ func (m *movedState) encode() []byte {
 		putAddr(e, r.ppDst)
 		e.Bytes(r.ppTLV)
 		putStr(e, r.vhost)
+		for _, p := range r.pace {
+			e.Uint64(uint64(p.rate))
+			e.Uint64(uint64(p.got))
+			e.Uint64(uint64(p.age))
+		}
 	}
 	b := body(e)
 	if m.routed != nil && len(b) > 0 {
@@ -231,6 +244,9 @@ func decodeState(b []byte) (*movedState, error) {
 		r.ppDst = d.addr()
 		r.ppTLV = d.bytes()
 		r.vhost = d.str()
+		for i := range r.pace {
+			r.pace[i] = pacedState{d.i64(), d.i64(), d.i64()}
+		}
 		m.routed = r
 	}
 	if !d.done() || m.phase > maxPhase {

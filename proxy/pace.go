@@ -134,6 +134,37 @@ func (s *session) startPacing(since int64) {
 	}
 }
 
+// resumePacing paces a session moved from an old process: with the rates
+// and allowance it had there (the bytes read, the time since pacing began),
+// or, from a baton that did not carry them, afresh from now.
+func (s *session) resumePacing(now int64) {
+	if s.x == nil || s.x.moved[0].rate == 0 && s.x.moved[1].rate == 0 {
+		s.startPacing(now)
+		return
+	}
+	for i, m := range s.x.moved {
+		if m.rate > 0 {
+			p := newPacer(s.loop, m.rate, now-m.age, s.updateInterest)
+			p.got = m.got
+			s.x.pace[i] = p
+		}
+	}
+	s.x.moved = [2]pacedState{}
+}
+
+// pausePacing takes the session's pacers out of the timer heap (a
+// quiesce) and keeps them: no rest is under way, the allowance stays.
+func (s *session) pausePacing() {
+	if s.x == nil {
+		return
+	}
+	for _, p := range s.x.pace {
+		if p != nil {
+			p.stop()
+		}
+	}
+}
+
 // stopPacing takes the session's pacers out of the timer heap.
 func (s *session) stopPacing() {
 	if s.x == nil {

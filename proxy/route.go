@@ -291,10 +291,16 @@ func (s *session) exportRouted() *routedState {
 	if x == nil {
 		x = &sessExtra{}
 	}
-	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" {
+	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" &&
+		x.pace[0] == nil && x.pace[1] == nil {
 		return nil
 	}
 	r := &routedState{ppDst: x.ppDst, ppTLV: x.ppTLV, vhost: x.vhost}
+	for i, p := range x.pace {
+		if p != nil {
+			r.pace[i] = pacedState{rate: p.rate, got: p.got, age: s.loop.now - p.since}
+		}
+	}
 	if s.group != nil && s.group != s.srv.group {
 		r.group = s.group.name
 	}
@@ -322,6 +328,9 @@ func (s *session) importRouted(m *movedState) {
 	}
 	if r.ppDst.IsValid() || len(r.ppTLV) > 0 {
 		s.ext().ppDst, s.ext().ppTLV = r.ppDst, r.ppTLV
+	}
+	if r.pace[0].rate > 0 || r.pace[1].rate > 0 {
+		s.ext().moved = r.pace
 	}
 	if r.vhost != "" && s.ln != nil {
 		if v := s.ln.srv.vhosts[s.ln.cfg.Addr]; v != nil {

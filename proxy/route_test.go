@@ -648,3 +648,58 @@ func TestUDPRates(t *testing.T) {
 		t.Errorf("rate drops %d, want 2", drops)
 	}
 }
+
+// A paced session keeps its allowance when it moves: the new process goes
+// on from the bytes read and the time since pacing began, as the old one.
+func TestPacedSessionKeepsAllowance(t *testing.T) {
+	const size = 5000
+	b := startBackend(t, "src", func(c net.Conn) {
+		c.Write(make([]byte, size))
+		io.Copy(io.Discard, c)
+	})
+	addr := deadAddr(t).String()
+	conf := fmt.Sprintf(`stream { server { listen %s; proxy_pass %s; proxy_download_rate 1000; } }`, addr, b.addr())
+	cfg, _ := config.Parse("p.conf", []byte(conf))
+	old, _ := startProxyWith(t, cfg, Options{}, nil)
+	c := dial(t, addr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	first := make([]byte, 1000)
+	if _, err := io.ReadFull(c, first); err != nil { // the first second's allowance
+		t.Fatal(err)
+	}
+	var moved pacedState
+	waitFor(t, func() bool {
+		old.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				if s.x != nil && s.x.pace[1] != nil {
+					moved = pacedState{rate: s.x.pace[1].rate, got: s.x.pace[1].got}
+				}
+			}
+		})
+		return moved.got >= 1000
+	})
+	cfg2, _ := config.Parse("p.conf", []byte(conf))
+	nw, _ := newProxyFor(t, cfg2, 1)
+	if n := handOver(t, old, nw); n != 1 {
+		t.Fatalf("moved %d", n)
+	}
+	var got pacedState
+	waitFor(t, func() bool {
+		nw.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				if s.x != nil && s.x.pace[1] != nil {
+					got = pacedState{rate: s.x.pace[1].rate, got: s.x.pace[1].got}
+				}
+			}
+		})
+		return got.rate != 0
+	})
+	if got.rate != 1000 || got.got < moved.got {
+		t.Errorf("new process paces at %d with %d bytes counted, want 1000 and at least %d", got.rate, got.got, moved.got)
+	}
+	old.Close()
+	if _, err := io.ReadFull(c, make([]byte, size-1000)); err != nil {
+		t.Fatal(err)
+	}
+}

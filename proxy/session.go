@@ -109,7 +109,8 @@ type sessExtra struct {
 	importFirstTry, importAttempt int64
 	importLimits                  []heldLimitState
 
-	pace [2]*pacer // proxy_upload_rate (c2u), proxy_download_rate (u2c); nil: not paced
+	pace  [2]*pacer     // proxy_upload_rate (c2u), proxy_download_rate (u2c); nil: not paced
+	moved [2]pacedState // pacing as an old process left it, until adopt paces again
 
 	bind *boundAddr // proxy_bind with variables, as evaluated at the first connect (upsock.go)
 }
