@@ -180,3 +180,18 @@ func TestStateFormatUnchanged(t *testing.T) {
 		t.Errorf("UDP state read as %+v, %v", got, err)
 	}
 }
+
+// A paced UDP session travels as state 0x82 and comes back whole; an
+// unpaced one is still 0x81 (TestStateFormatUnchanged pins its bytes).
+func TestPacedUDPStateRoundTrip(t *testing.T) {
+	_, u := goldenStates()
+	u.pace = [2]pacedState{{rate: 100, got: 300, age: 2e9}, {rate: 200, got: 50, age: 2e9}}
+	b := u.encode()
+	if b[0] != udpStateVersionPaced || !udpStateKind(b) {
+		t.Fatalf("version %#x", b[0])
+	}
+	got, err := decodeUDPState(b)
+	if err != nil || !reflect.DeepEqual(got, u) {
+		t.Fatalf("decoded %+v (%v), want %+v", got, err, u)
+	}
+}

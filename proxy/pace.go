@@ -198,6 +198,28 @@ func (u *udpListener) startPacing(s *udpSession, since int64) {
 	}
 }
 
+// resumePacing paces a UDP session moved from an old process with the
+// allowance it had there, or afresh from a baton that did not carry it.
+func (u *udpListener) resumePacing(s *udpSession, now int64) {
+	if s.x == nil || s.x.moved[0].rate == 0 && s.x.moved[1].rate == 0 {
+		u.startPacing(s, now)
+		return
+	}
+	for i, m := range s.x.moved {
+		if m.rate == 0 {
+			continue
+		}
+		var wake func()
+		if i == 1 {
+			wake = func() { u.paceInterest(s) }
+		}
+		p := newPacer(u.l, m.rate, now-m.age, wake)
+		p.got = m.got
+		s.x.pace[i] = p
+	}
+	s.x.moved = [2]pacedState{}
+}
+
 // paceInterest sets s's upstream socket's interest: none while its
 // download rests.
 func (u *udpListener) paceInterest(s *udpSession) {

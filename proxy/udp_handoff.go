@@ -42,6 +42,11 @@ import (
 // stateVersion (handoff_state.go), so Import tells them apart by this byte.
 const udpStateVersion = 0x81
 
+// udpStateVersionPaced is version 0x81 followed by the session's pacing
+// (pacedState for upload and download), written only for a paced session,
+// so that a plain one still moves to a process that knows only 0x81.
+const udpStateVersionPaced = 0x82
+
 // udpMovedState is a UDP session as it travels: plain data, durations
 // relative to the quiesce (HANDOFF.md P2).
 type udpMovedState struct {
@@ -57,6 +62,7 @@ type udpMovedState struct {
 	age, idle, connectTime int64 // nanoseconds
 	detached               bool  // status: out of the table (proxy_requests reached)
 	pend                   [][]byte
+	pace                   [2]pacedState // version 0x82: rate, bytes read, time since pacing began
 }
 
 func (m *udpMovedState) encode() []byte {
@@ -82,11 +88,23 @@ func (m *udpMovedState) encode() []byte {
 	for _, p := range m.pend {
 		e.Bytes(p)
 	}
-	return body(e)
+	paced := m.pace[0].rate > 0 || m.pace[1].rate > 0
+	if paced {
+		for _, p := range m.pace {
+			e.Uint64(uint64(p.rate))
+			e.Uint64(uint64(p.got))
+			e.Uint64(uint64(p.age))
+		}
+	}
+	b := body(e)
+	if paced && len(b) > 0 {
+		b[0] = udpStateVersionPaced
+	}
+	return b
 }
 
 func decodeUDPState(b []byte) (*udpMovedState, error) {
-	if len(b) == 0 || b[0] != udpStateVersion {
+	if len(b) == 0 || (b[0] != udpStateVersion && b[0] != udpStateVersionPaced) {
 		return nil, errBadState
 	}
 	d := newStateDecoder(b[1:])
@@ -115,6 +133,11 @@ func decodeUDPState(b []byte) (*udpMovedState, error) {
 	m.detached = d.Bool()
 	for n := d.count(1024); n > 0 && d.Err() == nil; n-- {
 		m.pend = append(m.pend, d.bytes())
+	}
+	if b[0] == udpStateVersionPaced {
+		for i := range m.pace {
+			m.pace[i] = pacedState{d.i64(), d.i64(), d.i64()}
+		}
 	}
 	if !d.done() || !m.client.IsValid() || !m.upstream.IsValid() {
 		return nil, errBadState
@@ -209,6 +232,11 @@ func (u *udpListener) exportUDP(s *udpSession, now int64) *udpMovedState {
 	}
 	if s.x != nil {
 		m.pend = s.x.pend
+		for i, p := range s.x.pace {
+			if p != nil {
+				m.pace[i] = pacedState{rate: p.rate, got: p.got, age: now - p.since}
+			}
+		}
 	}
 	return m
 }
@@ -353,6 +381,9 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	if len(m.pend) > 0 {
 		s.ext().pend = m.pend
 	}
+	if m.pace[0].rate > 0 || m.pace[1].rate > 0 {
+		s.ext().moved = m.pace
+	}
 	if g := s.grp(); g != nil { // nil: the server's proxy_pass has variables
 		for i := range g.peers {
 			if g.peers[i].addr == m.upstream {
@@ -415,7 +446,7 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 		return
 	}
 	u.l.schedule(s)
-	u.startPacing(s, u.l.now) // afresh: the old process's allowance is not carried
+	u.resumePacing(s, u.l.now)
 	var pend [][]byte
 	if s.x != nil {
 		pend, s.x.pend = s.x.pend, nil
@@ -470,4 +501,6 @@ func (p *Proxy) udpFiles() ([]fdpass.NamedFile, error) {
 }
 
 // udpStateKind reports whether an fdpass.Conn's state is a UDP session's.
-func udpStateKind(state []byte) bool { return len(state) > 0 && state[0] == udpStateVersion }
+func udpStateKind(state []byte) bool {
+	return len(state) > 0 && (state[0] == udpStateVersion || state[0] == udpStateVersionPaced)
+}

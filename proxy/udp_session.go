@@ -68,12 +68,13 @@ type udpSession struct {
 // udpExtra holds what only some UDP sessions have, out of the session so
 // that an idle one stays small.
 type udpExtra struct {
-	group  *group      // what a proxy_pass $var named (srv's upstream otherwise)
-	sv     *sessVars   // "set" values
-	limits []heldLimit // limit_conn counts held until the session ends
-	pend   [][]byte    // client datagrams carried over an upgrade from an older baton, sent at start
-	bind   *boundAddr  // proxy_bind with variables, as evaluated at connect (upsock.go)
-	pace   [2]*pacer   // proxy_upload_rate, proxy_download_rate; nil: not paced
+	group  *group        // what a proxy_pass $var named (srv's upstream otherwise)
+	sv     *sessVars     // "set" values
+	limits []heldLimit   // limit_conn counts held until the session ends
+	pend   [][]byte      // client datagrams carried over an upgrade from an older baton, sent at start
+	bind   *boundAddr    // proxy_bind with variables, as evaluated at connect (upsock.go)
+	pace   [2]*pacer     // proxy_upload_rate, proxy_download_rate; nil: not paced
+	moved  [2]pacedState // pacing as an old process left it, until adopt paces again
 }
 
 // ext returns s's udpExtra, made on first use.
