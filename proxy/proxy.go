@@ -651,6 +651,21 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
+// RemoveUnixSockets removes the socket files of the unix: listeners, as
+// nginx does when it exits, unless a new binary took them over: call it
+// only when this process's listeners die with it.
+func (p *Proxy) RemoveUnixSockets() {
+	p.listenersMu.Lock()
+	defer p.listenersMu.Unlock()
+	for _, ln := range p.listeners {
+		if path := ln.cfg.Unix; path != "" {
+			if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+				os.Remove(path)
+			}
+		}
+	}
+}
+
 // closeUDP closes the UDP listeners Start already bound, for its error paths.
 func (p *Proxy) closeUDP() {
 	for _, u := range p.udp {

@@ -426,3 +426,27 @@ stream { server { listen %s backlog=256; proxy_pass %s; } }
 		t.Errorf("baton met EMFILE:\n%s", p.stderr.String())
 	}
 }
+
+// A unix: listener's socket file goes when baton exits, as nginx's.
+func TestUnixSocketFileRemovedAtExit(t *testing.T) {
+	dir := t.TempDir()
+	sockPath := filepath.Join(dir, "in.sock")
+	conf := writeFile(t, dir, "u.conf", "stream { server { listen unix:"+sockPath+"; return hi; } }\n")
+	p := startBaton(t, "run", "-c", conf)
+	c, err := net.Dial("unix", sockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if string(b) != "hi" {
+		t.Fatalf("got %q", b)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(sockPath); !os.IsNotExist(err) {
+		t.Errorf("socket file left after exit: %v", err)
+	}
+}

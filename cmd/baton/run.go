@@ -206,6 +206,9 @@ func run(cfg *config.Config, opts runOptions) error {
 		if cfg.Pid != "" && !handedOver {
 			os.Remove(cfg.Pid) // after a handoff it is the new process's
 		}
+		if !handedOver {
+			p.RemoveUnixSockets() // as nginx's master at exit; after a handoff they are the new process's
+		}
 	}()
 
 	var reload func() (string, error)
