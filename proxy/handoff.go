@@ -571,7 +571,7 @@ func (l *loop) adopt(s *session) {
 	s.firstTry = l.now - x.importFirstTry
 	s.attemptStart = l.now - x.importAttempt
 	if s.peer >= 0 {
-		s.srv.group.peers[s.peer].active.Add(1)
+		s.group.peers[s.peer].active.Add(1)
 	}
 	for _, h := range x.importLimits {
 		for _, ref := range s.srv.limits {

@@ -703,3 +703,42 @@ func TestPacedSessionKeepsAllowance(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A session routed by proxy_pass $var moves in an upgrade with the
+// upstream its value named, and counts there.
+func TestHandoffRoutedSession(t *testing.T) {
+	b := startBackend(t, "echo", echo)
+	addr := deadAddr(t).String()
+	conf := fmt.Sprintf(`stream {
+		upstream db { server %s; }
+		server { listen %s; set $to db; proxy_pass $to; }
+	}`, b.addr(), addr)
+	cfg, _ := config.Parse("r.conf", []byte(conf))
+	old, _ := startProxyWith(t, cfg, Options{}, nil)
+	c := dial(t, addr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "one\n")
+	if l := readLine(t, c); l != "one" {
+		t.Fatalf("before: %q", l)
+	}
+	cfg2, _ := config.Parse("r.conf", []byte(conf))
+	nw, _ := newProxyFor(t, cfg2, 1)
+	if n := handOver(t, old, nw); n != 1 {
+		t.Fatalf("moved %d", n)
+	}
+	old.Close()
+	io.WriteString(c, "two\n")
+	if l := readLine(t, c); l != "two" {
+		t.Fatalf("after: %q", l)
+	}
+	var active int32
+	for _, g := range nw.groups {
+		if g.name == "db" {
+			active = g.peers[0].active.Load()
+		}
+	}
+	if active != 1 {
+		t.Errorf("the new process counts %d live sessions on db, want 1", active)
+	}
+}
