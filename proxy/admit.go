@@ -328,6 +328,24 @@ func (s *session) releaseLimits() {
 	s.limits = nil
 }
 
+// retakeLimits counts, in srv's zones, the limit_conn counts a session
+// held in an old process (an upgrade), by zone name; a zone this config
+// does not have is dropped.
+func (srv *server) retakeLimits(held []heldLimitState) []heldLimit {
+	var out []heldLimit
+	for _, h := range held {
+		for _, ref := range srv.limits {
+			if ref.zone.name == h.zone {
+				ref.zone.mu.Lock()
+				ref.zone.counts[h.key]++
+				ref.zone.mu.Unlock()
+				out = append(out, heldLimit{ref.zone, h.key})
+			}
+		}
+	}
+	return out
+}
+
 // releaseLimits gives back the limit_conn counts held.
 func releaseLimits(held []heldLimit) {
 	for _, h := range held {

@@ -573,16 +573,7 @@ func (l *loop) adopt(s *session) {
 	if s.peer >= 0 {
 		s.group.peers[s.peer].active.Add(1)
 	}
-	for _, h := range x.importLimits {
-		for _, ref := range s.srv.limits {
-			if ref.zone.name == h.zone {
-				ref.zone.mu.Lock()
-				ref.zone.counts[h.key]++
-				ref.zone.mu.Unlock()
-				s.limits = append(s.limits, heldLimit{ref.zone, h.key})
-			}
-		}
-	}
+	s.limits = append(s.limits, s.srv.retakeLimits(x.importLimits)...)
 	x.importLimits = nil
 	p.active.Add(1)
 	s.ln.active.Add(1)

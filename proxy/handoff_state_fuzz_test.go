@@ -186,6 +186,7 @@ func TestStateFormatUnchanged(t *testing.T) {
 func TestPacedUDPStateRoundTrip(t *testing.T) {
 	_, u := goldenStates()
 	u.pace = [2]pacedState{{rate: 100, got: 300, age: 2e9}, {rate: 200, got: 50, age: 2e9}}
+	u.limits = []heldLimitState{{"z", "\x7f\x00\x00\x01"}}
 	b := u.encode()
 	if b[0] != udpStateVersionPaced || !udpStateKind(b) {
 		t.Fatalf("version %#x", b[0])

@@ -742,3 +742,34 @@ func TestHandoffRoutedSession(t *testing.T) {
 		t.Errorf("the new process counts %d live sessions on db, want 1", active)
 	}
 }
+
+// A UDP session's limit_conn count moves with it: in the new process the
+// client's address is still at its limit.
+func TestUDPLimitCarriedInUpgrade(t *testing.T) {
+	b := startUDPBackend(t, udpEcho)
+	addr := deadUDPAddr(t).String()
+	conf := fmt.Sprintf(`stream {
+		limit_conn_zone $binary_remote_addr zone=z:1m;
+		server { listen %s udp; proxy_pass %s; limit_conn z 1; proxy_timeout 30s; }
+	}`, addr, b.addr)
+	cfg, _ := config.Parse("l.conf", []byte(conf))
+	old, _ := startProxyWith(t, cfg, Options{}, nil)
+	c1 := newUDPClient(t, addr)
+	if got := c1.ask("one"); got != "one" {
+		t.Fatalf("first session: %q", got)
+	}
+	cfg2, _ := config.Parse("l.conf", []byte(conf))
+	nw, _ := newProxyFor(t, cfg2, 1)
+	if n := udpHandOver(t, old, nw, nil); n != 1 {
+		t.Fatalf("moved %d", n)
+	}
+	old.Close()
+	if got := c1.ask("two"); got != "two" {
+		t.Fatalf("moved session: %q", got)
+	}
+	c2 := newUDPClient(t, addr) // the same address, another port: over the limit
+	c2.send([]byte("three"))
+	if got, err := c2.recv(300 * time.Millisecond); err == nil {
+		t.Errorf("a second session of the address was let through in the new process: %q", got)
+	}
+}

@@ -43,8 +43,9 @@ import (
 const udpStateVersion = 0x81
 
 // udpStateVersionPaced is version 0x81 followed by the session's pacing
-// (pacedState for upload and download), written only for a paced session,
-// so that a plain one still moves to a process that knows only 0x81.
+// (pacedState for upload and download) and its limit_conn counts, written
+// only for a session that has either, so that a plain one still moves to a
+// process that knows only 0x81.
 const udpStateVersionPaced = 0x82
 
 // udpMovedState is a UDP session as it travels: plain data, durations
@@ -62,7 +63,8 @@ type udpMovedState struct {
 	age, idle, connectTime int64 // nanoseconds
 	detached               bool  // status: out of the table (proxy_requests reached)
 	pend                   [][]byte
-	pace                   [2]pacedState // version 0x82: rate, bytes read, time since pacing began
+	pace                   [2]pacedState    // version 0x82: rate, bytes read, time since pacing began
+	limits                 []heldLimitState // version 0x82: limit_conn counts it holds
 }
 
 func (m *udpMovedState) encode() []byte {
@@ -88,12 +90,17 @@ func (m *udpMovedState) encode() []byte {
 	for _, p := range m.pend {
 		e.Bytes(p)
 	}
-	paced := m.pace[0].rate > 0 || m.pace[1].rate > 0
+	paced := m.pace[0].rate > 0 || m.pace[1].rate > 0 || len(m.limits) > 0
 	if paced {
 		for _, p := range m.pace {
 			e.Uint64(uint64(p.rate))
 			e.Uint64(uint64(p.got))
 			e.Uint64(uint64(p.age))
+		}
+		e.Uint64(uint64(len(m.limits)))
+		for _, l := range m.limits {
+			putStr(e, l.zone)
+			putStr(e, l.key)
 		}
 	}
 	b := body(e)
@@ -137,6 +144,9 @@ func decodeUDPState(b []byte) (*udpMovedState, error) {
 	if b[0] == udpStateVersionPaced {
 		for i := range m.pace {
 			m.pace[i] = pacedState{d.i64(), d.i64(), d.i64()}
+		}
+		for n := d.count(64); n > 0 && d.Err() == nil; n-- {
+			m.limits = append(m.limits, heldLimitState{d.str(), d.str()})
 		}
 	}
 	if !d.done() || !m.client.IsValid() || !m.upstream.IsValid() {
@@ -232,6 +242,9 @@ func (u *udpListener) exportUDP(s *udpSession, now int64) *udpMovedState {
 	}
 	if s.x != nil {
 		m.pend = s.x.pend
+		for _, h := range s.x.limits {
+			m.limits = append(m.limits, heldLimitState{h.zone.name, h.key})
+		}
 		for i, p := range s.x.pace {
 			if p != nil {
 				m.pace[i] = pacedState{rate: p.rate, got: p.got, age: now - p.since}
@@ -384,6 +397,9 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 	if m.pace[0].rate > 0 || m.pace[1].rate > 0 {
 		s.ext().moved = m.pace
 	}
+	if len(m.limits) > 0 {
+		s.ext().movedLimits = m.limits
+	}
 	if g := s.grp(); g != nil { // nil: the server's proxy_pass has variables
 		for i := range g.peers {
 			if g.peers[i].addr == m.upstream {
@@ -447,6 +463,7 @@ func (u *udpListener) adoptUDP(s *udpSession) {
 	}
 	u.l.schedule(s)
 	u.resumePacing(s, u.l.now)
+	s.adoptLimits()
 	var pend [][]byte
 	if s.x != nil {
 		pend, s.x.pend = s.x.pend, nil

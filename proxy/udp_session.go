@@ -68,13 +68,14 @@ type udpSession struct {
 // udpExtra holds what only some UDP sessions have, out of the session so
 // that an idle one stays small.
 type udpExtra struct {
-	group  *group        // what a proxy_pass $var named (srv's upstream otherwise)
-	sv     *sessVars     // "set" values
-	limits []heldLimit   // limit_conn counts held until the session ends
-	pend   [][]byte      // client datagrams carried over an upgrade from an older baton, sent at start
-	bind   *boundAddr    // proxy_bind with variables, as evaluated at connect (upsock.go)
-	pace   [2]*pacer     // proxy_upload_rate, proxy_download_rate; nil: not paced
-	moved  [2]pacedState // pacing as an old process left it, until adopt paces again
+	group       *group           // what a proxy_pass $var named (srv's upstream otherwise)
+	sv          *sessVars        // "set" values
+	limits      []heldLimit      // limit_conn counts held until the session ends
+	pend        [][]byte         // client datagrams carried over an upgrade from an older baton, sent at start
+	bind        *boundAddr       // proxy_bind with variables, as evaluated at connect (upsock.go)
+	pace        [2]*pacer        // proxy_upload_rate, proxy_download_rate; nil: not paced
+	moved       [2]pacedState    // pacing as an old process left it, until adopt paces again
+	movedLimits []heldLimitState // limit_conn counts an old process held, until adopt takes them
 }
 
 // ext returns s's udpExtra, made on first use.
@@ -99,6 +100,16 @@ func (s *udpSession) vars() *sessVars {
 		return nil
 	}
 	return s.x.sv
+}
+
+// adoptLimits takes again, in this process's zones, the limit_conn counts
+// an imported session held in the old one (loop).
+func (s *udpSession) adoptLimits() {
+	if s.x == nil || len(s.x.movedLimits) == 0 {
+		return
+	}
+	s.x.limits = append(s.x.limits, s.srv.retakeLimits(s.x.movedLimits)...)
+	s.x.movedLimits = nil
 }
 
 // releaseLimits gives back s's limit_conn counts.
