@@ -64,6 +64,10 @@ type routedState struct {
 	// began, so that the new process goes on with the same allowance.
 	// rate 0: not paced.
 	pace [2]pacedState
+
+	// prior are the times of the attempts that failed before the current
+	// one ($upstream_* list one value per attempt).
+	prior []int64
 }
 
 type pacedState struct{ rate, got, age int64 }
@@ -191,6 +195,10 @@ func (m *movedState) encode() []byte {
 			e.Uint64(uint64(p.got))
 			e.Uint64(uint64(p.age))
 		}
+		e.Uint64(uint64(len(r.prior)))
+		for _, t := range r.prior {
+			e.Uint64(uint64(t))
+		}
 	}
 	b := body(e)
 	if m.routed != nil && len(b) > 0 {
@@ -246,6 +254,9 @@ func decodeState(b []byte) (*movedState, error) {
 		r.vhost = d.str()
 		for i := range r.pace {
 			r.pace[i] = pacedState{d.i64(), d.i64(), d.i64()}
+		}
+		for n := d.count(1 << 16); n > 0 && d.Err() == nil; n-- {
+			r.prior = append(r.prior, d.i64())
 		}
 		m.routed = r
 	}

@@ -68,7 +68,7 @@ func routedGolden() *movedState {
 	m.routed = &routedState{group: "db", sets: []string{"backend", "db"}, sni: []byte("db.example.com"),
 		alpn: []byte("h2,http/1.1"), proto: []byte("TLSv1.3"), prereadDone: true,
 		ppDst: netip.MustParseAddrPort("192.0.2.2:5678"), ppTLV: []byte{1, 0, 1, 'x'}, vhost: "db.example.com",
-		pace: [2]pacedState{{rate: 1000, got: 5000, age: 4e9}, {}}}
+		pace: [2]pacedState{{rate: 1000, got: 5000, age: 4e9}, {}}, prior: []int64{2e6, 3e6}}
 	return m
 }
 

@@ -292,10 +292,10 @@ func (s *session) exportRouted() *routedState {
 		x = &sessExtra{}
 	}
 	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" &&
-		x.pace[0] == nil && x.pace[1] == nil {
+		x.pace[0] == nil && x.pace[1] == nil && len(x.prior) == 0 {
 		return nil
 	}
-	r := &routedState{ppDst: x.ppDst, ppTLV: x.ppTLV, vhost: x.vhost}
+	r := &routedState{ppDst: x.ppDst, ppTLV: x.ppTLV, vhost: x.vhost, prior: x.prior}
 	for i, p := range x.pace {
 		if p != nil {
 			r.pace[i] = pacedState{rate: p.rate, got: p.got, age: s.loop.now - p.since}
@@ -331,6 +331,9 @@ func (s *session) importRouted(m *movedState) {
 	}
 	if r.pace[0].rate > 0 || r.pace[1].rate > 0 {
 		s.ext().moved = r.pace
+	}
+	if len(r.prior) > 0 {
+		s.ext().prior = r.prior
 	}
 	if r.vhost != "" && s.ln != nil {
 		if v := s.ln.srv.vhosts[s.ln.cfg.Addr]; v != nil {
