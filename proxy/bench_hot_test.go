@@ -147,6 +147,10 @@ func BenchmarkSNIRoute(b *testing.B) {
 	for i := 0; i < 15; i++ {
 		fmt.Fprintf(&names, "n%d.example.com u;\n", i)
 	}
+	var ports []uint16
+	for _, a := range distinctAddrs(b, 4) {
+		ports = append(ports, netip.MustParseAddrPort(a).Port())
+	}
 	cfg, err := config.Parse("sni.conf", []byte(fmt.Sprintf(`stream {
 		upstream u { server %s; }
 		map $ssl_preread_server_name $backend { %s db.example.com u; default u; }
@@ -154,7 +158,7 @@ func BenchmarkSNIRoute(b *testing.B) {
 		server { listen 127.0.0.1:%d; proxy_pass u; }
 		server { listen 127.0.0.1:%d; ssl_preread on; proxy_pass u; }
 		server { listen 127.0.0.1:%d; set $x u; proxy_pass $x; }
-	}`, echoB.addr(), names.String(), deadAddr(b).Port(), deadAddr(b).Port(), deadAddr(b).Port(), deadAddr(b).Port())))
+	}`, echoB.addr(), names.String(), ports[0], ports[1], ports[2], ports[3])))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,8 +22,15 @@ import (
 // becomes a free port (nginx refuses port 0).
 func startConf(t *testing.T, text string) (*Proxy, []string, *logBuf) {
 	t.Helper()
+	used := map[string]bool{}
 	for strings.Contains(text, "127.0.0.1:0;") || strings.Contains(text, "127.0.0.1:0 ") {
+		// Each a port of its own: servers sharing one would be virtual
+		// servers of one socket, and the kernel may offer a port twice.
 		free := deadAddr(t).String()
+		if used[free] || strings.Contains(text, free) {
+			continue
+		}
+		used[free] = true
 		text = strings.Replace(strings.Replace(text, "127.0.0.1:0;", free+";", 1), "127.0.0.1:0 ", free+" ", 1)
 	}
 	cfg, err := config.Parse("route.conf", []byte(text))
@@ -36,6 +43,22 @@ func startConf(t *testing.T, text string) (*Proxy, []string, *logBuf) {
 		addrs = append(addrs, a.String())
 	}
 	return p, addrs, lb
+}
+
+// distinctAddrs returns n loopback addresses where nothing listens, no two
+// alike (the kernel may offer a port twice in a row).
+func distinctAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	var out []string
+	seen := map[string]bool{}
+	for len(out) < n {
+		a := deadAddr(t).String()
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // readAll dials addr and returns all it answers before closing.
@@ -347,8 +370,8 @@ func TestHandoffPrereadSession(t *testing.T) {
 
 func TestPass(t *testing.T) {
 	a := startBackend(t, "a", greet("a"))
-	inner := deadAddr(t).String()
-	ppInner := deadAddr(t).String()
+	two := distinctAddrs(t, 2)
+	inner, ppInner := two[0], two[1]
 	_, addrs, lb := startConf(t, fmt.Sprintf(`stream {
 		server { listen 127.0.0.1:0; pass %s; }
 		server { listen %s; set $who "inner:$server_port"; return $who; }
