@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -303,4 +304,81 @@ func TestSystemdNotify(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGTERM)
 		}
 	})
+}
+
+// Sessions routed by their ClientHello (ssl_preread, a map, proxy_pass
+// $var) and one still in its preread phase move in "baton upgrade" with
+// what routing gave them, between two real processes.
+func TestUpgradeRoutedSessions(t *testing.T) {
+	backend := echoServer(t)
+	listen := freePort(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	pidFile := filepath.Join(dir, "baton.pid")
+	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf(`
+pid %s;
+baton { control_socket %s; }
+stream {
+    upstream echo { server %s; }
+    map $ssl_preread_server_name $to { db.example.com echo; default 127.0.0.1:1; }
+    log_format f "$ssl_preread_server_name $upstream_addr";
+    server { listen %s; ssl_preread on; proxy_pass $to; }
+}
+`, pidFile, sock, backend, listen))
+	p := startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	killPidFile(t, pidFile, p.cmd.Process.Pid)
+	a, c := net.Pipe()
+	go tls.Client(a, &tls.Config{ServerName: "db.example.com", InsecureSkipVerify: true}).Handshake()
+	hb := make([]byte, 64<<10)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := c.Read(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := hb[:n]
+	a.Close()
+	c.Close()
+
+	const routed = 20
+	var conns []net.Conn
+	for i := 0; i < routed; i++ {
+		conn, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		conn.Write(hello)
+		if _, err := io.ReadFull(conn, make([]byte, len(hello))); err != nil {
+			t.Fatalf("session %d before the upgrade: %v", i, err)
+		}
+		conns = append(conns, conn)
+	}
+	// One more stops half way through its hello: it moves in preread.
+	half, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	half.SetDeadline(time.Now().Add(30 * time.Second))
+	half.Write(hello[:len(hello)/2])
+
+	r := runUpgrade(sock)
+	t.Logf("upgrade: %s", r.out)
+	if r.err != nil || !r.reported || r.moved < routed+1 || r.lost != 0 {
+		t.Fatalf("upgrade: %+v", r)
+	}
+	waitExited(t, p.cmd.Process.Pid) // the new process holds its stderr pipe: not p.wait
+	for i, conn := range conns {
+		msg := fmt.Sprintf("after %d\n", i)
+		io.WriteString(conn, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, got); err != nil || string(got) != msg {
+			t.Fatalf("session %d after the upgrade: %q %v", i, got, err)
+		}
+	}
+	half.Write(hello[len(hello)/2:])
+	if _, err := io.ReadFull(half, make([]byte, len(hello))); err != nil {
+		t.Fatalf("the preread session after the upgrade: %v", err)
+	}
 }
