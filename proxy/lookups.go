@@ -153,10 +153,10 @@ func parseHello(b []byte, sv *sessVars) (done bool, err error) {
 	if sv.hello == nil {
 		sv.hello = new(tlshello.Parser)
 	}
-	sv.prereadRan = true
 	done, _ = sv.hello.Parse(b) // declined: on, with what was found
 	r := sv.hello.Result()
 	sv.sni, sv.alpn, sv.proto = r.ServerName, r.ALPN, []byte(r.Version)
+	sv.prereadRan = r.Found // declined (not TLS): nginx drops its context, the variables are not found
 	if done {
 		sv.helloFound = r.Found && !r.SSLv2Hello && len(r.ServerName) > 0
 		sv.sni = append([]byte(nil), sv.sni...)

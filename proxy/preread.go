@@ -17,7 +17,6 @@ import (
 // startPreread runs the phase from the bytes read so far (readEarly, or
 // what came with a PROXY header).
 func (s *session) startPreread() {
-	s.sv.prereadRan = true
 	if s.prereadStep() {
 		return
 	}

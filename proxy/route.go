@@ -358,7 +358,7 @@ func (s *session) importRouted(m *movedState) {
 		}
 	}
 	s.sv.sni, s.sv.alpn, s.sv.proto, s.sv.prereadDone = r.sni, r.alpn, r.proto, r.prereadDone
-	s.sv.prereadRan = r.prereadDone
+	s.sv.prereadRan = r.prereadDone && len(r.proto) > 0 // a hello parsed (a declined one has no version)
 }
 
 // buildRouting compiles srv's "set", "return", "proxy_pass $var" and takes

@@ -796,3 +796,20 @@ func TestUDPLimitCarriedInUpgrade(t *testing.T) {
 		t.Errorf("a second session of the address was let through in the new process: %q", got)
 	}
 }
+
+// ssl_preread's variables are "not found" (logged "-") when the client
+// sends no TLS (nginx drops its context), found when it does.
+func TestPrereadVariablesNotFound(t *testing.T) {
+	dir := t.TempDir()
+	_, addrs, _ := startConf(t, `stream {
+		log_format f "[$ssl_preread_server_name] [$ssl_preread_protocol]";
+		server { listen 127.0.0.1:0; ssl_preread on; return x; access_log `+dir+`/p.log f; }
+	}`)
+	exchange(t, addrs[0], []byte("GET / HTTP/1.0\r\n\r\n"), 0)
+	exchange(t, addrs[0], clientHello(t, "a.example.com"), 0)
+	want := "[-] [-]\n[a.example.com] [TLSv1.3]\n"
+	waitFor(t, func() bool {
+		b, _ := os.ReadFile(dir + "/p.log")
+		return string(b) == want
+	})
+}

@@ -321,7 +321,7 @@ type sessVars struct {
 	prereadDone      bool             // the ClientHello was parsed (or found not to be one)
 	hello            *tlshello.Parser // while prereading
 	helloFound       bool             // a whole ClientHello with a server name: it may choose a virtual server
-	prereadRan       bool             // ssl_preread ran: its variables are found (empty or not)
+	prereadRan       bool             // ssl_preread has a context (nginx's): its variables are found, empty or not
 }
 
 // builtinVars holds nginx's built-in variables only: what a configuration
