@@ -103,7 +103,11 @@ var (
 func (c *TCPChecker) Check(ctx context.Context, addr string) error {
 	ctx, cancel := withTimeout(ctx, c.Timeout)
 	defer cancel()
-	conn, err := dialer(c.Dialer).DialContext(ctx, "tcp", addr)
+	network, a := "tcp", addr
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, a = "unix", path // "server unix:PATH"
+	}
+	conn, err := dialer(c.Dialer).DialContext(ctx, network, a)
 	if err != nil {
 		return fmt.Errorf("health: connect to %s: %w", addr, err)
 	}

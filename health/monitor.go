@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -99,7 +100,7 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	m := &Monitor{cfg: cfg, addrs: make([]string, len(cfg.Targets))}
 	for i, t := range cfg.Targets {
 		m.addrs[i] = t.Addr
-		if cfg.Port != 0 {
+		if cfg.Port != 0 && !strings.HasPrefix(t.Addr, "unix:") { // a unix: socket has no port to change
 			host, _, err := net.SplitHostPort(t.Addr)
 			if err != nil {
 				return nil, errors.New("health: target " + strconv.Quote(t.Addr) + " is not host:port")

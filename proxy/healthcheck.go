@@ -26,7 +26,7 @@ func (p *Proxy) newMonitor(g *group, hc *config.HealthCheck) (*health.Monitor, e
 	}
 	targets := make([]health.Target, len(g.peers))
 	for i := range g.peers {
-		targets[i] = health.Target{Addr: g.peers[i].addr.String(), Peer: g.health.Peer(i)}
+		targets[i] = health.Target{Addr: g.peers[i].String(), Peer: g.health.Peer(i)}
 	}
 	return health.NewMonitor(health.MonitorConfig{
 		Checker:   checker,

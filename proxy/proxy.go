@@ -470,8 +470,8 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 					return nil, posErrorf(cs.ProxyPassPos, "proxy_pass to unix: sockets from a udp listen is not supported yet")
 				}
 			}
-			if cs.HealthCheck != nil {
-				return nil, posErrorf(cs.HealthCheck.Pos, "\"health_check\" of unix: servers is not supported yet")
+			if cs.HealthCheck != nil && cs.HealthCheck.UDP {
+				return nil, posErrorf(cs.HealthCheck.Pos, "\"health_check udp\" of unix: servers is not supported yet")
 			}
 		}
 	}

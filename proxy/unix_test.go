@@ -120,3 +120,46 @@ func TestUnixHandoff(t *testing.T) {
 		t.Fatalf("new client: %q %v", buf, err)
 	}
 }
+
+// health_check works on unix: servers: a socket that goes away is marked
+// down, and clients go to the one left.
+func TestUnixHealthCheck(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	startUnixBackend(t, a, greet("a"))
+	lnB, err := net.Listen("unix", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := lnB.Accept()
+			if err != nil {
+				return
+			}
+			greet("b")(c)
+			c.Close()
+		}
+	}()
+	p, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+		upstream u { server unix:%s; server unix:%s; }
+		server { listen 127.0.0.1:0; proxy_pass u; health_check interval=100ms; }
+	}`, a, b))
+	_ = p
+	lnB.Close()
+	waitFor(t, func() bool {
+		for _, u := range p.Status().Upstreams {
+			for _, s := range u.Servers {
+				if s.Addr == "unix:"+b && s.State != "up" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	for i := 0; i < 4; i++ {
+		if got := readAll(t, addrs[0]); got != "a\n" {
+			t.Fatalf("client %d: %q, want the healthy socket", i, got)
+		}
+	}
+}
