@@ -2,97 +2,58 @@ package proxy
 
 import (
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/lookup"
 )
 
 // vhosts chooses among the servers that listen on one TCP address by the
 // client's TLS server name (server_name, once ssl_preread has read it), as
 // nginx's ngx_stream_find_virtual_server: an exact name first, then the
 // longest wildcard starting with "*." (or "."), then the longest ending
-// with ".*", then the regexes in order. No match keeps the default server.
+// with ".*", then the regexes in order. That is a "hostnames" map's lookup
+// (internal/lookup), whose entries are the names and whose values are the
+// servers. No match keeps the default server.
 type vhosts struct {
-	exact map[string]*server
-	head  []vhostWild // "*.example.com", ".example.com": by suffix, longest first
-	tail  []vhostWild // "www.example.*": by prefix, longest first
-	res   []vhostRegex
-}
-
-type vhostWild struct {
-	part string // ".example.com" or "www.example."
-	bare string // ".example.com" also matches "example.com"
-	srv  *server
-}
-
-type vhostRegex struct {
-	re  *regexp.Regexp
-	srv *server
+	names *lookup.Map
+	srvs  []*server // by entry
 }
 
 // newVhosts builds the table of the servers on one address; byCfg maps
 // their configs to what build made of them. The first server naming a
 // name keeps it (nginx warns of the conflict and ignores the later one).
 func newVhosts(servers []*config.Server, byCfg map[*config.Server]*server) *vhosts {
-	v := &vhosts{exact: map[string]*server{}}
+	v := &vhosts{}
+	cm := &config.Map{Hostnames: true}
 	seen := map[string]bool{}
 	for _, cs := range servers {
-		srv := byCfg[cs]
 		for _, sn := range cs.ServerNames {
-			if sn.Regexp != nil {
-				v.res = append(v.res, vhostRegex{sn.Regexp, srv})
-				continue
+			n := sn.Name
+			if sn.Regexp == nil {
+				if seen[n] {
+					continue
+				}
+				seen[n] = true
 			}
-			if seen[sn.Name] {
-				continue
-			}
-			seen[sn.Name] = true
-			switch n := sn.Name; {
-			case strings.HasPrefix(n, "*."):
-				v.head = append(v.head, vhostWild{part: n[1:], srv: srv})
-			case strings.HasPrefix(n, "."):
-				v.head = append(v.head, vhostWild{part: n, bare: n[1:], srv: srv})
-			case strings.HasSuffix(n, ".*"):
-				v.tail = append(v.tail, vhostWild{part: n[:len(n)-1], srv: srv})
-			default:
-				v.exact[n] = srv
-			}
+			cm.Entries = append(cm.Entries, config.MapEntry{
+				Key: n, Regex: sn.Regexp,
+				Wildcard: sn.Regexp == nil && (strings.HasPrefix(n, "*.") || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".*")),
+			})
+			v.srvs = append(v.srvs, byCfg[cs])
 		}
 	}
-	longestFirst := func(w []vhostWild) {
-		for i := 1; i < len(w); i++ {
-			for j := i; j > 0 && len(w[j].part) > len(w[j-1].part); j-- {
-				w[j], w[j-1] = w[j-1], w[j]
-			}
-		}
-	}
-	longestFirst(v.head)
-	longestFirst(v.tail)
+	v.names = lookup.NewMap(cm)
 	return v
 }
 
 // find returns the server for host, or nil.
 func (v *vhosts) find(host string) *server {
-	if srv := v.exact[host]; srv != nil {
-		return srv
+	i, _ := v.names.Find([]byte(host), nil)
+	if i < 0 {
+		return nil
 	}
-	for _, w := range v.head {
-		if host == w.bare || (len(host) > len(w.part) && strings.HasSuffix(host, w.part)) {
-			return w.srv
-		}
-	}
-	for _, w := range v.tail {
-		if len(host) > len(w.part) && strings.HasPrefix(host, w.part) {
-			return w.srv
-		}
-	}
-	for _, r := range v.res {
-		if r.re.MatchString(host) {
-			return r.srv
-		}
-	}
-	return nil
+	return v.srvs[i]
 }
 
 // validHost is nginx's ngx_stream_validate_host: the name lower-cased,
