@@ -164,3 +164,20 @@ func parseAddr(s string) (netip.Addr, bool) {
 	}
 	return a, true
 }
+
+// URL is an address as nginx's ngx_parse_url (without resolving) splits a
+// proxy_pass or pass value: Host, and Port unless NoPort; Addr is valid
+// when Host is an IP literal.
+type URL struct {
+	Host   string
+	Port   uint16
+	NoPort bool
+	Addr   netip.Addr
+}
+
+// ParseURL splits s as nginx splits a proxy_pass value evaluated at run
+// time. msg is nginx's u->err text ("invalid port", "no host"...) or "".
+func ParseURL(s string) (URL, string) {
+	u, msg := parseURL(s, false)
+	return URL{Host: u.host, Port: u.port, NoPort: u.noPort, Addr: u.addr}, msg
+}

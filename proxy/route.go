@@ -96,43 +96,17 @@ func newRoutes(groups map[*config.Upstream]*group) *routes {
 			rt.byAddr[u.Name] = g
 			continue
 		}
-		if host, port, ok, _ := splitHostPort(u.Name); ok {
-			rt.byAddr[strings.ToLower(host)+":"+strconv.Itoa(port)] = g
+		if a, msg := config.ParseURL(u.Name); msg == "" && !a.NoPort {
+			rt.byAddr[addrKey(a)] = g
 		}
 	}
 	return rt
 }
 
-// splitHostPort splits "host:port" or "[v6]:port" as nginx's
-// ngx_parse_url: hasPort is false when there is no port; badPort when what
-// follows the colon is not a port number.
-func splitHostPort(s string) (host string, port int, hasPort, badPort bool) {
-	host, rest := s, ""
-	if strings.HasPrefix(s, "[") {
-		end := strings.IndexByte(s, ']')
-		if end < 0 {
-			return s, 0, false, false
-		}
-		host, rest = s[1:end], s[end+1:]
-		if rest == "" {
-			return host, 0, false, false
-		}
-		if rest[0] != ':' {
-			return host, 0, false, true
-		}
-		rest = rest[1:]
-	} else {
-		i := strings.IndexByte(s, ':')
-		if i < 0 {
-			return s, 0, false, false
-		}
-		host, rest = s[:i], s[i+1:]
-	}
-	n, err := strconv.Atoi(rest)
-	if err != nil || n < 1 || n > 65535 {
-		return host, 0, false, true
-	}
-	return host, n, true, false
+// addrKey is how an implicit upstream is found by a value: its host,
+// lower-cased, and port, as nginx compares them.
+func addrKey(u config.URL) string {
+	return strings.ToLower(u.Host) + ":" + strconv.Itoa(int(u.Port))
 }
 
 // routeErr is why a proxy_pass value names no upstream: nginx's log line
@@ -141,9 +115,6 @@ type routeErr string
 
 // find returns the group value names.
 func (rt *routes) find(value string) (*group, routeErr) {
-	if value == "" {
-		return nil, `no host in upstream ""`
-	}
 	if path, ok := strings.CutPrefix(value, "unix:"); ok {
 		if path == "" {
 			return nil, routeErr(fmt.Sprintf("no path in the unix domain socket in upstream %q", value))
@@ -153,24 +124,23 @@ func (rt *routes) find(value string) (*group, routeErr) {
 		}
 		return rt.adhocGroup(value, &config.UpstreamServer{Name: value, Unix: path, Weight: 1, MaxFails: 1, FailTimeout: 10e9})
 	}
-	host, port, hasPort, badPort := splitHostPort(value)
+	u, msg := config.ParseURL(value)
 	switch {
-	case badPort:
-		return nil, routeErr(fmt.Sprintf("invalid port in upstream %q", value))
-	case !hasPort:
-		if g := rt.named[strings.ToLower(host)]; g != nil {
+	case msg != "":
+		return nil, routeErr(fmt.Sprintf("%s in upstream %q", msg, value))
+	case u.NoPort:
+		if g := rt.named[strings.ToLower(u.Host)]; g != nil {
 			return g, ""
 		}
 		return nil, routeErr(fmt.Sprintf("no port in upstream %q", value))
 	}
-	if g := rt.byAddr[strings.ToLower(host)+":"+strconv.Itoa(port)]; g != nil {
+	if g := rt.byAddr[addrKey(u)]; g != nil {
 		return g, ""
 	}
-	a, err := netip.ParseAddr(host)
-	if err != nil || a.Zone() != "" {
-		return nil, routeErr(fmt.Sprintf("no resolver defined to resolve %s", host))
+	if !u.Addr.IsValid() {
+		return nil, routeErr(fmt.Sprintf("no resolver defined to resolve %s", u.Host))
 	}
-	ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
+	ap := netip.AddrPortFrom(u.Addr.Unmap(), u.Port)
 	return rt.adhocGroup(ap.String(), &config.UpstreamServer{
 		Name: value, Addrs: []netip.AddrPort{ap}, Weight: 1, MaxFails: 1, FailTimeout: 10e9,
 	})
@@ -495,23 +465,21 @@ func (s *session) passOn() {
 	addr := s.srv.passAddr
 	if s.srv.passT != nil {
 		v := string(s.srv.passT.appendTo(l.keyBuf[:0], s.record(&l.rec)))
-		host, port, hasPort, badPort := splitHostPort(v)
-		a, err := netip.ParseAddr(host)
+		u, why := config.ParseURL(v)
 		switch {
-		case badPort:
-			s.srv.log.Logf(LevelError, "*%d invalid port in pass %q, client: %s, server: %s", s.id, v, s.client.Addr(), s.srv.name)
-			s.finish(500)
-			return
-		case err != nil:
-			s.srv.log.Logf(LevelError, "*%d no addresses in pass %q, client: %s, server: %s", s.id, v, s.client.Addr(), s.srv.name)
-			s.finish(500)
-			return
-		case !hasPort:
-			s.srv.log.Logf(LevelError, "*%d no port in pass %q, client: %s, server: %s", s.id, v, s.client.Addr(), s.srv.name)
+		case why != "":
+			why += " in pass"
+		case !u.Addr.IsValid():
+			why = "no addresses in pass"
+		case u.NoPort:
+			why = "no port in pass"
+		}
+		if why != "" { // nginx's ngx_stream_pass_handler errors
+			s.srv.log.Logf(LevelError, "*%d %s %q, client: %s, server: %s", s.id, why, v, s.client.Addr(), s.srv.name)
 			s.finish(500)
 			return
 		}
-		addr = netip.AddrPortFrom(a.Unmap(), uint16(port))
+		addr = netip.AddrPortFrom(u.Addr.Unmap(), u.Port)
 	}
 	if x := s.ext(); x.passes >= maxPasses {
 		s.srv.log.Logf(LevelError, "*%d stream pass cycle, client: %s, server: %s", s.id, s.client.Addr(), s.srv.name)

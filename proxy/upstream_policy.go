@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/batonproxy/baton/config"
 	"net/netip"
 	"time"
 
@@ -83,8 +84,8 @@ func (g *group) noLive(addrs []byte) []byte {
 	if len(addrs) > 0 {
 		addrs = append(addrs, ", "...)
 	}
-	if host, _, ok, _ := splitHostPort(g.name); ok {
-		return append(addrs, host...)
+	if u, msg := config.ParseURL(g.name); msg == "" && !u.NoPort {
+		return append(addrs, u.Host...) // an implicit upstream: nginx names it by its host
 	}
 	return append(addrs, g.name...)
 }
