@@ -116,65 +116,92 @@ func (s *session) resting(f *flow) bool {
 	return p != nil && p.resting
 }
 
-// startPacing gives the session its pacers, once connected: the rates are
-// evaluated now (they may have variables), as nginx's
-// ngx_stream_proxy_init_upstream; the allowance grows from since (the
-// session's start; for a session moved in an upgrade, its arrival, so that
-// the time it spent in the old process is no credit).
-func (s *session) startPacing(since int64) {
-	srv := s.srv
-	if srv.upRate == nil && srv.downRate == nil {
-		return
+// paceFor makes a session's pacers: with the rates and allowance an old
+// process carried (moved; since is then now), or else with srv's rates
+// evaluated for the session (rec), the allowance growing from since. wake[i] sets direction
+// i's interest from its rest (nil: none to set). A direction without a
+// rate has no pacer.
+func paceFor(l *loop, srv *server, rec func() *record, moved [2]pacedState, since int64, wake [2]func()) (out [2]*pacer) {
+	if moved[0].rate > 0 || moved[1].rate > 0 {
+		for i, m := range moved {
+			if m.rate > 0 {
+				out[i] = newPacer(l, m.rate, since-m.age, wake[i])
+				out[i].got = m.got
+			}
+		}
+		return out
 	}
-	up, down := srv.rates(s.loop, s.record(&s.loop.rec))
-	for i, rate := range []int64{up, down} {
+	if srv.upRate == nil && srv.downRate == nil {
+		return out
+	}
+	up, down := srv.rates(l, rec())
+	for i, rate := range [2]int64{up, down} {
 		if rate > 0 {
-			s.ext().pace[i] = newPacer(s.loop, rate, since, s.updateInterest)
+			out[i] = newPacer(l, rate, since, wake[i])
+		}
+	}
+	return out
+}
+
+// pacedStates is what pacers carry to a new process at now.
+func pacedStates(ps [2]*pacer, now int64) (out [2]pacedState) {
+	for i, p := range ps {
+		if p != nil {
+			out[i] = pacedState{rate: p.rate, got: p.got, age: now - p.since}
+		}
+	}
+	return out
+}
+
+// stopPacers takes pacers out of the timer heap, so that none rests; drop
+// forgets them too (the session ends), else they keep their allowance (a
+// quiesce, a park).
+func stopPacers(ps *[2]*pacer, drop bool) {
+	for i, p := range ps {
+		if p != nil {
+			p.stop()
+			if drop {
+				ps[i] = nil
+			}
 		}
 	}
 }
 
-// resumePacing paces a session moved from an old process: with the rates
-// and allowance it had there (the bytes read, the time since pacing began),
-// or, from a baton that did not carry them, afresh from now.
+// startPacing gives the session its pacers, once connected: the rates are
+// evaluated now (they may have variables), as nginx's
+// ngx_stream_proxy_init_upstream; the allowance grows from since.
+func (s *session) startPacing(since int64) { s.pace(since, [2]pacedState{}) }
+
+// resumePacing paces a session moved from an old process, with the
+// allowance it had there, or afresh from now if it carried none.
 func (s *session) resumePacing(now int64) {
-	if s.x == nil || s.x.moved[0].rate == 0 && s.x.moved[1].rate == 0 {
-		s.startPacing(now)
-		return
+	var moved [2]pacedState
+	if s.x != nil {
+		moved, s.x.moved = s.x.moved, [2]pacedState{}
 	}
-	for i, m := range s.x.moved {
-		if m.rate > 0 {
-			p := newPacer(s.loop, m.rate, now-m.age, s.updateInterest)
-			p.got = m.got
-			s.x.pace[i] = p
-		}
+	s.pace(now, moved)
+}
+
+func (s *session) pace(since int64, moved [2]pacedState) {
+	wake := func() { s.updateInterest() }
+	ps := paceFor(s.loop, s.srv, func() *record { return s.record(&s.loop.rec) }, moved, since, [2]func(){wake, wake})
+	if ps[0] != nil || ps[1] != nil {
+		s.ext().pace = ps
 	}
-	s.x.moved = [2]pacedState{}
 }
 
 // pausePacing takes the session's pacers out of the timer heap (a
 // quiesce) and keeps them: no rest is under way, the allowance stays.
 func (s *session) pausePacing() {
-	if s.x == nil {
-		return
-	}
-	for _, p := range s.x.pace {
-		if p != nil {
-			p.stop()
-		}
+	if s.x != nil {
+		stopPacers(&s.x.pace, false)
 	}
 }
 
 // stopPacing takes the session's pacers out of the timer heap.
 func (s *session) stopPacing() {
-	if s.x == nil {
-		return
-	}
-	for i, p := range s.x.pace {
-		if p != nil {
-			p.stop()
-			s.x.pace[i] = nil
-		}
+	if s.x != nil {
+		stopPacers(&s.x.pace, true)
 	}
 }
 
@@ -184,40 +211,24 @@ func (s *session) stopPacing() {
 // UDP receive, which offers each datagram once.
 
 // startPacing gives a UDP session its pacers (loop).
-func (u *udpListener) startPacing(s *udpSession, since int64) {
-	srv := s.srv
-	if srv.upRate == nil && srv.downRate == nil {
-		return
-	}
-	up, down := srv.rates(u.l, s.record(&u.l.rec))
-	if up > 0 {
-		s.ext().pace[0] = newPacer(u.l, up, since, nil)
-	}
-	if down > 0 {
-		s.ext().pace[1] = newPacer(u.l, down, since, func() { u.paceInterest(s) })
-	}
-}
+func (u *udpListener) startPacing(s *udpSession, since int64) { u.pace(s, since, [2]pacedState{}) }
 
 // resumePacing paces a UDP session moved from an old process with the
-// allowance it had there, or afresh from a baton that did not carry it.
+// allowance it had there, or afresh from now if it carried none.
 func (u *udpListener) resumePacing(s *udpSession, now int64) {
-	if s.x == nil || s.x.moved[0].rate == 0 && s.x.moved[1].rate == 0 {
-		u.startPacing(s, now)
-		return
+	var moved [2]pacedState
+	if s.x != nil {
+		moved, s.x.moved = s.x.moved, [2]pacedState{}
 	}
-	for i, m := range s.x.moved {
-		if m.rate == 0 {
-			continue
-		}
-		var wake func()
-		if i == 1 {
-			wake = func() { u.paceInterest(s) }
-		}
-		p := newPacer(u.l, m.rate, now-m.age, wake)
-		p.got = m.got
-		s.x.pace[i] = p
+	u.pace(s, now, moved)
+}
+
+func (u *udpListener) pace(s *udpSession, since int64, moved [2]pacedState) {
+	wake := [2]func(){nil, func() { u.paceInterest(s) }}
+	ps := paceFor(u.l, s.srv, func() *record { return s.record(&u.l.rec) }, moved, since, wake)
+	if ps[0] != nil || ps[1] != nil {
+		s.ext().pace = ps
 	}
-	s.x.moved = [2]pacedState{}
 }
 
 // paceInterest sets s's upstream socket's interest: none while its
@@ -234,15 +245,11 @@ func (u *udpListener) paceInterest(s *udpSession) {
 	sock.EpollCtl(u.l.epfd, unix.EPOLL_CTL_MOD, s.fd, &ev)
 }
 
-// stopPacing stops a UDP session's pacers (its end, a park).
+// stopPacing stops a UDP session's pacers (its end, a park), keeping them
+// for its state.
 func (s *udpSession) stopPacing() {
-	if s.x == nil {
-		return
-	}
-	for _, p := range s.x.pace {
-		if p != nil {
-			p.stop()
-		}
+	if s.x != nil {
+		stopPacers(&s.x.pace, false)
 	}
 }
 

@@ -266,11 +266,7 @@ func (s *session) exportRouted() *routedState {
 		return nil
 	}
 	r := &routedState{ppDst: x.ppDst, ppTLV: x.ppTLV, vhost: x.vhost, prior: x.prior}
-	for i, p := range x.pace {
-		if p != nil {
-			r.pace[i] = pacedState{rate: p.rate, got: p.got, age: s.loop.now - p.since}
-		}
-	}
+	r.pace = pacedStates(x.pace, s.loop.now)
 	if s.group != nil && s.group != s.srv.group {
 		r.group = s.group.name
 	}

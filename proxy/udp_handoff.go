@@ -245,11 +245,7 @@ func (u *udpListener) exportUDP(s *udpSession, now int64) *udpMovedState {
 		for _, h := range s.x.limits {
 			m.limits = append(m.limits, heldLimitState{h.zone.name, h.key})
 		}
-		for i, p := range s.x.pace {
-			if p != nil {
-				m.pace[i] = pacedState{rate: p.rate, got: p.got, age: now - p.since}
-			}
-		}
+		m.pace = pacedStates(s.x.pace, now)
 	}
 	return m
 }
