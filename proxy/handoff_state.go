@@ -72,6 +72,38 @@ type routedState struct {
 
 type pacedState struct{ rate, got, age int64 }
 
+// putPaced writes both directions' pacing; stateDecoder.paced reads it.
+func putPaced(e *fdpass.Encoder, ps [2]pacedState) {
+	for _, p := range ps {
+		e.Uint64(uint64(p.rate))
+		e.Uint64(uint64(p.got))
+		e.Uint64(uint64(p.age))
+	}
+}
+
+func (d *stateDecoder) paced() (ps [2]pacedState) {
+	for i := range ps {
+		ps[i] = pacedState{d.i64(), d.i64(), d.i64()}
+	}
+	return ps
+}
+
+// putLimits writes held limit_conn counts; stateDecoder.limits reads them.
+func putLimits(e *fdpass.Encoder, ls []heldLimitState) {
+	e.Uint64(uint64(len(ls)))
+	for _, l := range ls {
+		putStr(e, l.zone)
+		putStr(e, l.key)
+	}
+}
+
+func (d *stateDecoder) limits() (ls []heldLimitState) {
+	for n := d.count(64); n > 0 && d.Err() == nil; n-- {
+		ls = append(ls, heldLimitState{d.str(), d.str()})
+	}
+	return ls
+}
+
 type heldLimitState struct{ zone, key string }
 
 // The states are written with fdpass's Encoder and read with its Decoder,
@@ -160,11 +192,7 @@ func (m *movedState) encode() []byte {
 	for _, v := range []int64{m.c2uN, m.u2cN, m.ppOutLen, m.age, m.idle, m.connectTime} {
 		e.Uint64(uint64(v))
 	}
-	e.Uint64(uint64(len(m.limits)))
-	for _, l := range m.limits {
-		putStr(e, l.zone)
-		putStr(e, l.key)
-	}
+	putLimits(e, m.limits)
 	e.Bytes(m.c2uPend)
 	e.Bytes(m.u2cPend)
 	e.Uint8(m.phase)
@@ -190,11 +218,7 @@ func (m *movedState) encode() []byte {
 		putAddr(e, r.ppDst)
 		e.Bytes(r.ppTLV)
 		putStr(e, r.vhost)
-		for _, p := range r.pace {
-			e.Uint64(uint64(p.rate))
-			e.Uint64(uint64(p.got))
-			e.Uint64(uint64(p.age))
-		}
+		putPaced(e, r.pace)
 		e.Uint64(uint64(len(r.prior)))
 		for _, t := range r.prior {
 			e.Uint64(uint64(t))
@@ -223,9 +247,7 @@ func decodeState(b []byte) (*movedState, error) {
 	m.c2uEOF, m.c2uShut, m.u2cEOF, m.u2cShut = d.Bool(), d.Bool(), d.Bool(), d.Bool()
 	m.c2uN, m.u2cN, m.ppOutLen = d.i64(), d.i64(), d.i64()
 	m.age, m.idle, m.connectTime = d.i64(), d.i64(), d.i64()
-	for n := d.count(64); n > 0 && d.Err() == nil; n-- {
-		m.limits = append(m.limits, heldLimitState{d.str(), d.str()})
-	}
+	m.limits = d.limits()
 	m.c2uPend = d.bytes()
 	m.u2cPend = d.bytes()
 	m.phase = d.Uint8()
@@ -252,9 +274,7 @@ func decodeState(b []byte) (*movedState, error) {
 		r.ppDst = d.addr()
 		r.ppTLV = d.bytes()
 		r.vhost = d.str()
-		for i := range r.pace {
-			r.pace[i] = pacedState{d.i64(), d.i64(), d.i64()}
-		}
+		r.pace = d.paced()
 		for n := d.count(1 << 16); n > 0 && d.Err() == nil; n-- {
 			r.prior = append(r.prior, d.i64())
 		}

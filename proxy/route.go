@@ -257,9 +257,10 @@ func (s *session) returning() {
 // exportRouted is what s carries to a new process beyond version 2's
 // state, or nil when it has nothing of routing.
 func (s *session) exportRouted() *routedState {
+	var none sessExtra
 	x := s.x
 	if x == nil {
-		x = &sessExtra{}
+		x = &none
 	}
 	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" &&
 		x.pace[0] == nil && x.pace[1] == nil && len(x.prior) == 0 {
@@ -400,8 +401,8 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 // definesAny reports whether text reads a variable the config defines
 // (not a built-in one).
 func (vt *varTable) definesAny(text string) bool {
-	for name, d := range vt.defs {
-		if d.changeable && strings.Contains(strings.ToLower(text), "$"+name) {
+	for _, name := range varNames(text) {
+		if d := vt.defs[name]; d != nil && d.changeable {
 			return true
 		}
 	}

@@ -92,16 +92,8 @@ func (m *udpMovedState) encode() []byte {
 	}
 	paced := m.pace[0].rate > 0 || m.pace[1].rate > 0 || len(m.limits) > 0
 	if paced {
-		for _, p := range m.pace {
-			e.Uint64(uint64(p.rate))
-			e.Uint64(uint64(p.got))
-			e.Uint64(uint64(p.age))
-		}
-		e.Uint64(uint64(len(m.limits)))
-		for _, l := range m.limits {
-			putStr(e, l.zone)
-			putStr(e, l.key)
-		}
+		putPaced(e, m.pace)
+		putLimits(e, m.limits)
 	}
 	b := body(e)
 	if paced && len(b) > 0 {
@@ -142,12 +134,8 @@ func decodeUDPState(b []byte) (*udpMovedState, error) {
 		m.pend = append(m.pend, d.bytes())
 	}
 	if b[0] == udpStateVersionPaced {
-		for i := range m.pace {
-			m.pace[i] = pacedState{d.i64(), d.i64(), d.i64()}
-		}
-		for n := d.count(64); n > 0 && d.Err() == nil; n-- {
-			m.limits = append(m.limits, heldLimitState{d.str(), d.str()})
-		}
+		m.pace = d.paced()
+		m.limits = d.limits()
 	}
 	if !d.done() || !m.client.IsValid() || !m.upstream.IsValid() {
 		return nil, errBadState
