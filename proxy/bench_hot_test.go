@@ -162,15 +162,7 @@ func BenchmarkSNIRoute(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := New(cfg, Options{Log: NewWriterLogger(io.Discard, LevelError)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { p.Close() })
-	addrs := p.Addrs()
+	addrs := startBenchProxies(b, cfg)
 	for i, name := range []string{"sni", "plain", "preread_only", "var_only"} {
 		b.Run(name, func(b *testing.B) {
 			buf := make([]byte, len(hello))

@@ -23,6 +23,12 @@ func benchTargets(b *testing.B, backend *backend) map[string]string {
 // startBenchProxy starts cfg logging at nginx's default level (error), as a
 // production baton: the tests' info level writes lines per session.
 func startBenchProxy(b *testing.B, cfg *config.Config) string {
+	return startBenchProxies(b, cfg)[0].String()
+}
+
+// startBenchProxies is startBenchProxy for a config of several listens:
+// their addresses in order.
+func startBenchProxies(b *testing.B, cfg *config.Config) []net.Addr {
 	p, err := New(cfg, Options{Log: NewWriterLogger(io.Discard, LevelError)})
 	if err != nil {
 		b.Fatal(err)
@@ -31,7 +37,7 @@ func startBenchProxy(b *testing.B, cfg *config.Config) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { p.Close() })
-	return p.Addrs()[0].String()
+	return p.Addrs()
 }
 
 // BenchmarkThroughput streams 64 KiB writes from one client to a backend
