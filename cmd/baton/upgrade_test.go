@@ -74,18 +74,21 @@ func waitExited(t *testing.T, pid int) {
 
 var upgradeLine = regexp.MustCompile(`new pid (\d+): moved (\d+) connections, resumed (\d+) in the old process, lost (\d+)`)
 
+// upgradable starts baton with stream (an nginx stream block), a pid file
+// and a control socket of its own, as an upgrade needs.
+func upgradable(t *testing.T, stream string) (p *proc, sock, pidFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	sock = filepath.Join(dir, "control.sock")
+	pidFile = filepath.Join(dir, "baton.pid")
+	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf("pid %s;\nbaton { control_socket %s; }\n%s\n", pidFile, sock, stream))
+	return startBaton(t, "run", "-c", conf, "--control-socket", sock), sock, pidFile
+}
+
 func TestUpgradeUnderLoad(t *testing.T) {
 	backend := echoServer(t)
 	listen := freePort(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "control.sock")
-	pidFile := filepath.Join(dir, "baton.pid")
-	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf(`
-pid %s;
-baton { control_socket %s; }
-stream { server { listen %s; proxy_pass %s; } }
-`, pidFile, sock, listen, backend))
-	p := startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	p, sock, pidFile := upgradable(t, fmt.Sprintf("stream { server { listen %s; proxy_pass %s; } }", listen, backend))
 	pids := []int{p.cmd.Process.Pid}
 	t.Cleanup(func() { // the last generation is not our child: end it by PID
 		if data, err := os.ReadFile(pidFile); err == nil {
@@ -312,20 +315,11 @@ func TestSystemdNotify(t *testing.T) {
 func TestUpgradeRoutedSessions(t *testing.T) {
 	backend := echoServer(t)
 	listen := freePort(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "control.sock")
-	pidFile := filepath.Join(dir, "baton.pid")
-	conf := writeFile(t, dir, "baton.conf", fmt.Sprintf(`
-pid %s;
-baton { control_socket %s; }
-stream {
+	p, sock, pidFile := upgradable(t, fmt.Sprintf(`stream {
     upstream echo { server %s; }
     map $ssl_preread_server_name $to { db.example.com echo; default 127.0.0.1:1; }
-    log_format f "$ssl_preread_server_name $upstream_addr";
     server { listen %s; ssl_preread on; proxy_pass $to; }
-}
-`, pidFile, sock, backend, listen))
-	p := startBaton(t, "run", "-c", conf, "--control-socket", sock)
+}`, backend, listen))
 	killPidFile(t, pidFile, p.cmd.Process.Pid)
 	a, c := net.Pipe()
 	go tls.Client(a, &tls.Config{ServerName: "db.example.com", InsecureSkipVerify: true}).Handshake()
