@@ -388,21 +388,7 @@ func (l *loader) listenUnix(d *directive, ss *serverState, path string) {
 			return
 		}
 	}
-	key := "unix:" + path
-	if ss.listens[key] {
-		l.errorf(d, "a duplicate listen %s", d.args[0])
-		return
-	}
-	if ss.listens == nil {
-		ss.listens = map[string]bool{}
-	}
-	ss.listens[key] = true
-	if l.st.listens[key] {
-		l.errorf(d, "duplicate \"%s\" address and port pair", d.args[0])
-		return
-	}
-	l.st.listens[key] = true
-	ss.srv.Listen = append(ss.srv.Listen, ln)
+	l.addListen(d, ss, ln, "unix:"+path, d.args[0])
 }
 
 // unixUpstream is the implicit upstream of "proxy_pass unix:PATH", shared

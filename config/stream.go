@@ -524,12 +524,20 @@ func (l *loader) listenOn(d *directive, ss *serverState, proto Listen, ap netip.
 	if ranged {
 		ln.Text = ap.String() // each port of a range is named by itself
 	}
-	key := "tcp/" + ln.Addr.String()
 	if ln.UDP {
-		key = "udp/" + ln.Addr.String()
+		l.addListen(d, ss, &ln, "udp/"+ap.String(), ap.String())
+	} else {
+		l.addListen(d, ss, &ln, "tcp/"+ap.String(), ap.String())
 	}
+}
+
+// addListen records ln, keyed key (shown as in messages), for ss: a second
+// listen of one server on it is nginx's "a duplicate listen"; several
+// servers may share a TCP or unix: one (virtual servers, linked at the end)
+// but not a UDP one, which has no server name to choose by.
+func (l *loader) addListen(d *directive, ss *serverState, ln *Listen, key, shown string) {
 	if ss.listens[key] {
-		l.errorf(d, "a duplicate listen %s", ln.Addr)
+		l.errorf(d, "a duplicate listen %s", shown)
 		return
 	}
 	if ss.listens == nil {
@@ -537,12 +545,11 @@ func (l *loader) listenOn(d *directive, ss *serverState, proto Listen, ap netip.
 	}
 	ss.listens[key] = true
 	if ln.UDP && l.st.listens[key] {
-		// UDP has no server name to choose a virtual server by.
-		l.errorf(d, "duplicate \"%s\" address and port pair", ln.Addr)
+		l.errorf(d, "duplicate \"%s\" address and port pair", shown)
 		return
 	}
 	l.st.listens[key] = true
-	ss.srv.Listen = append(ss.srv.Listen, &ln)
+	ss.srv.Listen = append(ss.srv.Listen, ln)
 }
 
 // parseKeepalive reads nginx's "[keepidle][:[keepintvl][:[keepcnt]]]"

@@ -135,14 +135,14 @@ type server struct {
 	preread        bool
 	prereadMax     int
 	prereadTimeout int64
-	needVars       bool                       // sessions hold a sessVars ("set", ssl_preread)
-	serverName     string                     // $server_name: the first server_name as nginx prints it
-	bufSize        int                        // proxy_buffer_size; 0: not set (reads of readBufSize)
-	upRate         template                   // proxy_upload_rate; nil: not paced
-	downRate       template                   // proxy_download_rate; nil: not paced
-	vhosts         map[netip.AddrPort]*vhosts // the virtual servers of the addresses whose socket it owns
-	up             *upsock                    // proxy_bind, proxy_socket_keepalive, tcp_nodelay off (upsock.go); nil: sock.Dial's socket
-	noDelayOff     bool                       // tcp_nodelay off
+	needVars       bool               // sessions hold a sessVars ("set", ssl_preread)
+	serverName     string             // $server_name: the first server_name as nginx prints it
+	bufSize        int                // proxy_buffer_size; 0: not set (reads of readBufSize)
+	upRate         template           // proxy_upload_rate; nil: not paced
+	downRate       template           // proxy_download_rate; nil: not paced
+	vhosts         map[string]*vhosts // the virtual servers of the sockets it owns, by listener key
+	up             *upsock            // proxy_bind, proxy_socket_keepalive, tcp_nodelay off (upsock.go); nil: sock.Dial's socket
+	noDelayOff     bool               // tcp_nodelay off
 }
 
 // upstreamName is what status shows as a server's upstream.

@@ -303,7 +303,7 @@ func (s *session) importRouted(m *movedState) {
 		s.ext().prior = r.prior
 	}
 	if r.vhost != "" && s.ln != nil {
-		if v := s.ln.srv.vhosts[s.ln.cfg.Addr]; v != nil {
+		if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil {
 			if srv := v.find(r.vhost); srv != nil {
 				s.srv, s.group = srv, srv.group
 				s.ext().vhost = r.vhost

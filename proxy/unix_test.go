@@ -163,3 +163,23 @@ func TestUnixHealthCheck(t *testing.T) {
 		}
 	}
 }
+
+// Servers sharing a unix: listener are virtual servers of it, as of a TCP
+// address.
+func TestUnixVirtualServers(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.sock")
+	startConf(t, fmt.Sprintf(`stream {
+		server { listen unix:%s; ssl_preread on; return "default"; }
+		server { listen unix:%s; server_name db.example.com; return "db"; }
+	}`, in, in))
+	for name, want := range map[string]string{"db.example.com": "db", "other.example.com": "default"} {
+		c := dialUnix(t, in)
+		c.Write(clientHello(t, name))
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if string(b) != want {
+			t.Errorf("%s: %q, want %q", name, b, want)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/netip"
 	"strings"
 
 	"github.com/batonproxy/baton/config"
@@ -108,7 +107,7 @@ func (s *session) chooseVhost() {
 	if s.ln == nil || s.sv == nil || !s.sv.helloFound {
 		return
 	}
-	v := s.ln.srv.vhosts[s.ln.cfg.Addr]
+	v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]
 	if v == nil {
 		return
 	}
@@ -133,9 +132,9 @@ func vhostsOf(servers []*server) {
 		for _, cl := range srv.listens {
 			if len(cl.Vhosts) > 1 && !cl.Vhost {
 				if srv.vhosts == nil {
-					srv.vhosts = map[netip.AddrPort]*vhosts{}
+					srv.vhosts = map[string]*vhosts{}
 				}
-				srv.vhosts[cl.Addr] = newVhosts(cl.Vhosts, byCfg)
+				srv.vhosts[listenKey(cl)] = newVhosts(cl.Vhosts, byCfg)
 			}
 		}
 	}
