@@ -88,44 +88,37 @@ func (srv *server) evalBind(r *record) *boundAddr {
 // proxy_bind with variables is evaluated at the session's first connect
 // and kept for its next tries, as nginx evaluates it once per session.
 func (s *session) dialUp(addr netip.AddrPort) (int, error) {
-	up := s.srv.up
-	o := up.opts
+	o, name := s.srv.dialOpts(func() **boundAddr { return &s.ext().bind }, func() *record { return s.record(&s.loop.rec) })
 	o.DelayAck = s.hasOpening()
-	name := up.bindName
-	if up.bindT != nil {
-		x := s.ext()
-		if x.bind == nil {
-			x.bind = s.srv.evalBind(s.record(&s.loop.rec))
-		}
-		o.Local, name = x.bind.ap, x.bind.name
-	}
 	fd, err := sock.DialWith(addr, unix.SOCK_STREAM, &o)
 	return fd, localDialErr(err, name)
 }
 
 // dialUDP opens a UDP session's upstream socket: sock.DialUDP, or with
-// srv's upsock if it has one.
+// srv's upsock if it has one (see dialUp).
 func (u *udpListener) dialUDP(s *udpSession, addr netip.AddrPort) (int, error) {
 	if s.srv.up == nil {
 		return sock.DialUDP(addr)
 	}
-	return u.dialUDPUp(s, addr)
-}
-
-// dialUDPUp is dialUDP for a server with an upsock; see dialUp.
-func (u *udpListener) dialUDPUp(s *udpSession, addr netip.AddrPort) (int, error) {
-	up := s.srv.up
-	o := up.opts
-	name := up.bindName
-	if up.bindT != nil {
-		x := s.ext()
-		if x.bind == nil {
-			x.bind = s.srv.evalBind(s.record(&u.l.rec))
-		}
-		o.Local, name = x.bind.ap, x.bind.name
-	}
+	o, name := s.srv.dialOpts(func() **boundAddr { return &s.ext().bind }, func() *record { return s.record(&u.l.rec) })
 	fd, err := sock.DialWith(addr, unix.SOCK_DGRAM, &o)
 	return fd, localDialErr(err, name)
+}
+
+// dialOpts are the socket options of srv's upsock for a session, and the
+// bound address's name for messages; a proxy_bind with variables is
+// evaluated once (rec) and kept where keep says (made only then).
+func (srv *server) dialOpts(keep func() **boundAddr, rec func() *record) (sock.DialOpts, string) {
+	up := srv.up
+	o, name := up.opts, up.bindName
+	if up.bindT != nil {
+		bind := keep()
+		if *bind == nil {
+			*bind = srv.evalBind(rec())
+		}
+		o.Local, name = (*bind).ap, (*bind).name
+	}
+	return o, name
 }
 
 // upsockError is sock.DialWith's failure to set up a socket as proxy_bind
