@@ -72,23 +72,30 @@ type mapState struct {
 
 // mapBlock reads "map SOURCE $VAR { ... }" as ngx_stream_map_block.
 func (l *loader) mapBlock(d *directive) {
-	if !l.check(d, true, take(2)) {
+	src, name, ok := l.lookupHead(d)
+	if !ok {
 		return
 	}
-	m := &Map{Pos: d.pos, Source: d.args[0]}
-	if msg := complexValueError(m.Source); msg != "" {
-		l.errorf(d, "%s", msg)
-		return
-	}
-	var ok bool
-	if m.Var, ok = l.newVarName(d, d.args[1]); !ok {
-		return
-	}
+	m := &Map{Pos: d.pos, Source: src, Var: name}
 	ms := &mapState{m: m, exact: map[string]bool{}, head: map[string]bool{}, tail: map[string]bool{}}
 	var entry func(e *directive)
 	entry = func(e *directive) { l.mapEntry(e, ms, entry) }
 	l.each(d.block, ctxEntries, entry)
 	l.st.s.Maps = append(l.st.s.Maps, m)
+}
+
+// lookupHead reads the head of a map or split_clients block, "SOURCE $VAR":
+// the source template (syntax checked) and the variable's name.
+func (l *loader) lookupHead(d *directive) (src, name string, ok bool) {
+	if !l.check(d, true, take(2)) {
+		return "", "", false
+	}
+	if msg := complexValueError(d.args[0]); msg != "" {
+		l.errorf(d, "%s", msg)
+		return "", "", false
+	}
+	name, ok = l.newVarName(d, d.args[1])
+	return d.args[0], name, ok
 }
 
 // newVarName checks the name of the variable a map, geo or split_clients

@@ -40,18 +40,11 @@ type SplitPart struct {
 // splitClients reads "split_clients SOURCE $VAR { ... }" as
 // ngx_conf_split_clients_block.
 func (l *loader) splitClients(d *directive) {
-	if !l.check(d, true, take(2)) {
+	src, name, ok := l.lookupHead(d)
+	if !ok {
 		return
 	}
-	sc := &SplitClients{Pos: d.pos, Source: d.args[0]}
-	if msg := complexValueError(sc.Source); msg != "" {
-		l.errorf(d, "%s", msg)
-		return
-	}
-	var ok bool
-	if sc.Var, ok = l.newVarName(d, d.args[1]); !ok {
-		return
-	}
+	sc := &SplitClients{Pos: d.pos, Source: src, Var: name}
 	nerrs := len(l.errs)
 	l.each(d.block, ctxEntries, func(e *directive) { l.splitPart(e, sc) })
 	if len(l.errs) > nerrs {
