@@ -18,6 +18,10 @@ type Target struct {
 	// while the check says unhealthy, and pending until the first pass with
 	// Mandatory.
 	Peer *Peer
+	// Known marks a Peer an earlier Monitor already checked (a name was
+	// re-resolved and this address stayed): it keeps its verdict rather than
+	// being marked pending with Mandatory.
+	Known bool
 }
 
 // Change is a health verdict that changed, passed to MonitorConfig.OnChange.
@@ -107,7 +111,7 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 			}
 			m.addrs[i] = net.JoinHostPort(host, strconv.Itoa(cfg.Port))
 		}
-		if cfg.Mandatory && t.Peer != nil {
+		if cfg.Mandatory && t.Peer != nil && !t.Known {
 			t.Peer.setCheck(checkPending, cfg.Now(), nil)
 		}
 	}

@@ -30,7 +30,7 @@ type Params struct {
 // Group is the health state of one upstream's peers, indexed as the
 // balancer indexes them.
 type Group struct {
-	peers  []Peer
+	peers  []*Peer
 	single bool
 }
 
@@ -42,7 +42,17 @@ type Group struct {
 // ignored, and such a server will never be considered unavailable"). Active
 // checks still apply to it. NewGroup copies params.
 func NewGroup(params []Params) *Group {
-	g := &Group{peers: make([]Peer, len(params))}
+	return NewGroupFrom(params, nil)
+}
+
+// NewGroupFrom is NewGroup for an upstream whose peers changed at run time
+// (a name re-resolved): where from[i] is not nil, peer i is that Peer, with
+// its failures, check verdict and ramp, rather than a new one. Its
+// parameters must be params[i]; only whether the group is single is updated
+// (in every peer), as nginx's ngx_stream_upstream_zone_set_single. from may
+// be shorter than params, or nil.
+func NewGroupFrom(params []Params, from []*Peer) *Group {
+	g := &Group{peers: make([]*Peer, len(params))}
 	primaries, backups := 0, 0
 	for _, p := range params {
 		if p.Backup {
@@ -53,15 +63,18 @@ func NewGroup(params []Params) *Group {
 	}
 	g.single = primaries == 1 && backups == 0
 	for i, p := range params {
-		pe := &g.peers[i]
+		if i < len(from) && from[i] != nil {
+			g.peers[i] = from[i]
+			from[i].single.Store(g.single)
+			continue
+		}
+		pe := &Peer{}
 		pe.weight = max(p.Weight, 1)
 		pe.maxFails = int64(max(p.MaxFails, 0))
 		pe.failTimeout = int64(p.FailTimeout / time.Second)
 		pe.slowStart = max(p.SlowStart, 0)
-		pe.single = g.single
-		if g.single {
-			pe.slowStart = 0
-		}
+		pe.single.Store(g.single)
+		g.peers[i] = pe
 	}
 	return g
 }
@@ -74,7 +87,7 @@ func (g *Group) Len() int { return len(g.peers) }
 func (g *Group) Single() bool { return g.single }
 
 // Peer returns peer i's state. The pointer stays valid for the Group's life.
-func (g *Group) Peer(i int) *Peer { return &g.peers[i] }
+func (g *Group) Peer(i int) *Peer { return g.peers[i] }
 
 // ResetFails clears the failure count of every peer, as nginx does when no
 // peer of an upstream is usable ("all peers failed, mark them as live for
@@ -82,8 +95,7 @@ func (g *Group) Peer(i int) *Peer { return &g.peers[i] }
 // time the balancer returns lb.ErrNoPeer. It does not touch active-check
 // state: a peer held down by a check stays down.
 func (g *Group) ResetFails() {
-	for i := range g.peers {
-		p := &g.peers[i]
+	for _, p := range g.peers {
 		p.mu.Lock()
 		p.fails.Store(0)
 		p.mu.Unlock()
@@ -103,7 +115,7 @@ type Peer struct {
 	maxFails    int64 // 0: accounting off
 	failTimeout int64 // seconds
 	slowStart   time.Duration
-	single      bool
+	single      atomic.Bool // one primary peer and no backup; changes when a name is re-resolved
 
 	// mu serialises writers; Usable and Weight read the atomics without it.
 	// Writers store checked before fails, so a reader that sees a new fails
@@ -139,7 +151,7 @@ func (p *Peer) Usable(now time.Time) bool {
 	if p.check.Load() != checkUp {
 		return false
 	}
-	if p.maxFails == 0 || p.single {
+	if p.maxFails == 0 || p.single.Load() {
 		return true
 	}
 	if p.fails.Load() < p.maxFails {
@@ -154,7 +166,7 @@ func (p *Peer) Usable(now time.Time) bool {
 // has passed (and, being picked, hold off other flows for another
 // fail_timeout unless it succeeds), and what lets a success clear fails.
 func (p *Peer) Picked(now time.Time) {
-	if p.single {
+	if p.single.Load() {
 		return // nginx skips get_peer for a single peer
 	}
 	sec := now.Unix()
@@ -182,7 +194,7 @@ func (p *Peer) Checked() (checked, failTimeout int64) {
 // nginx logs "upstream server temporarily disabled". In a single group it
 // does nothing and reports false.
 func (p *Peer) Failed(now time.Time) (disabled bool) {
-	if p.single {
+	if p.single.Load() {
 		return false
 	}
 	sec := now.Unix()
@@ -205,7 +217,7 @@ func (p *Peer) Failed(now time.Time) (disabled bool) {
 // disabled, its slow-start ramp begins at now. In a single group it does
 // nothing.
 func (p *Peer) Succeeded(now time.Time) {
-	if p.single || p.fails.Load() == 0 {
+	if p.single.Load() || p.fails.Load() == 0 {
 		return
 	}
 	p.mu.Lock()
@@ -261,7 +273,7 @@ func (p *Peer) Ramp(now time.Time) float64 {
 
 // startRamp begins slow start at now, if the peer has one. Callers hold mu.
 func (p *Peer) startRamp(now time.Time) {
-	if p.slowStart > 0 {
+	if p.slowStart > 0 && !p.single.Load() {
 		p.rampFrom.Store(max(now.UnixNano(), 1))
 	}
 }

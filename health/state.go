@@ -109,7 +109,7 @@ func (p *Peer) state(now time.Time) State {
 		FullWeight: p.weight,
 		Weight:     p.Weight(now),
 	}
-	if !p.single {
+	if !p.single.Load() {
 		st.MaxFails = int(p.maxFails)
 	}
 	switch p.check.Load() {

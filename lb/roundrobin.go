@@ -119,3 +119,36 @@ type roundRobin struct {
 func (rr *roundRobin) Pick(_ []byte, usable func(i int) bool) (int, error) {
 	return rr.pick(usable)
 }
+
+// Inheritor is implemented by every Balancer that New returns. When an
+// upstream's peers change at run time (a name re-resolved), the caller
+// builds a new Balancer for the new list and has it inherit, for each peer
+// that stayed, its round robin position (current and effective weight), as
+// nginx keeps the peer structure of an address that stays in DNS.
+type Inheritor interface {
+	// Inherit copies the state of old's peer from[i] into peer i, for each
+	// i with from[i] >= 0 (from may be shorter than the peer list). Call it
+	// before the Balancer is used; old may still be in use.
+	Inherit(old Balancer, from []int)
+}
+
+// rrOf returns the round robin state a Balancer of this package shares.
+func (s *rrState) rrOf() *rrState { return s }
+
+// Inherit implements Inheritor.
+func (s *rrState) Inherit(old Balancer, from []int) {
+	o, ok := old.(interface{ rrOf() *rrState })
+	if !ok || o.rrOf() == s {
+		return
+	}
+	os := o.rrOf()
+	os.mu.Lock()
+	defer os.mu.Unlock()
+	for i, j := range from {
+		if j < 0 || i >= len(s.peers) || j >= len(os.peers) || os.peers[j].weight != s.peers[i].weight {
+			continue
+		}
+		s.peers[i].current = os.peers[j].current
+		s.peers[i].effective = os.peers[j].effective
+	}
+}

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -179,5 +180,38 @@ func TestConcurrentPick(t *testing.T) {
 			})
 		}
 		wg.Wait()
+	}
+}
+
+// A balancer built for a new peer list goes on, for the peers that stayed,
+// where the old one was: with every peer kept, its picks continue the old
+// sequence exactly, where a fresh balancer's would start over.
+func TestInheritKeepsPosition(t *testing.T) {
+	all := func(int) bool { return true }
+	peers := []Peer{{Name: "a", Weight: 5}, {Name: "b", Weight: 1}, {Name: "c", Weight: 1}}
+	old, err := New(RoundRobin, peers, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := old.Pick(nil, all); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh, _ := New(RoundRobin, peers, Options{})
+	next, _ := New(RoundRobin, peers, Options{})
+	next.(Inheritor).Inherit(old, []int{0, 1, 2})
+	var o, f, n []int
+	for range 7 {
+		i, _ := old.Pick(nil, all)
+		j, _ := fresh.Pick(nil, all)
+		k, _ := next.Pick(nil, all)
+		o, f, n = append(o, i), append(f, j), append(n, k)
+	}
+	if !slices.Equal(n, o) {
+		t.Fatalf("inherited balancer picks %v, the old one %v", n, o)
+	}
+	if slices.Equal(f, o) {
+		t.Fatalf("a fresh balancer picks %v too: the test shows nothing", f)
 	}
 }
