@@ -56,7 +56,6 @@ const (
 // refused by name as not supported yet; elsewhere it is "not allowed here".
 var notSupported = map[string]scope{
 	// ngx_stream_core_module
-	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream,
 	"variables_hash_bucket_size": ctxStream, "variables_hash_max_size": ctxStream,
 	// ngx_stream_return_module, ngx_stream_set_module, ngx_stream_pass_module
 	// ngx_stream_geoip_module
@@ -141,6 +140,7 @@ var implemented = map[string]scope{
 	"ssl_preread": sv, "preread_buffer_size": sv, "preread_timeout": sv,
 	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,
 	"geo": ctxStream, "split_clients": ctxStream,
+	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream, "hash_ring": ctxUpstream,
 }
 
 // refuse reports d, which the context's own switch did not handle: as not

@@ -63,6 +63,7 @@ type proxyConf struct {
 	bind           *bindConf // proxy_bind; nil: off
 	keepalive      bool      // proxy_socket_keepalive
 	noDelay        bool      // tcp_nodelay
+	res            resolverConf
 
 	// Array directives: as nginx's merge, a server inherits the stream's
 	// only when it has none of its own.
@@ -169,6 +170,8 @@ func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
 		l.limitConn(d, pc)
 	case "proxy_bind":
 		l.proxyBind(d, pc)
+	case "resolver", "resolver_timeout":
+		l.resolverSetting(d, &pc.res)
 	default:
 		return l.proxySetting(d, pc)
 	}
@@ -752,6 +755,7 @@ func (l *loader) accessLog(d *directive, lc *logConf) {
 // server's settings, inherited from stream where the server has none.
 func (l *loader) finishStream() {
 	st := l.st
+	l.finishResolve(&st.proxy.res)
 	for _, ss := range st.servers {
 		srv := ss.srv
 		switch {
@@ -771,6 +775,7 @@ func (l *loader) finishStream() {
 			}
 		}
 		finishPreread(srv, &ss.preread, &st.preread)
+		srv.Resolver = mergeResolver(&ss.proxy.res, &st.proxy.res)
 		merge := func(name string) *proxyConf {
 			if ss.proxy.set[name] {
 				return &ss.proxy

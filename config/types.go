@@ -198,7 +198,35 @@ type Upstream struct {
 	// than N% of the mean load. 0 means not set (no bound); else N > 100.
 	BalanceFactor int
 
+	// HashRing is baton's "hash_ring": "name" (the default, nginx's ring,
+	// where the servers' names as written make the points, so the addresses
+	// of one name share them) or "address" (each address its own points, as
+	// if written "server IP:PORT"). Only with "hash KEY consistent".
+	HashRing string
+
+	// Zone is the "zone" name, "" without one.
+	Zone string
+
+	// Resolver resolves the "resolve" servers at run time: the upstream's
+	// own "resolver", or the stream's; nil when no server has "resolve".
+	Resolver *Resolver
+
 	Servers []*UpstreamServer
+
+	res resolverConf // the upstream's own resolver directives, merged at the end
+}
+
+// Resolver is a "resolver" directive with the "resolver_timeout" that
+// applies where it is used.
+type Resolver struct {
+	Pos   Pos
+	Addrs []netip.AddrPort // the name servers, port 53 when none is given
+	Valid time.Duration    // "valid=": overrides the answers' TTLs; 0: use them
+	IPv4  bool             // "ipv4=" (default on)
+	IPv6  bool             // "ipv6=" (default on)
+
+	// Timeout is "resolver_timeout" (default 30s).
+	Timeout time.Duration
 }
 
 // UpstreamServer is one "server" line of an upstream.
@@ -215,6 +243,17 @@ type UpstreamServer struct {
 
 	// Unix is the path of "server unix:PATH" (Addrs is then empty).
 	Unix string
+
+	// Resolve is "resolve" on a server written with a host name: Addrs is
+	// empty, and the proxy resolves Host at run time through the upstream's
+	// Resolver, following every change. Port is the port written (none with
+	// Service).
+	Resolve bool
+	Host    string
+	Port    uint16
+	// Service is "service=NAME": Host's SRV records give the addresses,
+	// ports and weights (nginx's ngx_stream_upstream_zone_resolve_handler).
+	Service string
 
 	Weight      int           // default 1
 	MaxFails    int           // default 1; 0 disables accounting
@@ -265,6 +304,10 @@ type Server struct {
 	SSLPreread        bool
 	PrereadBufferSize int
 	PrereadTimeout    time.Duration
+
+	// Resolver resolves host names "proxy_pass $var" gives at run time:
+	// the server's "resolver", or the stream's; nil when neither has one.
+	Resolver *Resolver
 
 	ProxyConnectTimeout      time.Duration // default 60s
 	ProxyTimeout             time.Duration // default 10m

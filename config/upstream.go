@@ -29,6 +29,7 @@ type upstreamState struct {
 	factorPos Pos
 	zoneSet   bool
 	ltSet     bool // a least_time directive was seen (nginx's mode is set)
+	ringPos   Pos  // the hash_ring directive
 }
 
 func newUpstreamServer(pos Pos, name string) *UpstreamServer {
@@ -78,6 +79,9 @@ func (l *loader) upstream(d *directive) {
 	if up.BalanceFactor != 0 && (up.Method != "hash" || !up.Consistent) {
 		l.errAt(us.factorPos, "hash_balance_factor", "\"hash_balance_factor\" requires \"hash ... consistent\" in the same upstream")
 	}
+	if up.HashRing != "" && (up.Method != "hash" || !up.Consistent) {
+		l.errAt(us.ringPos, "hash_ring", "\"hash_ring\" requires \"hash ... consistent\" in the same upstream: the other methods have no ring")
+	}
 }
 
 func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState) {
@@ -103,6 +107,7 @@ func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState
 		}
 		// The name space is shared with limit_conn_zone, as nginx's.
 		l.shmAdd(d, d.args[0], size, "upstream")
+		up.Zone = d.args[0]
 	case "hash":
 		if !l.setMethod(d, up, us, take(1, 2), allowNoBkup) {
 			return
@@ -139,6 +144,24 @@ func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState
 		}
 	case "least_time":
 		l.leastTime(d, up, us)
+	case "resolver", "resolver_timeout":
+		l.resolverSetting(d, &up.res)
+	case "hash_ring":
+		if !l.check(d, false, take(1)) {
+			return
+		}
+		if up.HashRing != "" {
+			l.errorf(d, "\"hash_ring\" directive is duplicate")
+			return
+		}
+		switch d.args[0] {
+		case "name", "address":
+			up.HashRing = d.args[0]
+		default:
+			l.errorf(d, "invalid value \"%s\" in \"hash_ring\" directive, it must be \"name\" or \"address\"", d.args[0])
+			return
+		}
+		us.ringPos = d.pos
 	case "hash_balance_factor":
 		if !l.check(d, false, take(1)) {
 			return
@@ -245,8 +268,15 @@ func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {
 			var err error
 			s.SlowStart, err = ParseSeconds(val)
 			ok = err == nil
-		case p == "resolve" || p == "drain" ||
-			(hasVal && (name == "service" || name == "route")):
+		case p == "resolve":
+			s.Resolve = true
+		case hasVal && name == "service":
+			if val == "" {
+				l.errorf(d, "service is empty")
+				return
+			}
+			s.Service = val
+		case p == "drain" || (hasVal && name == "route"):
 			l.errorf(d, "the \"%s\" parameter of the \"server\" directive is not supported yet", name)
 			return
 		default:
@@ -266,8 +296,16 @@ func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {
 			l.errorf(d, "no path in the unix domain socket in upstream \"%s\"", s.Name)
 			return
 		}
-		s.Unix = path
+		if s.Service != "" {
+			l.errorf(d, "service upstream \"%s\" requires domain name", s.Name)
+			return
+		}
+		s.Unix, s.Resolve = path, false
 		up.Servers = append(up.Servers, s)
+		return
+	}
+	if s.Service != "" && !s.Resolve {
+		l.errorf(d, "service upstream \"%s\" requires \"resolve\" parameter", s.Name)
 		return
 	}
 	u, msg := parseURL(s.Name, false)
@@ -275,10 +313,25 @@ func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {
 		l.errorf(d, "%s in upstream \"%s\"", msg, s.Name)
 		return
 	}
-	if u.noPort {
+	if u.noPort && s.Service == "" {
 		l.errorf(d, "no port in upstream \"%s\"", s.Name)
 		return
 	}
+	if s.Service != "" && !u.noPort {
+		l.errorf(d, "service upstream \"%s\" may not have port", s.Name)
+		return
+	}
+	if s.Service != "" && u.addr.IsValid() {
+		l.errorf(d, "service upstream \"%s\" requires domain name", s.Name)
+		return
+	}
+	if s.Resolve && !u.addr.IsValid() {
+		// Resolved at run time (nginx's u.no_resolve): no lookup now.
+		s.Host, s.Port = u.host, u.port
+		up.Servers = append(up.Servers, s)
+		return
+	}
+	s.Resolve = false // an address needs no resolving, as nginx ignores "resolve" then
 	addrs := []netip.Addr{u.addr}
 	if !u.addr.IsValid() {
 		if addrs = l.lookupHost(u.host); len(addrs) == 0 {
@@ -290,4 +343,25 @@ func (l *loader) upstreamServer(d *directive, up *Upstream, us *upstreamState) {
 		s.Addrs = append(s.Addrs, netip.AddrPortFrom(a, u.port))
 	}
 	up.Servers = append(up.Servers, s)
+}
+
+// finishResolve gives every upstream its resolver, once the whole stream
+// block is read (a stream-level "resolver" may follow the upstream), and
+// checks, as nginx's ngx_stream_upstream_init_round_robin, that an upstream
+// with "resolve" servers has a zone and a resolver.
+func (l *loader) finishResolve(streamRes *resolverConf) {
+	for _, up := range l.st.s.Upstreams {
+		up.Resolver = mergeResolver(&up.res, streamRes)
+		resolve := false
+		for _, s := range up.Servers {
+			resolve = resolve || s.Resolve
+		}
+		switch {
+		case !resolve:
+		case up.Zone == "":
+			l.errAt(up.Pos, "upstream", "resolving names at run time requires upstream \"%s\" to be in shared memory", up.Name)
+		case up.Resolver == nil:
+			l.errAt(up.Pos, "upstream", "no resolver defined to resolve names at run time in upstream \"%s\"", up.Name)
+		}
+	}
 }
