@@ -234,3 +234,6 @@ func (v *verdict) record(pass bool) (changed bool) {
 	}
 	return false
 }
+
+// Targets returns the targets the Monitor checks, as given to NewMonitor.
+func (m *Monitor) Targets() []Target { return m.cfg.Targets }

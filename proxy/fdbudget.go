@@ -113,8 +113,8 @@ func (p *Proxy) reserveFor(cfg *config.Config) int64 {
 		n += 2 * int64(len(srv.listens))
 	}
 	for _, g := range p.groups {
-		if g.monitor != nil {
-			n += int64(len(g.peers))
+		if g.monitor.Load() != nil {
+			n += int64(len(g.current().peers))
 		}
 	}
 	return n

@@ -482,7 +482,7 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 			f.fl.pend = append(f.fl.base, f.pend...)
 		}
 	}
-	s.group = ln.srv.group
+	s.group = ln.srv.group.current()
 	s.importRouted(m)
 	s.usableFn = func(i int) bool { return !s.isTried(i) && s.group.usable(i, s.loop.wall()) }
 	x := s.ext()

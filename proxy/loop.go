@@ -539,7 +539,7 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 		startMono:   l.now,
 		timer:       timer{heapIdx: -1},
 	}
-	s.group = srv.group
+	s.group = srv.group.current()
 	s.sv = srv.newSessVars()
 	s.usableFn = func(i int) bool { return !s.isTried(i) && s.group.usable(i, l.wall()) }
 	// The client socket joins the epoll set only when there is something to

@@ -55,6 +55,9 @@ func (pk *Picker) Pick(key string) (name string, addr netip.AddrPort, err error)
 		k = appendAddrKey(pk.buf[:0], a)
 	}
 	pk.buf = k
+	if pk.g.bal == nil {
+		return "", netip.AddrPort{}, fmt.Errorf("upstream %q has no address: its names are resolved at run time", pk.g.name)
+	}
 	i, err := pk.g.bal.Pick(k, pk.usable)
 	if err != nil {
 		return "", netip.AddrPort{}, err

@@ -404,7 +404,13 @@ func (p *Proxy) groupFor(u *config.Upstream, vt *varTable, groups map[*config.Up
 	g := reuse[u.Name+"\x00"+sigs[u]]
 	if g == nil {
 		var err error
-		if g, err = newGroup(u, vt); err != nil {
+		var prev *group
+		for _, o := range p.groups {
+			if o.name == u.Name && o.res != nil {
+				prev = o.current()
+			}
+		}
+		if g, err = newGroupFrom(u, vt, prev); err != nil {
 			pos := u.Pos
 			if u.MethodPos.Line > 0 {
 				pos = u.MethodPos
@@ -532,6 +538,7 @@ func (p *Proxy) Start() error {
 	}
 	p.started = true
 	p.startMonitors(p.groups)
+	awaitResolved(p.groups, firstResolveWait)
 	for _, u := range p.udp {
 		u.place(p.loopFor(u)) // before the loops start
 	}

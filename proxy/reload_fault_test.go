@@ -105,7 +105,7 @@ func TestReloadAddsMandatoryHealthCheck(t *testing.T) {
 	if _, err := p.Reload(back); err != nil {
 		t.Fatal(err)
 	}
-	if g := p.groups[0]; g.monitor != nil {
+	if g := p.groups[0]; g.monitor.Load() != nil {
 		t.Errorf("the check was removed, yet the upstream has a monitor")
 	}
 }

@@ -167,7 +167,7 @@ func TestReloadRefusesBadConfigAndKeepsRunning(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Address already in use") || !strings.Contains(err.Error(), "new.conf:7") {
 		t.Fatalf("Reload = %v, want a bind error naming new.conf:7", err)
 	}
-	if p.groups[0].monitor != nil {
+	if p.groups[0].monitor.Load() != nil {
 		t.Fatal("a refused reload attached its health check to the live upstream")
 	}
 	c := dial(t, addr)

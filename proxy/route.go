@@ -176,7 +176,7 @@ func (s *session) route() bool {
 		s.finish(500)
 		return false
 	}
-	s.group = g
+	s.group = g.current()
 	return true
 }
 
@@ -262,13 +262,13 @@ func (s *session) exportRouted() *routedState {
 	if x == nil {
 		x = &none
 	}
-	if s.sv == nil && (s.group == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" &&
+	if s.sv == nil && (s.group.origin() == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" &&
 		x.pace[0] == nil && x.pace[1] == nil && len(x.prior) == 0 {
 		return nil
 	}
 	r := &routedState{ppDst: x.ppDst, ppTLV: x.ppTLV, vhost: x.vhost, prior: x.prior}
 	r.pace = pacedStates(x.pace, s.loop.now)
-	if s.group != nil && s.group != s.srv.group {
+	if s.group != nil && s.group.origin() != s.srv.group {
 		r.group = s.group.name
 	}
 	if sv := s.sv; sv != nil {
@@ -305,7 +305,7 @@ func (s *session) importRouted(m *movedState) {
 	if r.vhost != "" && s.ln != nil {
 		if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil {
 			if srv := v.find(r.vhost); srv != nil {
-				s.srv, s.group = srv, srv.group
+				s.srv, s.group = srv, srv.group.current()
 				s.ext().vhost = r.vhost
 			}
 		}
@@ -313,7 +313,8 @@ func (s *session) importRouted(m *movedState) {
 	if r.group != "" {
 		s.group = nil
 		if s.srv.routes != nil {
-			s.group, _ = s.srv.routes.find(r.group)
+			g, _ := s.srv.routes.find(r.group)
+			s.group = g.current()
 		}
 	}
 	if s.sv == nil {
@@ -426,7 +427,7 @@ func (u *udpListener) route(s *udpSession) int {
 		s.srv.log.Logf(LevelError, "*%d %s, udp client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
 		return 500
 	}
-	s.ext().group = g
+	s.ext().group = g.current()
 	return 0
 }
 
@@ -510,7 +511,7 @@ func (s *session) passOn() {
 	to.accepted.Add(1)
 	to.active.Add(1)
 	srv := to.srv
-	s.ln, s.srv, s.group, s.local = to, srv, srv.group, addr
+	s.ln, s.srv, s.group, s.local = to, srv, srv.group.current(), addr
 	if s.sv == nil || srv.needVars {
 		s.sv = srv.newSessVars()
 	}

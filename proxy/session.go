@@ -192,7 +192,7 @@ func (s *session) connectNext() {
 		s.peer = i
 		s.markTried(i)
 		s.tries++
-		p := &g.peers[i]
+		p := g.peers[i]
 		s.attemptStart = l.now
 
 		err := s.dial(p)
@@ -363,7 +363,7 @@ func (s *session) dial(p *peer) error {
 func (s *session) connectFailed(err error) {
 	l := s.loop
 	g := s.group
-	p := &g.peers[s.peer]
+	p := g.peers[s.peer]
 	p.active.Add(-1)
 	disabled := g.peerFailed(s.peer, l.wall())
 	g.timeFailed(s.peer)
@@ -395,7 +395,7 @@ func (s *session) connectFailed(err error) {
 // once a second per loop.
 func (s *session) dialFailedHere(err error) {
 	l := s.loop
-	p := &s.group.peers[s.peer]
+	p := s.group.peers[s.peer]
 	p.active.Add(-1)
 	s.group.timeFailed(s.peer)
 	s.peer = -1
@@ -432,7 +432,7 @@ func (s *session) onConnectEvent(ev uint32) {
 
 func (s *session) connected() {
 	l := s.loop
-	pr := &s.group.peers[s.peer]
+	pr := s.group.peers[s.peer]
 	pr.total.Add(1)
 	// nginx (1.27.4+) clears a peer's failures once a TCP connect to it
 	// succeeds (ngx_stream_upstream_notify_round_robin_peer), not only when
@@ -859,7 +859,7 @@ func (s *session) finish(status int) {
 	}
 	if s.peer >= 0 {
 		g := s.group
-		pr := &g.peers[s.peer]
+		pr := g.peers[s.peer]
 		pr.sent.Add(uint64(s.c2u.n))
 		pr.received.Add(uint64(s.u2c.n))
 		if s.connectTime >= 0 {

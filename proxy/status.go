@@ -44,6 +44,18 @@ type UpstreamStatus struct {
 	Method      string         `json:"method"`
 	BackupInUse bool           `json:"backup_in_use"` // no primary is usable and a backup is
 	Servers     []ServerStatus `json:"servers"`
+	// Resolved are the names resolved at run time ("server NAME resolve").
+	Resolved []ResolvedStatus `json:"resolved,omitempty"`
+}
+
+// ResolvedStatus is one name an upstream resolves at run time.
+type ResolvedStatus struct {
+	Name      string    `json:"name"`              // the host name
+	Service   string    `json:"service,omitempty"` // service=, for SRV
+	Addrs     []string  `json:"addrs"`             // the last good answer
+	Answered  bool      `json:"answered"`          // an answer has come since start
+	Refreshed time.Time `json:"refreshed"`         // when the last lookup ended, good or not
+	Error     string    `json:"error,omitempty"`   // the last lookup's error, "" after a good one
 }
 
 // ServerStatus is one upstream server (one address of it).
@@ -89,7 +101,9 @@ func (p *Proxy) Status() Status {
 		st.Listeners = append(st.Listeners, u.status())
 	}
 	for _, g := range p.groups {
-		st.Upstreams = append(st.Upstreams, g.status(now))
+		us := g.current().status(now)
+		us.Resolved = g.res.status()
+		st.Upstreams = append(st.Upstreams, us)
 	}
 	return st
 }
@@ -98,7 +112,7 @@ func (g *group) status(now time.Time) UpstreamStatus {
 	us := UpstreamStatus{Name: g.name, Method: g.method.String()}
 	primaryUp, backupUp := false, false
 	for i := range g.peers {
-		p := &g.peers[i]
+		p := g.peers[i]
 		hs := g.health.Peer(i).State(now)
 		ss := ServerStatus{
 			Name: p.name, Addr: p.String(), Down: p.down, Backup: p.backup,

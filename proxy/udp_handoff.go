@@ -385,6 +385,10 @@ func (p *Proxy) importUDP(c fdpass.Conn) string {
 		s.ext().movedLimits = m.limits
 	}
 	if g := s.grp(); g != nil { // nil: the server's proxy_pass has variables
+		if cur := g.current(); cur != g {
+			g = cur
+			s.ext().group = g
+		}
 		for i := range g.peers {
 			if g.peers[i].addr == m.upstream {
 				s.peer = i

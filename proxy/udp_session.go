@@ -307,6 +307,12 @@ func (u *udpListener) watch(s *udpSession) bool {
 func (u *udpListener) connect(s *udpSession) int {
 	l, srv := u.l, s.srv
 	g := s.grp()
+	if cur := g.current(); cur != g {
+		// A resolved name changed: the session keeps the generation it
+		// picks from, whose peer indexes it holds.
+		g = cur
+		s.ext().group = g
+	}
 	if len(u.tried) < len(g.peers) {
 		u.tried = make([]bool, len(g.peers))
 	}
@@ -332,7 +338,7 @@ func (u *udpListener) connect(s *udpSession) int {
 		start := l.clock()
 		s.upstreamAddrs = g.attempt(i, l.wall(), s.upstreamAddrs)
 		u.tried[i] = true
-		pr := &g.peers[i]
+		pr := g.peers[i]
 		fd, err := u.dialUDP(s, pr.addr)
 		if err == nil {
 			s.peer, s.fd, s.upstream = i, fd, pr.addr
@@ -611,7 +617,7 @@ func (u *udpListener) finish(s *udpSession) {
 	g := s.grp()
 	var pr *peer
 	if s.peer >= 0 { // -1: imported, its upstream not in this config's group
-		pr = &g.peers[s.peer]
+		pr = g.peers[s.peer]
 		pr.active.Add(-1)
 		pr.sent.Add(uint64(s.upSent))
 		pr.received.Add(uint64(sent))

@@ -54,6 +54,9 @@ func (srv *server) mayTry(g *group, tries int, elapsed int64) bool {
 // failures are forgotten, as nginx does so that they come back at once,
 // and ok is false: the caller logs "no live upstreams" and ends with 502.
 func (g *group) pick(key []byte, usable func(int) bool) (i int, ok bool) {
+	if g.bal == nil {
+		return -1, false // names resolved at run time have no address (yet)
+	}
 	i, err := g.bal.Pick(key, usable)
 	if err != nil {
 		g.health.ResetFails()
@@ -71,7 +74,7 @@ func (g *group) attempt(i int, now time.Time, addrs []byte) []byte {
 	if len(addrs) > 0 {
 		addrs = append(addrs, ", "...)
 	}
-	if p := &g.peers[i]; p.unix != "" {
+	if p := g.peers[i]; p.unix != "" {
 		return append(append(addrs, "unix:"...), p.unix...)
 	}
 	return g.peers[i].addr.AppendTo(addrs)
@@ -95,7 +98,7 @@ func (g *group) noLive(addrs []byte) []byte {
 // effective weight, and passive health disables it for fail_timeout once
 // max_fails is reached, which it reports.
 func (g *group) peerFailed(i int, now time.Time) (disabled bool) {
-	p := &g.peers[i]
+	p := g.peers[i]
 	p.fails.Add(1)
 	if f, ok := g.bal.(lb.Failer); ok {
 		f.Failed(i, p.maxFails)

@@ -95,7 +95,7 @@ func (s *session) switchServer(srv *server) {
 	if srv == s.srv {
 		return
 	}
-	s.srv, s.group = srv, srv.group
+	s.srv, s.group = srv, srv.group.current()
 	if s.sv != nil && len(s.sv.set) < srv.vt.slots {
 		s.sv.set = append(s.sv.set, make([][]byte, srv.vt.slots-len(s.sv.set))...)
 	}

@@ -133,6 +133,9 @@ func printStatus(out io.Writer, st *proxy.Status) {
 			}
 			fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\n", name, s.State, s.Active, s.Total, s.ConnectFails, s.BytesSent, s.BytesReceived)
 		}
+		for _, r := range u.Resolved {
+			fmt.Fprintf(w, "  %s\n", resolvedLine(r))
+		}
 	}
 	w.Flush()
 }
@@ -177,4 +180,29 @@ func reloader(p *proxy.Proxy, file string) func() (string, error) {
 		b.WriteString(ch.String())
 		return b.String(), nil
 	}
+}
+
+// resolvedLine describes a name an upstream resolves at run time:
+// "resolve db.svc: 10.0.0.1, 10.0.0.2 (refreshed 3s ago)", with the last
+// lookup's error when it failed.
+func resolvedLine(r proxy.ResolvedStatus) string {
+	name := r.Name
+	if r.Service != "" {
+		name = "service " + r.Service + " of " + r.Name
+	}
+	addrs := strings.Join(r.Addrs, ", ")
+	switch {
+	case !r.Answered:
+		addrs = "no answer yet"
+	case addrs == "":
+		addrs = "no addresses"
+	}
+	s := fmt.Sprintf("resolve %s: %s", name, addrs)
+	if !r.Refreshed.IsZero() {
+		s += fmt.Sprintf(" (looked up %s ago)", time.Since(r.Refreshed).Round(time.Second))
+	}
+	if r.Error != "" {
+		s += "; last lookup failed: " + r.Error
+	}
+	return s
 }

@@ -1,0 +1,254 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/dnstest"
+	"github.com/miekg/dns"
+)
+
+// startIPBackends serves, on each of ips at one port common to all, a
+// backend that says its own IP in a line and then echoes. It returns the
+// port.
+func startIPBackends(t *testing.T, ips ...string) uint16 {
+	t.Helper()
+	for range 50 {
+		first, err := net.Listen("tcp", ips[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := first.Addr().(*net.TCPAddr).Port
+		lns := []net.Listener{first}
+		for _, ip := range ips[1:] {
+			ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
+			if err != nil {
+				break
+			}
+			lns = append(lns, ln)
+		}
+		if len(lns) < len(ips) {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			continue
+		}
+		for i, ln := range lns {
+			serveIP(t, ln, ips[i])
+		}
+		return uint16(port)
+	}
+	t.Fatal("no port free on every address")
+	return 0
+}
+
+func serveIP(t *testing.T, ln net.Listener, ip string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", ip)
+				buf := make([]byte, 512)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					c.Write(buf[:n])
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+}
+
+// whoAnswers connects to addr and returns the backend's first line ("" when
+// the proxy closes the connection without one), keeping the connection
+// open when keep is set.
+func whoAnswers(t *testing.T, addr string, keep bool) (string, net.Conn) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.SetReadDeadline(time.Time{})
+	if !keep {
+		c.Close()
+		c = nil
+	} else {
+		t.Cleanup(func() { c.Close() })
+	}
+	return strings.TrimSpace(line), c
+}
+
+// resolvedAddrs returns what the status says upstream u's first resolved
+// name resolves to, and the last lookup's error.
+func resolvedAddrs(p *Proxy, u string) (addrs []string, answered bool, errText string) {
+	for _, us := range p.Status().Upstreams {
+		if us.Name == u && len(us.Resolved) > 0 {
+			r := us.Resolved[0]
+			return r.Addrs, r.Answered, r.Error
+		}
+	}
+	return nil, false, ""
+}
+
+func startResolveProxy(t *testing.T, dnsAddr netip.AddrPort, upstream string) (*Proxy, string, *logBuf) {
+	t.Helper()
+	p, addrs, logs := startConf(t, fmt.Sprintf(`stream {
+    resolver %s valid=1s;
+    resolver_timeout 1s;
+    upstream u {
+        zone z 1m;
+        %s
+    }
+    server { listen 127.0.0.1:0; proxy_pass u; proxy_connect_timeout 1s; }
+}`, dnsAddr, upstream))
+	return p, addrs[0], logs
+}
+
+// An upstream server written "NAME resolve" follows its DNS records without
+// a reload: a new address takes new sessions, an address that left takes
+// none while its live sessions go on, one that stays keeps its live count,
+// a failed lookup keeps the last good answer, and an empty answer leaves
+// the upstream with no live server.
+func TestResolveFollowsDNS(t *testing.T) {
+	port := startIPBackends(t, "127.0.0.21", "127.0.0.22", "127.0.0.23")
+	d := dnstest.Start(t)
+	d.SetA("backend.test", 1, "127.0.0.21")
+	p, addr, logs := startResolveProxy(t, d.Addr(), fmt.Sprintf("server backend.test:%d resolve;", port))
+
+	// Start waits for the first answer: the very first session is served.
+	who, old := whoAnswers(t, addr, true)
+	if who != "127.0.0.21" {
+		t.Fatalf("first session reached %q, want 127.0.0.21", who)
+	}
+
+	d.SetA("backend.test", 1, "127.0.0.22", "127.0.0.21")
+	waitFor(t, func() bool { a, _, _ := resolvedAddrs(p, "u"); return len(a) == 2 })
+	seen := map[string]bool{}
+	var kept net.Conn
+	for range 4 {
+		w, c := whoAnswers(t, addr, true)
+		seen[w] = true
+		if w == "127.0.0.22" {
+			kept = c
+		}
+	}
+	if !seen["127.0.0.21"] || !seen["127.0.0.22"] || len(seen) != 2 {
+		t.Fatalf("with two addresses, sessions reached %v", seen)
+	}
+
+	// 21 leaves, 23 arrives: 22 stays with its live sessions counted.
+	active22 := func() int {
+		for _, us := range p.Status().Upstreams {
+			for _, s := range us.Servers {
+				if strings.HasPrefix(s.Addr, "127.0.0.22:") {
+					return s.Active
+				}
+			}
+		}
+		return -1
+	}
+	before := active22()
+	if before < 1 {
+		t.Fatalf("127.0.0.22 has %d live sessions, want at least 1", before)
+	}
+	d.SetA("backend.test", 1, "127.0.0.23", "127.0.0.22")
+	waitFor(t, func() bool {
+		a, _, _ := resolvedAddrs(p, "u")
+		return slices.Equal(a, []string{"127.0.0.22", "127.0.0.23"})
+	})
+	if got := active22(); got != before {
+		t.Errorf("127.0.0.22's live count went from %d to %d across the change: the peer was not kept", before, got)
+	}
+	seen = map[string]bool{}
+	for range 4 {
+		w, _ := whoAnswers(t, addr, false)
+		seen[w] = true
+	}
+	if seen["127.0.0.21"] || !seen["127.0.0.22"] || !seen["127.0.0.23"] {
+		t.Fatalf("after 21 left and 23 came, sessions reached %v", seen)
+	}
+	// The sessions on the address that left go on.
+	for _, c := range []net.Conn{old, kept} {
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if l, err := bufio.NewReader(c).ReadString('\n'); err != nil || l != "ping\n" {
+			t.Fatalf("a live session lost its upstream: %q, %v", l, err)
+		}
+	}
+
+	// A failing lookup changes nothing, and says so.
+	d.SetRcode("backend.test", dns.RcodeServerFailure)
+	waitFor(t, func() bool { _, _, e := resolvedAddrs(p, "u"); return e != "" })
+	if w, _ := whoAnswers(t, addr, false); w != "127.0.0.22" && w != "127.0.0.23" {
+		t.Fatalf("after SERVFAIL a session reached %q", w)
+	}
+	if !strings.Contains(logs.String(), "Server failure") {
+		t.Errorf("the failed lookup is not logged:\n%s", logs)
+	}
+
+	// An empty answer empties the upstream.
+	d.SetRcode("backend.test", 0)
+	d.SetA("backend.test", 1)
+	waitFor(t, func() bool { a, ok, e := resolvedAddrs(p, "u"); return ok && len(a) == 0 && e == "" })
+	if w, _ := whoAnswers(t, addr, false); w != "" {
+		t.Fatalf("with no address a session reached %q", w)
+	}
+	if !strings.Contains(logs.String(), "no live upstreams") {
+		t.Errorf("no \"no live upstreams\" in the log:\n%s", logs)
+	}
+	if !strings.Contains(logs.String(), "now resolves to") {
+		t.Errorf("changes are not logged:\n%s", logs)
+	}
+}
+
+// A reload that changes a resolved upstream starts it from the answers the
+// old one had, as nginx's preresolve: with DNS failing at that moment,
+// sessions still reach the last good addresses.
+func TestResolveReloadKeepsAnswers(t *testing.T) {
+	port := startIPBackends(t, "127.0.0.24")
+	d := dnstest.Start(t)
+	d.SetA("backend.test", 1, "127.0.0.24")
+	p, addr, _ := startResolveProxy(t, d.Addr(), fmt.Sprintf("server backend.test:%d resolve;", port))
+	if w, _ := whoAnswers(t, addr, false); w != "127.0.0.24" {
+		t.Fatalf("before the reload a session reached %q", w)
+	}
+	d.SetDrop(true)
+	cfg, err := config.Parse("route.conf", []byte(fmt.Sprintf(`stream {
+    resolver %s valid=1s;
+    resolver_timeout 1s;
+    upstream u {
+        zone z 1m;
+        server backend.test:%d resolve max_fails=0;
+    }
+    server { listen %s; proxy_pass u; proxy_connect_timeout 1s; }
+}`, d.Addr(), port, addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := whoAnswers(t, addr, false); w != "127.0.0.24" {
+		t.Fatalf("after the reload, with DNS silent, a session reached %q", w)
+	}
+}
