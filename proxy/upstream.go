@@ -38,7 +38,7 @@ type group struct {
 	name    string
 	peers   []*peer
 	bal     lb.Balancer
-	health  *health.Group   // passive health (max_fails, fail_timeout), one entry per peer
+	health  *health.Group                  // passive health (max_fails, fail_timeout), one entry per peer
 	monitor atomic.Pointer[health.Monitor] // active checks ("health_check"); nil when none
 	method  lb.Method
 	key     template // "hash KEY"; nil for other methods
@@ -52,7 +52,7 @@ type group struct {
 	cfg  *config.Upstream
 	res  *resolving
 	next atomic.Pointer[group]
-	base *group // the first group, in a later generation
+	base *group              // the first group, in a later generation
 	hc   *config.HealthCheck // the monitor's check, to rebuild it for a new generation
 }
 
