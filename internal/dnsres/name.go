@@ -43,6 +43,9 @@ func checkName(n string) error {
 // serviceName is the SRV name of service for name: "_http._tcp.NAME" for
 // "http", "SERVICE.NAME" for a service starting with "_" (as nginx).
 func serviceName(service, name string) (string, error) {
+	if service == "" {
+		return "", &Error{Name: name, Err: fmt.Errorf("invalid name: empty service")}
+	}
 	if !strings.HasPrefix(service, "_") {
 		service = "_" + service + "._tcp"
 	}

@@ -28,9 +28,6 @@ type target struct {
 // gives addresses; when none does, the first failure is the error, and
 // without failures the answer is empty.
 func (r *Resolver) LookupService(ctx context.Context, service, name string) (Answer, error) {
-	if service == "" {
-		return Answer{}, &Error{Name: name, Err: fmt.Errorf("invalid name: empty service")}
-	}
 	qname, err := serviceName(service, name)
 	if err != nil {
 		return Answer{}, err

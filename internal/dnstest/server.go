@@ -38,8 +38,8 @@ type Server struct {
 	hold      chan struct{} // non-nil while Hold is in force; closed by its release
 	queries   int64
 	counts    map[qkey]int64
-	hijacked  []dns.ResponseWriter // dropped TCP queries, closed at stop
 	stopped   bool
+	quit      chan struct{} // closed at stop: dropped TCP queries end
 }
 
 // qkey counts queries by name and type.
@@ -76,6 +76,7 @@ func Start(t testing.TB) *Server {
 		names:  make(map[string]*node),
 		counts: make(map[qkey]int64),
 		errc:   make(chan error, 2),
+		quit:   make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.udp = &dns.Server{PacketConn: pc, Handler: s}
@@ -134,10 +135,7 @@ func (s *Server) stop() {
 		close(s.hold)
 		s.hold = nil
 	}
-	for _, w := range s.hijacked {
-		w.Close()
-	}
-	s.hijacked = nil
+	close(s.quit)
 	s.mu.Unlock()
 	s.udp.Shutdown()
 	s.tcp.Shutdown()
@@ -369,7 +367,9 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		<-hold
 	}
 	if drop {
-		s.keep(w, tcp)
+		if tcp { // keep the connection open without a reply
+			<-s.quit
+		}
 		return
 	}
 	w.WriteMsg(reply)
@@ -385,21 +385,6 @@ func (s *Server) receive(req *dns.Msg, tcp bool) (reply *dns.Msg, drop bool, hol
 	s.counts[qkey{canonical(q.Name), q.Qtype}]++
 	s.cond.Broadcast()
 	return s.replyLocked(req, tcp), s.drop, s.hold
-}
-
-// keep leaves a dropped TCP query's connection open until the server stops.
-func (s *Server) keep(w dns.ResponseWriter, tcp bool) {
-	if !tcp {
-		return
-	}
-	w.Hijack()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		w.Close()
-		return
-	}
-	s.hijacked = append(s.hijacked, w)
 }
 
 // replyLocked builds the reply to req.
