@@ -265,9 +265,15 @@ func (p *Proxy) lookup(ctx context.Context, g *group, h *resolvedHost) time.Dura
 		p.rebuildMonitor(g)
 	}
 	rs.mu.Unlock()
-	if changed && (len(added) > 0 || len(removed) > 0) {
-		p.log.Logf(LevelNotice, "upstream %q: %s now resolves to [%s] (added [%s], removed [%s])",
-			g.name, h.label(), strings.Join(addrStrings(addrs), ", "), strings.Join(added, ", "), strings.Join(removed, ", "))
+	if changed {
+		msg := fmt.Sprintf("upstream %q: %s now resolves to [%s]", g.name, h.label(), strings.Join(addrStrings(addrs), ", "))
+		if len(added) > 0 {
+			msg += "; added " + strings.Join(added, ", ")
+		}
+		if len(removed) > 0 {
+			msg += "; removed " + strings.Join(removed, ", ")
+		}
+		p.log.Logf(LevelNotice, "%s", msg)
 	}
 	return max(ans.TTL, 0) + time.Second
 }

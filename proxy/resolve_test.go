@@ -252,3 +252,122 @@ func TestResolveReloadKeepsAnswers(t *testing.T) {
 		t.Fatalf("after the reload, with DNS silent, a session reached %q", w)
 	}
 }
+
+// Two instances with the same config, whose DNS servers give the same
+// records in other orders, send every key to the same address with hash,
+// hash consistent with "hash_ring address", and ip_hash; with nginx's ring
+// ("hash_ring name", the default) they agree on the server name, and round
+// robin among its addresses. 10,000 keys are asked of each instance's
+// balancers, and 100 clients from distinct addresses connect through both.
+func TestInstancesAgree(t *testing.T) {
+	ips := []string{"127.0.0.31", "127.0.0.32", "127.0.0.33", "127.0.0.34", "127.0.0.35"}
+	port := startIPBackends(t, ips...)
+	conf := func(d *dnstest.Server) string {
+		servers := fmt.Sprintf("server pods.test:%d resolve; server more.test:%d resolve;", port, port)
+		return fmt.Sprintf(`stream {
+    resolver %s;
+    upstream h { zone z 1m; hash $remote_addr; %[2]s }
+    upstream c { zone z 1m; hash $remote_addr consistent; %[2]s }
+    upstream a { zone z 1m; hash $remote_addr consistent; hash_ring address; %[2]s }
+    upstream i { zone z 1m; ip_hash; %[2]s }
+    server { listen 127.0.0.1:0; proxy_pass a; }
+}`, d.Addr(), servers)
+	}
+	var dns [2]*dnstest.Server
+	for k := range dns {
+		d := dnstest.Start(t)
+		d.SetA("pods.test", 60, ips[:3]...)
+		d.SetA("more.test", 60, ips[3:]...)
+		d.SetOrder("pods.test", k == 1)
+		d.SetOrder("more.test", k == 1)
+		dns[k] = d
+	}
+	p1, a1, _ := startConf(t, conf(dns[0]))
+	p2, a2, _ := startConf(t, conf(dns[1]))
+	for _, p := range []*Proxy{p1, p2} {
+		waitFor(t, func() bool {
+			for _, us := range p.Status().Upstreams {
+				for _, r := range us.Resolved {
+					if !r.Answered {
+						return false
+					}
+				}
+			}
+			return true
+		})
+	}
+	// The answers did come in other orders.
+	order := func(p *Proxy) []string {
+		g := groupNamed(p, "h").current()
+		var s []string
+		for _, pr := range g.peers {
+			s = append(s, pr.addr.String())
+		}
+		return s
+	}
+	if o1, o2 := order(p1), order(p2); !slices.Equal(o1, o2) {
+		t.Fatalf("the peer lists differ: %v and %v", o1, o2)
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		upstream string
+		byName   bool // nginx's ring: agreement on the name only
+	}{{"h", false}, {"c", true}, {"a", false}, {"i", false}} {
+		g1, g2 := groupNamed(p1, tc.upstream).current(), groupNamed(p2, tc.upstream).current()
+		spread := map[string]int{}
+		for k := range 10000 {
+			client := netip.AddrFrom4([4]byte{10, byte(k >> 16), byte(k >> 8), byte(k)})
+			var key []byte
+			if g1.method.String() == "ip_hash" {
+				key = appendAddrKey(nil, client)
+			} else {
+				key = []byte(client.String())
+			}
+			i, ok1 := g1.pick(key, func(i int) bool { return g1.usable(i, now) })
+			j, ok2 := g2.pick(key, func(i int) bool { return g2.usable(i, now) })
+			if !ok1 || !ok2 {
+				t.Fatalf("%s: no pick for %s", tc.upstream, client)
+			}
+			x, y := g1.peers[i].addr.String(), g2.peers[j].addr.String()
+			if tc.byName {
+				x, y = g1.peers[i].name, g2.peers[j].name
+			}
+			if x != y {
+				t.Fatalf("upstream %s: key %s goes to %s in one instance and %s in the other", tc.upstream, client, x, y)
+			}
+			spread[x]++
+		}
+		if want := map[bool]int{false: 5, true: 2}[tc.byName]; len(spread) != want {
+			t.Errorf("upstream %s: keys went to %d places, want %d: %v", tc.upstream, len(spread), want, spread)
+		}
+	}
+	// And through real connections, from 100 client addresses.
+	for k := range 100 {
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(k+1))}
+		var got [2]string
+		for n, addr := range []string{a1[0], a2[0]} {
+			d := net.Dialer{LocalAddr: src, Timeout: 5 * time.Second}
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			got[n] = strings.TrimSpace(line)
+		}
+		if got[0] == "" || got[0] != got[1] {
+			t.Fatalf("client %s reached %q through one instance and %q through the other", src.IP, got[0], got[1])
+		}
+	}
+}
+
+// groupNamed returns p's upstream called name.
+func groupNamed(p *Proxy, name string) *group {
+	for _, g := range p.groups {
+		if g.name == name {
+			return g
+		}
+	}
+	return nil
+}
