@@ -197,6 +197,8 @@ func (s *session) exportState(now int64) *movedState {
 		m.phase = phasePreread
 	case stateReturning:
 		m.phase = phaseReturning
+	case stateResolving:
+		m.phase = phaseResolving
 	}
 	if s.state == stateHeader || s.movedFrom == stateHeader {
 		m.phase = phaseHeader
@@ -215,6 +217,9 @@ func (s *session) exportState(now int64) *movedState {
 		m.listener = s.ln.key
 	}
 	m.routed = s.exportRouted()
+	if m.phase == phaseResolving && m.routed == nil {
+		m.routed = &routedState{} // the phase exists in version 3 only
+	}
 	for _, h := range s.limits {
 		m.limits = append(m.limits, heldLimitState{h.zone.name, h.key})
 	}
@@ -306,6 +311,13 @@ func (l *loop) resume(s *session) {
 		clientOnly(statePreread, unix.EPOLLIN|unix.EPOLLRDHUP, s.srv.prereadTimeout)
 	case stateReturning:
 		clientOnly(stateReturning, unix.EPOLLOUT, returnTimeout)
+	case stateResolving:
+		// Routed again here: the answer may be cached, or asked anew.
+		s.state, s.cEvents = stateResolving, parked
+		if s.route() {
+			s.connectNext()
+		}
+		return
 	default:
 		s.state = stateProxying
 		s.cEvents, s.uEvents = 0, 0
@@ -410,7 +422,7 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 		}
 		m, err := decodeState(c.State)
 		want := 2
-		if m != nil && (m.phase == phaseHeader || m.phase == phasePreread || m.phase == phaseReturning) {
+		if m != nil && (m.phase == phaseHeader || m.phase == phasePreread || m.phase == phaseReturning || m.phase == phaseResolving) {
 			want = 1 // no upstream socket yet, or none at all
 		}
 		if err != nil || len(c.Files) != want || m.id != c.ID {
@@ -514,6 +526,8 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 		s.movedFrom = statePreread
 	case phaseReturning:
 		s.movedFrom = stateReturning
+	case phaseResolving:
+		s.movedFrom = stateResolving
 	default:
 		s.movedFrom = stateProxying
 	}

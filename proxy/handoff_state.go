@@ -24,6 +24,7 @@ const (
 	phaseConnecting = 2 // a connect to the upstream is under way
 	phasePreread    = 3 // ssl_preread: reading the ClientHello into early (version 3)
 	phaseReturning  = 4 // writing a "return" text; the rest is u2cPend (version 3)
+	phaseResolving  = 5 // resolving proxy_pass's host name: routed again where it goes (version 3)
 )
 
 type movedState struct {
@@ -260,7 +261,7 @@ func decodeState(b []byte) (*movedState, error) {
 	m.firstTryAge, m.attemptAge = d.i64(), d.i64()
 	maxPhase := uint8(phaseConnecting)
 	if b[0] == stateVersionRouted {
-		maxPhase = phaseReturning
+		maxPhase = phaseResolving
 		r := &routedState{group: d.str()}
 		n := d.count(1 << 16)
 		if n%2 != 0 {

@@ -132,6 +132,7 @@ type server struct {
 	passT          template       // "pass" with variables
 	passAddr       netip.AddrPort // "pass ADDRESS"
 	routes         *routes
+	resolver       *routeResolver // resolves the host names proxy_pass $var gives; nil without "resolver"
 	preread        bool
 	prereadMax     int
 	prereadTimeout int64

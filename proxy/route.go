@@ -138,7 +138,7 @@ func (rt *routes) find(value string) (*group, routeErr) {
 		return g, ""
 	}
 	if !u.Addr.IsValid() {
-		return nil, routeErr(fmt.Sprintf("no resolver defined to resolve %s", u.Host))
+		return nil, routeNeedsDNS
 	}
 	ap := netip.AddrPortFrom(u.Addr.Unmap(), u.Port)
 	return rt.adhocGroup(ap.String(), &config.UpstreamServer{
@@ -171,6 +171,13 @@ func (s *session) route() bool {
 	l := s.loop
 	v := s.srv.pass.appendTo(l.keyBuf[:0], s.record(&l.rec))
 	g, why := s.srv.routes.find(string(v))
+	if why == routeNeedsDNS {
+		if s.srv.resolver != nil {
+			s.resolveRoute(string(v))
+			return false
+		}
+		why = noResolver(string(v))
+	}
 	if g == nil {
 		s.srv.log.Logf(LevelError, "*%d %s, client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
 		s.finish(500)
@@ -365,6 +372,9 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 			return posError(cs.ProxyPassPos, err)
 		}
 		srv.pass = t
+		if r := cs.Resolver; r != nil {
+			srv.resolver = newRouteResolver(r)
+		}
 		if cs.HealthCheck != nil {
 			return posErrorf(cs.HealthCheck.Pos, "\"health_check\" needs \"proxy_pass\" without variables")
 		}
@@ -423,6 +433,12 @@ func (u *udpListener) route(s *udpSession) int {
 	l := u.l
 	v := s.srv.pass.appendTo(l.keyBuf[:0], s.record(&l.rec))
 	g, why := s.srv.routes.find(string(v))
+	if why == routeNeedsDNS {
+		if s.srv.resolver != nil {
+			return u.routeUDP(s, string(v))
+		}
+		why = noResolver(string(v))
+	}
 	if g == nil {
 		s.srv.log.Logf(LevelError, "*%d %s, udp client: %s, server: %s", s.id, why, s.client.Addr(), s.srv.name)
 		return 500

@@ -21,6 +21,7 @@ const (
 	stateClosed
 	statePreread   // reading the client's TLS ClientHello (ssl_preread)
 	stateReturning // writing a "return" text the socket did not take at once
+	stateResolving // resolving the host name proxy_pass $var gave; the client is not read
 )
 
 // flow is one direction of a session: bytes read from src and written to
@@ -495,6 +496,8 @@ func (s *session) onEvent(fd int, ev uint32) {
 	case stateReturning:
 		s.returning()
 		return
+	case stateResolving:
+		return // parked: no event comes
 	}
 	if s.state == stateConnecting {
 		if fd == s.ufd {
@@ -828,6 +831,8 @@ func (s *session) expire() {
 		s.srv.log.Logf(LevelInfo, "*%d connection timed out (110: Connection timed out) while returning text, client: %s, server: %s",
 			s.id, s.client.Addr(), s.srv.name)
 		s.finish(200)
+	case stateResolving:
+		s.resolveTimedOut()
 	}
 }
 

@@ -126,6 +126,7 @@ type udpListener struct {
 	stopped  bool // shutdown or retired: never read again; done when the last session ends
 	closed   bool // the socket is closed (finished)
 	table    map[udpKey]*udpSession
+	waiting  map[udpKey]*udpWait      // new clients whose proxy_pass host name is being resolved (route_dns.go)
 	live     map[*udpSession]struct{} // every session not yet finished, in the table or not
 	quiesced map[uint64]*udpSession   // handed out by Quiesce, waiting for Release or Restore
 	idle     map[uint64]*udpSession   // imported, waiting for Start
@@ -526,6 +527,10 @@ func (u *udpListener) datagram(d []byte, flags int, name *unix.RawSockaddrInet6,
 	key := udpKey{client: client, dst: in.Dst.Unmap()}
 	if s := u.table[key]; s != nil {
 		u.forward(s, d)
+		return
+	}
+	if w := u.waiting[key]; w != nil {
+		w.hold(d)
 		return
 	}
 	u.open(key, d, name, in.Ifindex)

@@ -239,7 +239,17 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 		p.fds.giveUDP()
 		return
 	case srv.pass != nil:
-		status = u.route(s)
+		if status = u.route(s); status < 0 {
+			// Its proxy_pass host name is being resolved: the datagram
+			// waits, and the session opens again when the answer comes.
+			s.releaseLimits()
+			p.fds.giveUDP()
+			p.total.Add(^uint64(0))
+			u.total.Add(^uint64(0))
+			v := srv.pass.appendTo(l.keyBuf[:0], s.record(&l.rec))
+			u.awaitRoute(key, d, name, ifidx, string(v))
+			return
+		}
 	}
 	if status == 0 {
 		status = u.connect(s)

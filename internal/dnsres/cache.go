@@ -153,3 +153,21 @@ func (c *Cache) Len() int {
 	defer c.mu.Unlock()
 	return len(c.entries)
 }
+
+// CachedHost returns what LookupHost would answer at once from the cache,
+// without waiting or querying: ok is false when no fresh answer for name
+// is there (none, expired, or a lookup still in flight).
+func (c *Cache) CachedHost(name string) (ans Answer, ok bool, err error) {
+	fqdn, err := canonical(name)
+	if err != nil {
+		return Answer{}, true, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries["host "+fqdn]
+	if e == nil || !e.filled || !c.now().Before(e.expires) {
+		return Answer{}, false, nil
+	}
+	ans, err = c.result(e)
+	return ans, true, err
+}

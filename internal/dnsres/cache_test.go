@@ -198,3 +198,27 @@ func TestCacheService(t *testing.T) {
 		t.Errorf("%d queries, want 2 (SRV and A, once)", n)
 	}
 }
+
+// CachedHost answers from the cache only: nothing before a lookup, the
+// answer while it is fresh, nothing once it expired; it never queries.
+func TestCachedHost(t *testing.T) {
+	s := dnstest.Start(t)
+	s.SetA("example.net", 10, "127.0.0.1")
+	c, clk := newCache(v4, s, 0)
+	if _, ok, _ := c.CachedHost("example.net"); ok {
+		t.Fatal("CachedHost answered before any lookup")
+	}
+	cachedHost(t, c, "example.net")
+	a, ok, err := c.CachedHost("Example.NET.")
+	if !ok || err != nil {
+		t.Fatalf("CachedHost after a lookup: ok %v, err %v", ok, err)
+	}
+	wantIPs(t, a, "127.0.0.1")
+	clk.advance(10 * time.Second)
+	if _, ok, _ := c.CachedHost("example.net"); ok {
+		t.Fatal("CachedHost answered with an expired answer")
+	}
+	if n := s.Queries(); n != 1 {
+		t.Errorf("%d queries, want 1: CachedHost must not query", n)
+	}
+}
