@@ -57,6 +57,11 @@ var (
 	descUpReceived  = prometheus.NewDesc("baton_upstream_bytes_received_total", "Bytes received from an upstream server (counted when a session ends).", []string{"upstream", "server"}, nil)
 	descUpHealthy   = prometheus.NewDesc("baton_upstream_server_up", "1 if the upstream server may take new connections now (not down, failing out or at max_conns), else 0.", []string{"upstream", "server"}, nil)
 	descBackupInUse = prometheus.NewDesc("baton_upstream_backup_in_use", "1 if no primary server of the upstream is usable and a backup is.", []string{"upstream"}, nil)
+	descResAddrs    = prometheus.NewDesc("baton_upstream_resolved_addresses", "Addresses a name resolved at run time (server NAME resolve) has now.", []string{"upstream", "name", "service"}, nil)
+	descResRefresh  = prometheus.NewDesc("baton_upstream_resolve_last_lookup_timestamp_seconds", "When the last lookup of a resolved name ended, good or not (Unix time; 0: none yet).", []string{"upstream", "name", "service"}, nil)
+	descResFailing  = prometheus.NewDesc("baton_upstream_resolve_failing", "1 if the last lookup of a resolved name failed (its last good answer is kept), else 0.", []string{"upstream", "name", "service"}, nil)
+	descResFails    = prometheus.NewDesc("baton_upstream_resolve_failures_total", "Failed lookups of a resolved name.", []string{"upstream", "name", "service"}, nil)
+	descResChanges  = prometheus.NewDesc("baton_upstream_resolve_changes_total", "Answers that changed a resolved name's addresses.", []string{"upstream", "name", "service"}, nil)
 	descUDPDropped  = prometheus.NewDesc("baton_udp_datagrams_dropped_total", "Client datagrams a UDP listener did not forward, by cause.", []string{"listener", "cause"}, nil)
 	descFDsHeld     = prometheus.NewDesc("baton_descriptors_held", "Descriptors held by sessions and splice pipes.", nil, nil)
 	descFDsLimit    = prometheus.NewDesc("baton_descriptors_limit", "Descriptors sessions and pipes may hold: the open file limit less baton's reserve, at most worker_connections.", nil, nil)
@@ -119,6 +124,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, u := range st.Upstreams {
 		ch <- prometheus.MustNewConstMetric(descBackupInUse, prometheus.GaugeValue, b2f(u.BackupInUse), u.Name)
+		for _, r := range u.Resolved {
+			var at float64
+			if !r.Refreshed.IsZero() {
+				at = float64(r.Refreshed.UnixNano()) / 1e9
+			}
+			ch <- prometheus.MustNewConstMetric(descResAddrs, prometheus.GaugeValue, float64(len(r.Addrs)), u.Name, r.Name, r.Service)
+			ch <- prometheus.MustNewConstMetric(descResRefresh, prometheus.GaugeValue, at, u.Name, r.Name, r.Service)
+			ch <- prometheus.MustNewConstMetric(descResFailing, prometheus.GaugeValue, b2f(r.Error != ""), u.Name, r.Name, r.Service)
+			ch <- prometheus.MustNewConstMetric(descResFails, prometheus.CounterValue, float64(r.Failures), u.Name, r.Name, r.Service)
+			ch <- prometheus.MustNewConstMetric(descResChanges, prometheus.CounterValue, float64(r.Changes), u.Name, r.Name, r.Service)
+		}
 		seen := map[string]bool{}
 		for _, s := range u.Servers {
 			server := s.Addr

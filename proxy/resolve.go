@@ -50,6 +50,8 @@ type resolvedHost struct {
 	answered  bool          // an answer, empty or not, has come
 	refreshed time.Time     // when the last lookup ended, good or not
 	err       string        // the last lookup's error; "" after a good one
+	fails     uint64        // failed lookups
+	changes   uint64        // answers that changed addrs
 }
 
 // newResolving returns u's run-time DNS state, nil when no server of u
@@ -246,6 +248,7 @@ func (p *Proxy) lookup(ctx context.Context, g *group, h *resolvedHost) time.Dura
 	if err != nil {
 		rs.mu.Lock()
 		h.refreshed, h.err = now, err.Error()
+		h.fails++
 		rs.mu.Unlock()
 		if h.service != "" {
 			p.log.Logf(LevelError, "upstream %q: service %s of %s: %v", g.name, h.service, h.host, err)
@@ -261,6 +264,7 @@ func (p *Proxy) lookup(ctx context.Context, g *group, h *resolvedHost) time.Dura
 	added, removed := diffAddrs(h.addrs, addrs)
 	h.addrs, h.answered, h.refreshed, h.err = addrs, true, now, ""
 	if changed {
+		h.changes++
 		g.rebuild()
 		p.rebuildMonitor(g)
 	}
@@ -340,7 +344,7 @@ func (rs *resolving) status() []ResolvedStatus {
 	out := make([]ResolvedStatus, 0, len(rs.hosts))
 	for _, h := range rs.hosts {
 		out = append(out, ResolvedStatus{Name: h.host, Service: h.service, Addrs: addrStrings(h.addrs),
-			Answered: h.answered, Refreshed: h.refreshed, Error: h.err})
+			Answered: h.answered, Refreshed: h.refreshed, Error: h.err, Failures: h.fails, Changes: h.changes})
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -218,6 +219,23 @@ func TestResolveFollowsDNS(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "now resolves to") {
 		t.Errorf("changes are not logged:\n%s", logs)
+	}
+	// The metrics count what happened to the name.
+	rec := httptest.NewRecorder()
+	p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`baton_upstream_resolved_addresses{name="backend.test",service="",upstream="u"} 0`,
+		`baton_upstream_resolve_failing{name="backend.test",service="",upstream="u"} 0`,
+		`baton_upstream_resolve_changes_total{name="backend.test",service="",upstream="u"} 4`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s:\n%s", want, body)
+		}
+	}
+	if !strings.Contains(body, `baton_upstream_resolve_failures_total{name="backend.test",service="",upstream="u"}`) ||
+		strings.Contains(body, `baton_upstream_resolve_failures_total{name="backend.test",service="",upstream="u"} 0`) {
+		t.Errorf("metrics do not count the failed lookups")
 	}
 }
 

@@ -69,7 +69,9 @@ func TestProxyPassVarResolves(t *testing.T) {
 	if w, _ := whoAnswers(t, addrs[1], false); w != "" {
 		t.Fatalf("a name that does not resolve reached %q", w)
 	}
-	waitFor(t, func() bool { return strings.Contains(logs.String(), "nosuch.test could not be resolved (3: Host not found)") })
+	waitFor(t, func() bool {
+		return strings.Contains(logs.String(), "nosuch.test could not be resolved (3: Host not found)")
+	})
 }
 
 // Without a resolver, a host name is refused as nginx: "no resolver

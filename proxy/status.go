@@ -56,6 +56,8 @@ type ResolvedStatus struct {
 	Answered  bool      `json:"answered"`          // an answer has come since start
 	Refreshed time.Time `json:"refreshed"`         // when the last lookup ended, good or not
 	Error     string    `json:"error,omitempty"`   // the last lookup's error, "" after a good one
+	Failures  uint64    `json:"failures"`          // failed lookups since start
+	Changes   uint64    `json:"changes"`           // answers that changed the addresses
 }
 
 // ServerStatus is one upstream server (one address of it).
