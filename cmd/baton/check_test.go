@@ -278,3 +278,70 @@ stream { server { listen %s; proxy_pass %s; } }
 		t.Fatalf("not logged at warn level:\n%s", p.stderr)
 	}
 }
+
+// TestKubernetesExampleConfig runs "baton check" on the config that
+// examples/kubernetes/baton.yaml embeds in its ConfigMap (the block scalar
+// under "baton.conf: |"), so that the example cannot drift into a config
+// baton refuses. Its upstream resolves the headless Service's name at run
+// time; check never looks it up (nor contacts the resolver), so the test
+// needs no cluster and no DNS.
+func TestKubernetesExampleConfig(t *testing.T) {
+	const manifest = "../../examples/kubernetes/baton.yaml"
+	data, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The block: the lines after the key that are indented deeper than it
+	// (blank lines included), less the first line's indentation. No YAML
+	// library: a literal block scalar is all this needs.
+	indent := func(s string) int { return len(s) - len(strings.TrimLeft(s, " ")) }
+	lines := strings.Split(string(data), "\n")
+	key := regexp.MustCompile(`^( *)baton\.conf: *\|[-+]? *$`)
+	var block []string
+	found := false
+	for i, line := range lines {
+		m := key.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		if found {
+			t.Fatalf("%s: more than one baton.conf key (line %d)", manifest, i+1)
+		}
+		found = true
+		blockIndent := -1
+		for _, l := range lines[i+1:] {
+			if strings.TrimSpace(l) == "" {
+				block = append(block, "")
+				continue
+			}
+			if blockIndent < 0 {
+				blockIndent = indent(l)
+			}
+			if indent(l) <= len(m[1]) || indent(l) < blockIndent {
+				break
+			}
+			block = append(block, l[blockIndent:])
+		}
+	}
+	if !found {
+		t.Fatalf(`%s has no "baton.conf: |" key`, manifest)
+	}
+	conf := strings.TrimRight(strings.Join(block, "\n"), "\n") + "\n"
+	for _, want := range []string{"stream {", " resolve;", "resolver ", "hash_ring address;"} {
+		if !strings.Contains(conf, want) {
+			t.Fatalf("the embedded baton.conf has no %q; extracted:\n%s", want, conf)
+		}
+	}
+	file := writeFile(t, t.TempDir(), "baton.conf", conf)
+	out, err := batonCmd("check", "-c", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("baton check refuses the config of %s: %v\n%s\nconfig:\n%s", manifest, err, out, conf)
+	}
+	if !strings.Contains(string(out), "test is successful") {
+		t.Fatalf("no success line:\n%s", out)
+	}
+	// The name is kept as written, to be resolved at run time.
+	if !strings.Contains(string(out), "-> ws [hash $remote_addr consistent] [ws-backend.default.svc.cluster.local:8080]") {
+		t.Fatalf("summary does not show the upstream as expected:\n%s", out)
+	}
+}
