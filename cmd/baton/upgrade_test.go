@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"github.com/batonproxy/baton/internal/dnstest"
 	"io"
 	"net"
 	"os"
@@ -374,5 +375,68 @@ func TestUpgradeRoutedSessions(t *testing.T) {
 	half.Write(hello[len(hello)/2:])
 	if _, err := io.ReadFull(half, make([]byte, len(hello))); err != nil {
 		t.Fatalf("the preread session after the upgrade: %v", err)
+	}
+}
+
+// An upstream whose server is resolved at run time goes on through an
+// upgrade: the live sessions move, and the new process has the name's
+// addresses before it takes its first connection.
+func TestUpgradeResolvedUpstream(t *testing.T) {
+	backend := echoServer(t)
+	host, port, _ := net.SplitHostPort(backend)
+	d := dnstest.Start(t)
+	d.SetA("backend.test", 1, host)
+	listen := freePort(t)
+	p, sock, pidFile := upgradable(t, fmt.Sprintf(`stream {
+    resolver %s valid=1s;
+    upstream u { zone z 1m; server backend.test:%s resolve; }
+    server { listen %s; proxy_pass u; }
+}`, d.Addr(), port, listen))
+	killPidFile(t, pidFile, p.cmd.Process.Pid)
+	echoOnce := func(conn net.Conn, msg string) error {
+		if _, err := io.WriteString(conn, msg); err != nil {
+			return err
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, got); err != nil {
+			return err
+		}
+		if string(got) != msg {
+			return fmt.Errorf("echoed %q, want %q", got, msg)
+		}
+		return nil
+	}
+	var conns []net.Conn
+	for i := range 20 {
+		conn, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		if err := echoOnce(conn, fmt.Sprintf("before %d\n", i)); err != nil {
+			t.Fatalf("session %d before the upgrade: %v", i, err)
+		}
+		conns = append(conns, conn)
+	}
+	r := runUpgrade(sock)
+	t.Logf("upgrade: %s", r.out)
+	if r.err != nil || !r.reported || r.moved < len(conns) || r.lost != 0 {
+		t.Fatalf("upgrade: %+v", r)
+	}
+	waitExited(t, p.cmd.Process.Pid)
+	for i, conn := range conns {
+		if err := echoOnce(conn, fmt.Sprintf("after %d\n", i)); err != nil {
+			t.Fatalf("session %d after the upgrade: %v", i, err)
+		}
+	}
+	conn, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := echoOnce(conn, "new\n"); err != nil {
+		t.Fatalf("a new session after the upgrade: %v", err)
 	}
 }
