@@ -183,7 +183,7 @@ func reloader(p *proxy.Proxy, file string) func() (string, error) {
 }
 
 // resolvedLine describes a name an upstream resolves at run time:
-// "resolve db.svc: 10.0.0.1, 10.0.0.2 (refreshed 3s ago)", with the last
+// "resolve db.svc: 10.0.0.1, 10.0.0.2 (looked up 3s ago)", with the last
 // lookup's error when it failed.
 func resolvedLine(r proxy.ResolvedStatus) string {
 	name := r.Name

@@ -41,12 +41,13 @@ func checkName(n string) error {
 }
 
 // serviceName is the SRV name of service for name: "_http._tcp.NAME" for
-// "http", "SERVICE.NAME" for a service starting with "_" (as nginx).
+// "http", "SERVICE.NAME" for a service with a dot in it ("_http._tcp"), as
+// nginx's ngx_resolve_name.
 func serviceName(service, name string) (string, error) {
 	if service == "" {
 		return "", &Error{Name: name, Err: fmt.Errorf("invalid name: empty service")}
 	}
-	if !strings.HasPrefix(service, "_") {
+	if !strings.Contains(service, ".") {
 		service = "_" + service + "._tcp"
 	}
 	return canonical(service + "." + strings.TrimSuffix(name, "."))
