@@ -389,3 +389,106 @@ func groupNamed(p *Proxy, name string) *group {
 	}
 	return nil
 }
+
+// SRV records (service=): the highest priority is primary, the others
+// backup, each with its record's port; a primary that refuses sends the
+// session on to the backup.
+func TestResolveServiceBackup(t *testing.T) {
+	port := startIPBackends(t, "127.0.0.52")
+	dead := deadAddr(t).Port()
+	d := dnstest.Start(t)
+	d.SetSRV("_pg._tcp.db.test", 30,
+		dnstest.SRV{Priority: 1, Weight: 5, Port: dead, Target: "a.test"},
+		dnstest.SRV{Priority: 2, Weight: 5, Port: port, Target: "b.test"})
+	d.SetA("a.test", 30, "127.0.0.1")
+	d.SetA("b.test", 30, "127.0.0.52")
+	p, addr, _ := startResolveProxy(t, d.Addr(), "server db.test service=pg resolve;")
+	if w, _ := whoAnswers(t, addr, false); w != "127.0.0.52" {
+		t.Fatalf("with the primary refusing, a session reached %q, want the backup", w)
+	}
+	var servers []string
+	for _, us := range p.Status().Upstreams {
+		for _, s := range us.Servers {
+			servers = append(servers, fmt.Sprintf("%s %s backup=%v", s.Name, s.Addr, s.Backup))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("a.test 127.0.0.1:%d backup=false", dead),
+		fmt.Sprintf("b.test 127.0.0.52:%d backup=true", port),
+	}
+	if !slices.Equal(servers, want) {
+		t.Fatalf("servers %q, want %q", servers, want)
+	}
+}
+
+// With an active health check, an address that appears in DNS is checked
+// before it takes a session (mandatory), while the addresses that stay keep
+// their verdict rather than being checked anew.
+func TestResolveHealthCheckNewAddress(t *testing.T) {
+	port := startIPBackends(t, "127.0.0.53")
+	d := dnstest.Start(t)
+	d.SetA("hc.test", 1, "127.0.0.53")
+	p, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+    resolver %s valid=1s;
+    upstream u { zone z 1m; server hc.test:%d resolve; }
+    server { listen 127.0.0.1:0; proxy_pass u; health_check interval=100ms mandatory; }
+}`, d.Addr(), port))
+	up := func(ip string) (bool, bool) {
+		for _, us := range p.Status().Upstreams {
+			for _, s := range us.Servers {
+				if strings.HasPrefix(s.Addr, ip+":") {
+					return s.Up, true
+				}
+			}
+		}
+		return false, false
+	}
+	waitFor(t, func() bool { ok, _ := up("127.0.0.53"); return ok })
+	if w, _ := whoAnswers(t, addrs[0], false); w != "127.0.0.53" {
+		t.Fatalf("a session reached %q", w)
+	}
+	// 127.0.0.54 has nothing listening: its checks fail.
+	d.SetA("hc.test", 1, "127.0.0.53", "127.0.0.54")
+	waitFor(t, func() bool { _, listed := up("127.0.0.54"); return listed })
+	if ok, _ := up("127.0.0.53"); !ok {
+		t.Fatal("the address that stayed was made to wait for a new check")
+	}
+	if ok, _ := up("127.0.0.54"); ok {
+		t.Fatal("a new address took sessions before its first check")
+	}
+	for range 6 {
+		if w, _ := whoAnswers(t, addrs[0], false); w != "127.0.0.53" {
+			t.Fatalf("a session reached %q, want only the checked address", w)
+		}
+	}
+}
+
+// A reload that changes how a name is resolved (its service, the resolver,
+// hash_ring) rebuilds the upstream; one that changes nothing keeps it, with
+// the lookups it runs.
+func TestResolveSignature(t *testing.T) {
+	parse := func(extra, server, resolver string) *config.Upstream {
+		cfg, err := config.Parse("a.conf", []byte(fmt.Sprintf(`stream {
+    resolver %s;
+    upstream u { zone z 1m; hash $remote_addr consistent; %s %s }
+    server { listen 127.0.0.1:1; proxy_pass u; }
+}`, resolver, extra, server)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Stream.Upstreams[0]
+	}
+	base := upstreamSig(parse("", "server db.test resolve service=http;", "127.0.0.1"))
+	if upstreamSig(parse("", "server db.test resolve service=http;", "127.0.0.1")) != base {
+		t.Fatal("the same upstream has another signature")
+	}
+	for name, u := range map[string]*config.Upstream{
+		"service":   parse("", "server db.test resolve service=ldap;", "127.0.0.1"),
+		"resolver":  parse("", "server db.test resolve service=http;", "127.0.0.2"),
+		"hash_ring": parse("hash_ring address;", "server db.test resolve service=http;", "127.0.0.1"),
+	} {
+		if upstreamSig(u) == base {
+			t.Errorf("a change of %s keeps the signature", name)
+		}
+	}
+}

@@ -287,9 +287,14 @@ func (g *group) usable(i int, now time.Time) bool {
 // upstreamSig is everything about u that shapes its group: two upstreams
 // with the same name and signature can share one group across a reload.
 func upstreamSig(u *config.Upstream) string {
-	b := fmt.Appendf(nil, "%s|%s|%v|%v|%v|%d|%s %v", u.Method, u.HashKey, u.Consistent, u.RandomTwo, u.RandomLeastConn, u.BalanceFactor, u.LeastTime, u.Inflight)
+	b := fmt.Appendf(nil, "%s|%s|%v|%v|%v|%d|%s %v|ring %s", u.Method, u.HashKey, u.Consistent, u.RandomTwo, u.RandomLeastConn, u.BalanceFactor, u.LeastTime, u.Inflight, u.HashRing)
+	resolve := false
 	for _, s := range u.Servers {
-		b = fmt.Appendf(b, "|%s %v%s w%d f%d t%s c%d s%s b%v d%v", s.Name, s.Addrs, s.Unix, s.Weight, s.MaxFails, s.FailTimeout, s.MaxConns, s.SlowStart, s.Backup, s.Down)
+		b = fmt.Appendf(b, "|%s %v%s w%d f%d t%s c%d s%s b%v d%v r%v %q", s.Name, s.Addrs, s.Unix, s.Weight, s.MaxFails, s.FailTimeout, s.MaxConns, s.SlowStart, s.Backup, s.Down, s.Resolve, s.Service)
+		resolve = resolve || s.Resolve
+	}
+	if r := u.Resolver; resolve && r != nil {
+		b = fmt.Appendf(b, "|resolver %v %s %v %v %s", r.Addrs, r.Valid, r.IPv4, r.IPv6, r.Timeout)
 	}
 	return string(b)
 }
