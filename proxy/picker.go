@@ -38,6 +38,9 @@ func NewPicker(u *config.Upstream) (*Picker, error) {
 	default:
 		return nil, fmt.Errorf("upstream %q balances with %s: its picks do not depend on a key", u.Name, g.method)
 	}
+	if g.res != nil {
+		return nil, fmt.Errorf("upstream %q has servers resolved at run time (resolve): write the addresses they resolve to now as \"server IP:PORT\" lines to see where keys land", u.Name)
+	}
 	return &Picker{g: g, usable: func(i int) bool { return g.usable(i, time.Now()) }}, nil
 }
 

@@ -123,3 +123,17 @@ func TestHashRefusesKeylessMethod(t *testing.T) {
 		t.Fatalf("want a refusal for round robin, got %v:\n%s", err, out)
 	}
 }
+
+// An upstream resolved at run time has no addresses until it runs: baton
+// hash says so at once, and how to plan with it, instead of failing on the
+// first key (or silently, with no key).
+func TestHashRefusesResolvedUpstream(t *testing.T) {
+	dir := t.TempDir()
+	conf := writeFile(t, dir, "r.conf", "stream { resolver 127.0.0.1; upstream u { zone z; hash $remote_addr consistent; server db.test:5432 resolve; } server { listen 127.0.0.1:18000; proxy_pass u; } }\n")
+	cmd := batonCmd("hash", "-c", conf)
+	cmd.Stdin = strings.NewReader("")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "resolved at run time") {
+		t.Fatalf("want a refusal for a resolved upstream, got %v:\n%s", err, out)
+	}
+}
