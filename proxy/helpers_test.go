@@ -36,6 +36,11 @@ func startBackend(t testing.TB, name string, handle func(c net.Conn)) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveBackend(t, ln, name, handle)
+}
+
+// serveBackend serves handle on ln until the test ends.
+func serveBackend(t testing.TB, ln net.Listener, name string, handle func(c net.Conn)) *backend {
 	b := &backend{ln: ln, name: name}
 	b.wg.Add(1)
 	go func() {

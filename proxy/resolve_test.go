@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http/httptest"
 	"net/netip"
@@ -51,29 +52,10 @@ func startIPBackends(t *testing.T, ips ...string) uint16 {
 }
 
 func serveIP(t *testing.T, ln net.Listener, ip string) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", ip)
-				buf := make([]byte, 512)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					c.Write(buf[:n])
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
+	serveBackend(t, ln, ip, func(c net.Conn) {
+		fmt.Fprintf(c, "%s\n", ip)
+		io.Copy(c, c)
+	})
 }
 
 // whoAnswers connects to addr and returns the backend's first line ("" when

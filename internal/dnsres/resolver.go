@@ -1,6 +1,7 @@
 package dnsres
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"net/netip"
@@ -141,7 +142,7 @@ func mergeHost(parts []part) ([]Addr, uint32, error) {
 			addrs = append(addrs, hostAddrs(p.rrs)...)
 			ttl = min(ttl, p.ttl)
 		case p.err != nil:
-			err = cmpOr(err, p.err)
+			err = cmp.Or(err, p.err)
 		default:
 			negTTL = min(negTTL, p.ttl)
 		}
@@ -153,14 +154,6 @@ func mergeHost(parts []part) ([]Addr, uint32, error) {
 		return nil, 0, err
 	}
 	return nil, negTTL, nil
-}
-
-// cmpOr is the first non-nil error.
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // hostAddrs are the addresses of A and AAAA records.

@@ -1,6 +1,7 @@
 package dnsres
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -93,7 +94,7 @@ func mergeSRV(name string, srvs []*dns.SRV, targets map[string]*target, srvTTL u
 			addrs = append(addrs, srvAddrs(s, display(fqdn), t.addrs)...)
 			ttl = min(ttl, t.ttl)
 		case t.err != nil:
-			err = cmpOr(err, t.err)
+			err = cmp.Or(err, t.err)
 		default:
 			negTTL = min(negTTL, t.ttl)
 		}
