@@ -141,6 +141,7 @@ var implemented = map[string]scope{
 	"map": ctxStream, "map_hash_bucket_size": ctxStream, "map_hash_max_size": ctxStream,
 	"geo": ctxStream, "split_clients": ctxStream,
 	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream, "hash_ring": ctxUpstream,
+	"rebalance": ctxUpstream,
 }
 
 // refuse reports d, which the context's own switch did not handle: as not

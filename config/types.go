@@ -207,6 +207,11 @@ type Upstream struct {
 	// Zone is the "zone" name, "" without one.
 	Zone string
 
+	// Rebalance is baton's "rebalance": live sessions whose key now maps to
+	// another usable server are closed, paced over Window, each at an idle
+	// moment. nil: sessions stay where they are (nginx).
+	Rebalance *Rebalance
+
 	// Resolver resolves the "resolve" servers at run time: the upstream's
 	// own "resolver", or the stream's; nil when no server has "resolve".
 	Resolver *Resolver
@@ -214,6 +219,13 @@ type Upstream struct {
 	Servers []*UpstreamServer
 
 	res resolverConf // the upstream's own resolver directives, merged at the end
+}
+
+// Rebalance is a "rebalance [window=TIME] [idle=TIME]" directive.
+type Rebalance struct {
+	Pos    Pos
+	Window time.Duration // default 60s
+	Idle   time.Duration // default 1s
 }
 
 // Resolver is a "resolver" directive with the "resolver_timeout" that

@@ -79,6 +79,14 @@ func (l *loader) upstream(d *directive) {
 	if up.BalanceFactor != 0 && (up.Method != "hash" || !up.Consistent) {
 		l.errAt(us.factorPos, "hash_balance_factor", "\"hash_balance_factor\" requires \"hash ... consistent\" in the same upstream")
 	}
+	if rb := up.Rebalance; rb != nil {
+		switch {
+		case up.Method != "hash" && up.Method != "ip_hash":
+			l.errAt(rb.Pos, "rebalance", "\"rebalance\" requires \"hash\" or \"ip_hash\" in the same upstream: only they map a session's key to one server")
+		case up.BalanceFactor != 0:
+			l.errAt(rb.Pos, "rebalance", "\"rebalance\" cannot be used with \"hash_balance_factor\": a session the bound sent to another server would be moved back and forth")
+		}
+	}
 	if up.HashRing != "" && (up.Method != "hash" || !up.Consistent) {
 		l.errAt(us.ringPos, "hash_ring", "\"hash_ring\" requires \"hash ... consistent\" in the same upstream: the other methods have no ring")
 	}
@@ -146,6 +154,8 @@ func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState
 		l.leastTime(d, up, us)
 	case "resolver", "resolver_timeout":
 		l.resolverSetting(d, &up.res)
+	case "rebalance":
+		l.rebalance(d, up)
 	case "hash_ring":
 		if !l.check(d, false, take(1)) {
 			return
@@ -364,4 +374,37 @@ func (l *loader) finishResolve(streamRes *resolverConf) {
 			l.errAt(up.Pos, "upstream", "no resolver defined to resolve names at run time in upstream \"%s\"", up.Name)
 		}
 	}
+}
+
+// rebalance reads baton's "rebalance [window=TIME] [idle=TIME]".
+func (l *loader) rebalance(d *directive, up *Upstream) {
+	if !l.check(d, false, take(0, 1, 2)) {
+		return
+	}
+	if up.Rebalance != nil {
+		l.errorf(d, "\"rebalance\" directive is duplicate")
+		return
+	}
+	rb := &Rebalance{Pos: d.pos, Window: 60 * time.Second, Idle: time.Second}
+	for _, a := range d.args {
+		name, val, _ := strings.Cut(a, "=")
+		var t time.Duration
+		var err error
+		switch name {
+		case "window", "idle":
+			t, err = ParseDuration(val)
+		default:
+			err = errInvalidValue
+		}
+		if err != nil || (name == "window" && t <= 0) {
+			l.errorf(d, "invalid parameter \"%s\"", a)
+			return
+		}
+		if name == "window" {
+			rb.Window = t
+		} else {
+			rb.Idle = t
+		}
+	}
+	up.Rebalance = rb
 }

@@ -166,6 +166,27 @@ func (c *consistentHash) Pick(key []byte, usable func(i int) bool) (int, error) 
 // walkLocked goes round the ring from point start. It returns the peer and
 // true, or false when 20 points had no usable peer (nginx's cue for round
 // robin) or, bounded, when a whole turn found every usable peer full.
+// Owner implements Owner: the first server along the ring from the key's
+// point with a usable peer, and its first usable peer.
+func (c *consistentHash) Owner(key []byte, usable func(i int) bool) (int, bool) {
+	if len(key) == 0 {
+		return -1, false
+	}
+	if len(c.primary) < 2 {
+		return soleOwner(c.rrState, usable)
+	}
+	start := c.find(crc32.ChecksumIEEE(key))
+	n := len(c.hashes)
+	for k := range n {
+		for _, i := range c.members[c.servers[(start+k)%n]] {
+			if usable(i) {
+				return i, true
+			}
+		}
+	}
+	return -1, false
+}
+
 func (c *consistentHash) walkLocked(start int, usable func(i int) bool, bounded bool) (int, bool) {
 	n := len(c.hashes)
 	tries := 0

@@ -28,6 +28,23 @@ func (h *hashBalancer) Pick(key []byte, usable func(i int) bool) (int, error) {
 	if len(key) == 0 || len(h.primary) < 2 {
 		return h.pick(usable)
 	}
+	if i, ok := h.probe(key, usable); ok {
+		return i, nil
+	}
+	return h.pick(usable)
+}
+
+// Owner implements Owner.
+func (h *hashBalancer) Owner(key []byte, usable func(i int) bool) (int, bool) {
+	if len(key) == 0 || len(h.primary) < 2 {
+		return soleOwner(h.rrState, usable)
+	}
+	return h.probe(key, usable)
+}
+
+// probe is nginx's rehash loop: the peer key lands on, tried up to 20
+// times with a new hash, or false (round robin then picks).
+func (h *hashBalancer) probe(key []byte, usable func(i int) bool) (int, bool) {
 	var (
 		buf [20]byte
 		sum uint32 // nginx's hp->hash, a uint32_t that may wrap
@@ -40,17 +57,14 @@ func (h *hashBalancer) Pick(key []byte, usable func(i int) bool) (int, error) {
 		crc = crc32.Update(crc, crc32.IEEETable, key)
 		sum += (crc >> 16) & 0x7fff
 		if i := h.slots.peer(uint64(sum)); usable(i) {
-			return i, nil
+			return i, true
 		}
 		if k+1 > maxTries {
-			return h.pick(usable)
+			return -1, false
 		}
 	}
 }
 
-// crcSmall is crc32.Update(crc, crc32.IEEETable, p) a byte at a time, for
-// the few digits of a rehash: crc32.Update would make buf escape (it goes
-// through a function pointer) and allocate on every rehash.
 func crcSmall(crc uint32, p []byte) uint32 {
 	crc = ^crc
 	for _, b := range p {

@@ -29,6 +29,23 @@ func (h *ipHash) Pick(key []byte, usable func(i int) bool) (int, error) {
 	if len(h.primary) < 2 {
 		return h.pick(usable)
 	}
+	if i, ok := h.probe(key, usable); ok {
+		return i, nil
+	}
+	return h.pick(usable)
+}
+
+// Owner implements Owner.
+func (h *ipHash) Owner(key []byte, usable func(i int) bool) (int, bool) {
+	if len(h.primary) < 2 {
+		return soleOwner(h.rrState, usable)
+	}
+	return h.probe(key, usable)
+}
+
+// probe is nginx's ip_hash loop: the peer the address lands on, tried up
+// to 20 times, or false (round robin then picks).
+func (h *ipHash) probe(key []byte, usable func(i int) bool) (int, bool) {
 	addr := key
 	switch len(key) {
 	case 4:
@@ -43,10 +60,10 @@ func (h *ipHash) Pick(key []byte, usable func(i int) bool) (int, error) {
 			hash = (hash*113 + uint64(b)) % 6271
 		}
 		if i := h.slots.peer(hash); usable(i) {
-			return i, nil
+			return i, true
 		}
 		if tries++; tries > maxTries {
-			return h.pick(usable)
+			return -1, false
 		}
 	}
 }

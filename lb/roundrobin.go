@@ -152,3 +152,26 @@ func (s *rrState) Inherit(old Balancer, from []int) {
 		s.peers[i].effective = os.peers[j].effective
 	}
 }
+
+// Owner is implemented by the Balancers of the key methods: Hash,
+// ConsistentHash and IPHash. It answers where a key belongs now, without
+// changing any state, for moving sessions that are on another peer.
+type Owner interface {
+	// Owner returns the peer a flow with key would be sent to by the hash
+	// alone, with usable saying which peers are usable: for
+	// ConsistentHash, the first usable peer of the key's server (the
+	// peers that share a server name share its points and take turns, so
+	// any of them is the owner: compare names). ok is false when the key
+	// belongs to no peer in particular: the method would fall back to
+	// round robin (an empty key, 20 unusable tries).
+	Owner(key []byte, usable func(i int) bool) (i int, ok bool)
+}
+
+// soleOwner is the owner in an upstream of one primary peer: that peer,
+// when usable.
+func soleOwner(s *rrState, usable func(i int) bool) (int, bool) {
+	if len(s.primary) == 1 && usable(s.primary[0]) {
+		return s.primary[0], true
+	}
+	return -1, false
+}
