@@ -47,6 +47,7 @@ const (
 type loop struct {
 	p       *Proxy
 	id      int
+	rb      *rebalancer // its rebalance scans; nil until an upstream has "rebalance"
 	epfd    int
 	wakefd  int
 	events  []unix.EpollEvent

@@ -62,6 +62,8 @@ var (
 	descResFailing  = prometheus.NewDesc("baton_upstream_resolve_failing", "1 if the last lookup of a resolved name failed (its last good answer is kept), else 0.", []string{"upstream", "name", "service"}, nil)
 	descResFails    = prometheus.NewDesc("baton_upstream_resolve_failures_total", "Failed lookups of a resolved name.", []string{"upstream", "name", "service"}, nil)
 	descResChanges  = prometheus.NewDesc("baton_upstream_resolve_changes_total", "Answers that changed a resolved name's addresses.", []string{"upstream", "name", "service"}, nil)
+	descRbMisplaced = prometheus.NewDesc("baton_upstream_rebalance_misplaced", "Live sessions of an upstream with rebalance whose key belongs to another server now.", []string{"upstream"}, nil)
+	descRbCloses    = prometheus.NewDesc("baton_upstream_rebalance_closes_total", "Misplaced sessions rebalance closed, by cause: idle (at an idle moment in their turn) or window_end.", []string{"upstream", "cause"}, nil)
 	descUDPDropped  = prometheus.NewDesc("baton_udp_datagrams_dropped_total", "Client datagrams a UDP listener did not forward, by cause.", []string{"listener", "cause"}, nil)
 	descFDsHeld     = prometheus.NewDesc("baton_descriptors_held", "Descriptors held by sessions and splice pipes.", nil, nil)
 	descFDsLimit    = prometheus.NewDesc("baton_descriptors_limit", "Descriptors sessions and pipes may hold: the open file limit less baton's reserve, at most worker_connections.", nil, nil)
@@ -124,6 +126,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, u := range st.Upstreams {
 		ch <- prometheus.MustNewConstMetric(descBackupInUse, prometheus.GaugeValue, b2f(u.BackupInUse), u.Name)
+		if rb := u.Rebalance; rb != nil {
+			ch <- prometheus.MustNewConstMetric(descRbMisplaced, prometheus.GaugeValue, float64(rb.Misplaced), u.Name)
+			ch <- prometheus.MustNewConstMetric(descRbCloses, prometheus.CounterValue, float64(rb.ClosedIdle), u.Name, "idle")
+			ch <- prometheus.MustNewConstMetric(descRbCloses, prometheus.CounterValue, float64(rb.ClosedAtEnd), u.Name, "window_end")
+		}
 		for _, r := range u.Resolved {
 			var at float64
 			if !r.Refreshed.IsZero() {

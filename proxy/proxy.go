@@ -50,6 +50,10 @@ type Proxy struct {
 	ownLog  bool
 	servers []*server
 	groups  []*group // every upstream in use, in config order
+	// byName is groups by name for the loops (rebalance.go); rbStats the
+	// rebalance figures by upstream name.
+	byName  atomic.Pointer[map[string]*group]
+	rbStats map[string]*rebalanceStats
 	// generation numbers groups that must not be kept across a reload.
 	generation atomic.Uint64
 	zones      map[string]*connZone // limit_conn zones by name
@@ -293,6 +297,7 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 		}
 		p.loops = append(p.loops, l)
 	}
+	p.publishGroups()
 	p.setBudget(cfg)
 	ok = true
 	return p, nil

@@ -181,6 +181,7 @@ func (p *Proxy) Reload(cfg *config.Config) (Changes, error) {
 	stopMonitors(newOnly(p.groups, groups)) // checks of upstreams no longer in use
 	p.startMonitors(newOnly(groups, p.groups))
 	p.servers, p.groups, p.zones = servers, groups, zones
+	p.publishGroups()
 	for _, lf := range opened {
 		p.logFiles[lf.path] = lf
 	}

@@ -114,6 +114,8 @@ type sessExtra struct {
 	moved [2]pacedState // pacing as an old process left it, until adopt paces again
 
 	bind *boundAddr // proxy_bind with variables, as evaluated at the first connect (upsock.go)
+
+	rb rebalancePlan // the upstream has "rebalance" (rebalance.go)
 }
 
 // ext returns s's sessExtra, made on first use.
@@ -125,7 +127,7 @@ func (s *session) ext() *sessExtra {
 }
 
 func (s *session) String() string {
-	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed", "preread", "returning"}[s.state]
+	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed", "preread", "returning", "resolving"}[s.state]
 	return fmt.Sprintf("session *%d %s client=%s server=%s upstream=%s c2u=%d u2c=%d",
 		s.id, st, s.client, s.srv.name, s.upstreamAddrs, s.c2u.n, s.u2c.n)
 }
@@ -174,7 +176,8 @@ func (s *session) connectNext() {
 			return
 		}
 		t0 := l.clock()
-		i, ok := g.pick(s.pickKey(), s.usableFn)
+		key := s.pickKey()
+		i, ok := g.pick(key, s.usableFn)
 		l.p.metrics.pick.Observe(float64(l.clock()-t0) / 1e9)
 		if !ok {
 			s.srv.log.Logf(LevelError, "*%d no live upstreams while connecting to upstream, client: %s, server: %s, upstream: %q",
@@ -191,6 +194,10 @@ func (s *session) connectNext() {
 			x.prior = append(x.prior, l.now-s.attemptStart)
 		}
 		s.peer = i
+		if g.cfg != nil && g.cfg.Rebalance != nil {
+			x := s.ext()
+			x.rb.key = append(x.rb.key[:0], key...)
+		}
 		s.markTried(i)
 		s.tries++
 		p := g.peers[i]

@@ -46,6 +46,19 @@ type UpstreamStatus struct {
 	Servers     []ServerStatus `json:"servers"`
 	// Resolved are the names resolved at run time ("server NAME resolve").
 	Resolved []ResolvedStatus `json:"resolved,omitempty"`
+	// Rebalance is baton's "rebalance", nil without it.
+	Rebalance *RebalanceStatus `json:"rebalance,omitempty"`
+}
+
+// RebalanceStatus is an upstream's rebalancing: its settings, the live
+// sessions misplaced now (waiting for their turn or an idle moment), and
+// the sessions closed so far.
+type RebalanceStatus struct {
+	Window      time.Duration `json:"window"`
+	Idle        time.Duration `json:"idle"`
+	Misplaced   int64         `json:"misplaced"`
+	ClosedIdle  uint64        `json:"closed_idle"`       // at an idle moment in their turn
+	ClosedAtEnd uint64        `json:"closed_window_end"` // at their window's end
 }
 
 // ResolvedStatus is one name an upstream resolves at run time.
@@ -105,6 +118,13 @@ func (p *Proxy) Status() Status {
 	for _, g := range p.groups {
 		us := g.current().status(now)
 		us.Resolved = g.res.status()
+		if st, rb := g.rbStats, g.cfg.Rebalance; st != nil && rb != nil {
+			rs := &RebalanceStatus{Window: rb.Window, Idle: rb.Idle, ClosedIdle: st.closeIdle.Load(), ClosedAtEnd: st.closeEnd.Load()}
+			for i := range st.misplaced {
+				rs.Misplaced += st.misplaced[i].Load()
+			}
+			us.Rebalance = rs
+		}
 		st.Upstreams = append(st.Upstreams, us)
 	}
 	return st

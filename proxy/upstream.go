@@ -52,8 +52,10 @@ type group struct {
 	cfg  *config.Upstream
 	res  *resolving
 	next atomic.Pointer[group]
-	base *group              // the first group, in a later generation
-	hc   *config.HealthCheck // the monitor's check, to rebuild it for a new generation
+	base *group // the first group, in a later generation
+
+	rbStats *rebalanceStats     // "rebalance": its figures, shared by name across reloads
+	hc      *config.HealthCheck // the monitor's check, to rebuild it for a new generation
 }
 
 // String is the peer's address as $upstream_addr and the logs print it:

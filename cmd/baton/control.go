@@ -136,6 +136,10 @@ func printStatus(out io.Writer, st *proxy.Status) {
 		for _, r := range u.Resolved {
 			fmt.Fprintf(w, "  %s\n", resolvedLine(r))
 		}
+		if rb := u.Rebalance; rb != nil {
+			fmt.Fprintf(w, "  rebalance (window %s, idle %s): %d sessions misplaced now; closed %d at an idle moment, %d at their window's end\n",
+				rb.Window, rb.Idle, rb.Misplaced, rb.ClosedIdle, rb.ClosedAtEnd)
+		}
 	}
 	w.Flush()
 }
