@@ -589,6 +589,14 @@ func (l *loop) adopt(s *session) {
 	}
 	s.limits = append(s.limits, s.srv.retakeLimits(x.importLimits)...)
 	x.importLimits = nil
+	if m := x.importRb; m != nil {
+		// The rebalance goes on with the old process's plan.
+		x.rb = rebalancePlan{key: m.key, owner: m.owner}
+		if m.planned {
+			x.rb.at, x.rb.end = max(l.now+m.atIn, 1), l.now+m.endIn
+		}
+		x.importRb = nil
+	}
 	p.active.Add(1)
 	s.ln.active.Add(1)
 	if s.movedFrom == stateProxying {

@@ -17,6 +17,12 @@ const stateVersion = 2
 // still moves to a process that knows only version 2.
 const stateVersionRouted = 3
 
+// stateVersionRebalance is version 3 followed by the session's rebalance
+// plan (movedPlan): written only for a session of an upstream with
+// "rebalance", so that every other session still moves to a process that
+// knows only version 3.
+const stateVersionRebalance = 4
+
 // The phase a session is moved in.
 const (
 	phaseProxying   = 0
@@ -69,6 +75,18 @@ type routedState struct {
 	// prior are the times of the attempts that failed before the current
 	// one ($upstream_* list one value per attempt).
 	prior []int64
+
+	// rb is the session's rebalance plan; nil without one (version 3).
+	rb *movedPlan
+}
+
+// movedPlan is a rebalance plan in transit: the key, and the session's turn
+// and window end as durations from the export (when planned).
+type movedPlan struct {
+	key         []byte
+	planned     bool
+	atIn, endIn int64
+	owner       string
 }
 
 type pacedState struct{ rate, got, age int64 }
@@ -224,16 +242,26 @@ func (m *movedState) encode() []byte {
 		for _, t := range r.prior {
 			e.Uint64(uint64(t))
 		}
+		if p := r.rb; p != nil {
+			e.Bytes(p.key)
+			e.Bool(p.planned)
+			e.Uint64(uint64(p.atIn))
+			e.Uint64(uint64(p.endIn))
+			putStr(e, p.owner)
+		}
 	}
 	b := body(e)
 	if m.routed != nil && len(b) > 0 {
 		b[0] = stateVersionRouted
+		if m.routed.rb != nil {
+			b[0] = stateVersionRebalance
+		}
 	}
 	return b
 }
 
 func decodeState(b []byte) (*movedState, error) {
-	if len(b) == 0 || (b[0] != stateVersion && b[0] != stateVersionRouted) {
+	if len(b) == 0 || b[0] < stateVersion || b[0] > stateVersionRebalance {
 		return nil, errBadState
 	}
 	d := newStateDecoder(b[1:])
@@ -260,7 +288,7 @@ func decodeState(b []byte) (*movedState, error) {
 	}
 	m.firstTryAge, m.attemptAge = d.i64(), d.i64()
 	maxPhase := uint8(phaseConnecting)
-	if b[0] == stateVersionRouted {
+	if b[0] >= stateVersionRouted {
 		maxPhase = phaseResolving
 		r := &routedState{group: d.str()}
 		n := d.count(1 << 16)
@@ -278,6 +306,9 @@ func decodeState(b []byte) (*movedState, error) {
 		r.pace = d.paced()
 		for n := d.count(1 << 16); n > 0 && d.Err() == nil; n-- {
 			r.prior = append(r.prior, d.i64())
+		}
+		if b[0] == stateVersionRebalance {
+			r.rb = &movedPlan{key: d.bytes(), planned: d.Bool(), atIn: d.i64(), endIn: d.i64(), owner: d.str()}
 		}
 		m.routed = r
 	}

@@ -3,8 +3,10 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,19 +60,7 @@ func TestRebalanceAfterReload(t *testing.T) {
 	conns := make([]*rbConn, n)
 	for k := range conns {
 		src := fmt.Sprintf("127.0.%d.%d", 2+k/250, 1+k%250)
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", listen.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		rc := &rbConn{src: src, c: c, r: bufio.NewReader(c), closed: make(chan time.Time, 1)}
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		line, err := rc.r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.server = strings.TrimSpace(line)
+		rc := longFrom(t, src, listen.String())
 		if err := rc.roundTrip("before"); err != nil {
 			t.Fatalf("%s before the reload: %v", src, err)
 		}
@@ -159,17 +149,223 @@ func TestRebalanceAfterReload(t *testing.T) {
 		if !moved[c.src] {
 			continue
 		}
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.src)}, Timeout: 5 * time.Second}
-		nc, err := d.Dial("tcp", listen.String())
+		if nc := longFrom(t, c.src, listen.String()); nc.server != "127.0.0.64" {
+			t.Fatalf("%s reconnected to %q, want the new owner 127.0.0.64", c.src, nc.server)
+		}
+		break
+	}
+}
+
+// switchable is a backend that can be stopped (its listener and every
+// connection closed) and started again on the same address.
+type switchable struct {
+	t     *testing.T
+	addr  string
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]bool
+}
+
+func (b *switchable) start() {
+	ln, err := net.Listen("tcp", b.addr)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.ln = ln
+	b.mu.Unlock()
+	ip, _, _ := net.SplitHostPort(b.addr)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.conns[c] = true
+			b.mu.Unlock()
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", ip)
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+func (b *switchable) stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ln.Close()
+	for c := range b.conns {
+		c.Close()
+	}
+	clear(b.conns)
+}
+
+// longFrom opens a long-lived connection to addr from src and reads the
+// greeting.
+func longFrom(t *testing.T, src, addr string) *rbConn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &rbConn{src: src, c: c, r: bufio.NewReader(c), closed: make(chan time.Time, 1)}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	line, err := rc.r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("%s: no greeting: %v", src, err)
+	}
+	rc.server = strings.TrimSpace(line)
+	return rc
+}
+
+// A server that fails and comes back gets its keys' sessions back: once its
+// fail_timeout has passed, the sessions that went elsewhere while it was
+// out are closed, paced over the window, and reconnect to it.
+func TestRebalanceServerComesBack(t *testing.T) {
+	ips := []string{"127.0.0.71", "127.0.0.72", "127.0.0.73"}
+	port := startIPBackends(t, ips...)
+	back := &switchable{t: t, addr: fmt.Sprintf("127.0.0.74:%d", port), conns: map[net.Conn]bool{}}
+	back.start()
+	t.Cleanup(back.stop)
+	listen := deadAddr(t).String()
+	var servers string
+	for _, ip := range append(ips, "127.0.0.74") {
+		servers += fmt.Sprintf("server %s:%d fail_timeout=2s; ", ip, port)
+	}
+	p, _, _ := startConf(t, fmt.Sprintf(`stream {
+    upstream u { hash $remote_addr consistent; rebalance window=5s idle=100ms; %s}
+    server { listen %s; proxy_pass u; }
+}`, servers, listen))
+	var on74 []string
+	for k := range 200 {
+		src := fmt.Sprintf("127.0.4.%d", 1+k)
+		if c := longFrom(t, src, listen); c.server == "127.0.0.74" {
+			on74 = append(on74, src)
+		}
+	}
+	if len(on74) < 10 {
+		t.Fatalf("only %d of 200 keys on the fourth server", len(on74))
+	}
+	back.stop()
+	// Its clients reconnect and land elsewhere (the first refused connect
+	// takes the server out for fail_timeout).
+	var moved []*rbConn
+	for _, src := range on74 {
+		c := longFrom(t, src, listen)
+		if c.server == "127.0.0.74" {
+			t.Fatalf("%s reached the stopped server", src)
+		}
+		moved = append(moved, c)
+		go func() {
+			var b [1]byte
+			if _, err := c.c.Read(b[:]); err != nil {
+				c.closed <- time.Now()
+			}
+		}()
+	}
+	back.start()
+	cameBack := time.Now()
+	perSecond := map[int]int{}
+	for _, c := range moved {
+		select {
+		case at := <-c.closed:
+			perSecond[int(at.Sub(cameBack)/time.Second)]++
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the session of %s on %s did not go back to its server", c.src, c.server)
+		}
+	}
+	took := time.Since(cameBack)
+	t.Logf("%d sessions went back over %s; per second: %v", len(moved), took.Round(time.Millisecond), perSecond)
+	if took < 4*time.Second { // 2s fail_timeout, then a 5s window
+		t.Errorf("the sessions went back within %s", took)
+	}
+	for sec, k := range perSecond {
+		if k > 2*len(moved)/5+1 {
+			t.Errorf("%d of %d sessions closed in second %d: not paced (%v)", k, len(moved), sec, perSecond)
+		}
+	}
+	if c := longFrom(t, on74[0], listen); c.server != "127.0.0.74" {
+		t.Fatalf("%s reconnected to %s, want its server back", on74[0], c.server)
+	}
+	if st := p.Status().Upstreams[0].Rebalance; st == nil || st.ClosedIdle+st.ClosedAtEnd < uint64(len(moved)) {
+		t.Errorf("status %+v, want %d closed", st, len(moved))
+	}
+}
+
+// A rebalance under way goes on in the new process after an upgrade, with
+// the old process's plan: the misplaced sessions are all closed by the end
+// of the window that began before the handover, not over a new one.
+func TestRebalanceSurvivesHandoff(t *testing.T) {
+	ips := []string{"127.0.0.81", "127.0.0.82", "127.0.0.83"}
+	port := startIPBackends(t, ips...)
+	listen := deadAddr(t)
+	conf := func(n int) *config.Config {
+		var servers string
+		for _, ip := range ips[:n] {
+			servers += fmt.Sprintf("server %s:%d; ", ip, port)
+		}
+		cfg, err := config.Parse("r.conf", []byte(fmt.Sprintf(`stream {
+    upstream u { ip_hash; rebalance window=4s idle=100ms; %s}
+    server { listen %s; proxy_pass u; }
+}`, servers, listen)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer nc.Close()
-		nc.SetDeadline(time.Now().Add(5 * time.Second))
-		line, _ := bufio.NewReader(nc).ReadString('\n')
-		if strings.TrimSpace(line) != "127.0.0.64" {
-			t.Fatalf("%s reconnected to %q, want the new owner 127.0.0.64", c.src, line)
+		return cfg
+	}
+	old, _, _ := startProxy(t, conf(2))
+	var conns []*rbConn
+	for k := range 120 {
+		conns = append(conns, longFrom(t, fmt.Sprintf("127.%d.5.1", 10+k), listen.String()))
+	}
+	pk, err := NewPicker(conf(3).Stream.Upstreams[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var moved []*rbConn
+	for _, c := range conns {
+		if _, a, _ := pk.Pick(c.src); a.Addr().String() != c.server {
+			moved = append(moved, c)
+			go func() {
+				var b [1]byte
+				if _, err := c.c.Read(b[:]); err != nil {
+					c.closed <- time.Now()
+				}
+			}()
 		}
-		break
+	}
+	if len(moved) < 10 {
+		t.Fatalf("only %d keys move", len(moved))
+	}
+	start := time.Now()
+	if _, err := old.Reload(conf(3)); err != nil {
+		t.Fatal(err)
+	}
+	// Half way through the window, the sessions move to a new process.
+	waitFor(t, func() bool {
+		st := old.Status().Upstreams[0].Rebalance
+		return st.ClosedIdle+st.ClosedAtEnd >= uint64(len(moved)/3)
+	})
+	nw, _ := newProxyFor(t, conf(3), 1)
+	handOver(t, old, nw)
+	old.Close()
+	for _, c := range moved {
+		select {
+		case <-c.closed:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("the misplaced session of %s was not closed after the handover", c.src)
+		}
+	}
+	if took := time.Since(start); took > 4*time.Second+600*time.Millisecond {
+		t.Fatalf("the rebalance took %s: the new process began a window of its own", took)
+	}
+	st := nw.Status().Upstreams[0].Rebalance
+	if st == nil || st.ClosedIdle+st.ClosedAtEnd == 0 {
+		t.Fatalf("the new process closed none of them: %+v", st)
 	}
 }

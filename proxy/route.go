@@ -270,11 +270,15 @@ func (s *session) exportRouted() *routedState {
 		x = &none
 	}
 	if s.sv == nil && (s.group.origin() == s.srv.group || s.group == nil) && !x.ppDst.IsValid() && len(x.ppTLV) == 0 && x.vhost == "" &&
-		x.pace[0] == nil && x.pace[1] == nil && len(x.prior) == 0 {
+		x.pace[0] == nil && x.pace[1] == nil && len(x.prior) == 0 && x.rb.key == nil {
 		return nil
 	}
 	r := &routedState{ppDst: x.ppDst, ppTLV: x.ppTLV, vhost: x.vhost, prior: x.prior}
 	r.pace = pacedStates(x.pace, s.loop.now)
+	if x.rb.key != nil {
+		now := s.loop.now
+		r.rb = &movedPlan{key: x.rb.key, planned: x.rb.at > 0, atIn: x.rb.at - now, endIn: x.rb.end - now, owner: x.rb.owner}
+	}
 	if s.group != nil && s.group.origin() != s.srv.group {
 		r.group = s.group.name
 	}
@@ -308,6 +312,9 @@ func (s *session) importRouted(m *movedState) {
 	}
 	if len(r.prior) > 0 {
 		s.ext().prior = r.prior
+	}
+	if r.rb != nil {
+		s.ext().importRb = r.rb
 	}
 	if r.vhost != "" && s.ln != nil {
 		if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil {

@@ -109,6 +109,7 @@ type sessExtra struct {
 	importAge, importIdle         int64
 	importFirstTry, importAttempt int64
 	importLimits                  []heldLimitState
+	importRb                      *movedPlan
 
 	pace  [2]*pacer     // proxy_upload_rate (c2u), proxy_download_rate (u2c); nil: not paced
 	moved [2]pacedState // pacing as an old process left it, until adopt paces again
