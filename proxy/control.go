@@ -14,6 +14,10 @@ type ControlOptions struct {
 	// Upgrade hands everything to a new process started from binary ("":
 	// this one) and returns what moved. If nil, upgrade is refused.
 	Upgrade func(binary string) (fdpass.Report, error)
+
+	// Plan reads the configuration as Reload would and reports, changing
+	// nothing, what it would do to live sessions (reload --dry-run).
+	Plan func() (string, error)
 }
 
 // ServeControl serves the control socket (package control) at path until
@@ -26,6 +30,7 @@ func (p *Proxy) ServeControl(path string, opts ControlOptions) (*control.Server,
 		Status:  func() any { st := p.Status(); return &st },
 		Reload:  opts.Reload,
 		Upgrade: opts.Upgrade,
+		Plan:    opts.Plan,
 	}
 	var c *control.Server
 	if ln := p.inheritedControl; ln != nil {

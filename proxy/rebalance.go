@@ -1,11 +1,17 @@
 package proxy
 
 import (
+	"cmp"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/lb"
 )
 
@@ -111,7 +117,12 @@ func (l *loop) rebalanceScan() {
 			s.x.rb.at = 0
 			continue
 		}
-		owner, misplaced := root.current().misplaced(s.group.peers[s.peer], s.x.rb.key, wall)
+		cur := root.current()
+		if cur.method != s.group.method || cur.cfg.HashKey != s.group.cfg.HashKey {
+			s.x.rb.at = 0 // a reload changed the method or key: the session's key says nothing now
+			continue
+		}
+		owner, misplaced := cur.misplaced(s.group.peers[s.peer], s.x.rb.key, wall)
 		if !misplaced {
 			s.x.rb.at = 0
 			continue
@@ -207,4 +218,131 @@ func keyText(g *group, key []byte) string {
 		}
 	}
 	return string(key)
+}
+
+// ReloadPlan is what a reload to another config would do to the live
+// sessions of the upstreams with "rebalance" (the only ones whose sessions'
+// keys are kept): how many would be misplaced, from which server to which.
+type ReloadPlan struct {
+	Upstreams []UpstreamPlan
+}
+
+// UpstreamPlan is one upstream's part of a ReloadPlan.
+type UpstreamPlan struct {
+	Name  string
+	Live  int    // live sessions with a key
+	Moves []Move // by server, then owner
+	Note  string // why nothing can be said, when so
+}
+
+// Move is how many sessions on From would belong to To.
+type Move struct {
+	From, To string
+	N        int
+}
+
+// String prints the plan for "baton reload --dry-run".
+func (rp *ReloadPlan) String() string {
+	if len(rp.Upstreams) == 0 {
+		return "no upstream has \"rebalance\": live sessions are not followed by key, and a reload moves none of them\n"
+	}
+	var b strings.Builder
+	for _, u := range rp.Upstreams {
+		moved := 0
+		for _, m := range u.Moves {
+			moved += m.N
+		}
+		fmt.Fprintf(&b, "upstream %q: %d live sessions, %d would be misplaced", u.Name, u.Live, moved)
+		if u.Note != "" {
+			fmt.Fprintf(&b, " (%s)", u.Note)
+		}
+		b.WriteString("\n")
+		for _, m := range u.Moves {
+			fmt.Fprintf(&b, "  %s: %d to %s\n", m.From, m.N, m.To)
+		}
+	}
+	return b.String()
+}
+
+// PlanReload reports what a reload to cfg would do to the live sessions of
+// the upstreams with "rebalance", changing nothing: each session's key is
+// looked up in the upstream cfg gives it (its names resolved at run time
+// as they are now), with the servers' health as it is now.
+func (p *Proxy) PlanReload(cfg *config.Config) (*ReloadPlan, error) {
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	vt, err := buildVars(cfg)
+	if err != nil {
+		return nil, err
+	}
+	next := map[string]*group{}
+	if cfg.Stream != nil {
+		for _, u := range cfg.Stream.Upstreams {
+			var prev *group
+			for _, o := range p.groups {
+				if o.name == u.Name {
+					prev = o.current()
+				}
+			}
+			g, err := newGroupFrom(u, vt, prev)
+			if err != nil {
+				return nil, posError(u.Pos, err)
+			}
+			next[u.Name] = g
+		}
+	}
+	plan := &ReloadPlan{}
+	at := map[string]int{}
+	for _, g := range p.groups {
+		if g.cfg != nil && g.cfg.Rebalance != nil {
+			at[g.name] = len(plan.Upstreams)
+			up := UpstreamPlan{Name: g.name}
+			switch n := next[g.name]; {
+			case n == nil:
+				up.Note = "the new config has no such upstream: its sessions stay, as nginx's"
+			case n.method != g.method || n.cfg.HashKey != g.cfg.HashKey:
+				up.Note = "its method or hash key changes: the sessions' keys cannot be judged against it"
+			}
+			plan.Upstreams = append(plan.Upstreams, up)
+		}
+	}
+	var mu sync.Mutex
+	moves := map[Move]int{}
+	p.eachLoop(func(l *loop) {
+		wall := l.wall()
+		for _, s := range l.sessions {
+			if s.state != stateProxying || s.x == nil || s.x.rb.key == nil || s.peer < 0 || s.group == nil {
+				continue
+			}
+			k, ok := at[s.group.name]
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			up := &plan.Upstreams[k]
+			up.Live++
+			mu.Unlock()
+			n := next[s.group.name]
+			if up.Note != "" {
+				continue
+			}
+			from := s.group.peers[s.peer]
+			if owner, mis := n.misplaced(from, s.x.rb.key, wall); mis {
+				mu.Lock()
+				moves[Move{From: s.group.name + "\x00" + from.String(), To: owner}]++
+				mu.Unlock()
+			}
+		}
+	})
+	for m, n := range moves {
+		name, from, _ := strings.Cut(m.From, "\x00")
+		up := &plan.Upstreams[at[name]]
+		up.Moves = append(up.Moves, Move{From: from, To: m.To, N: n})
+	}
+	for i := range plan.Upstreams {
+		slices.SortFunc(plan.Upstreams[i].Moves, func(a, b Move) int {
+			return cmp.Or(strings.Compare(a.From, b.From), strings.Compare(a.To, b.To))
+		})
+	}
+	return plan, nil
 }

@@ -102,6 +102,24 @@ func TestRebalanceAfterReload(t *testing.T) {
 			}
 		}()
 	}
+	// The dry run says the same, and changes nothing.
+	plan, err := p.PlanReload(cfg4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planned := 0
+	for _, m := range plan.Upstreams[0].Moves {
+		if m.To != fmt.Sprintf("127.0.0.64:%d", port) {
+			t.Errorf("the plan moves %d from %s to %s", m.N, m.From, m.To)
+		}
+		planned += m.N
+	}
+	if plan.Upstreams[0].Live != n || planned != len(moved) {
+		t.Fatalf("the plan says %d of %d live sessions misplaced, want %d of %d:\n%s", planned, plan.Upstreams[0].Live, len(moved), n, plan)
+	}
+	if !strings.Contains(plan.String(), fmt.Sprintf("%d would be misplaced", len(moved))) {
+		t.Errorf("plan text:\n%s", plan)
+	}
 	start := time.Now()
 	if _, err := p.Reload(cfg4); err != nil {
 		t.Fatal(err)

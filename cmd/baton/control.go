@@ -146,11 +146,27 @@ func printStatus(out io.Writer, st *proxy.Status) {
 
 func newReloadCmd() *cobra.Command {
 	var f socketFlags
+	var dryRun bool
 	cmd := &cobra.Command{
-		Use:   "reload [-c FILE | --control-socket PATH]",
+		Use:   "reload [-c FILE | --control-socket PATH] [--dry-run]",
 		Short: "Make a running baton re-read its config in place (as SIGHUP); a bad config is refused and the old one stays",
-		Args:  cobra.NoArgs,
+		Long: `Make a running baton re-read its config in place (as SIGHUP); a bad config is
+refused and the old one stays.
+
+With --dry-run, the running baton reads its config file, changes nothing, and
+prints how many of its live sessions the new config would make misplaced, by
+server, in the upstreams with "rebalance": the sessions a reload would close
+and send to another server over the rebalance window.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dryRun {
+				r, err := call(&f, "plan")
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(cmd.OutOrStdout(), r.Report)
+				return nil
+			}
 			r, err := call(&f, "reload")
 			if err != nil && r == nil {
 				return err // no baton answered (or not ours): nothing was refused
@@ -163,7 +179,24 @@ func newReloadCmd() *cobra.Command {
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "change nothing: print the live sessions the new config would make misplaced")
 	return cmd
+}
+
+// planner reads file and reports what a reload to it would do to p's live
+// sessions, changing nothing.
+func planner(p *proxy.Proxy, file string) func() (string, error) {
+	return func() (string, error) {
+		cfg, err := config.Load(file)
+		if err != nil {
+			return "", err
+		}
+		plan, err := p.PlanReload(cfg)
+		if err != nil {
+			return "", err
+		}
+		return plan.String(), nil
+	}
 }
 
 // reloader re-reads file and applies it to p; it reports what changed.

@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestStatusAndReload(t *testing.T) {
@@ -131,5 +134,50 @@ func TestReloadWithoutBaton(t *testing.T) {
 	out, err := batonCmd("reload", "--control-socket", sock).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "no baton answers on "+sock) || strings.Contains(string(out), "reload refused") {
 		t.Errorf("baton reload with no baton: %v\n%s", err, out)
+	}
+}
+
+// baton reload --dry-run asks the running process what its config file
+// would do to its live sessions, and changes nothing.
+func TestReloadDryRun(t *testing.T) {
+	a, b := echoServer(t), echoServer(t)
+	listen := freePort(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "ctl", "control.sock")
+	stream := func(servers string) string {
+		return fmt.Sprintf("stream { upstream u { hash $remote_addr consistent; rebalance; %s } server { listen %s; proxy_pass u; } }\n", servers, listen)
+	}
+	conf := writeFile(t, dir, "baton.conf", stream(fmt.Sprintf("server %s;", a)))
+	startBaton(t, "run", "-c", conf, "--control-socket", sock)
+	var conns []net.Conn
+	for range 5 {
+		c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "x")
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// One server replaced by another: every session would move.
+	writeFile(t, dir, "baton.conf", stream(fmt.Sprintf("server %s;", b)))
+	out, err := batonCmd("reload", "--control-socket", sock, "--dry-run").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	want := fmt.Sprintf("upstream \"u\": 5 live sessions, 5 would be misplaced\n  %s: 5 to %s\n", a, b)
+	if string(out) != want {
+		t.Fatalf("dry run said:\n%s\nwant:\n%s", out, want)
+	}
+	// Nothing changed: the sessions go on.
+	for _, c := range conns {
+		io.WriteString(c, "y")
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("a session ended after a dry run: %v", err)
+		}
 	}
 }

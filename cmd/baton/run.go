@@ -211,12 +211,13 @@ func run(cfg *config.Config, opts runOptions) error {
 		}
 	}()
 
-	var reload func() (string, error)
+	var reload, plan func() (string, error)
 	reloads := newReloadQueue()
 	stopReloads := make(chan struct{})
 	defer close(stopReloads)
 	if opts.file != "" {
 		reload = oneReload(reloader(p, opts.file))
+		plan = planner(p, opts.file)
 		go reloads.run(stopReloads, reload, opts.file, log)
 	}
 	up := &upgrader{p: p, log: log, timeout: cmp.Or(cfg.Baton.UpgradeTimeout, config.DefaultUpgradeTimeout), done: make(chan struct{}), inbound: handoff != nil, failed: func() {
@@ -230,7 +231,7 @@ func run(cfg *config.Config, opts runOptions) error {
 	}
 	var ctl *control.Server
 	if ctlPath != "" {
-		ctl, err = p.ServeControl(ctlPath, proxy.ControlOptions{Reload: reload, Upgrade: up.run})
+		ctl, err = p.ServeControl(ctlPath, proxy.ControlOptions{Reload: reload, Upgrade: up.run, Plan: plan})
 		if err != nil {
 			// Traffic matters more: serve it, and say what is missing.
 			log.Logf(errlog.LevelWarn, "%v; baton status, reload and upgrade will not reach this process (SIGHUP still reloads, SIGUSR2 still upgrades)", err)

@@ -20,7 +20,7 @@ import (
 
 // Request is one request on the control socket.
 type Request struct {
-	Cmd    string `json:"cmd"`              // "status", "reload" or "upgrade"
+	Cmd    string `json:"cmd"`              // "status", "reload", "plan" or "upgrade"
 	Binary string `json:"binary,omitempty"` // upgrade: the new binary (default: this one)
 }
 
@@ -48,6 +48,10 @@ type Handlers struct {
 	// Upgrade hands everything to a new process started from binary ("":
 	// this one) and returns what moved.
 	Upgrade func(binary string) (fdpass.Report, error)
+
+	// Plan reads the configuration as Reload would, changes nothing, and
+	// reports what the reload would do to live sessions.
+	Plan func() (string, error)
 }
 
 // Server is a running control socket.
@@ -290,6 +294,17 @@ func (s *Server) handle(conn *net.UnixConn) {
 			return
 		}
 		report, err := s.h.Reload()
+		if err != nil {
+			reply(Reply{Error: err.Error()})
+			return
+		}
+		reply(Reply{OK: true, Report: report})
+	case "plan":
+		if s.h.Plan == nil {
+			reply(Reply{Error: "reload --dry-run is not available: baton runs without a config file"})
+			return
+		}
+		report, err := s.h.Plan()
 		if err != nil {
 			reply(Reply{Error: err.Error()})
 			return
