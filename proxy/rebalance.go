@@ -78,9 +78,55 @@ func (p *Proxy) publishGroups() {
 }
 
 // rebalancer is a loop's periodic look at its sessions, in its timer heap.
+// It walks the sessions only when something may have changed since the
+// last walk (an upstream's generation, or which of its peers are usable) or
+// when that walk found misplaced sessions: an upstream at rest costs a look
+// at its peers, not at every session.
 type rebalancer struct {
 	timer
-	l *loop
+	l       *loop
+	gens    map[*group]*group // each rebalance upstream's generation at the last walk
+	usable  map[*group][]bool // and which of its peers were usable
+	pending int               // misplaced sessions the last walk left
+}
+
+// changed reports whether any rebalance upstream's generation or usable
+// peers differ from the last walk's, and records them.
+func (r *rebalancer) changed(byName map[string]*group, wall time.Time) bool {
+	if r.gens == nil {
+		r.gens, r.usable = map[*group]*group{}, map[*group][]bool{}
+	}
+	changed := false
+	seen := 0
+	for _, root := range byName {
+		if root.cfg == nil || root.cfg.Rebalance == nil {
+			continue
+		}
+		seen++
+		cur := root.current()
+		u := r.usable[root]
+		if r.gens[root] != cur || len(u) != len(cur.peers) {
+			changed = true
+			r.gens[root] = cur
+			u = make([]bool, len(cur.peers))
+			r.usable[root] = u
+		}
+		for i, p := range cur.peers {
+			if ok := !p.down && cur.health.Peer(i).Usable(wall); ok != u[i] {
+				u[i], changed = ok, true
+			}
+		}
+	}
+	if seen != len(r.gens) {
+		changed = true
+		for root := range r.gens {
+			if byName[root.name] != root {
+				delete(r.gens, root)
+				delete(r.usable, root)
+			}
+		}
+	}
+	return changed
 }
 
 func (r *rebalancer) expire() { r.l.rebalanceScan() }
@@ -105,6 +151,11 @@ func (l *loop) rebalanceScan() {
 		return
 	}
 	now, wall := l.now, l.wall()
+	if !l.rb.changed(*byName, wall) && l.rb.pending == 0 {
+		l.rb.lastActive = l.now
+		l.schedule(l.rb)
+		return
+	}
 	counts := map[*rebalanceStats]int64{}
 	var fresh []*session
 	for k := 0; k < len(l.sessions); k++ {
@@ -164,9 +215,11 @@ func (l *loop) rebalanceScan() {
 		s.x.rb.at = now + int64((float64(k)+rand.Float64())/float64(len(fresh))*float64(w))
 		s.x.rb.end = now + w
 	}
+	l.rb.pending = 0
 	for _, g := range *byName {
 		if st := g.rbStats; st != nil && l.id < len(st.misplaced) {
 			st.misplaced[l.id].Store(counts[st])
+			l.rb.pending += int(counts[st])
 		}
 	}
 	l.rb.lastActive = l.now

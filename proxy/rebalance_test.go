@@ -7,10 +7,12 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/dnstest"
 )
 
 // rbConn is a long-lived client connection of the rebalance test.
@@ -386,4 +388,63 @@ func TestRebalanceSurvivesHandoff(t *testing.T) {
 	if st == nil || st.ClosedIdle+st.ClosedAtEnd == 0 {
 		t.Fatalf("the new process closed none of them: %+v", st)
 	}
+}
+
+// A DNS change is a trigger too: when a resolved name gains an address, the
+// sessions whose keys it now owns (hash_ring address) are moved to it, and
+// only those.
+func TestRebalanceOnDNSChange(t *testing.T) {
+	port := startIPBackends(t, "127.0.0.91", "127.0.0.92", "127.0.0.93")
+	d := dnstest.Start(t)
+	d.SetA("pods.test", 1, "127.0.0.91", "127.0.0.92")
+	listen := deadAddr(t).String()
+	p, _, _ := startConf(t, fmt.Sprintf(`stream {
+    resolver %s;
+    upstream u { zone z 1m; hash $remote_addr consistent; hash_ring address; rebalance window=2s idle=100ms;
+                 server pods.test:%d resolve; }
+    server { listen %s; proxy_pass u; }
+}`, d.Addr(), port, listen))
+	var conns []*rbConn
+	var ended atomic.Int64
+	for k := range 90 {
+		c := longFrom(t, fmt.Sprintf("127.0.6.%d", 1+k), listen)
+		conns = append(conns, c)
+		go func() {
+			var b [1]byte
+			if _, err := c.c.Read(b[:]); err != nil {
+				c.closed <- time.Now()
+				ended.Add(1)
+			}
+		}()
+	}
+	d.SetA("pods.test", 1, "127.0.0.91", "127.0.0.92", "127.0.0.93")
+	waitFor(t, func() bool { return len(p.Status().Upstreams[0].Resolved[0].Addrs) == 3 })
+	// Past the window (2s, and a look of every loop), every misplaced
+	// session is closed and its client has seen the end.
+	windowEnd := time.Now().Add(2*time.Second + 2*rebalanceTick)
+	var closes uint64
+	waitFor(t, func() bool {
+		rb := p.Status().Upstreams[0].Rebalance
+		closes = rb.ClosedIdle + rb.ClosedAtEnd
+		return time.Now().After(windowEnd) && rb.Misplaced == 0 && closes > 0 && ended.Load() == int64(closes)
+	})
+	var moved int
+	for _, c := range conns {
+		select {
+		case <-c.closed:
+			moved++
+			if nc := longFrom(t, c.src, listen); nc.server != "127.0.0.93" {
+				t.Fatalf("%s was closed but belongs to %s, not the new address", c.src, nc.server)
+			}
+		default:
+			// Not moved: it must not belong to the new address.
+			if pk := longFrom(t, c.src, listen); pk.server == "127.0.0.93" {
+				t.Fatalf("%s belongs to the new address but its session on %s was left", c.src, c.server)
+			}
+		}
+	}
+	if uint64(moved) != closes {
+		t.Errorf("%d sessions ended, the status counts %d closes", moved, closes)
+	}
+	t.Logf("%d of %d sessions moved to the new address", moved, len(conns))
 }
