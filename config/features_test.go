@@ -61,7 +61,7 @@ func TestListenUDP(t *testing.T) {
 		{"so_keepalive off", srv("listen 53 udp so_keepalive=off;"), `"listen" directive "so_keepalive" parameter is incompatible with "udp" in a.conf:5`},
 		{"proxy_protocol", srv("listen 53 udp proxy_protocol;"), `"listen" directive "proxy_protocol" parameter is incompatible with "udp" in a.conf:5`},
 		{"first incompatibility only", srv("listen 53 udp proxy_protocol backlog=5;"), `"listen" directive "backlog" parameter is incompatible with "udp" in a.conf:5`},
-		{"unsupported param first", srv("listen 53 udp ssl;"), `the "ssl" parameter of the "listen" directive is not supported yet in a.conf:5`},
+		{"ssl with udp", srv("listen 53 udp ssl;"), `"listen" directive "ssl" parameter is incompatible with "udp" in a.conf:5`},
 	})
 }
 

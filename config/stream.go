@@ -64,6 +64,7 @@ type proxyConf struct {
 	keepalive      bool      // proxy_socket_keepalive
 	noDelay        bool      // tcp_nodelay
 	res            resolverConf
+	tls            tlsConf
 
 	// Array directives: as nginx's merge, a server inherits the stream's
 	// only when it has none of its own.
@@ -173,6 +174,9 @@ func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
 	case "resolver", "resolver_timeout":
 		l.resolverSetting(d, &pc.res)
 	default:
+		if l.tlsSetting(d, pc) {
+			return true
+		}
 		return l.proxySetting(d, pc)
 	}
 	return true
@@ -478,7 +482,7 @@ func (l *loader) listen(d *directive, ss *serverState) {
 		case p == "multipath":
 			proto.Multipath, multipathSet, proto.optsSet = true, true, true
 		case p == "ssl":
-			l.errorf(d, "the \"ssl\" parameter of the \"listen\" directive is not supported yet")
+			proto.SSL = true
 		default:
 			l.errorf(d, "the invalid \"%s\" parameter", p)
 			return
@@ -494,7 +498,7 @@ func (l *loader) listen(d *directive, ss *serverState) {
 			set  bool
 			name string
 		}{{fastopenSet, "fastopen"}, {backlogSet, "backlog"}, {deferredSet, "deferred"}, {multipathSet, "multipath"},
-			{keepaliveSet, "so_keepalive"}, {proto.ProxyProtocol, "proxy_protocol"}} {
+			{keepaliveSet, "so_keepalive"}, {proto.SSL, "ssl"}, {proto.ProxyProtocol, "proxy_protocol"}} {
 			if c.set {
 				l.errorf(d, "\"listen\" directive \"%s\" parameter is incompatible with \"udp\"", c.name)
 				return
@@ -776,6 +780,7 @@ func (l *loader) finishStream() {
 		}
 		finishPreread(srv, &ss.preread, &st.preread)
 		srv.Resolver = mergeResolver(&ss.proxy.res, &st.proxy.res)
+		srv.TLS = l.finishTLS(srv, &ss.proxy, &st.proxy)
 		merge := func(name string) *proxyConf {
 			if ss.proxy.set[name] {
 				return &ss.proxy

@@ -317,6 +317,9 @@ type Server struct {
 	PrereadBufferSize int
 	PrereadTimeout    time.Duration
 
+	// TLS is the server's ssl_* settings when a listen of it has "ssl".
+	TLS *TLS
+
 	// Resolver resolves host names "proxy_pass $var" gives at run time:
 	// the server's "resolver", or the stream's; nil when neither has one.
 	Resolver *Resolver
@@ -432,6 +435,7 @@ type Listen struct {
 	UDP                 bool // "udp"
 	ProxyProtocol       bool // "proxy_protocol": every client must send a PROXY header
 	DefaultServer       bool // "default_server"
+	SSL                 bool // "ssl": TLS is terminated here (Server.TLS)
 
 	// Unix is the path of "listen unix:PATH" (Addr is then invalid, Text
 	// "unix:PATH").

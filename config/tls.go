@@ -1,0 +1,313 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TLS is a server's ngx_stream_ssl_module settings, inherited from stream
+// where the server sets none, with its certificates loaded.
+type TLS struct {
+	// Certs are the ssl_certificate / ssl_certificate_key pairs, in order:
+	// several (RSA and ECDSA side by side) let the handshake choose the one
+	// the client supports, as nginx.
+	Certs []tls.Certificate
+
+	MinVersion, MaxVersion uint16 // ssl_protocols (default TLSv1.2 TLSv1.3)
+	Ciphers                string // ssl_ciphers as written (default HIGH:!aNULL:!MD5)
+	CipherSuites           []uint16
+
+	HandshakeTimeout time.Duration // ssl_handshake_timeout, default 60s
+	SessionTimeout   time.Duration // ssl_session_timeout, default 5m
+	SessionTickets   bool          // ssl_session_tickets, default on
+	ALPN             []string      // ssl_alpn
+	RejectHandshake  bool          // ssl_reject_handshake
+
+	// VerifyClient is ssl_verify_client: "off", "on", "optional" or
+	// "optional_no_ca"; ClientCAs are ssl_client_certificate's.
+	VerifyClient string
+	ClientCAs    *x509.CertPool
+	VerifyDepth  int // ssl_verify_depth, default 1
+}
+
+// tlsConf is one level's (stream or server) ssl_* directives.
+type tlsConf struct {
+	certs, keys       []string
+	certPos           []Pos
+	protocols         []string
+	ciphers           string
+	handshakeTimeout  time.Duration
+	sessionTimeout    time.Duration
+	tickets           bool
+	alpn              []string
+	reject            bool
+	verifyClient      string
+	clientCertificate string
+	verifyDepth       int
+}
+
+// tlsSetting handles the ssl_* directives of stream and server and reports
+// whether d was one of them.
+func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
+	tc := &pc.tls
+	switch d.name {
+	case "ssl_certificate", "ssl_certificate_key":
+		if !l.check(d, false, take(1)) {
+			return true
+		}
+		if d.name == "ssl_certificate" {
+			tc.certs = append(tc.certs, d.args[0])
+			tc.certPos = append(tc.certPos, d.pos)
+		} else {
+			tc.keys = append(tc.keys, d.args[0])
+		}
+		return true
+	case "ssl_protocols", "ssl_alpn":
+		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
+			return true
+		}
+		if d.name == "ssl_alpn" {
+			tc.alpn = d.args
+			return true
+		}
+		for _, p := range d.args {
+			if _, ok := tlsVersions[p]; !ok {
+				l.errorf(d, "invalid value \"%s\"", p)
+				return true
+			}
+		}
+		tc.protocols = d.args
+		return true
+	case "ssl_ciphers", "ssl_handshake_timeout", "ssl_session_timeout", "ssl_session_tickets",
+		"ssl_prefer_server_ciphers", "ssl_reject_handshake", "ssl_verify_client",
+		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam":
+	case "ssl_session_cache":
+		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
+			return true
+		}
+		for _, a := range d.args {
+			// Go's server keeps sessions in tickets, not in a cache: the
+			// directive is checked and accepted (see README).
+			if a != "off" && a != "none" && a != "builtin" && !strings.HasPrefix(a, "builtin:") && !strings.HasPrefix(a, "shared:") {
+				l.errorf(d, "invalid session cache \"%s\"", a)
+			}
+		}
+		return true
+	case "ssl_conf_command":
+		l.errorf(d, "\"ssl_conf_command\" is OpenSSL's own and baton's TLS is Go's crypto/tls: set what it would set with ssl_protocols, ssl_ciphers and ssl_ecdh_curve")
+		return true
+	default:
+		return false
+	}
+	if !l.check(d, false, take(1)) || !l.once(d, pc) {
+		return true
+	}
+	v := d.args[0]
+	switch d.name {
+	case "ssl_ciphers":
+		tc.ciphers = v
+	case "ssl_handshake_timeout", "ssl_session_timeout":
+		t, err := ParseDuration(v)
+		if err != nil {
+			l.errorf(d, "\"%s\" directive invalid value", d.name)
+			return true
+		}
+		if d.name == "ssl_handshake_timeout" {
+			tc.handshakeTimeout = t
+		} else {
+			tc.sessionTimeout = t
+		}
+	case "ssl_session_tickets", "ssl_prefer_server_ciphers", "ssl_reject_handshake":
+		on, ok := onOff(v)
+		if !ok {
+			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", v, d.name)
+			return true
+		}
+		switch d.name {
+		case "ssl_session_tickets":
+			tc.tickets = on
+		case "ssl_reject_handshake":
+			tc.reject = on
+		}
+	case "ssl_verify_client":
+		switch v {
+		case "on", "off", "optional", "optional_no_ca":
+			tc.verifyClient = v
+		default:
+			l.errorf(d, "invalid value \"%s\" in \"ssl_verify_client\" directive, it must be \"on\", \"off\", \"optional\" or \"optional_no_ca\"", v)
+		}
+	case "ssl_client_certificate":
+		tc.clientCertificate = v
+	case "ssl_verify_depth":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			l.errorf(d, "\"ssl_verify_depth\" directive invalid number")
+			return true
+		}
+		tc.verifyDepth = n
+	}
+	return true
+}
+
+// onOff reads an nginx flag, case-insensitive.
+func onOff(v string) (on, ok bool) {
+	switch strings.ToLower(v) {
+	case "on":
+		return true, true
+	case "off":
+		return false, true
+	}
+	return false, false
+}
+
+var tlsVersions = map[string]uint16{
+	"SSLv2": 0, "SSLv3": tls.VersionSSL30, "TLSv1": tls.VersionTLS10, "TLSv1.1": tls.VersionTLS11,
+	"TLSv1.2": tls.VersionTLS12, "TLSv1.3": tls.VersionTLS13,
+}
+
+// finishTLS merges a server's ssl_* settings with the stream's and loads
+// its certificates; nil when the server has no "listen ... ssl".
+func (l *loader) finishTLS(srv *Server, own, parent *proxyConf) *TLS {
+	ssl := false
+	for _, ln := range srv.Listen {
+		ssl = ssl || ln.SSL
+	}
+	if !ssl {
+		return nil
+	}
+	pick := func(name string) *tlsConf {
+		if own.set[name] {
+			return &own.tls
+		}
+		if parent.set[name] {
+			return &parent.tls
+		}
+		return nil
+	}
+	t := &TLS{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, Ciphers: "HIGH:!aNULL:!MD5",
+		HandshakeTimeout: 60 * time.Second, SessionTimeout: 5 * time.Minute, SessionTickets: true,
+		VerifyClient: "off", VerifyDepth: 1}
+	if c := pick("ssl_protocols"); c != nil {
+		t.MinVersion, t.MaxVersion = 0, 0
+		for _, p := range c.protocols {
+			v := tlsVersions[p]
+			if v < tls.VersionTLS10 {
+				continue // SSLv2, SSLv3: crypto/tls has neither
+			}
+			if t.MinVersion == 0 || v < t.MinVersion {
+				t.MinVersion = v
+			}
+			t.MaxVersion = max(t.MaxVersion, v)
+		}
+	}
+	if c := pick("ssl_ciphers"); c != nil {
+		t.Ciphers = c.ciphers
+	}
+	t.CipherSuites = cipherSuites(t.Ciphers)
+	if c := pick("ssl_handshake_timeout"); c != nil {
+		t.HandshakeTimeout = c.handshakeTimeout
+	}
+	if c := pick("ssl_session_timeout"); c != nil {
+		t.SessionTimeout = c.sessionTimeout
+	}
+	if c := pick("ssl_session_tickets"); c != nil {
+		t.SessionTickets = c.tickets
+	}
+	if c := pick("ssl_alpn"); c != nil {
+		t.ALPN = c.alpn
+	}
+	if c := pick("ssl_reject_handshake"); c != nil {
+		t.RejectHandshake = c.reject
+	}
+	if c := pick("ssl_verify_depth"); c != nil {
+		t.VerifyDepth = c.verifyDepth
+	}
+	certs := &own.tls
+	if len(certs.certs) == 0 && len(certs.keys) == 0 {
+		certs = &parent.tls
+	}
+	for i, cf := range certs.certs {
+		if i >= len(certs.keys) {
+			l.errAt(certs.certPos[i], "ssl_certificate", "no \"ssl_certificate_key\" is defined for certificate \"%s\"", cf)
+			return nil
+		}
+		cert, err := tls.LoadX509KeyPair(l.confFile(cf), l.confFile(certs.keys[i]))
+		if err != nil {
+			l.errAt(certs.certPos[i], "ssl_certificate", "cannot load certificate \"%s\" with key \"%s\": %v", cf, certs.keys[i], err)
+			return nil
+		}
+		t.Certs = append(t.Certs, cert)
+	}
+	if len(t.Certs) == 0 && !t.RejectHandshake {
+		l.errAt(srv.Pos, "server", "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive")
+		return nil
+	}
+	if c := pick("ssl_verify_client"); c != nil {
+		t.VerifyClient = c.verifyClient
+	}
+	if t.VerifyClient != "off" {
+		cc := pick("ssl_client_certificate")
+		if cc == nil && t.VerifyClient != "optional_no_ca" {
+			l.errAt(srv.Pos, "server", "no ssl_client_certificate for ssl_verify_client")
+			return nil
+		}
+		if cc != nil {
+			pem, err := os.ReadFile(l.confFile(cc.clientCertificate))
+			if err != nil {
+				l.errAt(srv.Pos, "ssl_client_certificate", "cannot read \"%s\": %v", cc.clientCertificate, err)
+				return nil
+			}
+			t.ClientCAs = x509.NewCertPool()
+			if !t.ClientCAs.AppendCertsFromPEM(pem) {
+				l.errAt(srv.Pos, "ssl_client_certificate", "no certificate in \"%s\"", cc.clientCertificate)
+				return nil
+			}
+		}
+	}
+	return t
+}
+
+// confFile is a file named in the config: relative to the main config's
+// directory, as nginx's conf prefix.
+func (l *loader) confFile(name string) string {
+	if filepath.IsAbs(name) || strings.HasPrefix(name, "data:") {
+		return name
+	}
+	return filepath.Join(l.prefix, name)
+}
+
+// cipherSuites maps an OpenSSL cipher string to the TLS 1.2 suites
+// crypto/tls offers: nil (Go's own secure list) unless the string names
+// suites Go knows by their OpenSSL names, in which case only those. TLS 1.3
+// suites are not configurable in crypto/tls.
+func cipherSuites(s string) []uint16 {
+	var out []uint16
+	for _, name := range strings.FieldsFunc(s, func(r rune) bool { return r == ':' || r == ',' || r == ' ' }) {
+		if id, ok := opensslSuites[name]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+var opensslSuites = map[string]uint16{
+	"ECDHE-ECDSA-AES128-GCM-SHA256": tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	"ECDHE-RSA-AES128-GCM-SHA256":   tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	"ECDHE-ECDSA-AES256-GCM-SHA384": tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	"ECDHE-RSA-AES256-GCM-SHA384":   tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	"ECDHE-ECDSA-CHACHA20-POLY1305": tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	"ECDHE-RSA-CHACHA20-POLY1305":   tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	"ECDHE-ECDSA-AES128-SHA":        tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+	"ECDHE-RSA-AES128-SHA":          tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+	"ECDHE-ECDSA-AES256-SHA":        tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+	"ECDHE-RSA-AES256-SHA":          tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+	"AES128-GCM-SHA256":             tls.TLS_RSA_WITH_AES_128_GCM_SHA256,
+	"AES256-GCM-SHA384":             tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
+	"AES128-SHA":                    tls.TLS_RSA_WITH_AES_128_CBC_SHA,
+	"AES256-SHA":                    tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+}
