@@ -294,6 +294,9 @@ func (l *loader) linkVirtualServers() {
 			l.warnf(p.Pos, "protocol options redefined for %s", p.Addr)
 		}
 		p.ProxyProtocol = pp
+		for _, ln := range a.listens {
+			p.SSL = p.SSL || ln.SSL // "ssl" on any listen of the address makes its socket TLS, as nginx
+		}
 		p.Vhosts = a.servers
 		for _, ln := range a.listens {
 			if ln != p {

@@ -780,7 +780,6 @@ func (l *loader) finishStream() {
 		}
 		finishPreread(srv, &ss.preread, &st.preread)
 		srv.Resolver = mergeResolver(&ss.proxy.res, &st.proxy.res)
-		srv.TLS = l.finishTLS(srv, &ss.proxy, &st.proxy)
 		merge := func(name string) *proxyConf {
 			if ss.proxy.set[name] {
 				return &ss.proxy
@@ -890,6 +889,21 @@ func (l *loader) finishStream() {
 	st.s.AccessLogs = st.logs.logs
 	l.linkLimitConns()
 	l.linkVirtualServers()
+	// TLS once the virtual servers are linked: a server sharing an address
+	// whose socket is "ssl" may be chosen by the client's server name.
+	shared := map[*Server]bool{}
+	for _, ss := range st.servers {
+		for _, ln := range ss.srv.Listen {
+			if ln.SSL {
+				for _, v := range ln.Vhosts {
+					shared[v] = true
+				}
+			}
+		}
+	}
+	for _, ss := range st.servers {
+		ss.srv.TLS = l.finishTLS(ss.srv, &ss.proxy, &st.proxy, shared[ss.srv])
+	}
 }
 
 // inherit is nginx's merge of an array directive: the server's own list, or

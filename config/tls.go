@@ -171,14 +171,18 @@ var tlsVersions = map[string]uint16{
 }
 
 // finishTLS merges a server's ssl_* settings with the stream's and loads
-// its certificates; nil when the server has no "listen ... ssl".
-func (l *loader) finishTLS(srv *Server, own, parent *proxyConf) *TLS {
+// its certificates; nil when the server has no "listen ... ssl" and shares
+// no TLS address (shared) with certificates of its own or the stream's.
+func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TLS {
 	ssl := false
 	for _, ln := range srv.Listen {
 		ssl = ssl || ln.SSL
 	}
-	if !ssl {
+	if !ssl && !shared {
 		return nil
+	}
+	if !ssl && len(own.tls.certs) == 0 && len(parent.tls.certs) == 0 {
+		return nil // a virtual server of a TLS address without certificates: the default server's serve it
 	}
 	pick := func(name string) *tlsConf {
 		if own.set[name] {
@@ -310,4 +314,15 @@ var opensslSuites = map[string]uint16{
 	"AES256-GCM-SHA384":             tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
 	"AES128-SHA":                    tls.TLS_RSA_WITH_AES_128_CBC_SHA,
 	"AES256-SHA":                    tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+}
+
+// OpenSSLCipherName is a cipher suite as OpenSSL (and nginx's $ssl_cipher)
+// names it: "ECDHE-RSA-AES128-GCM-SHA256", or for TLS 1.3 its IANA name.
+func OpenSSLCipherName(id uint16) string {
+	for name, v := range opensslSuites {
+		if v == id {
+			return name
+		}
+	}
+	return tls.CipherSuiteName(id)
 }

@@ -224,6 +224,10 @@ func (s *session) admit() {
 		s.finish(403)
 		return
 	}
+	if s.ln != nil && s.ln.cfg.SSL && (s.x == nil || s.x.tls == nil) {
+		s.startTLS()
+		return
+	}
 	if s.srv.preread {
 		s.startPreread()
 		return

@@ -137,6 +137,12 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		if len(conns) >= n {
 			break
 		}
+		if s.state == stateHandshake || (s.x != nil && s.x.tls != nil) {
+			// TLS keeps its record state in this process's pump (tls.go):
+			// the session stays here and ends here.
+			i++
+			continue
+		}
 		// Every session moves in the phase it is in: a connect under way
 		// is a socket too, and a PROXY header half read is bytes.
 		files := make([]*os.File, 0, 2)

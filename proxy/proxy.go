@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -137,6 +138,7 @@ type server struct {
 	passAddr       netip.AddrPort // "pass ADDRESS"
 	routes         *routes
 	resolver       *routeResolver // resolves the host names proxy_pass $var gives; nil without "resolver"
+	tls            *tls.Config    // TLS termination ("listen ... ssl"); nil without certificates
 	preread        bool
 	prereadMax     int
 	prereadTimeout int64

@@ -22,6 +22,7 @@ const (
 	statePreread   // reading the client's TLS ClientHello (ssl_preread)
 	stateReturning // writing a "return" text the socket did not take at once
 	stateResolving // resolving the host name proxy_pass $var gave; the client is not read
+	stateHandshake // the TLS handshake runs on its goroutine; the session holds no socket
 )
 
 // flow is one direction of a session: bytes read from src and written to
@@ -117,6 +118,8 @@ type sessExtra struct {
 	bind *boundAddr // proxy_bind with variables, as evaluated at the first connect (upsock.go)
 
 	rb rebalancePlan // the upstream has "rebalance" (rebalance.go)
+
+	tls *tlsInfo // terminated TLS (tls.go)
 }
 
 // ext returns s's sessExtra, made on first use.
@@ -128,7 +131,7 @@ func (s *session) ext() *sessExtra {
 }
 
 func (s *session) String() string {
-	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed", "preread", "returning", "resolving"}[s.state]
+	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed", "preread", "returning", "resolving", "handshake"}[s.state]
 	return fmt.Sprintf("session *%d %s client=%s server=%s upstream=%s c2u=%d u2c=%d",
 		s.id, st, s.client, s.srv.name, s.upstreamAddrs, s.c2u.n, s.u2c.n)
 }
@@ -327,7 +330,7 @@ func (s *session) record(r *record) *record {
 		r.unixPath = s.ln.cfg.Unix
 	}
 	if x := s.x; x != nil {
-		r.prior, r.ppDst, r.tlv = x.prior, x.ppDst, x.ppTLV
+		r.prior, r.ppDst, r.tlv, r.tls = x.prior, x.ppDst, x.ppTLV, x.tls
 	}
 	if s.firstByte > 0 {
 		r.firstByteTime = s.firstByte - s.attemptStart
@@ -504,7 +507,7 @@ func (s *session) onEvent(fd int, ev uint32) {
 	case stateReturning:
 		s.returning()
 		return
-	case stateResolving:
+	case stateResolving, stateHandshake:
 		return // parked: no event comes
 	}
 	if s.state == stateConnecting {
@@ -841,6 +844,10 @@ func (s *session) expire() {
 		s.finish(200)
 	case stateResolving:
 		s.resolveTimedOut()
+	case stateHandshake:
+		s.srv.log.Logf(LevelInfo, "*%d SSL handshake timed out (110: Connection timed out) while SSL handshaking, client: %s, server: %s",
+			s.id, s.client.Addr(), s.srv.name)
+		s.finish(200)
 	}
 }
 
@@ -863,8 +870,13 @@ func (s *session) finish(status int) {
 		l.lineBuf = s.srv.logAccess(l.lineBuf, s.record(&l.rec))
 	}
 	s.state = stateClosed
+	if s.x != nil && s.x.tls != nil {
+		s.x.tls.link.finished.Store(true) // the pump closes the client once the last bytes are out
+	}
 	// The client's FIN first: a client waiting for it closes after baton.
-	l.release(s.cfd)
+	if s.cfd >= 0 {
+		l.release(s.cfd)
+	}
 	s.cfd = -1
 	if s.ufd >= 0 {
 		l.release(s.ufd)

@@ -49,6 +49,7 @@ type record struct {
 	ppDst                    netip.AddrPort // the PROXY header's destination
 	tlv                      []byte         // the PROXY header's TLVs
 	status                   int
+	tls                      *tlsInfo // a terminated TLS session's ($ssl_*); nil for plain ones
 
 	sv       *sessVars // "set" values, preread results; nil if none
 	depth    uint8     // variables evaluating variables (maxDepth)
@@ -332,6 +333,15 @@ func newVarTable() *varTable {
 	vt := &varTable{defs: make(map[string]*varDef, len(variables)+8)}
 	for name, v := range variables {
 		vt.defs[name] = &varDef{get: v, slot: -1}
+	}
+	for name, v := range tlsVars {
+		vt.defs[name] = &varDef{get: func(b []byte, r *record) []byte {
+			if r.tls == nil {
+				r.nf = true
+				return b
+			}
+			return v(b, r.tls)
+		}, slot: -1}
 	}
 	return vt
 }

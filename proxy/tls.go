@@ -1,0 +1,359 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/sock"
+	"golang.org/x/sys/unix"
+)
+
+// TLS termination ("listen ... ssl", ngx_stream_ssl_module), as nginx's ssl
+// phase: after access, before preread and content. The handshake runs on a
+// goroutine of the session's own, in crypto/tls, over the client's socket;
+// the server it chooses by the client's server name (virtual servers of the
+// address) takes the session on. Once it is done, the goroutine pumps the
+// decrypted stream to and from one end of a socketpair, and the loop takes
+// the other end as the session's client socket: everything after (preread,
+// return, proxying, splice, limits, logs) is what a plain session has.
+//
+// The record state lives in the pump's crypto/tls connection, so a TLS
+// session does not move in "baton upgrade": it stays in the old process,
+// which serves it until it ends (issue 19 moves the record state). The
+// socketpair costs two descriptors more per session, counted in the budget.
+
+// tlsFDs are the descriptors a TLS session holds beyond a plain one.
+const tlsFDs = 2
+
+// tlsInfo is what a terminated session knows of its TLS, for the $ssl_*
+// variables, and its link to the pump.
+type tlsInfo struct {
+	state tls.ConnectionState
+	link  *tlsLink
+}
+
+// tlsLink is shared by the loop's session and its pump.
+type tlsLink struct {
+	finished atomic.Bool // the session ended: the pump closes the client once the last bytes are out
+}
+
+// serverTLS is a server's crypto/tls configuration, nil without "ssl".
+func newServerTLS(t *config.TLS) *tls.Config {
+	if t == nil {
+		return nil
+	}
+	c := &tls.Config{
+		Certificates:           t.Certs,
+		MinVersion:             t.MinVersion,
+		MaxVersion:             t.MaxVersion,
+		CipherSuites:           t.CipherSuites,
+		NextProtos:             t.ALPN,
+		SessionTicketsDisabled: !t.SessionTickets,
+	}
+	switch t.VerifyClient {
+	case "on":
+		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, t.ClientCAs
+	case "optional":
+		c.ClientAuth, c.ClientCAs = tls.VerifyClientCertIfGiven, t.ClientCAs
+	case "optional_no_ca":
+		c.ClientAuth = tls.RequestClientCert
+	}
+	return c
+}
+
+// tlsServer is the server whose TLS settings a handshake uses: the virtual
+// server the client's name chooses, when it has TLS of its own, else the
+// address's default server.
+func (s *session) tlsServer(sni string) *server {
+	def := s.srv
+	if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil && sni != "" {
+		if host, ok := validHost([]byte(sni)); ok {
+			if srv := v.find(host); srv != nil {
+				return srv
+			}
+		}
+	}
+	return def
+}
+
+// startTLS begins the handshake of a session accepted on an "ssl" listener:
+// the client's socket goes to a goroutine, the session waits (stateHandshake)
+// for it to come back with the socketpair's end.
+func (s *session) startTLS() {
+	l := s.loop
+	if !l.p.fds.take(tlsFDs) {
+		s.srv.log.Logf(LevelAlert, "*%d %s: no descriptors left for a TLS session, client: %s, server: %s",
+			s.id, l.p.fds.capReason(), s.client.Addr(), s.srv.name)
+		s.finish(503)
+		return
+	}
+	if !s.local.IsValid() {
+		if sa, err := unix.Getsockname(s.cfd); err == nil {
+			s.local = sock.AddrPort(sa) // $server_addr, before the socket leaves the loop
+		}
+	}
+	fd, err := unix.FcntlInt(uintptr(s.cfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		l.p.fds.give(tlsFDs)
+		s.ioError("dup()", err, s.cfd)
+		return
+	}
+	l.release(s.cfd)
+	s.cfd = -1
+	s.cEvents = parked
+	early := s.early
+	s.early = nil
+	s.state = stateHandshake
+	t := s.srv.cfg.TLS
+	hsTimeout := 60 * time.Second
+	if t != nil {
+		hsTimeout = t.HandshakeTimeout
+	}
+	s.lastActive, s.timeout = l.now, int64(hsTimeout)+int64(time.Second)
+	l.schedule(s)
+	id := s.id
+	halfClose := s.srv.halfClose
+	var chosen *server
+	cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		chosen = s.tlsServer(hello.ServerName)
+		c := chosen.tls
+		if c == nil {
+			c = s.srv.tls
+		}
+		if c == nil || len(c.Certificates) == 0 {
+			return nil, errors.New("the server rejects the handshake (ssl_reject_handshake, or no certificate)")
+		}
+		return c, nil
+	}}
+	go func() {
+		f := os.NewFile(uintptr(fd), "tls client")
+		raw, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			l.p.fds.give(tlsFDs)
+			l.do(func() { s.tlsFailed(id, err) })
+			return
+		}
+		if tc, ok := raw.(*net.TCPConn); ok {
+			tc.SetNoDelay(!s.srv.noDelayOff)
+		}
+		conn := tls.Server(&prefixConn{Conn: raw, pre: early}, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), hsTimeout)
+		err = conn.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			l.p.fds.give(tlsFDs)
+			l.do(func() { s.tlsFailed(id, err) })
+			return
+		}
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			raw.Close()
+			l.p.fds.give(tlsFDs)
+			l.do(func() { s.tlsFailed(id, err) })
+			return
+		}
+		pf := os.NewFile(uintptr(pair[0]), "tls pump")
+		pc, err := net.FileConn(pf)
+		pf.Close()
+		if err != nil {
+			unix.Close(pair[1])
+			raw.Close()
+			l.p.fds.give(tlsFDs)
+			l.do(func() { s.tlsFailed(id, err) })
+			return
+		}
+		link := &tlsLink{}
+		info := &tlsInfo{state: conn.ConnectionState(), link: link}
+		if !l.do(func() { s.tlsReady(id, pair[1], info, chosen) }) {
+			unix.Close(pair[1])
+		}
+		pumpTLS(conn, raw, pc.(*net.UnixConn), link, halfClose)
+		l.p.fds.give(tlsFDs)
+	}()
+}
+
+// tlsFailed ends a session whose handshake failed, as nginx logs it.
+func (s *session) tlsFailed(id uint64, err error) {
+	if s.id != id || s.state != stateHandshake {
+		return
+	}
+	s.srv.log.Logf(LevelInfo, "*%d SSL handshake failed (%v) while SSL handshaking, client: %s, server: %s",
+		s.id, err, s.client.Addr(), s.srv.name)
+	s.finish(500)
+}
+
+// tlsReady goes on with a session whose handshake is done: fd (the
+// socketpair's end) is its client socket from now on, chosen the server
+// the client's name chose.
+func (s *session) tlsReady(id uint64, fd int, info *tlsInfo, chosen *server) {
+	l := s.loop
+	if s.id != id || s.state != stateHandshake {
+		info.link.finished.Store(true)
+		unix.Close(fd)
+		return
+	}
+	l.timers.remove(s)
+	s.timeout = 0
+	s.cfd = fd
+	l.track(fd, s)
+	s.ext().tls = info
+	if chosen != nil && chosen != s.srv {
+		s.switchServer(chosen)
+		if name := info.state.ServerName; name != "" {
+			s.ext().vhost = name
+		}
+	}
+	s.state = stateConnecting // as the content phase starts it
+	if s.srv.preread {
+		s.startPreread()
+		return
+	}
+	s.content()
+}
+
+// pumpTLS moves the decrypted stream between conn (the client's TLS) and
+// pc (the loop's socketpair), until both directions end. The client's
+// close or close_notify ends the way to the loop (a FIN on the pair); the
+// loop's end of the session (link.finished, or without proxy_half_close
+// its FIN) closes the client after the last bytes.
+func pumpTLS(conn *tls.Conn, raw net.Conn, pc *net.UnixConn, link *tlsLink, halfClose bool) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		io.Copy(pc, conn)
+		pc.CloseWrite()
+	}()
+	go func() {
+		defer wg.Done()
+		io.Copy(conn, pc)
+		if halfClose && !link.finished.Load() {
+			conn.CloseWrite()
+			if tc, ok := raw.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+			return
+		}
+		conn.Close()
+	}()
+	wg.Wait()
+	conn.Close()
+	pc.Close()
+}
+
+// prefixConn is a net.Conn that reads pre before the connection: the
+// client's bytes the loop read before the handshake began.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// The $ssl_* variables of ngx_stream_ssl_module.
+var tlsVars = map[string]func(b []byte, t *tlsInfo) []byte{
+	"ssl_protocol": func(b []byte, t *tlsInfo) []byte {
+		return append(b, tlsVersionName(t.state.Version)...)
+	},
+	"ssl_cipher": func(b []byte, t *tlsInfo) []byte {
+		return append(b, config.OpenSSLCipherName(t.state.CipherSuite)...)
+	},
+	"ssl_server_name": func(b []byte, t *tlsInfo) []byte {
+		return append(b, t.state.ServerName...)
+	},
+	"ssl_alpn_protocol": func(b []byte, t *tlsInfo) []byte {
+		return append(b, t.state.NegotiatedProtocol...)
+	},
+	"ssl_session_reused": func(b []byte, t *tlsInfo) []byte {
+		if t.state.DidResume {
+			return append(b, 'r')
+		}
+		return append(b, '.')
+	},
+	"ssl_client_verify": func(b []byte, t *tlsInfo) []byte {
+		switch {
+		case len(t.state.PeerCertificates) == 0:
+			return append(b, "NONE"...)
+		case len(t.state.VerifiedChains) > 0:
+			return append(b, "SUCCESS"...)
+		}
+		return append(b, "FAILED:unable to verify the first certificate"...)
+	},
+	"ssl_client_s_dn": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return append(b, c.Subject.String()...)
+		}
+		return b
+	},
+	"ssl_client_i_dn": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return append(b, c.Issuer.String()...)
+		}
+		return b
+	},
+	"ssl_client_serial": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return append(b, strings.ToUpper(c.SerialNumber.Text(16))...)
+		}
+		return b
+	},
+	"ssl_client_fingerprint": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			sum := sha1.Sum(c.Raw)
+			return hex.AppendEncode(b, sum[:])
+		}
+		return b
+	},
+	"ssl_client_raw_cert": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		return b
+	},
+}
+
+// leaf is the client's certificate, nil without one.
+func (t *tlsInfo) leaf() *x509.Certificate {
+	if len(t.state.PeerCertificates) > 0 {
+		return t.state.PeerCertificates[0]
+	}
+	return nil
+}
+
+// tlsVersionName is a protocol as nginx's $ssl_protocol prints it.
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return fmt.Sprintf("0x%04x", v)
+}

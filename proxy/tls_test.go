@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate for names and its key to dir and returns
+// their paths.
+func selfSigned(t *testing.T, dir, base string, names ...string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
+}
+
+func tlsDial(t *testing.T, addr, sni string, alpn ...string) *tls.Conn {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: alpn})
+	if err != nil {
+		t.Fatalf("TLS to %s (%q): %v", addr, sni, err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// "listen ... ssl" terminates TLS: the upstream sees the plain stream both
+// ways, the client's close ends the session, and the $ssl_* variables say
+// what was negotiated.
+func TestTLSTermination(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	logPath := filepath.Join(dir, "access.log")
+	_, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+    log_format tls "$ssl_protocol $ssl_cipher $ssl_server_name $ssl_alpn_protocol $ssl_session_reused $ssl_client_verify $bytes_received";
+    server {
+        listen 127.0.0.1:0 ssl;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_alpn mqtt h2;
+        proxy_pass %s;
+        access_log %s tls;
+    }
+}`, crt, key, b.addr(), logPath))
+	c := tlsDial(t, addrs[0], "a.test", "mqtt")
+	if st := c.ConnectionState(); st.NegotiatedProtocol != "mqtt" || st.Version != tls.VersionTLS13 {
+		t.Fatalf("negotiated %q over %x", st.NegotiatedProtocol, st.Version)
+	}
+	msg := strings.Repeat("hello over TLS ", 10000) // larger than one record
+	go io.WriteString(c, msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo through TLS: %v", err)
+	}
+	c.Close()
+	waitFor(t, func() bool { data, _ := os.ReadFile(logPath); return len(data) > 0 })
+	line, _ := os.ReadFile(logPath)
+	want := fmt.Sprintf("TLSv1.3 TLS_AES_128_GCM_SHA256 a.test mqtt . NONE %d\n", len(msg))
+	if string(line) != want {
+		t.Fatalf("log line %q, want %q", line, want)
+	}
+}
+
+// Servers sharing a TLS address are chosen by the client's server name in
+// the handshake, with their own certificates, as nginx.
+func TestTLSServerName(t *testing.T) {
+	dir := t.TempDir()
+	crtA, keyA := selfSigned(t, dir, "a", "a.test")
+	crtB, keyB := selfSigned(t, dir, "b", "b.test")
+	addr := deadAddr(t).String()
+	startConf(t, fmt.Sprintf(`stream {
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    server { listen %s ssl; server_name a.test; return "a $ssl_server_name"; }
+    server { listen %s; server_name b.test; ssl_certificate %s; ssl_certificate_key %s; return "b $ssl_server_name"; }
+}`, crtA, keyA, addr, addr, crtB, keyB))
+	for _, tc := range []struct{ sni, want, cn string }{
+		{"a.test", "a a.test", "a.test"},
+		{"b.test", "b b.test", "b.test"},
+		{"c.test", "a c.test", "a.test"},
+	} {
+		c := tlsDial(t, addr, tc.sni)
+		got, _ := io.ReadAll(c)
+		if string(got) != tc.want {
+			t.Errorf("server name %s: %q, want %q", tc.sni, got, tc.want)
+		}
+		if cn := c.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != tc.cn {
+			t.Errorf("server name %s: certificate of %s, want %s", tc.sni, cn, tc.cn)
+		}
+	}
+}
+
+// A client that does not speak TLS ends its session with a log line, and
+// the loop goes on serving.
+func TestTLSHandshakeFails(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	_, addrs, logs := startConf(t, fmt.Sprintf(`stream {
+    server { listen 127.0.0.1:0 ssl; ssl_certificate %s; ssl_certificate_key %s; ssl_handshake_timeout 2s; return ok; }
+}`, crt, key))
+	c, err := net.DialTimeout("tcp", addrs[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	got, _ := io.ReadAll(c)
+	if strings.Contains(string(got), "ok") {
+		t.Fatalf("a plain client was served: %q", got)
+	}
+	c.Close()
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "SSL handshake failed") })
+	tc := tlsDial(t, addrs[0], "a.test")
+	if got, _ := io.ReadAll(tc); string(got) != "ok" {
+		t.Fatalf("after a failed handshake, a TLS client got %q", got)
+	}
+}
