@@ -174,15 +174,19 @@ var tlsVersions = map[string]uint16{
 // its certificates; nil when the server has no "listen ... ssl" and shares
 // no TLS address (shared) with certificates of its own or the stream's.
 func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TLS {
-	ssl := false
+	ssl, owner := false, false
 	for _, ln := range srv.Listen {
 		ssl = ssl || ln.SSL
+		owner = owner || (ln.SSL && !ln.Vhost)
 	}
 	if !ssl && !shared {
 		return nil
 	}
-	if !ssl && len(own.tls.certs) == 0 && len(parent.tls.certs) == 0 {
-		return nil // a virtual server of a TLS address without certificates: the default server's serve it
+	if !owner && len(own.tls.certs) == 0 && len(parent.tls.certs) == 0 {
+		// A virtual server of a TLS address that another server owns, with
+		// no certificate: the default server's serve it (nginx checks the
+		// default server of each address only).
+		return nil
 	}
 	pick := func(name string) *tlsConf {
 		if own.set[name] {

@@ -28,6 +28,19 @@ func defineLookups(cfg *config.Config, vt *varTable) error {
 			}
 		}
 	}
+	// And those of server_name regexes.
+	for _, srv := range st.Servers {
+		for _, sn := range srv.ServerNames {
+			if sn.Regexp == nil {
+				continue
+			}
+			for _, name := range sn.Regexp.SubexpNames() {
+				if name != "" && vt.defs[strings.ToLower(name)] == nil {
+					vt.define(name, namedCapture(name))
+				}
+			}
+		}
+	}
 	// Define every name first, then compile: a map's value or source may
 	// read another map's variable, defined later in the file.
 	for _, m := range st.Maps {

@@ -332,6 +332,9 @@ func (s *session) record(r *record) *record {
 	if x := s.x; x != nil {
 		r.prior, r.ppDst, r.tlv, r.tls = x.prior, x.ppDst, x.ppTLV, x.tls
 	}
+	if sv := s.sv; sv != nil && sv.caps != nil {
+		r.capSrc, r.caps, r.capNames = sv.capSrc, sv.caps, sv.capNames
+	}
 	if s.firstByte > 0 {
 		r.firstByteTime = s.firstByte - s.attemptStart
 	}

@@ -217,6 +217,12 @@ func (s *session) tlsReady(id uint64, fd int, info *tlsInfo, chosen *server) {
 		s.switchServer(chosen)
 		if name := info.state.ServerName; name != "" {
 			s.ext().vhost = name
+			if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil {
+				if host, ok := validHost([]byte(name)); ok {
+					_, caps, names := v.findCaps(host)
+					s.chose(host, caps, names)
+				}
+			}
 		}
 	}
 	s.state = stateConnecting // as the content phase starts it

@@ -323,6 +323,12 @@ type sessVars struct {
 	hello            *tlshello.Parser // while prereading
 	helloFound       bool             // a whole ClientHello with a server name: it may choose a virtual server
 	prereadRan       bool             // ssl_preread has a context (nginx's): its variables are found, empty or not
+
+	// The captures of the server_name regex that chose the virtual server
+	// ($1..$9 and named), the session's from then on.
+	capSrc   []byte
+	caps     []int
+	capNames []string
 }
 
 // builtinVars holds nginx's built-in variables only: what a configuration

@@ -15,8 +15,9 @@ import (
 // (internal/lookup), whose entries are the names and whose values are the
 // servers. No match keeps the default server.
 type vhosts struct {
-	names *lookup.Map
-	srvs  []*server // by entry
+	names    *lookup.Map
+	srvs     []*server  // by entry
+	capNames [][]string // by entry: its regex's group names (nil: not a regex)
 }
 
 // newVhosts builds the table of the servers on one address; byCfg maps
@@ -40,6 +41,11 @@ func newVhosts(servers []*config.Server, byCfg map[*config.Server]*server) *vhos
 				Wildcard: sn.Regexp == nil && (strings.HasPrefix(n, "*.") || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".*")),
 			})
 			v.srvs = append(v.srvs, byCfg[cs])
+			var names []string
+			if sn.Regexp != nil {
+				names = sn.Regexp.SubexpNames()
+			}
+			v.capNames = append(v.capNames, names)
 		}
 	}
 	v.names = lookup.NewMap(cm)
@@ -48,11 +54,30 @@ func newVhosts(servers []*config.Server, byCfg map[*config.Server]*server) *vhos
 
 // find returns the server for host, or nil.
 func (v *vhosts) find(host string) *server {
-	i, _ := v.names.Find([]byte(host), nil)
+	srv, _, _ := v.findCaps(host)
+	return srv
+}
+
+// findCaps is find with the captures of the server_name regex that
+// matched, if one did, and its group names.
+func (v *vhosts) findCaps(host string) (*server, []int, []string) {
+	i, caps := v.names.Find([]byte(host), nil)
 	if i < 0 {
-		return nil
+		return nil, nil, nil
 	}
-	return v.srvs[i]
+	return v.srvs[i], caps, v.capNames[i]
+}
+
+// chose records the captures of the server_name regex that chose the
+// session's virtual server for host.
+func (s *session) chose(host string, caps []int, names []string) {
+	if len(caps) == 0 {
+		return
+	}
+	if s.sv == nil {
+		s.sv = &sessVars{set: make([][]byte, s.srv.vt.slots)}
+	}
+	s.sv.capSrc, s.sv.caps, s.sv.capNames = []byte(host), caps, names
 }
 
 // validHost is nginx's ngx_stream_validate_host: the name lower-cased,
@@ -115,8 +140,9 @@ func (s *session) chooseVhost() {
 	if !ok {
 		return
 	}
-	if srv := v.find(host); srv != nil {
+	if srv, caps, names := v.findCaps(host); srv != nil {
 		s.switchServer(srv)
+		s.chose(host, caps, names)
 		s.ext().vhost = host
 	}
 }
