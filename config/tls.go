@@ -182,7 +182,11 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 	if !ssl && !shared {
 		return nil
 	}
-	if !owner && len(own.tls.certs) == 0 && len(parent.tls.certs) == 0 {
+	reject := own.tls.reject
+	if !own.set["ssl_reject_handshake"] {
+		reject = parent.tls.reject
+	}
+	if !owner && !reject && len(own.tls.certs) == 0 && len(parent.tls.certs) == 0 {
 		// A virtual server of a TLS address that another server owns, with
 		// no certificate: the default server's serve it (nginx checks the
 		// default server of each address only).

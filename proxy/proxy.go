@@ -139,6 +139,7 @@ type server struct {
 	routes         *routes
 	resolver       *routeResolver // resolves the host names proxy_pass $var gives; nil without "resolver"
 	tls            *tls.Config    // TLS termination ("listen ... ssl"); nil without certificates
+	tlsReject      bool           // ssl_reject_handshake
 	preread        bool
 	prereadMax     int
 	prereadTimeout int64

@@ -388,6 +388,7 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 	}
 	srv.preread = cs.SSLPreread
 	srv.tls = newServerTLS(cs.TLS)
+	srv.tlsReject = cs.TLS != nil && cs.TLS.RejectHandshake
 	srv.prereadMax = cs.PrereadBufferSize
 	srv.prereadTimeout = int64(cs.PrereadTimeout)
 	for _, r := range []struct {

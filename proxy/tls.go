@@ -127,18 +127,6 @@ func (s *session) startTLS() {
 	l.schedule(s)
 	id := s.id
 	halfClose := s.srv.halfClose
-	var chosen *server
-	cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		chosen = s.tlsServer(hello.ServerName)
-		c := chosen.tls
-		if c == nil {
-			c = s.srv.tls
-		}
-		if c == nil || len(c.Certificates) == 0 {
-			return nil, errors.New("the server rejects the handshake (ssl_reject_handshake, or no certificate)")
-		}
-		return c, nil
-	}}
 	go func() {
 		f := os.NewFile(uintptr(fd), "tls client")
 		raw, err := net.FileConn(f)
@@ -151,6 +139,23 @@ func (s *session) startTLS() {
 		if tc, ok := raw.(*net.TCPConn); ok {
 			tc.SetNoDelay(!s.srv.noDelayOff)
 		}
+		var chosen *server
+		cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			chosen = s.tlsServer(hello.ServerName)
+			c, reject := chosen.tls, chosen.tlsReject
+			if c == nil && !reject {
+				c, reject = s.srv.tls, s.srv.tlsReject
+			}
+			if reject || c == nil || len(c.Certificates) == 0 {
+				// nginx's ssl_reject_handshake answers unrecognized_name;
+				// crypto/tls would say internal_error: the alert goes
+				// out first, as a TLS 1.0 record any client reads.
+				raw.Write([]byte{21, 3, 1, 0, 2, 2, 112})
+				raw.Close() // and nothing after it
+				return nil, errors.New("the handshake is rejected (ssl_reject_handshake)")
+			}
+			return c, nil
+		}}
 		conn := tls.Server(&prefixConn{Conn: raw, pre: early}, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), hsTimeout)
 		err = conn.HandshakeContext(ctx)

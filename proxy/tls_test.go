@@ -152,3 +152,25 @@ func TestTLSHandshakeFails(t *testing.T) {
 		t.Fatalf("after a failed handshake, a TLS client got %q", got)
 	}
 }
+
+// ssl_reject_handshake refuses the handshakes that choose its server with
+// nginx's alert, unrecognized_name; another server of the address serves.
+func TestTLSRejectHandshake(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "v", "virtual.test")
+	addr := deadAddr(t).String()
+	startConf(t, fmt.Sprintf(`stream {
+    server { listen %s ssl; ssl_reject_handshake on; return default; }
+    server { listen %s; server_name virtual.test; ssl_certificate %s; ssl_certificate_key %s; return virtual; }
+}`, addr, addr, crt, key))
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	for _, sni := range []string{"", "other.test"} {
+		_, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		if err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+			t.Errorf("server name %q: %v, want unrecognized name", sni, err)
+		}
+	}
+	if got, _ := io.ReadAll(tlsDial(t, addr, "virtual.test")); string(got) != "virtual" {
+		t.Fatalf("the virtual server answered %q", got)
+	}
+}
