@@ -71,8 +71,7 @@ var notSupported = map[string]scope{
 	"proxy_ssl_verify_depth": sv,
 	// ngx_stream_ssl_module, ngx_stream_ssl_preread_module
 	"ssl_certificate_cache": sv, "ssl_crl": sv, "ssl_key_log": sv, "ssl_ocsp": sv,
-	"ssl_ocsp_cache": sv, "ssl_ocsp_responder": sv, "ssl_password_file": sv,
-	"ssl_session_ticket_key": sv, "ssl_stapling": sv, "ssl_stapling_file": sv,
+	"ssl_ocsp_cache": sv, "ssl_ocsp_responder": sv, "ssl_session_ticket_key": sv, "ssl_stapling": sv, "ssl_stapling_file": sv,
 	"ssl_stapling_responder": sv, "ssl_stapling_verify": sv,
 	"ssl_trusted_certificate": sv, "ssl_early_data": sv,
 	// ngx_stream_js_module
@@ -136,7 +135,11 @@ var implemented = map[string]scope{
 	"resolver": sv | ctxUpstream, "resolver_timeout": sv | ctxUpstream, "hash_ring": ctxUpstream,
 	"rebalance": ctxUpstream,
 	// ngx_stream_ssl_module (the rest is refused above)
-	"ssl_alpn": sv, "ssl_certificate": sv, "ssl_certificate_key": sv, "ssl_ciphers": sv, "ssl_client_certificate": sv, "ssl_conf_command": sv, "ssl_dhparam": sv, "ssl_ecdh_curve": sv, "ssl_handshake_timeout": sv, "ssl_prefer_server_ciphers": sv, "ssl_protocols": sv, "ssl_reject_handshake": sv, "ssl_session_cache": sv, "ssl_session_tickets": sv, "ssl_session_timeout": sv, "ssl_verify_client": sv, "ssl_verify_depth": sv,
+	"ssl_alpn": sv, "ssl_certificate": sv, "ssl_certificate_key": sv, "ssl_ciphers": sv,
+	"ssl_client_certificate": sv, "ssl_conf_command": sv, "ssl_dhparam": sv, "ssl_ecdh_curve": sv,
+	"ssl_handshake_timeout": sv, "ssl_prefer_server_ciphers": sv, "ssl_protocols": sv,
+	"ssl_reject_handshake": sv, "ssl_session_cache": sv, "ssl_session_tickets": sv,
+	"ssl_session_timeout": sv, "ssl_verify_client": sv, "ssl_verify_depth": sv, "ssl_password_file": sv,
 }
 
 // refuse reports d, which the context's own switch did not handle: as not

@@ -225,7 +225,7 @@ func TestErrors(t *testing.T) {
 		{"ssl_conf_command", "stream { ssl_conf_command Options x; }", `"ssl_conf_command" is OpenSSL's own and baton's TLS is Go's crypto/tls: set what it would set with ssl_protocols, ssl_ciphers and ssl_ecdh_curve in a.conf:1`},
 		{"ssl_protocols bad", "stream { ssl_protocols TLSv9; }", `invalid value "TLSv9" in a.conf:1`},
 		{"ssl_verify_client bad", "stream { ssl_verify_client maybe; }", `invalid value "maybe" in "ssl_verify_client" directive, it must be "on", "off", "optional" or "optional_no_ca" in a.conf:1`},
-		{"ssl certificate missing", "stream { server { listen 80 ssl; ssl_certificate nosuch.crt; ssl_certificate_key nosuch.key; proxy_pass 1.1.1.1:1; } }", `cannot load certificate "nosuch.crt" with key "nosuch.key": open nosuch.crt: no such file or directory in a.conf:1`},
+		{"ssl certificate missing", "stream { server { listen 80 ssl; ssl_certificate nosuch.crt; ssl_certificate_key nosuch.key; proxy_pass 1.1.1.1:1; } }", `cannot load certificate "nosuch.crt": open nosuch.crt: no such file or directory in a.conf:1`},
 		{"ssl key missing", "stream { server { listen 80 ssl; ssl_certificate a.crt; proxy_pass 1.1.1.1:1; } }", `no "ssl_certificate_key" is defined for certificate "a.crt" in a.conf:1`},
 		{"not supported, wrong context", "stream { server { listen 1; proxy_pass 1.1.1.1:1; map $a $b {} } }", `"map" directive is not allowed here in a.conf:1`},
 		{"not supported in upstream", "stream { upstream u { sticky cookie srv; server 1.1.1.1:1; } }", `"sticky" directive is not supported yet in a.conf:1`},

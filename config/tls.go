@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,6 +50,7 @@ type tlsConf struct {
 	verifyClient      string
 	clientCertificate string
 	verifyDepth       int
+	passwordFile      string
 }
 
 // tlsSetting handles the ssl_* directives of stream and server and reports
@@ -85,7 +87,7 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		return true
 	case "ssl_ciphers", "ssl_handshake_timeout", "ssl_session_timeout", "ssl_session_tickets",
 		"ssl_prefer_server_ciphers", "ssl_reject_handshake", "ssl_verify_client",
-		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam":
+		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file":
 	case "ssl_session_cache":
 		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
 			return true
@@ -143,6 +145,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		}
 	case "ssl_client_certificate":
 		tc.clientCertificate = v
+	case "ssl_password_file":
+		tc.passwordFile = v
 	case "ssl_verify_depth":
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -243,14 +247,27 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 	if len(certs.certs) == 0 && len(certs.keys) == 0 {
 		certs = &parent.tls
 	}
+	var passwords []string
+	if c := pick("ssl_password_file"); c != nil {
+		data, err := os.ReadFile(l.confFile(c.passwordFile))
+		if err != nil {
+			l.errAt(srv.Pos, "ssl_password_file", "cannot open \"%s\": %v", c.passwordFile, err)
+			return nil
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if line = strings.TrimRight(line, "\r"); line != "" {
+				passwords = append(passwords, line)
+			}
+		}
+	}
 	for i, cf := range certs.certs {
 		if i >= len(certs.keys) {
 			l.errAt(certs.certPos[i], "ssl_certificate", "no \"ssl_certificate_key\" is defined for certificate \"%s\"", cf)
 			return nil
 		}
-		cert, err := tls.LoadX509KeyPair(l.confFile(cf), l.confFile(certs.keys[i]))
+		cert, err := l.loadPair(cf, certs.keys[i], passwords)
 		if err != nil {
-			l.errAt(certs.certPos[i], "ssl_certificate", "cannot load certificate \"%s\" with key \"%s\": %v", cf, certs.keys[i], err)
+			l.errAt(certs.certPos[i], "ssl_certificate", "%v", err)
 			return nil
 		}
 		t.Certs = append(t.Certs, cert)
@@ -282,6 +299,27 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 		}
 	}
 	return t
+}
+
+// loadPair loads a certificate and its key, the key decrypted with the
+// first of passwords that opens it (ssl_password_file).
+func (l *loader) loadPair(certFile, keyFile string, passwords []string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(l.confFile(certFile))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cannot load certificate \"%s\": %v", certFile, err)
+	}
+	keyPEM, err := os.ReadFile(l.confFile(keyFile))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cannot load certificate key \"%s\": %v", keyFile, err)
+	}
+	if keyPEM, err = decryptKeyPEM(keyPEM, passwords); err != nil {
+		return tls.Certificate{}, fmt.Errorf("cannot load certificate key \"%s\": %v", keyFile, err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cannot load certificate \"%s\" with key \"%s\": %v", certFile, keyFile, err)
+	}
+	return cert, nil
 }
 
 // confFile is a file named in the config: relative to the main config's
