@@ -73,7 +73,7 @@ var notSupported = map[string]scope{
 	"ssl_certificate_cache": sv, "ssl_crl": sv, "ssl_key_log": sv, "ssl_ocsp": sv,
 	"ssl_ocsp_cache": sv, "ssl_ocsp_responder": sv, "ssl_session_ticket_key": sv, "ssl_stapling": sv, "ssl_stapling_file": sv,
 	"ssl_stapling_responder": sv, "ssl_stapling_verify": sv,
-	"ssl_trusted_certificate": sv, "ssl_early_data": sv,
+	"ssl_early_data": sv,
 	// ngx_stream_js_module
 	"js_access": sv, "js_context_reuse": sv, "js_engine": sv,
 	"js_fetch_buffer_size": sv, "js_fetch_ciphers": sv,
@@ -140,6 +140,7 @@ var implemented = map[string]scope{
 	"ssl_handshake_timeout": sv, "ssl_prefer_server_ciphers": sv, "ssl_protocols": sv,
 	"ssl_reject_handshake": sv, "ssl_session_cache": sv, "ssl_session_tickets": sv,
 	"ssl_session_timeout": sv, "ssl_verify_client": sv, "ssl_verify_depth": sv, "ssl_password_file": sv,
+	"ssl_trusted_certificate": sv,
 }
 
 // refuse reports d, which the context's own switch did not handle: as not

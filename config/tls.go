@@ -34,6 +34,9 @@ type TLS struct {
 	VerifyClient string
 	ClientCAs    *x509.CertPool
 	VerifyDepth  int // ssl_verify_depth, default 1
+	// TrustedCAs verify client certificates too (ClientCAs and
+	// ssl_trusted_certificate's), but only ClientCAs are named to clients.
+	TrustedCAs *x509.CertPool
 }
 
 // tlsConf is one level's (stream or server) ssl_* directives.
@@ -51,6 +54,7 @@ type tlsConf struct {
 	clientCertificate string
 	verifyDepth       int
 	passwordFile      string
+	trusted           string
 }
 
 // tlsSetting handles the ssl_* directives of stream and server and reports
@@ -87,7 +91,7 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		return true
 	case "ssl_ciphers", "ssl_handshake_timeout", "ssl_session_timeout", "ssl_session_tickets",
 		"ssl_prefer_server_ciphers", "ssl_reject_handshake", "ssl_verify_client",
-		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file":
+		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file", "ssl_trusted_certificate":
 	case "ssl_session_cache":
 		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
 			return true
@@ -147,6 +151,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		tc.clientCertificate = v
 	case "ssl_password_file":
 		tc.passwordFile = v
+	case "ssl_trusted_certificate":
+		tc.trusted = v
 	case "ssl_verify_depth":
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -280,21 +286,36 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 		t.VerifyClient = c.verifyClient
 	}
 	if t.VerifyClient != "off" {
-		cc := pick("ssl_client_certificate")
-		if cc == nil && t.VerifyClient != "optional_no_ca" {
+		cc, tr := pick("ssl_client_certificate"), pick("ssl_trusted_certificate")
+		if cc == nil && tr == nil && t.VerifyClient != "optional_no_ca" {
 			l.errAt(srv.Pos, "server", "no ssl_client_certificate for ssl_verify_client")
 			return nil
 		}
-		if cc != nil {
-			pem, err := os.ReadFile(l.confFile(cc.clientCertificate))
+		t.TrustedCAs = x509.NewCertPool()
+		for _, f := range []struct {
+			c    *tlsConf
+			name string
+			own  bool
+		}{{cc, "ssl_client_certificate", true}, {tr, "ssl_trusted_certificate", false}} {
+			if f.c == nil {
+				continue
+			}
+			file := f.c.clientCertificate
+			if !f.own {
+				file = f.c.trusted
+			}
+			data, err := os.ReadFile(l.confFile(file))
 			if err != nil {
-				l.errAt(srv.Pos, "ssl_client_certificate", "cannot read \"%s\": %v", cc.clientCertificate, err)
+				l.errAt(srv.Pos, f.name, "cannot read \"%s\": %v", file, err)
 				return nil
 			}
-			t.ClientCAs = x509.NewCertPool()
-			if !t.ClientCAs.AppendCertsFromPEM(pem) {
-				l.errAt(srv.Pos, "ssl_client_certificate", "no certificate in \"%s\"", cc.clientCertificate)
+			if !t.TrustedCAs.AppendCertsFromPEM(data) {
+				l.errAt(srv.Pos, f.name, "no certificate in \"%s\"", file)
 				return nil
+			}
+			if f.own {
+				t.ClientCAs = x509.NewCertPool()
+				t.ClientCAs.AppendCertsFromPEM(data)
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -138,7 +137,7 @@ type server struct {
 	passAddr       netip.AddrPort // "pass ADDRESS"
 	routes         *routes
 	resolver       *routeResolver // resolves the host names proxy_pass $var gives; nil without "resolver"
-	tls            *tls.Config    // TLS termination ("listen ... ssl"); nil without certificates
+	tls            *serverTLS     // TLS termination ("listen ... ssl"); nil without certificates
 	tlsReject      bool           // ssl_reject_handshake
 	preread        bool
 	prereadMax     int

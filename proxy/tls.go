@@ -42,8 +42,9 @@ const tlsFDs = 2
 // tlsInfo is what a terminated session knows of its TLS, for the $ssl_*
 // variables, and its link to the pump.
 type tlsInfo struct {
-	state tls.ConnectionState
-	link  *tlsLink
+	state  tls.ConnectionState
+	link   *tlsLink
+	verify string // $ssl_client_verify: NONE, SUCCESS or FAILED:reason
 }
 
 // tlsLink is shared by the loop's session and its pump.
@@ -52,7 +53,7 @@ type tlsLink struct {
 }
 
 // serverTLS is a server's crypto/tls configuration, nil without "ssl".
-func newServerTLS(t *config.TLS) *tls.Config {
+func newServerTLS(t *config.TLS) *serverTLS {
 	if t == nil {
 		return nil
 	}
@@ -64,15 +65,84 @@ func newServerTLS(t *config.TLS) *tls.Config {
 		NextProtos:             t.ALPN,
 		SessionTicketsDisabled: !t.SessionTickets,
 	}
+	// Client certificates are verified here, not by crypto/tls, so that the
+	// CAs named to the client are ssl_client_certificate's alone while
+	// ssl_trusted_certificate's verify too, and so that optional_no_ca
+	// can report a failure it lets through.
 	switch t.VerifyClient {
 	case "on":
-		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, t.ClientCAs
-	case "optional":
-		c.ClientAuth, c.ClientCAs = tls.VerifyClientCertIfGiven, t.ClientCAs
-	case "optional_no_ca":
-		c.ClientAuth = tls.RequestClientCert
+		c.ClientAuth, c.ClientCAs = tls.RequireAnyClientCert, t.ClientCAs
+	case "optional", "optional_no_ca":
+		c.ClientAuth, c.ClientCAs = tls.RequestClientCert, t.ClientCAs
+	}
+	return &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth}
+}
+
+// serverTLS is a server's TLS: crypto/tls's configuration and how client
+// certificates are verified.
+type serverTLS struct {
+	cfg     *tls.Config
+	verify  string // ssl_verify_client
+	trusted *x509.CertPool
+	depth   int
+}
+
+// forHandshake is the configuration of one handshake: s's, with the client
+// certificate's verification reported into *verdict.
+func (st *serverTLS) forHandshake(verdict *string) *tls.Config {
+	*verdict = "NONE"
+	if st.verify == "off" {
+		return st.cfg
+	}
+	c := st.cfg.Clone()
+	c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return nil
+		}
+		certs := make([]*x509.Certificate, len(raw))
+		for i, r := range raw {
+			cert, err := x509.ParseCertificate(r)
+			if err != nil {
+				*verdict = "FAILED:" + err.Error()
+				return err
+			}
+			certs[i] = cert
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		chains, err := certs[0].Verify(x509.VerifyOptions{Roots: st.trusted, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err == nil && len(chains[0]) > st.depth+1 {
+			err = fmt.Errorf("certificate chain too long")
+		}
+		if err != nil {
+			*verdict = "FAILED:" + verifyReason(err)
+			if st.verify == "optional_no_ca" {
+				return nil // let through, reported in $ssl_client_verify
+			}
+			return err
+		}
+		*verdict = "SUCCESS"
+		return nil
 	}
 	return c
+}
+
+// verifyReason is a verification failure as OpenSSL words the common ones.
+func verifyReason(err error) string {
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &ua):
+		if ua.Cert != nil && ua.Cert.Issuer.String() == ua.Cert.Subject.String() {
+			return "self-signed certificate"
+		}
+		return "unable to get local issuer certificate"
+	case errors.As(err, &ci) && ci.Reason == x509.Expired:
+		return "certificate has expired"
+	}
+	return err.Error()
 }
 
 // tlsServer is the server whose TLS settings a handshake uses: the virtual
@@ -140,13 +210,14 @@ func (s *session) startTLS() {
 			tc.SetNoDelay(!s.srv.noDelayOff)
 		}
 		var chosen *server
+		var verdict string
 		cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			chosen = s.tlsServer(hello.ServerName)
-			c, reject := chosen.tls, chosen.tlsReject
-			if c == nil && !reject {
-				c, reject = s.srv.tls, s.srv.tlsReject
+			st, reject := chosen.tls, chosen.tlsReject
+			if st == nil && !reject {
+				st, reject = s.srv.tls, s.srv.tlsReject
 			}
-			if reject || c == nil || len(c.Certificates) == 0 {
+			if reject || st == nil || len(st.cfg.Certificates) == 0 {
 				// nginx's ssl_reject_handshake answers unrecognized_name;
 				// crypto/tls would say internal_error: the alert goes
 				// out first, as a TLS 1.0 record any client reads.
@@ -154,7 +225,7 @@ func (s *session) startTLS() {
 				raw.Close() // and nothing after it
 				return nil, errors.New("the handshake is rejected (ssl_reject_handshake)")
 			}
-			return c, nil
+			return st.forHandshake(&verdict), nil
 		}}
 		conn := tls.Server(&prefixConn{Conn: raw, pre: early}, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), hsTimeout)
@@ -184,7 +255,7 @@ func (s *session) startTLS() {
 			return
 		}
 		link := &tlsLink{}
-		info := &tlsInfo{state: conn.ConnectionState(), link: link}
+		info := &tlsInfo{state: conn.ConnectionState(), link: link, verify: verdict}
 		if !l.do(func() { s.tlsReady(id, pair[1], info, chosen) }) {
 			unix.Close(pair[1])
 		}
@@ -305,13 +376,24 @@ var tlsVars = map[string]func(b []byte, t *tlsInfo) []byte{
 		return append(b, '.')
 	},
 	"ssl_client_verify": func(b []byte, t *tlsInfo) []byte {
-		switch {
-		case len(t.state.PeerCertificates) == 0:
+		if t.verify == "" {
 			return append(b, "NONE"...)
-		case len(t.state.VerifiedChains) > 0:
-			return append(b, "SUCCESS"...)
 		}
-		return append(b, "FAILED:unable to verify the first certificate"...)
+		return append(b, t.verify...)
+	},
+	"ssl_client_cert": func(b []byte, t *tlsInfo) []byte {
+		// nginx's (deprecated) form: the PEM with a tab after every line
+		// break but the last.
+		if c := t.leaf(); c != nil {
+			p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+			for i, ch := range p {
+				b = append(b, ch)
+				if ch == '\n' && i < len(p)-1 {
+					b = append(b, '\t')
+				}
+			}
+		}
+		return b
 	},
 	"ssl_client_s_dn": func(b []byte, t *tlsInfo) []byte {
 		if c := t.leaf(); c != nil {

@@ -174,3 +174,51 @@ func TestTLSRejectHandshake(t *testing.T) {
 		t.Fatalf("the virtual server answered %q", got)
 	}
 }
+
+// ssl_verify_client optional: a certificate from the configured CA is
+// SUCCESS, none is NONE, one from elsewhere fails the handshake; with
+// optional_no_ca it goes through as FAILED:reason.
+func TestTLSVerifyClient(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "srv", "srv.test")
+	caCrt, caKey := selfSigned(t, dir, "ca", "ca.test")     // used as a client certificate and as the CA
+	otherCrt, otherKey := selfSigned(t, dir, "other", "x") // nobody trusts it
+	addrs := []string{deadAddr(t).String(), deadAddr(t).String()}
+	startConf(t, fmt.Sprintf(`stream {
+    ssl_certificate %s; ssl_certificate_key %s; ssl_client_certificate %s;
+    server { listen %s ssl; ssl_verify_client optional; return "$ssl_client_verify $ssl_client_s_dn"; }
+    server { listen %s ssl; ssl_verify_client optional_no_ca; return "$ssl_client_verify"; }
+}`, crt, key, caCrt, addrs[0], addrs[1]))
+	dial := func(addr, certFile, keyFile string) (string, error) {
+		cfg := &tls.Config{InsecureSkipVerify: true}
+		if certFile != "" {
+			pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Sent whatever CAs the server names (Go's client would
+			// otherwise keep back one they do not cover).
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+		}
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		return string(got), err
+	}
+	if got, err := dial(addrs[0], caCrt, caKey); got != "SUCCESS CN=ca.test" {
+		t.Errorf("trusted certificate: %q, %v", got, err)
+	}
+	if got, err := dial(addrs[0], "", ""); got != "NONE " {
+		t.Errorf("no certificate: %q, %v", got, err)
+	}
+	if got, err := dial(addrs[0], otherCrt, otherKey); err == nil && got != "" {
+		t.Errorf("untrusted certificate was served: %q", got)
+	}
+	if got, err := dial(addrs[1], otherCrt, otherKey); got != "FAILED:self-signed certificate" {
+		t.Errorf("optional_no_ca, untrusted: %q, %v", got, err)
+	}
+}
