@@ -181,7 +181,7 @@ func TestTLSRejectHandshake(t *testing.T) {
 func TestTLSVerifyClient(t *testing.T) {
 	dir := t.TempDir()
 	crt, key := selfSigned(t, dir, "srv", "srv.test")
-	caCrt, caKey := selfSigned(t, dir, "ca", "ca.test")     // used as a client certificate and as the CA
+	caCrt, caKey := selfSigned(t, dir, "ca", "ca.test")    // used as a client certificate and as the CA
 	otherCrt, otherKey := selfSigned(t, dir, "other", "x") // nobody trusts it
 	addrs := []string{deadAddr(t).String(), deadAddr(t).String()}
 	startConf(t, fmt.Sprintf(`stream {
