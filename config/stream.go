@@ -65,6 +65,7 @@ type proxyConf struct {
 	noDelay        bool      // tcp_nodelay
 	res            resolverConf
 	tls            tlsConf
+	ptls           proxyTLSConf
 
 	// Array directives: as nginx's merge, a server inherits the stream's
 	// only when it has none of its own.
@@ -174,7 +175,7 @@ func (l *loader) levelSetting(d *directive, pc *proxyConf) bool {
 	case "resolver", "resolver_timeout":
 		l.resolverSetting(d, &pc.res)
 	default:
-		if l.tlsSetting(d, pc) {
+		if l.tlsSetting(d, pc) || l.proxyTLSSetting(d, pc) {
 			return true
 		}
 		return l.proxySetting(d, pc)
@@ -780,6 +781,7 @@ func (l *loader) finishStream() {
 		}
 		finishPreread(srv, &ss.preread, &st.preread)
 		srv.Resolver = mergeResolver(&ss.proxy.res, &st.proxy.res)
+		srv.ProxyTLS = l.finishProxyTLS(srv, &ss.proxy, &st.proxy)
 		merge := func(name string) *proxyConf {
 			if ss.proxy.set[name] {
 				return &ss.proxy

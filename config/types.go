@@ -320,6 +320,9 @@ type Server struct {
 	// TLS is the server's ssl_* settings when a listen of it has "ssl".
 	TLS *TLS
 
+	// ProxyTLS is "proxy_ssl on" with its settings; nil: plain upstreams.
+	ProxyTLS *ProxyTLS
+
 	// Resolver resolves host names "proxy_pass $var" gives at run time:
 	// the server's "resolver", or the stream's; nil when neither has one.
 	Resolver *Resolver

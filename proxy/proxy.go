@@ -139,6 +139,7 @@ type server struct {
 	resolver       *routeResolver // resolves the host names proxy_pass $var gives; nil without "resolver"
 	tls            *serverTLS     // TLS termination ("listen ... ssl"); nil without certificates
 	tlsReject      bool           // ssl_reject_handshake
+	ptls           *upstreamTLS   // proxy_ssl; nil: plain upstreams
 	preread        bool
 	prereadMax     int
 	prereadTimeout int64

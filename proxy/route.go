@@ -389,6 +389,11 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 	srv.preread = cs.SSLPreread
 	srv.tls = newServerTLS(cs.TLS)
 	srv.tlsReject = cs.TLS != nil && cs.TLS.RejectHandshake
+	ptls, err := newUpstreamTLS(cs.ProxyTLS, vt)
+	if err != nil {
+		return posError(cs.Pos, err)
+	}
+	srv.ptls = ptls
 	srv.prereadMax = cs.PrereadBufferSize
 	srv.prereadTimeout = int64(cs.PrereadTimeout)
 	for _, r := range []struct {

@@ -19,10 +19,11 @@ const (
 	stateProxying                    // both legs open, bytes moving
 	stateQuiesced                    // stopped for an upgrade: out of the epoll set, owned by no loop's list
 	stateClosed
-	statePreread   // reading the client's TLS ClientHello (ssl_preread)
-	stateReturning // writing a "return" text the socket did not take at once
-	stateResolving // resolving the host name proxy_pass $var gave; the client is not read
-	stateHandshake // the TLS handshake runs on its goroutine; the session holds no socket
+	statePreread     // reading the client's TLS ClientHello (ssl_preread)
+	stateReturning   // writing a "return" text the socket did not take at once
+	stateResolving   // resolving the host name proxy_pass $var gave; the client is not read
+	stateHandshake   // the TLS handshake runs on its goroutine; the session holds no socket
+	stateUpHandshake // proxy_ssl: the upstream's TLS handshake runs on its goroutine
 )
 
 // flow is one direction of a session: bytes read from src and written to
@@ -119,7 +120,8 @@ type sessExtra struct {
 
 	rb rebalancePlan // the upstream has "rebalance" (rebalance.go)
 
-	tls *tlsInfo // terminated TLS (tls.go)
+	tls   *tlsInfo // terminated TLS (tls.go)
+	upTLS *tlsInfo // TLS to the upstream (proxy_ssl)
 }
 
 // ext returns s's sessExtra, made on first use.
@@ -131,7 +133,7 @@ func (s *session) ext() *sessExtra {
 }
 
 func (s *session) String() string {
-	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed", "preread", "returning", "resolving", "handshake"}[s.state]
+	st := [...]string{"header", "connecting", "proxying", "quiesced", "closed", "preread", "returning", "resolving", "handshake", "upstream handshake"}[s.state]
 	return fmt.Sprintf("session *%d %s client=%s server=%s upstream=%s c2u=%d u2c=%d",
 		s.id, st, s.client, s.srv.name, s.upstreamAddrs, s.c2u.n, s.u2c.n)
 }
@@ -216,7 +218,7 @@ func (s *session) connectNext() {
 			s.connectFailed(err)
 			continue
 		}
-		if err == unix.EINPROGRESS && s.hasOpening() {
+		if err == unix.EINPROGRESS && s.hasOpening() && srv.ptls == nil {
 			// On loopback and near upstreams the handshake is often done
 			// by the time connect returns. Sending the opening now says
 			// which: it goes out with the handshake's last ACK (delayed
@@ -454,9 +456,21 @@ func (s *session) connected() {
 	// the session ends: the other clients of a peer tried again after
 	// fail_timeout go to it at once.
 	s.group.health.Peer(s.peer).Succeeded(l.wall())
-	s.state = stateProxying
 	s.connectTime = l.now - s.attemptStart
 	s.group.timeConnected(s.peer, s.connectTime)
+	if s.srv.ptls != nil && (s.x == nil || s.x.upTLS == nil) {
+		s.startUpstreamTLS() // proxy_ssl: the handshake before any byte
+		return
+	}
+	s.proxyingStarts()
+}
+
+// proxyingStarts begins moving bytes on a connected session: the opening
+// goes out, and both sockets are watched.
+func (s *session) proxyingStarts() {
+	l := s.loop
+	pr := s.group.peers[s.peer]
+	s.state = stateProxying
 	s.startPacing(s.startMono)
 	if lg := s.srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
 		if sa, err := unix.Getsockname(s.ufd); err == nil {
@@ -512,6 +526,11 @@ func (s *session) onEvent(fd int, ev uint32) {
 		return
 	case stateResolving, stateHandshake:
 		return // parked: no event comes
+	case stateUpHandshake:
+		if fd == s.cfd {
+			s.clientWhileConnecting(ev)
+		}
+		return
 	}
 	if s.state == stateConnecting {
 		if fd == s.ufd {
@@ -847,6 +866,10 @@ func (s *session) expire() {
 		s.finish(200)
 	case stateResolving:
 		s.resolveTimedOut()
+	case stateUpHandshake:
+		s.srv.log.Logf(LevelError, "*%d upstream timed out (110: Connection timed out) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
+			s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
+		s.finish(502)
 	case stateHandshake:
 		s.srv.log.Logf(LevelInfo, "*%d SSL handshake timed out (110: Connection timed out) while SSL handshaking, client: %s, server: %s",
 			s.id, s.client.Addr(), s.srv.name)
@@ -873,8 +896,12 @@ func (s *session) finish(status int) {
 		l.lineBuf = s.srv.logAccess(l.lineBuf, s.record(&l.rec))
 	}
 	s.state = stateClosed
-	if s.x != nil && s.x.tls != nil {
-		s.x.tls.link.finished.Store(true) // the pump closes the client once the last bytes are out
+	if s.x != nil {
+		for _, t := range []*tlsInfo{s.x.tls, s.x.upTLS} {
+			if t != nil {
+				t.link.finished.Store(true) // the pump closes its peer once the last bytes are out
+			}
+		}
 	}
 	// The client's FIN first: a client waiting for it closes after baton.
 	if s.cfd >= 0 {

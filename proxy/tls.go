@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha1"
 	"crypto/tls"
 	"crypto/x509"
@@ -65,6 +66,12 @@ func newServerTLS(t *config.TLS) *serverTLS {
 		NextProtos:             t.ALPN,
 		SessionTicketsDisabled: !t.SessionTickets,
 	}
+	// Session tickets: keys of the server's own, so that the per-handshake
+	// configurations (GetConfigForClient) share them and sessions resume
+	// (crypto/tls would otherwise make keys for each outer configuration).
+	var key [32]byte
+	rand.Read(key[:])
+	c.SetSessionTicketKeys([][32]byte{key})
 	// Client certificates are verified here, not by crypto/tls, so that the
 	// CAs named to the client are ssl_client_certificate's alone while
 	// ssl_trusted_certificate's verify too, and so that optional_no_ca
@@ -449,4 +456,199 @@ func tlsVersionName(v uint16) string {
 		return "TLSv1.3"
 	}
 	return fmt.Sprintf("0x%04x", v)
+}
+
+// upstreamTLS is a server's "proxy_ssl on": TLS to the upstream, on a
+// goroutine of the session's own as for the client side, started once the
+// TCP connect is done (after a PROXY header, which goes in the clear, as
+// nginx's).
+type upstreamTLS struct {
+	cfg   *config.ProxyTLS
+	name  template               // proxy_ssl_name; nil: the proxy_pass host
+	cache tls.ClientSessionCache // proxy_ssl_session_reuse; nil: off
+}
+
+func newUpstreamTLS(p *config.ProxyTLS, vt *varTable) (*upstreamTLS, error) {
+	if p == nil {
+		return nil, nil
+	}
+	u := &upstreamTLS{cfg: p}
+	if p.Name != "" {
+		t, err := vt.compile(p.Name)
+		if err != nil {
+			return nil, err
+		}
+		u.name = t
+	}
+	if p.SessionReuse {
+		u.cache = tls.NewLRUClientSessionCache(256)
+	}
+	return u, nil
+}
+
+// upstreamName is the name the upstream's certificate is checked against
+// and, with proxy_ssl_server_name, sent as SNI: proxy_ssl_name, or the host
+// of what proxy_pass named.
+func (s *session) upstreamName() string {
+	if u := s.srv.ptls; u.name != nil {
+		return string(u.name.appendTo(nil, s.record(&s.loop.rec)))
+	}
+	name := s.group.name
+	if u, msg := config.ParseURL(name); msg == "" {
+		return u.Host
+	}
+	return name
+}
+
+// startUpstreamTLS hands the connected upstream socket to a goroutine for
+// the handshake; the session waits in stateUpHandshake (bounded by
+// proxy_connect_timeout, as nginx's) for the socketpair's end.
+func (s *session) startUpstreamTLS() {
+	l := s.loop
+	if !l.p.fds.take(tlsFDs) {
+		s.srv.log.Logf(LevelAlert, "*%d %s: no descriptors left for an upstream TLS session, client: %s, server: %s",
+			s.id, l.p.fds.capReason(), s.client.Addr(), s.srv.name)
+		s.finish(503)
+		return
+	}
+	var header []byte
+	if v := s.srv.ppOut; v > 0 && s.ppOutLen == 0 {
+		header = append([]byte(nil), s.proxyHeaderOut(v)...)
+		s.ppOutLen = int64(len(header))
+		s.c2u.n += int64(len(header))
+	}
+	fd, err := unix.FcntlInt(uintptr(s.ufd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		l.p.fds.give(tlsFDs)
+		s.ioError("dup()", err, s.ufd)
+		return
+	}
+	l.release(s.ufd)
+	s.ufd, s.uEvents = -1, parked
+	s.state = stateUpHandshake
+	s.lastActive, s.timeout = l.now, s.srv.connectTimeout
+	l.schedule(s)
+	ut := s.srv.ptls
+	p := ut.cfg
+	name := s.upstreamName()
+	cfg := &tls.Config{
+		InsecureSkipVerify: true, // verified below, against proxy_ssl_name, when proxy_ssl_verify is on
+		MinVersion:         p.MinVersion, MaxVersion: p.MaxVersion, CipherSuites: p.CipherSuites,
+		Certificates: p.Certs, NextProtos: p.ALPN, ClientSessionCache: ut.cache,
+	}
+	if p.ServerName {
+		cfg.ServerName = name
+	}
+	if p.Verify {
+		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return verifyUpstream(raw, name, p)
+		}
+	}
+	id, halfClose, timeout := s.id, s.srv.halfClose, time.Duration(s.srv.connectTimeout)
+	go func() {
+		fail := func(err error) {
+			l.p.fds.give(tlsFDs)
+			l.do(func() { s.upTLSFailed(id, err) })
+		}
+		f := os.NewFile(uintptr(fd), "tls upstream")
+		raw, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			fail(err)
+			return
+		}
+		if len(header) > 0 {
+			raw.SetWriteDeadline(time.Now().Add(timeout))
+			if _, err := raw.Write(header); err != nil {
+				raw.Close()
+				fail(err)
+				return
+			}
+			raw.SetWriteDeadline(time.Time{})
+		}
+		conn := tls.Client(raw, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err = conn.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			fail(err)
+			return
+		}
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			raw.Close()
+			fail(err)
+			return
+		}
+		pf := os.NewFile(uintptr(pair[0]), "tls pump")
+		pc, err := net.FileConn(pf)
+		pf.Close()
+		if err != nil {
+			unix.Close(pair[1])
+			raw.Close()
+			fail(err)
+			return
+		}
+		link := &tlsLink{}
+		if !l.do(func() { s.upTLSReady(id, pair[1], link) }) {
+			unix.Close(pair[1])
+		}
+		pumpTLS(conn, raw, pc.(*net.UnixConn), link, halfClose)
+		l.p.fds.give(tlsFDs)
+	}()
+}
+
+// verifyUpstream checks the upstream's certificate chain against
+// proxy_ssl_trusted_certificate and name, within proxy_ssl_verify_depth.
+func verifyUpstream(raw [][]byte, name string, p *config.ProxyTLS) error {
+	if len(raw) == 0 {
+		return errors.New("the upstream sent no certificate")
+	}
+	certs := make([]*x509.Certificate, len(raw))
+	for i, r := range raw {
+		c, err := x509.ParseCertificate(r)
+		if err != nil {
+			return err
+		}
+		certs[i] = c
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := certs[0].Verify(x509.VerifyOptions{Roots: p.Trusted, Intermediates: inter, DNSName: name})
+	if err != nil {
+		return fmt.Errorf("upstream SSL certificate verify error: (%s)", verifyReason(err))
+	}
+	if len(chains[0]) > p.VerifyDepth+1 {
+		return errors.New("upstream SSL certificate verify error: (certificate chain too long)")
+	}
+	return nil
+}
+
+// upTLSFailed ends a session whose upstream handshake failed.
+func (s *session) upTLSFailed(id uint64, err error) {
+	if s.id != id || s.state != stateUpHandshake {
+		return
+	}
+	s.srv.log.Logf(LevelError, "*%d SSL_do_handshake() failed (%v) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
+		s.id, err, s.client.Addr(), s.srv.name, s.upstreamAddrs)
+	s.finish(502)
+}
+
+// upTLSReady goes on with a session whose upstream handshake is done: fd
+// is its upstream socket from now on.
+func (s *session) upTLSReady(id uint64, fd int, link *tlsLink) {
+	l := s.loop
+	if s.id != id || s.state != stateUpHandshake {
+		link.finished.Store(true)
+		unix.Close(fd)
+		return
+	}
+	l.timers.remove(s)
+	s.ufd = fd
+	l.track(fd, s)
+	s.ext().upTLS = &tlsInfo{link: link}
+	s.proxyingStarts()
 }

@@ -222,3 +222,49 @@ func TestTLSVerifyClient(t *testing.T) {
 		t.Errorf("optional_no_ca, untrusted: %q, %v", got, err)
 	}
 }
+
+// proxy_ssl: TLS to the upstream, with the name checked against the
+// trusted CA (proxy_ssl_verify), SNI sent (proxy_ssl_server_name), and
+// sessions resumed (proxy_ssl_session_reuse).
+func TestProxySSL(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "up", "up.test")
+	b := startBackend(t, "echo", echo)
+	tlsAddr, plain, wrong := deadAddr(t).String(), deadAddr(t).String(), deadAddr(t).String()
+	startConf(t, fmt.Sprintf(`stream {
+    log_format t "$ssl_server_name $ssl_session_reused";
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; access_log %s t; }
+    server { listen %s; proxy_pass %s; proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate %s;
+             proxy_ssl_name up.test; proxy_ssl_server_name on; }
+    server { listen %s; proxy_pass %s; proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate %s;
+             proxy_ssl_name other.test; }
+}`, tlsAddr, crt, key, b.addr(), filepath.Join(dir, "up.log"), plain, tlsAddr, crt, wrong, tlsAddr, crt))
+	for i := range 2 {
+		c, err := net.DialTimeout("tcp", plain, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		msg := fmt.Sprintf("through TLS %d\n", i)
+		io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("round trip %d: %q, %v", i, got, err)
+		}
+		c.Close()
+	}
+	waitFor(t, func() bool { data, _ := os.ReadFile(filepath.Join(dir, "up.log")); return strings.Count(string(data), "\n") == 2 })
+	if data, _ := os.ReadFile(filepath.Join(dir, "up.log")); string(data) != "up.test .\nup.test r\n" {
+		t.Errorf("the upstream logged %q, want SNI up.test, the second session resumed", data)
+	}
+	// A name the certificate does not have: refused.
+	c, err := net.DialTimeout("tcp", wrong, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "x\n")
+	if got, _ := io.ReadAll(c); len(got) != 0 {
+		t.Fatalf("an upstream whose certificate does not match was used: %q", got)
+	}
+}
