@@ -253,7 +253,10 @@ func TestProxySSL(t *testing.T) {
 		}
 		c.Close()
 	}
-	waitFor(t, func() bool { data, _ := os.ReadFile(filepath.Join(dir, "up.log")); return strings.Count(string(data), "\n") == 2 })
+	waitFor(t, func() bool {
+		data, _ := os.ReadFile(filepath.Join(dir, "up.log"))
+		return strings.Count(string(data), "\n") == 2
+	})
 	if data, _ := os.ReadFile(filepath.Join(dir, "up.log")); string(data) != "up.test .\nup.test r\n" {
 		t.Errorf("the upstream logged %q, want SNI up.test, the second session resumed", data)
 	}
