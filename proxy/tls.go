@@ -466,6 +466,7 @@ type upstreamTLS struct {
 	cfg   *config.ProxyTLS
 	name  template               // proxy_ssl_name; nil: the proxy_pass host
 	cache tls.ClientSessionCache // proxy_ssl_session_reuse; nil: off
+	alpn  []template             // proxy_ssl_alpn, each evaluated per session (empty ones left out)
 }
 
 func newUpstreamTLS(p *config.ProxyTLS, vt *varTable) (*upstreamTLS, error) {
@@ -483,6 +484,13 @@ func newUpstreamTLS(p *config.ProxyTLS, vt *varTable) (*upstreamTLS, error) {
 	if p.SessionReuse {
 		u.cache = tls.NewLRUClientSessionCache(256)
 	}
+	for _, a := range p.ALPN {
+		t, err := vt.compile(a)
+		if err != nil {
+			return nil, err
+		}
+		u.alpn = append(u.alpn, t)
+	}
 	return u, nil
 }
 
@@ -491,7 +499,11 @@ func newUpstreamTLS(p *config.ProxyTLS, vt *varTable) (*upstreamTLS, error) {
 // of what proxy_pass named.
 func (s *session) upstreamName() string {
 	if u := s.srv.ptls; u.name != nil {
-		return string(u.name.appendTo(nil, s.record(&s.loop.rec)))
+		name := string(u.name.appendTo(nil, s.record(&s.loop.rec)))
+		if h, msg := config.ParseURL(name); msg == "" && !h.NoPort {
+			return h.Host // "example.com:123": the name without its port, as nginx
+		}
+		return name
 	}
 	name := s.group.name
 	if u, msg := config.ParseURL(name); msg == "" {
@@ -534,7 +546,12 @@ func (s *session) startUpstreamTLS() {
 	cfg := &tls.Config{
 		InsecureSkipVerify: true, // verified below, against proxy_ssl_name, when proxy_ssl_verify is on
 		MinVersion:         p.MinVersion, MaxVersion: p.MaxVersion, CipherSuites: p.CipherSuites,
-		Certificates: p.Certs, NextProtos: p.ALPN, ClientSessionCache: ut.cache,
+		Certificates: p.Certs, ClientSessionCache: ut.cache,
+	}
+	for _, a := range ut.alpn {
+		if v := a.appendTo(nil, s.record(&l.rec)); len(v) > 0 {
+			cfg.NextProtos = append(cfg.NextProtos, string(v))
+		}
 	}
 	if p.ServerName {
 		cfg.ServerName = name
@@ -617,14 +634,36 @@ func verifyUpstream(raw [][]byte, name string, p *config.ProxyTLS) error {
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	chains, err := certs[0].Verify(x509.VerifyOptions{Roots: p.Trusted, Intermediates: inter, DNSName: name})
+	chains, err := certs[0].Verify(x509.VerifyOptions{Roots: p.Trusted, Intermediates: inter})
 	if err != nil {
 		return fmt.Errorf("upstream SSL certificate verify error: (%s)", verifyReason(err))
+	}
+	if !nameMatches(certs[0], name) {
+		return fmt.Errorf("upstream SSL certificate does not match \"%s\"", name)
 	}
 	if len(chains[0]) > p.VerifyDepth+1 {
 		return errors.New("upstream SSL certificate verify error: (certificate chain too long)")
 	}
 	return nil
+}
+
+// nameMatches is OpenSSL's host check as nginx's ngx_ssl_check_host: the
+// subjectAltName DNS names (and IP addresses), or, for a certificate
+// without any, its common name (which crypto/x509 no longer reads).
+func nameMatches(c *x509.Certificate, name string) bool {
+	if c.VerifyHostname(name) == nil {
+		return true
+	}
+	if len(c.DNSNames) > 0 || len(c.IPAddresses) > 0 {
+		return false
+	}
+	cn := strings.ToLower(c.Subject.CommonName)
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if rest, ok := strings.CutPrefix(cn, "*."); ok {
+		i := strings.IndexByte(name, '.')
+		return i > 0 && name[i+1:] == rest
+	}
+	return cn == name
 }
 
 // upTLSFailed ends a session whose upstream handshake failed.
