@@ -26,6 +26,7 @@ type TLS struct {
 	HandshakeTimeout time.Duration // ssl_handshake_timeout, default 60s
 	SessionTimeout   time.Duration // ssl_session_timeout, default 5m
 	SessionTickets   bool          // ssl_session_tickets, default on
+	SessionCache     bool          // ssl_session_cache builtin or shared (default: none)
 	ALPN             []string      // ssl_alpn
 	RejectHandshake  bool          // ssl_reject_handshake
 
@@ -53,6 +54,7 @@ type tlsConf struct {
 	verifyClient      string
 	clientCertificate string
 	verifyDepth       int
+	sessionCache      bool
 	passwordFile      string
 	trusted           string
 }
@@ -96,10 +98,13 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
 			return true
 		}
+		tc.sessionCache = false
 		for _, a := range d.args {
-			// Go's server keeps sessions in tickets, not in a cache: the
-			// directive is checked and accepted (see README).
-			if a != "off" && a != "none" && a != "builtin" && !strings.HasPrefix(a, "builtin:") && !strings.HasPrefix(a, "shared:") {
+			switch {
+			case a == "off" || a == "none":
+			case a == "builtin" || strings.HasPrefix(a, "builtin:") || strings.HasPrefix(a, "shared:"):
+				tc.sessionCache = true
+			default:
 				l.errorf(d, "invalid session cache \"%s\"", a)
 			}
 		}
@@ -239,6 +244,9 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 	}
 	if c := pick("ssl_session_tickets"); c != nil {
 		t.SessionTickets = c.tickets
+	}
+	if c := pick("ssl_session_cache"); c != nil {
+		t.SessionCache = c.sessionCache
 	}
 	if c := pick("ssl_alpn"); c != nil {
 		t.ALPN = c.alpn

@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,7 +47,9 @@ const tlsFDs = 2
 type tlsInfo struct {
 	state  tls.ConnectionState
 	link   *tlsLink
-	verify string // $ssl_client_verify: NONE, SUCCESS or FAILED:reason
+	verify string        // $ssl_client_verify: NONE, SUCCESS or FAILED:reason
+	curves []tls.CurveID // the client's ($ssl_curves)
+	suites []uint16      // the client's ($ssl_ciphers)
 }
 
 // tlsLink is shared by the loop's session and its pump.
@@ -64,7 +68,14 @@ func newServerTLS(t *config.TLS) *serverTLS {
 		MaxVersion:             t.MaxVersion,
 		CipherSuites:           t.CipherSuites,
 		NextProtos:             t.ALPN,
-		SessionTicketsDisabled: !t.SessionTickets,
+		SessionTicketsDisabled: !t.SessionTickets && !t.SessionCache,
+	}
+	if !t.SessionTickets && t.SessionCache {
+		// ssl_session_cache without tickets: sessions stay here, and what
+		// the client holds is only their id (stateful resumption, as
+		// OpenSSL's session cache).
+		store := &sessionStore{m: map[string]storedSession{}, timeout: t.SessionTimeout}
+		c.WrapSession, c.UnwrapSession = store.wrap, store.unwrap
 	}
 	// Session tickets: keys of the server's own, so that the per-handshake
 	// configurations (GetConfigForClient) share them and sessions resume
@@ -83,6 +94,57 @@ func newServerTLS(t *config.TLS) *serverTLS {
 		c.ClientAuth, c.ClientCAs = tls.RequestClientCert, t.ClientCAs
 	}
 	return &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth}
+}
+
+// sessionStore is a server's session cache (ssl_session_cache with
+// ssl_session_tickets off), bounded in size and by ssl_session_timeout.
+type sessionStore struct {
+	mu      sync.Mutex
+	m       map[string]storedSession
+	timeout time.Duration
+}
+
+type storedSession struct {
+	state   []byte
+	expires time.Time
+}
+
+// maxStoredSessions bounds a server's session cache.
+const maxStoredSessions = 20000
+
+func (st *sessionStore) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	b, err := ss.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	id := make([]byte, 32)
+	rand.Read(id)
+	now := time.Now()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.m) >= maxStoredSessions {
+		for k, v := range st.m {
+			if now.After(v.expires) || len(st.m) >= maxStoredSessions {
+				delete(st.m, k)
+			}
+		}
+	}
+	st.m[string(id)] = storedSession{state: b, expires: now.Add(st.timeout)}
+	return id, nil
+}
+
+func (st *sessionStore) unwrap(id []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+	st.mu.Lock()
+	s, ok := st.m[string(id)]
+	if ok && time.Now().After(s.expires) {
+		delete(st.m, string(id))
+		ok = false
+	}
+	st.mu.Unlock()
+	if !ok {
+		return nil, nil // not resumed: a full handshake
+	}
+	return tls.ParseSessionState(s.state)
 }
 
 // serverTLS is a server's TLS: crypto/tls's configuration and how client
@@ -218,8 +280,11 @@ func (s *session) startTLS() {
 		}
 		var chosen *server
 		var verdict string
+		var curves []tls.CurveID
+		var suites []uint16
 		cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			chosen = s.tlsServer(hello.ServerName)
+			curves, suites = hello.SupportedCurves, hello.CipherSuites
 			st, reject := chosen.tls, chosen.tlsReject
 			if st == nil && !reject {
 				st, reject = s.srv.tls, s.srv.tlsReject
@@ -262,7 +327,7 @@ func (s *session) startTLS() {
 			return
 		}
 		link := &tlsLink{}
-		info := &tlsInfo{state: conn.ConnectionState(), link: link, verify: verdict}
+		info := &tlsInfo{state: conn.ConnectionState(), link: link, verify: verdict, curves: curves, suites: suites}
 		if !l.do(func() { s.tlsReady(id, pair[1], info, chosen) }) {
 			unix.Close(pair[1])
 		}
@@ -388,6 +453,60 @@ var tlsVars = map[string]func(b []byte, t *tlsInfo) []byte{
 		}
 		return append(b, t.verify...)
 	},
+	// crypto/tls shows no session id, and baton takes no early data.
+	"ssl_session_id": func(b []byte, _ *tlsInfo) []byte { return b },
+	"ssl_early_data": func(b []byte, _ *tlsInfo) []byte { return b },
+	"ssl_curve": func(b []byte, t *tlsInfo) []byte {
+		return append(b, curveName(t.state.CurveID)...)
+	},
+	"ssl_curves": func(b []byte, t *tlsInfo) []byte {
+		for i, c := range t.curves {
+			if i > 0 {
+				b = append(b, ':')
+			}
+			b = append(b, curveName(c)...)
+		}
+		return b
+	},
+	"ssl_ciphers": func(b []byte, t *tlsInfo) []byte {
+		for i, c := range t.suites {
+			if i > 0 {
+				b = append(b, ':')
+			}
+			b = append(b, config.OpenSSLCipherName(c)...)
+		}
+		return b
+	},
+	"ssl_client_v_start": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return c.NotBefore.UTC().AppendFormat(b, "Jan _2 15:04:05 2006 GMT")
+		}
+		return b
+	},
+	"ssl_client_v_end": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return c.NotAfter.UTC().AppendFormat(b, "Jan _2 15:04:05 2006 GMT")
+		}
+		return b
+	},
+	"ssl_client_v_remain": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return strconv.AppendInt(b, max(int64(time.Until(c.NotAfter)/(24*time.Hour)), 0), 10)
+		}
+		return b
+	},
+	"ssl_client_s_dn_legacy": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return appendLegacyDN(b, c.Subject)
+		}
+		return b
+	},
+	"ssl_client_i_dn_legacy": func(b []byte, t *tlsInfo) []byte {
+		if c := t.leaf(); c != nil {
+			return appendLegacyDN(b, c.Issuer)
+		}
+		return b
+	},
 	"ssl_client_cert": func(b []byte, t *tlsInfo) []byte {
 		// nginx's (deprecated) form: the PEM with a tab after every line
 		// break but the last.
@@ -441,6 +560,57 @@ func (t *tlsInfo) leaf() *x509.Certificate {
 		return t.state.PeerCertificates[0]
 	}
 	return nil
+}
+
+// curveName is a group as OpenSSL names it.
+func curveName(c tls.CurveID) string {
+	switch c {
+	case tls.CurveP256:
+		return "prime256v1"
+	case tls.CurveP384:
+		return "secp384r1"
+	case tls.CurveP521:
+		return "secp521r1"
+	case 0:
+		return ""
+	}
+	return c.String()
+}
+
+// appendLegacyDN is a name in OpenSSL's old one-line form, "/C=US/CN=x",
+// most significant first.
+func appendLegacyDN(b []byte, n pkix.Name) []byte {
+	seq := n.ToRDNSequence()
+	for _, rdn := range seq {
+		for _, atv := range rdn {
+			b = append(b, '/')
+			b = append(b, attrName(atv.Type.String())...)
+			b = append(b, '=')
+			b = fmt.Append(b, atv.Value)
+		}
+	}
+	return b
+}
+
+// attrName is an attribute's short name as OpenSSL prints it.
+func attrName(oid string) string {
+	switch oid {
+	case "2.5.4.3":
+		return "CN"
+	case "2.5.4.6":
+		return "C"
+	case "2.5.4.7":
+		return "L"
+	case "2.5.4.8":
+		return "ST"
+	case "2.5.4.10":
+		return "O"
+	case "2.5.4.11":
+		return "OU"
+	case "1.2.840.113549.1.9.1":
+		return "emailAddress"
+	}
+	return oid
 }
 
 // tlsVersionName is a protocol as nginx's $ssl_protocol prints it.

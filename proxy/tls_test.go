@@ -271,3 +271,39 @@ func TestProxySSL(t *testing.T) {
 		t.Fatalf("an upstream whose certificate does not match was used: %q", got)
 	}
 }
+
+// ssl_session_cache with ssl_session_tickets off resumes sessions from a
+// cache kept here (the client holds only an id); with neither, none
+// resume.
+func TestTLSSessionCache(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	cached, none := deadAddr(t).String(), deadAddr(t).String()
+	startConf(t, fmt.Sprintf(`stream {
+    ssl_certificate %s; ssl_certificate_key %s; ssl_session_tickets off;
+    server { listen %s ssl; ssl_session_cache shared:SSL:1m; return "$ssl_session_reused $ssl_curve"; }
+    server { listen %s ssl; return $ssl_session_reused; }
+}`, crt, key, cached, none))
+	for _, tc := range []struct {
+		addr  string
+		first string
+		again string
+	}{{cached, ". X25519MLKEM768", "r "}, {none, ".", "."}} {
+		cache := tls.NewLRUClientSessionCache(4)
+		var got []string
+		for range 2 {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tc.addr,
+				&tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			b, _ := io.ReadAll(c)
+			c.Close()
+			got = append(got, string(b))
+		}
+		if got[0] != tc.first || !strings.HasPrefix(got[1], strings.TrimSpace(tc.again)) {
+			t.Errorf("%s: %q, want %q then %q", tc.addr, got, tc.first, tc.again)
+		}
+	}
+}
