@@ -19,6 +19,12 @@ type TLS struct {
 	// the client supports, as nginx.
 	Certs []tls.Certificate
 
+	// CertVars are the pairs whose file names have variables: loaded at
+	// each handshake, their names evaluated then ($ssl_server_name among
+	// others), with Passwords for their keys.
+	CertVars  [][2]string
+	Passwords []string
+
 	MinVersion, MaxVersion uint16 // ssl_protocols (default TLSv1.2 TLSv1.3)
 	Ciphers                string // ssl_ciphers as written (default HIGH:!aNULL:!MD5)
 	CipherSuites           []uint16
@@ -279,6 +285,10 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 			l.errAt(certs.certPos[i], "ssl_certificate", "no \"ssl_certificate_key\" is defined for certificate \"%s\"", cf)
 			return nil
 		}
+		if hasVariable(cf) || hasVariable(certs.keys[i]) {
+			t.CertVars = append(t.CertVars, [2]string{l.confFile(cf), l.confFile(certs.keys[i])})
+			continue
+		}
 		cert, err := l.loadPair(cf, certs.keys[i], passwords)
 		if err != nil {
 			l.errAt(certs.certPos[i], "ssl_certificate", "%v", err)
@@ -286,7 +296,8 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 		}
 		t.Certs = append(t.Certs, cert)
 	}
-	if len(t.Certs) == 0 && !t.RejectHandshake {
+	t.Passwords = passwords
+	if len(t.Certs) == 0 && len(t.CertVars) == 0 && !t.RejectHandshake {
 		l.errAt(srv.Pos, "server", "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive")
 		return nil
 	}
@@ -333,11 +344,18 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 // loadPair loads a certificate and its key, the key decrypted with the
 // first of passwords that opens it (ssl_password_file).
 func (l *loader) loadPair(certFile, keyFile string, passwords []string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(l.confFile(certFile))
+	return LoadPair(l.confFile(certFile), l.confFile(keyFile), passwords)
+}
+
+// LoadPair loads a certificate and its key (files, or "data:" text), the
+// key decrypted with the first of passwords that opens it; the errors name
+// the files as nginx's.
+func LoadPair(certFile, keyFile string, passwords []string) (tls.Certificate, error) {
+	certPEM, err := readPEM(certFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("cannot load certificate \"%s\": %v", certFile, err)
 	}
-	keyPEM, err := os.ReadFile(l.confFile(keyFile))
+	keyPEM, err := readPEM(keyFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("cannot load certificate key \"%s\": %v", keyFile, err)
 	}
@@ -349,6 +367,14 @@ func (l *loader) loadPair(certFile, keyFile string, passwords []string) (tls.Cer
 		return tls.Certificate{}, fmt.Errorf("cannot load certificate \"%s\" with key \"%s\": %v", certFile, keyFile, err)
 	}
 	return cert, nil
+}
+
+// readPEM reads a file, or the text of a "data:" value (nginx 1.15.10+).
+func readPEM(name string) ([]byte, error) {
+	if text, ok := strings.CutPrefix(name, "data:"); ok {
+		return []byte(text), nil
+	}
+	return os.ReadFile(name)
 }
 
 // confFile is a file named in the config: relative to the main config's

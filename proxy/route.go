@@ -387,7 +387,11 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 		}
 	}
 	srv.preread = cs.SSLPreread
-	srv.tls = newServerTLS(cs.TLS)
+	stls, err := newServerTLS(cs.TLS, vt)
+	if err != nil {
+		return posError(cs.Pos, err)
+	}
+	srv.tls = stls
 	srv.tlsReject = cs.TLS != nil && cs.TLS.RejectHandshake
 	ptls, err := newUpstreamTLS(cs.ProxyTLS, vt)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,9 +59,9 @@ type tlsLink struct {
 }
 
 // serverTLS is a server's crypto/tls configuration, nil without "ssl".
-func newServerTLS(t *config.TLS) *serverTLS {
+func newServerTLS(t *config.TLS, vt *varTable) (*serverTLS, error) {
 	if t == nil {
-		return nil
+		return nil, nil
 	}
 	c := &tls.Config{
 		Certificates:           t.Certs,
@@ -93,7 +94,19 @@ func newServerTLS(t *config.TLS) *serverTLS {
 	case "optional", "optional_no_ca":
 		c.ClientAuth, c.ClientCAs = tls.RequestClientCert, t.ClientCAs
 	}
-	return &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth}
+	st := &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth, passwords: t.Passwords}
+	for _, p := range t.CertVars {
+		ct, err := vt.compile(p[0])
+		if err != nil {
+			return nil, err
+		}
+		kt, err := vt.compile(p[1])
+		if err != nil {
+			return nil, err
+		}
+		st.certVars = append(st.certVars, [2]template{ct, kt})
+	}
+	return st, nil
 }
 
 // sessionStore is a server's session cache (ssl_session_cache with
@@ -154,6 +167,30 @@ type serverTLS struct {
 	verify  string // ssl_verify_client
 	trusted *x509.CertPool
 	depth   int
+
+	// Certificates whose names have variables: evaluated and loaded at
+	// each handshake (ssl_certificate $ssl_server_name.crt).
+	certVars  [][2]template
+	passwords []string
+}
+
+// hasCerts reports whether the server can answer a handshake.
+func (st *serverTLS) hasCerts() bool { return len(st.cfg.Certificates) > 0 || len(st.certVars) > 0 }
+
+// withVarCerts is cfg with the certificates whose names have variables
+// loaded as the session's variables name them now (names holds them,
+// evaluated on the session's loop).
+func (st *serverTLS) withVarCerts(cfg *tls.Config, names [][2]string) (*tls.Config, error) {
+	c := cfg.Clone()
+	c.Certificates = slices.Clone(cfg.Certificates)
+	for _, n := range names {
+		pair, err := config.LoadPair(n[0], n[1], st.passwords)
+		if err != nil {
+			return nil, err
+		}
+		c.Certificates = append(c.Certificates, pair)
+	}
+	return c, nil
 }
 
 // forHandshake is the configuration of one handshake: s's, with the client
@@ -289,7 +326,7 @@ func (s *session) startTLS() {
 			if st == nil && !reject {
 				st, reject = s.srv.tls, s.srv.tlsReject
 			}
-			if reject || st == nil || len(st.cfg.Certificates) == 0 {
+			if reject || st == nil || !st.hasCerts() {
 				// nginx's ssl_reject_handshake answers unrecognized_name;
 				// crypto/tls would say internal_error: the alert goes
 				// out first, as a TLS 1.0 record any client reads.
@@ -297,7 +334,27 @@ func (s *session) startTLS() {
 				raw.Close() // and nothing after it
 				return nil, errors.New("the handshake is rejected (ssl_reject_handshake)")
 			}
-			return st.forHandshake(&verdict), nil
+			c := st.forHandshake(&verdict)
+			if len(st.certVars) > 0 {
+				// The names are the session's variables: evaluated on its
+				// loop, with $ssl_server_name the client's name.
+				var names [][2]string
+				ok := l.call(func() {
+					if s.id != id || s.state != stateHandshake {
+						return
+					}
+					r := s.record(&l.rec)
+					r.tls = &tlsInfo{state: tls.ConnectionState{ServerName: hello.ServerName}}
+					for _, p := range st.certVars {
+						names = append(names, [2]string{string(p[0].appendTo(nil, r)), string(p[1].appendTo(nil, r))})
+					}
+				})
+				if !ok || len(names) != len(st.certVars) {
+					return nil, errors.New("the session ended")
+				}
+				return st.withVarCerts(c, names)
+			}
+			return c, nil
 		}}
 		conn := tls.Server(&prefixConn{Conn: raw, pre: early}, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), hsTimeout)

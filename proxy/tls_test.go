@@ -307,3 +307,28 @@ func TestTLSSessionCache(t *testing.T) {
 		}
 	}
 }
+
+// ssl_certificate with variables: the files are named at each handshake,
+// here by the client's server name.
+func TestTLSCertificateVariables(t *testing.T) {
+	dir := t.TempDir()
+	selfSigned(t, dir, "a.test", "a.test")
+	selfSigned(t, dir, "b.test", "b.test")
+	_, addrs, logs := startConf(t, fmt.Sprintf(`stream {
+    server { listen 127.0.0.1:0 ssl; ssl_certificate %[1]s/$ssl_server_name.crt; ssl_certificate_key %[1]s/$ssl_server_name.key; return $ssl_server_name; }
+}`, dir))
+	for _, name := range []string{"a.test", "b.test"} {
+		c := tlsDial(t, addrs[0], name)
+		if cn := c.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != name {
+			t.Errorf("server name %s got the certificate of %s", name, cn)
+		}
+		if got, _ := io.ReadAll(c); string(got) != name {
+			t.Errorf("server name %s: %q", name, got)
+		}
+	}
+	_, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addrs[0], &tls.Config{ServerName: "c.test", InsecureSkipVerify: true})
+	if err == nil {
+		t.Fatal("a name without certificate files was served")
+	}
+	waitFor(t, func() bool { return strings.Contains(logs.String(), `cannot load certificate "`+dir+`/c.test.crt"`) })
+}
