@@ -1,8 +1,10 @@
 package config
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -44,6 +46,11 @@ type TLS struct {
 	// TrustedCAs verify client certificates too (ClientCAs and
 	// ssl_trusted_certificate's), but only ClientCAs are named to clients.
 	TrustedCAs *x509.CertPool
+
+	Curves     []tls.CurveID          // ssl_ecdh_curve; nil: "auto" (crypto/tls's own)
+	CRLs       []*x509.RevocationList // ssl_crl
+	KeyLog     string                 // ssl_key_log: where the session secrets go (NSS key log format)
+	TicketKeys [][32]byte             // ssl_session_ticket_key files, each hashed to crypto/tls's 32 bytes
 }
 
 // tlsConf is one level's (stream or server) ssl_* directives.
@@ -61,6 +68,10 @@ type tlsConf struct {
 	clientCertificate string
 	verifyDepth       int
 	sessionCache      bool
+	curves            string
+	crl, keyLog       string
+	ticketKeys        []string
+	ticketKeyPos      []Pos
 	passwordFile      string
 	trusted           string
 }
@@ -99,7 +110,7 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		return true
 	case "ssl_ciphers", "ssl_handshake_timeout", "ssl_session_timeout", "ssl_session_tickets",
 		"ssl_prefer_server_ciphers", "ssl_reject_handshake", "ssl_verify_client",
-		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file", "ssl_trusted_certificate":
+		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file", "ssl_trusted_certificate", "ssl_crl", "ssl_key_log":
 	case "ssl_session_cache":
 		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
 			return true
@@ -114,6 +125,13 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 				l.errorf(d, "invalid session cache \"%s\"", a)
 			}
 		}
+		return true
+	case "ssl_session_ticket_key":
+		if !l.check(d, false, take(1)) {
+			return true
+		}
+		tc.ticketKeys = append(tc.ticketKeys, d.args[0])
+		tc.ticketKeyPos = append(tc.ticketKeyPos, d.pos)
 		return true
 	case "ssl_conf_command":
 		l.errorf(d, "\"ssl_conf_command\" is OpenSSL's own and baton's TLS is Go's crypto/tls: set what it would set with ssl_protocols, ssl_ciphers and ssl_ecdh_curve")
@@ -164,6 +182,12 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		tc.passwordFile = v
 	case "ssl_trusted_certificate":
 		tc.trusted = v
+	case "ssl_ecdh_curve":
+		tc.curves = v
+	case "ssl_crl":
+		tc.crl = v
+	case "ssl_key_log":
+		tc.keyLog = v
 	case "ssl_verify_depth":
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -304,6 +328,43 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 	if c := pick("ssl_verify_client"); c != nil {
 		t.VerifyClient = c.verifyClient
 	}
+	if c := pick("ssl_ecdh_curve"); c != nil && c.curves != "auto" {
+		for _, name := range strings.Split(c.curves, ":") {
+			id, ok := curveIDs[name]
+			if !ok {
+				l.errAt(srv.Pos, "ssl_ecdh_curve", "SSL_CTX_set1_curves_list(\"%s\") failed: crypto/tls has no curve \"%s\"", c.curves, name)
+				return nil
+			}
+			t.Curves = append(t.Curves, id)
+		}
+	}
+	if c := pick("ssl_crl"); c != nil {
+		crls, err := loadCRLs(l.confFile(c.crl))
+		if err != nil {
+			l.errAt(srv.Pos, "ssl_crl", "%v", err)
+			return nil
+		}
+		t.CRLs = crls
+	}
+	if c := pick("ssl_key_log"); c != nil {
+		t.KeyLog = l.confFile(c.keyLog)
+	}
+	keys := &own.tls
+	if len(keys.ticketKeys) == 0 {
+		keys = &parent.tls
+	}
+	for i, f := range keys.ticketKeys {
+		data, err := os.ReadFile(l.confFile(f))
+		if err != nil {
+			l.errAt(keys.ticketKeyPos[i], "ssl_session_ticket_key", "cannot open \"%s\": %v", f, err)
+			return nil
+		}
+		if len(data) != 48 && len(data) != 80 {
+			l.errAt(keys.ticketKeyPos[i], "ssl_session_ticket_key", "\"%s\" must be 48 or 80 bytes", f)
+			return nil
+		}
+		t.TicketKeys = append(t.TicketKeys, sha256.Sum256(data))
+	}
 	if t.VerifyClient != "off" {
 		cc, tr := pick("ssl_client_certificate"), pick("ssl_trusted_certificate")
 		if cc == nil && tr == nil && t.VerifyClient != "optional_no_ca" {
@@ -367,6 +428,56 @@ func LoadPair(certFile, keyFile string, passwords []string) (tls.Certificate, er
 		return tls.Certificate{}, fmt.Errorf("cannot load certificate \"%s\" with key \"%s\": %v", certFile, keyFile, err)
 	}
 	return cert, nil
+}
+
+var curveIDs = map[string]tls.CurveID{
+	"X25519": tls.X25519, "x25519": tls.X25519,
+	"prime256v1": tls.CurveP256, "secp256r1": tls.CurveP256, "P-256": tls.CurveP256,
+	"secp384r1": tls.CurveP384, "P-384": tls.CurveP384,
+	"secp521r1": tls.CurveP521, "P-521": tls.CurveP521,
+	"X25519MLKEM768": tls.X25519MLKEM768,
+}
+
+// loadCRLs reads the PEM certificate revocation lists in file (ssl_crl).
+func loadCRLs(file string) ([]*x509.RevocationList, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open \"%s\": %v", file, err)
+	}
+	var out []*x509.RevocationList
+	for {
+		var block *pem.Block
+		if block, data = pem.Decode(data); block == nil {
+			break
+		}
+		if block.Type != "X509 CRL" {
+			continue
+		}
+		crl, err := x509.ParseRevocationList(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("cannot load CRL \"%s\": %v", file, err)
+		}
+		out = append(out, crl)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no CRL in \"%s\"", file)
+	}
+	return out, nil
+}
+
+// Revoked reports whether a CRL lists c as revoked (by its issuer).
+func Revoked(c *x509.Certificate, crls []*x509.RevocationList) bool {
+	for _, crl := range crls {
+		if crl.Issuer.String() != c.Issuer.String() {
+			continue
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // readPEM reads a file, or the text of a "data:" value (nginx 1.15.10+).

@@ -81,9 +81,17 @@ func newServerTLS(t *config.TLS, vt *varTable) (*serverTLS, error) {
 	// Session tickets: keys of the server's own, so that the per-handshake
 	// configurations (GetConfigForClient) share them and sessions resume
 	// (crypto/tls would otherwise make keys for each outer configuration).
-	var key [32]byte
-	rand.Read(key[:])
-	c.SetSessionTicketKeys([][32]byte{key})
+	keys := t.TicketKeys // ssl_session_ticket_key: shared by a fleet that has the same files
+	if len(keys) == 0 {
+		var key [32]byte
+		rand.Read(key[:])
+		keys = [][32]byte{key}
+	}
+	c.SetSessionTicketKeys(keys)
+	c.CurvePreferences = t.Curves
+	if t.KeyLog != "" {
+		c.KeyLogWriter = keyLogFile(t.KeyLog)
+	}
 	// Client certificates are verified here, not by crypto/tls, so that the
 	// CAs named to the client are ssl_client_certificate's alone while
 	// ssl_trusted_certificate's verify too, and so that optional_no_ca
@@ -94,7 +102,7 @@ func newServerTLS(t *config.TLS, vt *varTable) (*serverTLS, error) {
 	case "optional", "optional_no_ca":
 		c.ClientAuth, c.ClientCAs = tls.RequestClientCert, t.ClientCAs
 	}
-	st := &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth, passwords: t.Passwords}
+	st := &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth, passwords: t.Passwords, crls: t.CRLs}
 	for _, p := range t.CertVars {
 		ct, err := vt.compile(p[0])
 		if err != nil {
@@ -168,6 +176,8 @@ type serverTLS struct {
 	trusted *x509.CertPool
 	depth   int
 
+	crls []*x509.RevocationList // ssl_crl
+
 	// Certificates whose names have variables: evaluated and loaded at
 	// each handshake (ssl_certificate $ssl_server_name.crt).
 	certVars  [][2]template
@@ -222,6 +232,13 @@ func (st *serverTLS) forHandshake(verdict *string) *tls.Config {
 		if err == nil && len(chains[0]) > st.depth+1 {
 			err = fmt.Errorf("certificate chain too long")
 		}
+		if err == nil && len(st.crls) > 0 {
+			for _, c := range chains[0] {
+				if config.Revoked(c, st.crls) {
+					err = errors.New("certificate revoked")
+				}
+			}
+		}
 		if err != nil {
 			*verdict = "FAILED:" + verifyReason(err)
 			if st.verify == "optional_no_ca" {
@@ -233,6 +250,19 @@ func (st *serverTLS) forHandshake(verdict *string) *tls.Config {
 		return nil
 	}
 	return c
+}
+
+// keyLogFile is the writer of an ssl_key_log file: each line appended
+// whole, the file opened for each (rare: a debugging aid).
+type keyLogFile string
+
+func (k keyLogFile) Write(b []byte) (int, error) {
+	f, err := os.OpenFile(string(k), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Write(b)
 }
 
 // verifyReason is a verification failure as OpenSSL words the common ones.

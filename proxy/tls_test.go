@@ -332,3 +332,41 @@ func TestTLSCertificateVariables(t *testing.T) {
 	}
 	waitFor(t, func() bool { return strings.Contains(logs.String(), `cannot load certificate "`+dir+`/c.test.crt"`) })
 }
+
+// ssl_ecdh_curve chooses the key exchange, ssl_key_log writes the session
+// secrets, and servers sharing an ssl_session_ticket_key file resume each
+// other's sessions (a fleet behind one name).
+func TestTLSCurveKeyLogTicketKey(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	keyFile := filepath.Join(dir, "ticket.key")
+	os.WriteFile(keyFile, []byte(strings.Repeat("k", 80)), 0o600)
+	logFile := filepath.Join(dir, "keys.log")
+	a1, a2 := deadAddr(t).String(), deadAddr(t).String()
+	startConf(t, fmt.Sprintf(`stream {
+    ssl_certificate %s; ssl_certificate_key %s; ssl_session_ticket_key %s;
+    server { listen %s ssl; ssl_ecdh_curve prime256v1; ssl_key_log %s; return "$ssl_curve $ssl_session_reused"; }
+    server { listen %s ssl; return "$ssl_curve $ssl_session_reused"; }
+}`, crt, key, keyFile, a1, logFile, a2))
+	cache := tls.NewLRUClientSessionCache(4)
+	read := func(addr string) string {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+			&tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	if got := read(a1); got != "prime256v1 ." {
+		t.Errorf("first server: %q", got)
+	}
+	if got := read(a2); !strings.HasSuffix(got, " r") {
+		t.Errorf("the second server did not resume the first one's session: %q", got)
+	}
+	if data, _ := os.ReadFile(logFile); !strings.Contains(string(data), "CLIENT_TRAFFIC_SECRET_0 ") {
+		t.Errorf("ssl_key_log wrote %q", data)
+	}
+}
