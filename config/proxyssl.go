@@ -20,8 +20,14 @@ type ProxyTLS struct {
 	MaxVersion   uint16
 	CipherSuites []uint16
 	Certs        []tls.Certificate // proxy_ssl_certificate / _key
-	SessionReuse bool              // proxy_ssl_session_reuse, default on
-	ALPN         []string          // proxy_ssl_alpn
+	// CertVar is proxy_ssl_certificate / _key with variables, as written:
+	// evaluated per session (an empty certificate sends none), a relative
+	// name then taken from Prefix, loaded with Passwords.
+	CertVar      [2]string
+	Prefix       string
+	Passwords    []string
+	SessionReuse bool     // proxy_ssl_session_reuse, default on
+	ALPN         []string // proxy_ssl_alpn
 }
 
 // proxyTLSConf is one level's proxy_ssl_* directives.
@@ -183,10 +189,6 @@ func (l *loader) finishProxyTLS(srv *Server, own, parent *proxyConf) *ProxyTLS {
 			l.errAt(srv.Pos, "proxy_ssl_certificate", "no \"proxy_ssl_certificate_key\" is defined for certificate \"%s\"", c.cert)
 			return nil
 		}
-		if hasVariable(c.cert) || hasVariable(k.key) {
-			l.errAt(srv.Pos, "proxy_ssl_certificate", "the \"proxy_ssl_certificate\" directive with variables is not supported yet")
-			return nil
-		}
 		var passwords []string
 		if pf := pick("proxy_ssl_password_file"); pf != nil {
 			data, err := os.ReadFile(l.confFile(pf.passwordFile))
@@ -199,6 +201,10 @@ func (l *loader) finishProxyTLS(srv *Server, own, parent *proxyConf) *ProxyTLS {
 					passwords = append(passwords, line)
 				}
 			}
+		}
+		if hasVariable(c.cert) || hasVariable(k.key) {
+			p.CertVar, p.Prefix, p.Passwords = [2]string{c.cert, k.key}, l.prefix, passwords
+			return p
 		}
 		cert, err := l.loadPair(c.cert, k.key, passwords)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -724,6 +725,7 @@ type upstreamTLS struct {
 	name  template               // proxy_ssl_name; nil: the proxy_pass host
 	cache tls.ClientSessionCache // proxy_ssl_session_reuse; nil: off
 	alpn  []template             // proxy_ssl_alpn, each evaluated per session (empty ones left out)
+	cert  [2]template            // proxy_ssl_certificate / _key with variables; nil: none
 }
 
 func newUpstreamTLS(p *config.ProxyTLS, vt *varTable) (*upstreamTLS, error) {
@@ -740,6 +742,15 @@ func newUpstreamTLS(p *config.ProxyTLS, vt *varTable) (*upstreamTLS, error) {
 	}
 	if p.SessionReuse {
 		u.cache = tls.NewLRUClientSessionCache(256)
+	}
+	if p.CertVar[0] != "" {
+		for i, v := range p.CertVar {
+			t, err := vt.compile(v)
+			if err != nil {
+				return nil, err
+			}
+			u.cert[i] = t
+		}
 	}
 	for _, a := range p.ALPN {
 		t, err := vt.compile(a)
@@ -818,11 +829,33 @@ func (s *session) startUpstreamTLS() {
 			return verifyUpstream(raw, name, p)
 		}
 	}
+	var certNames [2]string
+	if ut.cert[0] != nil {
+		r := s.record(&l.rec)
+		for i, t := range ut.cert {
+			if n := string(t.appendTo(nil, r)); n != "" {
+				if !filepath.IsAbs(n) && !strings.HasPrefix(n, "data:") {
+					n = filepath.Join(p.Prefix, n)
+				}
+				certNames[i] = n
+			}
+		}
+	}
 	id, halfClose, timeout := s.id, s.srv.halfClose, time.Duration(s.srv.connectTimeout)
 	go func() {
 		fail := func(err error) {
 			l.p.fds.give(tlsFDs)
 			l.do(func() { s.upTLSFailed(id, err) })
+		}
+		if certNames[0] != "" && certNames[1] != "" {
+			// proxy_ssl_certificate with variables, as the session named it.
+			pair, err := config.LoadPair(certNames[0], certNames[1], p.Passwords)
+			if err != nil {
+				unix.Close(fd)
+				fail(err)
+				return
+			}
+			cfg.Certificates = []tls.Certificate{pair}
 		}
 		f := os.NewFile(uintptr(fd), "tls upstream")
 		raw, err := net.FileConn(f)
