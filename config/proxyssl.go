@@ -26,8 +26,9 @@ type ProxyTLS struct {
 	CertVar      [2]string
 	Prefix       string
 	Passwords    []string
-	SessionReuse bool     // proxy_ssl_session_reuse, default on
-	ALPN         []string // proxy_ssl_alpn
+	CertCache    *CertCache // proxy_ssl_certificate_cache; nil: off
+	SessionReuse bool       // proxy_ssl_session_reuse, default on
+	ALPN         []string   // proxy_ssl_alpn
 }
 
 // proxyTLSConf is one level's proxy_ssl_* directives.
@@ -41,6 +42,7 @@ type proxyTLSConf struct {
 	protocols          []string
 	ciphers            string
 	reuse              bool
+	certCache          *CertCache
 	alpn               []string
 }
 
@@ -110,6 +112,10 @@ func (l *loader) proxyTLSSetting(d *directive, pc *proxyConf) bool {
 			}
 		}
 		pt.protocols = d.args
+	case "proxy_ssl_certificate_cache":
+		if c, ok := l.certCache(d); ok && l.once(d, pc) {
+			pt.certCache = c
+		}
 	case "proxy_ssl_conf_command":
 		l.errorf(d, "\"proxy_ssl_conf_command\" is OpenSSL's own and baton's TLS is Go's crypto/tls: set what it would set with proxy_ssl_protocols and proxy_ssl_ciphers")
 	default:
@@ -134,6 +140,9 @@ func (l *loader) finishProxyTLS(srv *Server, own, parent *proxyConf) *ProxyTLS {
 		return nil
 	}
 	p := &ProxyTLS{VerifyDepth: 1, SessionReuse: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}
+	if c := pick("proxy_ssl_certificate_cache"); c != nil {
+		p.CertCache = c.certCache
+	}
 	if c := pick("proxy_ssl_name"); c != nil {
 		p.Name = c.name
 	}

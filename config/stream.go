@@ -765,7 +765,9 @@ func (l *loader) finishStream() {
 		srv := ss.srv
 		switch {
 		case ss.handler == "":
-			l.errAt(srv.Pos, "server", "no handler for server")
+			// Accepted, as nginx 1.25.5+ (a virtual server may only choose
+			// certificates): its sessions end with 500 (NoHandler).
+			srv.NoHandler = true
 		case ss.handler == "return":
 			// The last content directive wins, as nginx's cscf->handler.
 			srv.ProxyPass, srv.ProxyPassVars, srv.Pass = "", false, ""

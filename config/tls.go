@@ -26,6 +26,7 @@ type TLS struct {
 	// others), with Passwords for their keys.
 	CertVars  [][2]string
 	Passwords []string
+	CertCache *CertCache // ssl_certificate_cache; nil: off
 
 	MinVersion, MaxVersion uint16 // ssl_protocols (default TLSv1.2 TLSv1.3)
 	Ciphers                string // ssl_ciphers as written (default HIGH:!aNULL:!MD5)
@@ -68,6 +69,7 @@ type tlsConf struct {
 	clientCertificate string
 	verifyDepth       int
 	sessionCache      bool
+	certCache         *CertCache
 	curves            string
 	crl, keyLog       string
 	ticketKeys        []string
@@ -124,6 +126,11 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 			default:
 				l.errorf(d, "invalid session cache \"%s\"", a)
 			}
+		}
+		return true
+	case "ssl_certificate_cache":
+		if c, ok := l.certCache(d); ok && l.once(d, pc) {
+			tc.certCache = c
 		}
 		return true
 	case "ssl_session_ticket_key":
@@ -278,6 +285,9 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 	if c := pick("ssl_session_cache"); c != nil {
 		t.SessionCache = c.sessionCache
 	}
+	if c := pick("ssl_certificate_cache"); c != nil {
+		t.CertCache = c.certCache
+	}
 	if c := pick("ssl_alpn"); c != nil {
 		t.ALPN = c.alpn
 	}
@@ -412,11 +422,16 @@ func (l *loader) loadPair(certFile, keyFile string, passwords []string) (tls.Cer
 // key decrypted with the first of passwords that opens it; the errors name
 // the files as nginx's.
 func LoadPair(certFile, keyFile string, passwords []string) (tls.Certificate, error) {
-	certPEM, err := readPEM(certFile)
+	return LoadPairWith(readPEM, certFile, keyFile, passwords)
+}
+
+// LoadPairWith is LoadPair reading the files with read (a cache).
+func LoadPairWith(read func(string) ([]byte, error), certFile, keyFile string, passwords []string) (tls.Certificate, error) {
+	certPEM, err := read(certFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("cannot load certificate \"%s\": %v", certFile, err)
 	}
-	keyPEM, err := readPEM(keyFile)
+	keyPEM, err := read(keyFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("cannot load certificate key \"%s\": %v", keyFile, err)
 	}

@@ -320,6 +320,10 @@ type Server struct {
 	// TLS is the server's ssl_* settings when a listen of it has "ssl".
 	TLS *TLS
 
+	// NoHandler: the server has no proxy_pass, return or pass; its
+	// sessions end with 500, as nginx's "no handler for server".
+	NoHandler bool
+
 	// ProxyTLS is "proxy_ssl on" with its settings; nil: plain upstreams.
 	ProxyTLS *ProxyTLS
 

@@ -469,7 +469,7 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 	if err := srv.buildUpsock(cs, vt); err != nil {
 		return nil, err
 	}
-	if srv.ret == nil && srv.pass == nil && srv.passT == nil && !srv.passAddr.IsValid() {
+	if srv.ret == nil && srv.pass == nil && srv.passT == nil && !srv.passAddr.IsValid() && !cs.NoHandler {
 		u := cs.Upstream
 		if u == nil {
 			return nil, posErrorf(cs.Pos, "no handler for server")

@@ -193,6 +193,9 @@ func (s *session) content() {
 		s.clientNoDelay() // tcp_nodelay (upsock.go)
 	}
 	switch {
+	case s.srv.cfg.NoHandler:
+		s.srv.log.Logf(LevelDebug, "*%d no handler for server", s.id)
+		s.finish(500)
 	case s.srv.ret != nil:
 		s.returnText()
 	case s.srv.passT != nil || s.srv.passAddr.IsValid():

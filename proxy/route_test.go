@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -812,4 +813,31 @@ func TestPrereadVariablesNotFound(t *testing.T) {
 		b, _ := os.ReadFile(dir + "/p.log")
 		return string(b) == want
 	})
+}
+
+// A server with no proxy_pass, return or pass is accepted, as nginx 1.25.5+
+// (a virtual server may be there only for its certificates); its sessions
+// end at once with 500.
+func TestNoHandler(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "a.log")
+	tcp, udp := deadAddr(t).String(), deadAddr(t).String()
+	startConf(t, fmt.Sprintf(`stream {
+    log_format s $status;
+    server { listen %s; access_log %s s; }
+    server { listen %s udp; access_log %s s; }
+}`, tcp, log, udp, log))
+	c, err := net.DialTimeout("tcp", tcp, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if got, _ := io.ReadAll(c); len(got) != 0 {
+		t.Fatalf("got %q", got)
+	}
+	u, err := net.Dial("udp", udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Write([]byte("x"))
+	waitFor(t, func() bool { data, _ := os.ReadFile(log); return string(data) == "500\n500\n" })
 }

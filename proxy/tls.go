@@ -103,7 +103,8 @@ func newServerTLS(t *config.TLS, vt *varTable) (*serverTLS, error) {
 	case "optional", "optional_no_ca":
 		c.ClientAuth, c.ClientCAs = tls.RequestClientCert, t.ClientCAs
 	}
-	st := &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth, passwords: t.Passwords, crls: t.CRLs}
+	st := &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth, passwords: t.Passwords, crls: t.CRLs,
+		cache: certCacheOf(t.CertCache)}
 	for _, p := range t.CertVars {
 		ct, err := vt.compile(p[0])
 		if err != nil {
@@ -180,10 +181,15 @@ type serverTLS struct {
 	crls []*x509.RevocationList // ssl_crl
 
 	// Certificates whose names have variables: evaluated and loaded at
-	// each handshake (ssl_certificate $ssl_server_name.crt).
+	// each handshake (ssl_certificate $ssl_server_name.crt), through the
+	// ssl_certificate_cache when there is one.
 	certVars  [][2]template
 	passwords []string
+	cache     *certCache
 }
+
+// tlsCert is a loaded certificate with its key.
+type tlsCert = tls.Certificate
 
 // hasCerts reports whether the server can answer a handshake.
 func (st *serverTLS) hasCerts() bool { return len(st.cfg.Certificates) > 0 || len(st.certVars) > 0 }
@@ -195,7 +201,7 @@ func (st *serverTLS) withVarCerts(cfg *tls.Config, names [][2]string) (*tls.Conf
 	c := cfg.Clone()
 	c.Certificates = slices.Clone(cfg.Certificates)
 	for _, n := range names {
-		pair, err := config.LoadPair(n[0], n[1], st.passwords)
+		pair, err := st.cache.loadPair(n[0], n[1], st.passwords)
 		if err != nil {
 			return nil, err
 		}
@@ -726,13 +732,14 @@ type upstreamTLS struct {
 	cache tls.ClientSessionCache // proxy_ssl_session_reuse; nil: off
 	alpn  []template             // proxy_ssl_alpn, each evaluated per session (empty ones left out)
 	cert  [2]template            // proxy_ssl_certificate / _key with variables; nil: none
+	certs *certCache             // proxy_ssl_certificate_cache; nil: off
 }
 
 func newUpstreamTLS(p *config.ProxyTLS, vt *varTable) (*upstreamTLS, error) {
 	if p == nil {
 		return nil, nil
 	}
-	u := &upstreamTLS{cfg: p}
+	u := &upstreamTLS{cfg: p, certs: certCacheOf(p.CertCache)}
 	if p.Name != "" {
 		t, err := vt.compile(p.Name)
 		if err != nil {
@@ -849,7 +856,7 @@ func (s *session) startUpstreamTLS() {
 		}
 		if certNames[0] != "" && certNames[1] != "" {
 			// proxy_ssl_certificate with variables, as the session named it.
-			pair, err := config.LoadPair(certNames[0], certNames[1], p.Passwords)
+			pair, err := ut.certs.loadPair(certNames[0], certNames[1], p.Passwords)
 			if err != nil {
 				unix.Close(fd)
 				fail(err)

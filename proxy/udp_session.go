@@ -232,6 +232,8 @@ func (u *udpListener) open(key udpKey, d []byte, name *unix.RawSockaddrInet6, if
 	}
 	switch {
 	case status != 0:
+	case srv.cfg.NoHandler:
+		status = 500 // nginx's "no handler for server"
 	case srv.ret != nil:
 		u.returnDatagram(s)
 		u.logAccess(s, 200, l.now, s.received, s.sent)

@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"bytes"
+	"container/list"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+)
+
+// certCache is ssl_certificate_cache / proxy_ssl_certificate_cache: the
+// files that certificates and keys named with variables are read from,
+// kept by name (a certificate and its key are an entry each, as nginx's),
+// the least recently used leaving first past max, an entry unused for
+// inactive dropped, one older than valid read again.
+type certCache struct {
+	cfg     *config.CertCache
+	mu      sync.Mutex
+	entries map[string]*list.Element // of *certEntry
+	lru     list.List                // front: most recently used
+}
+
+type certEntry struct {
+	name         string
+	data         []byte
+	loaded, used time.Time
+}
+
+// certCacheOf is the running cache of directive c, made on first use;
+// nil for none.
+func certCacheOf(c *config.CertCache) *certCache {
+	if c == nil {
+		return nil
+	}
+	if cc, ok := c.State.(*certCache); ok {
+		return cc
+	}
+	cc := &certCache{cfg: c, entries: map[string]*list.Element{}}
+	c.State = cc
+	return cc
+}
+
+// read returns name's bytes (a file, or "data:" text), from the cache when
+// it holds them and they are still valid.
+func (c *certCache) read(name string) ([]byte, error) {
+	if text, ok := strings.CutPrefix(name, "data:"); ok {
+		return []byte(text), nil
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[name]; ok {
+		e := el.Value.(*certEntry)
+		switch {
+		case now.Sub(e.used) > c.cfg.Inactive:
+			c.remove(el)
+		case now.Sub(e.loaded) > c.cfg.Valid:
+			data, err := os.ReadFile(name)
+			if err != nil {
+				c.remove(el)
+				return nil, err
+			}
+			e.data, e.loaded, e.used = data, now, now
+			c.lru.MoveToFront(el)
+			return e.data, nil
+		default:
+			e.used = now
+			c.lru.MoveToFront(el)
+			return e.data, nil
+		}
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Contains(data, []byte("ENCRYPTED")) {
+		return data, nil // an encrypted key is not kept, as nginx's (its password is the server's)
+	}
+	for c.lru.Len() >= c.cfg.Max {
+		c.remove(c.lru.Back())
+	}
+	c.entries[name] = c.lru.PushFront(&certEntry{name: name, data: data, loaded: now, used: now})
+	return data, nil
+}
+
+func (c *certCache) remove(el *list.Element) {
+	delete(c.entries, el.Value.(*certEntry).name)
+	c.lru.Remove(el)
+}
+
+// loadPair loads a certificate pair through c (directly when c is nil).
+func (c *certCache) loadPair(certFile, keyFile string, passwords []string) (tlsCert, error) {
+	if c == nil {
+		return config.LoadPair(certFile, keyFile, passwords)
+	}
+	return config.LoadPairWith(c.read, certFile, keyFile, passwords)
+}
