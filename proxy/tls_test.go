@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -368,5 +370,109 @@ func TestTLSCurveKeyLogTicketKey(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(logFile); !strings.Contains(string(data), "CLIENT_TRAFFIC_SECRET_0 ") {
 		t.Errorf("ssl_key_log wrote %q", data)
+	}
+}
+
+// Interop with OpenSSL, both ways: openssl s_client through baton's TLS
+// listener, and baton's proxy_ssl to openssl s_server.
+func TestTLSInteropOpenSSL(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("openssl is needed (.ci/run installs it)")
+	}
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	tlsAddr, plain := deadAddr(t).String(), deadAddr(t).String()
+	srvAddr := deadAddr(t)
+	startConf(t, fmt.Sprintf(`stream {
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
+    server { listen %s; proxy_pass %s; proxy_ssl on; proxy_ssl_server_name on; proxy_ssl_name a.test; }
+}`, tlsAddr, crt, key, b.addr(), plain, srvAddr))
+
+	// openssl s_client -> baton (TLS terminated) -> echo.
+	cmd := exec.Command("openssl", "s_client", "-connect", tlsAddr, "-servername", "a.test", "-quiet")
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	io.WriteString(in, "hello from openssl\n")
+	echoed := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		echoed <- line
+	}()
+	select {
+	case line := <-echoed:
+		if line != "hello from openssl\n" {
+			t.Fatalf("openssl s_client through baton got %q", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("openssl s_client through baton got no echo")
+	}
+	in.Close()
+
+	// plain client -> baton (proxy_ssl) -> openssl s_server, which prints
+	// what it receives and the SNI it saw.
+	srv := exec.Command("openssl", "s_server", "-accept", srvAddr.String(), "-cert", crt, "-key", key, "-naccept", "1", "-servername", "a.test", "-cert2", crt, "-key2", key)
+	stdout, _ := srv.StdoutPipe()
+	srv.Stderr = srv.Stdout
+	srvIn, _ := srv.StdinPipe() // held open: s_server ends its connection at EOF on its input
+	defer srvIn.Close()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		var acc string
+		for {
+			n, err := stdout.Read(buf)
+			acc += string(buf[:n])
+			for {
+				i := strings.IndexByte(acc, '\n')
+				if i < 0 {
+					break
+				}
+				lines <- acc[:i]
+				acc = acc[i+1:]
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	for l := range lines { // s_server says ACCEPT once it listens
+		if strings.Contains(l, "ACCEPT") {
+			break
+		}
+	}
+	c, err := net.DialTimeout("tcp", plain, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "hello to openssl\n")
+	deadline := time.After(10 * time.Second)
+	var saw []string
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("openssl s_server ended; it printed:\n%s", strings.Join(saw, "\n"))
+			}
+			saw = append(saw, l)
+			if strings.Contains(l, "hello to openssl") {
+				if !strings.Contains(strings.Join(saw, "\n"), "Switching server context") {
+					t.Errorf("s_server did not see the name a.test:\n%s", strings.Join(saw, "\n"))
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("openssl s_server did not get the bytes; it printed:\n%s", strings.Join(saw, "\n"))
+		}
 	}
 }
