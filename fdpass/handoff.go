@@ -95,6 +95,11 @@ type Report struct {
 	// flows carried (filled in by the caller from its Source; fdpass does
 	// not look inside states).
 	PendingBytes int64
+
+	// Stayed is how many flows could not move (TLS sessions, whose record
+	// state the old process holds) and stay in the old process until they
+	// end (filled in by the caller).
+	Stayed int
 }
 
 // UpgradeOptions tune Upgrade. Zero values take the defaults.

@@ -137,7 +137,7 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		if len(conns) >= n {
 			break
 		}
-		if s.state == stateHandshake || s.state == stateUpHandshake || (s.x != nil && (s.x.tls != nil || s.x.upTLS != nil)) {
+		if s.hasTLS() {
 			// TLS keeps its record state in this process's pump (tls.go):
 			// the session stays here and ends here.
 			i++

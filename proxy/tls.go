@@ -988,3 +988,28 @@ func (s *session) upTLSReady(id uint64, fd int, link *tlsLink) {
 	s.ext().upTLS = &tlsInfo{link: link}
 	s.proxyingStarts()
 }
+
+// hasTLS reports whether s is a TLS session, terminated or originated, or
+// in its handshake.
+func (s *session) hasTLS() bool {
+	return s.state == stateHandshake || s.state == stateUpHandshake || (s.x != nil && (s.x.tls != nil || s.x.upTLS != nil))
+}
+
+// TLSSessions counts the live TLS sessions (terminated or originated):
+// those an upgrade leaves in this process.
+func (p *Proxy) TLSSessions() int {
+	var mu sync.Mutex
+	n := 0
+	p.eachLoop(func(l *loop) {
+		k := 0
+		for _, s := range l.sessions {
+			if s.hasTLS() {
+				k++
+			}
+		}
+		mu.Lock()
+		n += k
+		mu.Unlock()
+	})
+	return n
+}

@@ -148,6 +148,7 @@ func (u *upgrader) run(binary string) (fdpass.Report, error) {
 		},
 	})
 	rep.PendingBytes = u.p.CarriedBytes()
+	rep.Stayed = u.p.TLSSessions()
 	if err != nil {
 		u.log.Logf(errlog.LevelAlert, "upgrade failed, this process keeps serving: %v (moved %d, resumed %d, lost %d)",
 			err, rep.Moved, rep.Resumed, rep.Lost)
@@ -276,8 +277,12 @@ serving everything).`,
 				return err
 			}
 			if rep := r.Upgrade; rep != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "new pid %d: moved %d connections, resumed %d in the old process, lost %d; %d pending bytes carried\n",
+				fmt.Fprintf(cmd.OutOrStdout(), "new pid %d: moved %d connections, resumed %d in the old process, lost %d; %d pending bytes carried",
 					rep.NewPID, rep.Moved, rep.Resumed, rep.Lost, rep.PendingBytes)
+				if rep.Stayed > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "; %d TLS connections stay in the old process until they end", rep.Stayed)
+				}
+				fmt.Fprintln(cmd.OutOrStdout())
 			}
 			if !r.OK {
 				return fmt.Errorf("upgrade failed, the old process keeps serving: %s", r.Error)

@@ -492,8 +492,8 @@ func TestUpgradeLeavesTLSSessions(t *testing.T) {
 	}
 	r := runUpgrade(sock)
 	t.Logf("upgrade: %s", r.out)
-	if r.err != nil || !r.reported || r.moved != 1 || r.lost != 0 {
-		t.Fatalf("upgrade: %+v (want the plain session moved, the TLS one left)", r)
+	if r.err != nil || !r.reported || r.moved != 1 || r.lost != 0 || !strings.Contains(r.out, "1 TLS connections stay in the old process") {
+		t.Fatalf("upgrade: %+v (want the plain session moved, the TLS one left, and said)", r)
 	}
 	if err := roundTrip(tc, "tls after\n"); err != nil {
 		t.Fatalf("the TLS session after the upgrade: %v", err)
