@@ -485,12 +485,12 @@ func pumpTLS(conn *tls.Conn, raw net.Conn, pc *net.UnixConn, link *tlsLink, half
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		io.Copy(pc, conn)
+		pumpCopy(pc, conn)
 		pc.CloseWrite()
 	}()
 	go func() {
 		defer wg.Done()
-		io.Copy(conn, pc)
+		pumpCopy(conn, pc)
 		if halfClose && !link.finished.Load() {
 			conn.CloseWrite()
 			if tc, ok := raw.(*net.TCPConn); ok {
@@ -503,6 +503,49 @@ func pumpTLS(conn *tls.Conn, raw net.Conn, pc *net.UnixConn, link *tlsLink, half
 	wg.Wait()
 	conn.Close()
 	pc.Close()
+}
+
+// pumpBufs are the buffers pumps read bulk into, taken only while bytes
+// flow: an idle pump waits in a read of its small buffer, so that an idle
+// TLS session holds kilobytes, not io.Copy's 32 KiB a direction.
+var pumpBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pumpCopy copies src to dst until EOF or an error, as io.Copy.
+func pumpCopy(dst io.Writer, src io.Reader) {
+	var small [1 << 10]byte
+	for {
+		n, err := src.Read(small[:])
+		if n > 0 {
+			if _, werr := dst.Write(small[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+		if n < len(small) {
+			continue
+		}
+		// A full read: more is likely there; move it in bulk while it lasts.
+		bp := pumpBufs.Get().(*[]byte)
+		for {
+			m, err := src.Read(*bp)
+			if m > 0 {
+				if _, werr := dst.Write((*bp)[:m]); werr != nil {
+					pumpBufs.Put(bp)
+					return
+				}
+			}
+			if err != nil {
+				pumpBufs.Put(bp)
+				return
+			}
+			if m < len(*bp) {
+				break
+			}
+		}
+		pumpBufs.Put(bp)
+	}
 }
 
 // prefixConn is a net.Conn that reads pre before the connection: the
