@@ -308,26 +308,15 @@ func (s *session) tlsServer(sni string) *server {
 // for it to come back with the socketpair's end.
 func (s *session) startTLS() {
 	l := s.loop
-	if !l.p.fds.take(tlsFDs) {
-		s.srv.log.Logf(LevelAlert, "*%d %s: no descriptors left for a TLS session, client: %s, server: %s",
-			s.id, l.p.fds.capReason(), s.client.Addr(), s.srv.name)
-		s.finish(503)
-		return
-	}
 	if !s.local.IsValid() {
 		if sa, err := unix.Getsockname(s.cfd); err == nil {
 			s.local = sock.AddrPort(sa) // $server_addr, before the socket leaves the loop
 		}
 	}
-	fd, err := unix.FcntlInt(uintptr(s.cfd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		l.p.fds.give(tlsFDs)
-		s.ioError("dup()", err, s.cfd)
+	fd, ok := s.detachForTLS(&s.cfd, &s.cEvents, "a TLS session")
+	if !ok {
 		return
 	}
-	l.release(s.cfd)
-	s.cfd = -1
-	s.cEvents = parked
 	early := s.early
 	s.early = nil
 	s.state = stateHandshake
@@ -403,31 +392,67 @@ func (s *session) startTLS() {
 			l.do(func() { s.tlsFailed(id, err) })
 			return
 		}
-		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			raw.Close()
+		l.bridge(conn, raw, halfClose, func(fd int, link *tlsLink) {
+			info := &tlsInfo{state: conn.ConnectionState(), link: link, verify: verdict, curves: curves, suites: suites}
+			s.tlsReady(id, fd, info, chosen)
+		}, func(err error) {
 			l.p.fds.give(tlsFDs)
 			l.do(func() { s.tlsFailed(id, err) })
-			return
-		}
-		pf := os.NewFile(uintptr(pair[0]), "tls pump")
-		pc, err := net.FileConn(pf)
-		pf.Close()
-		if err != nil {
-			unix.Close(pair[1])
-			raw.Close()
-			l.p.fds.give(tlsFDs)
-			l.do(func() { s.tlsFailed(id, err) })
-			return
-		}
-		link := &tlsLink{}
-		info := &tlsInfo{state: conn.ConnectionState(), link: link, verify: verdict, curves: curves, suites: suites}
-		if !l.do(func() { s.tlsReady(id, pair[1], info, chosen) }) {
-			unix.Close(pair[1])
-		}
-		pumpTLS(conn, raw, pc.(*net.UnixConn), link, halfClose)
-		l.p.fds.give(tlsFDs)
+		})
 	}()
+}
+
+// bridge gives the loop the plain side of conn, a TLS connection whose
+// handshake is done over raw: a socketpair, one end for ready (run on the
+// loop), the other pumped to and from conn until both directions end.
+// fail runs here if no pair can be made. The descriptors taken for the
+// session (tlsFDs) go back when the pump ends.
+func (l *loop) bridge(conn *tls.Conn, raw net.Conn, halfClose bool, ready func(fd int, link *tlsLink), fail func(error)) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		raw.Close()
+		fail(err)
+		return
+	}
+	pf := os.NewFile(uintptr(pair[0]), "tls pump")
+	pc, err := net.FileConn(pf)
+	pf.Close()
+	if err != nil {
+		unix.Close(pair[1])
+		raw.Close()
+		fail(err)
+		return
+	}
+	link := &tlsLink{}
+	if !l.do(func() { ready(pair[1], link) }) {
+		unix.Close(pair[1])
+	}
+	pumpTLS(conn, raw, pc.(*net.UnixConn), link, halfClose)
+	l.p.fds.give(tlsFDs)
+}
+
+// detachForTLS takes the descriptors a TLS session holds beyond a plain one
+// and moves the socket *fdp out of the loop: it returns a duplicate for the
+// handshake's goroutine, the loop's own closed and *fdp, *events parked.
+// ok is false when the session ended instead (no descriptors left, or the
+// dup failed).
+func (s *session) detachForTLS(fdp *int, events *uint32, what string) (int, bool) {
+	l := s.loop
+	if !l.p.fds.take(tlsFDs) {
+		s.srv.log.Logf(LevelAlert, "*%d %s: no descriptors left for %s, client: %s, server: %s",
+			s.id, l.p.fds.capReason(), what, s.client.Addr(), s.srv.name)
+		s.finish(503)
+		return -1, false
+	}
+	fd, err := unix.FcntlInt(uintptr(*fdp), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		l.p.fds.give(tlsFDs)
+		s.ioError("dup()", err, *fdp)
+		return -1, false
+	}
+	l.release(*fdp)
+	*fdp, *events = -1, parked
+	return fd, true
 }
 
 // tlsFailed ends a session whose handshake failed, as nginx logs it.
@@ -835,26 +860,16 @@ func (s *session) upstreamName() string {
 // proxy_connect_timeout, as nginx's) for the socketpair's end.
 func (s *session) startUpstreamTLS() {
 	l := s.loop
-	if !l.p.fds.take(tlsFDs) {
-		s.srv.log.Logf(LevelAlert, "*%d %s: no descriptors left for an upstream TLS session, client: %s, server: %s",
-			s.id, l.p.fds.capReason(), s.client.Addr(), s.srv.name)
-		s.finish(503)
-		return
-	}
 	var header []byte
 	if v := s.srv.ppOut; v > 0 && s.ppOutLen == 0 {
 		header = append([]byte(nil), s.proxyHeaderOut(v)...)
 		s.ppOutLen = int64(len(header))
 		s.c2u.n += int64(len(header))
 	}
-	fd, err := unix.FcntlInt(uintptr(s.ufd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		l.p.fds.give(tlsFDs)
-		s.ioError("dup()", err, s.ufd)
+	fd, ok := s.detachForTLS(&s.ufd, &s.uEvents, "an upstream TLS session")
+	if !ok {
 		return
 	}
-	l.release(s.ufd)
-	s.ufd, s.uEvents = -1, parked
 	s.state = stateUpHandshake
 	s.lastActive, s.timeout = l.now, s.srv.connectTimeout
 	l.schedule(s)
@@ -932,27 +947,7 @@ func (s *session) startUpstreamTLS() {
 			fail(err)
 			return
 		}
-		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			raw.Close()
-			fail(err)
-			return
-		}
-		pf := os.NewFile(uintptr(pair[0]), "tls pump")
-		pc, err := net.FileConn(pf)
-		pf.Close()
-		if err != nil {
-			unix.Close(pair[1])
-			raw.Close()
-			fail(err)
-			return
-		}
-		link := &tlsLink{}
-		if !l.do(func() { s.upTLSReady(id, pair[1], link) }) {
-			unix.Close(pair[1])
-		}
-		pumpTLS(conn, raw, pc.(*net.UnixConn), link, halfClose)
-		l.p.fds.give(tlsFDs)
+		l.bridge(conn, raw, halfClose, func(fd int, link *tlsLink) { s.upTLSReady(id, fd, link) }, fail)
 	}()
 }
 
