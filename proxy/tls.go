@@ -1001,14 +1001,32 @@ func nameMatches(c *x509.Certificate, name string) bool {
 	return cn == name
 }
 
-// upTLSFailed ends a session whose upstream handshake failed.
+// upTLSFailed handles a failed upstream handshake as nginx's
+// ngx_stream_proxy_next_upstream: the peer's failure is counted and the
+// next upstream tried, as proxy_next_upstream allows.
 func (s *session) upTLSFailed(id uint64, err error) {
 	if s.id != id || s.state != stateUpHandshake {
 		return
 	}
+	l := s.loop
+	l.timers.remove(s)
+	g := s.group
+	p := g.peers[s.peer]
+	p.active.Add(-1)
+	disabled := g.peerFailed(s.peer, l.wall())
+	g.timeFailed(s.peer)
+	s.peer = -1
 	s.srv.log.Logf(LevelError, "*%d SSL_do_handshake() failed (%v) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
-		s.id, err, s.client.Addr(), s.srv.name, s.upstreamAddrs)
-	s.finish(502)
+		s.id, err, s.client.Addr(), s.srv.name, p)
+	if disabled {
+		s.srv.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
+			s.id, s.client.Addr(), s.srv.name, p)
+	}
+	// The PROXY header goes again, to the next upstream.
+	s.c2u.n -= s.ppOutLen
+	s.ppOutLen = 0
+	s.state = stateConnecting
+	s.connectNext()
 }
 
 // upTLSReady goes on with a session whose upstream handshake is done: fd

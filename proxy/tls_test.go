@@ -476,3 +476,32 @@ func TestTLSInteropOpenSSL(t *testing.T) {
 		}
 	}
 }
+
+// A failed upstream handshake counts against the upstream and the session
+// goes on to the next, as nginx's proxy_next_upstream.
+func TestProxySSLNextUpstream(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "up", "up.test")
+	b := startBackend(t, "echo", echo)
+	plainUp := startBackend(t, "plain", greet("not TLS")) // answers in the clear: the handshake fails
+	tlsAddr, front := deadAddr(t).String(), deadAddr(t).String()
+	_, _, logs := startConf(t, fmt.Sprintf(`stream {
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
+    upstream u { server %s; server %s; }
+    server { listen %s; proxy_pass u; proxy_ssl on; }
+}`, tlsAddr, crt, key, b.addr(), plainUp.addr(), tlsAddr, front))
+	c, err := net.DialTimeout("tcp", front, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "ping\n")
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping\n" {
+		t.Fatalf("got %q, %v: the session did not go on to the TLS upstream", got, err)
+	}
+	if !strings.Contains(logs.String(), "while SSL handshaking to upstream") {
+		t.Errorf("the failed handshake is not logged:\n%s", logs)
+	}
+}
