@@ -48,6 +48,17 @@ type TLS struct {
 	// ssl_trusted_certificate's), but only ClientCAs are named to clients.
 	TrustedCAs *x509.CertPool
 
+	// OCSP stapling: ssl_stapling, ssl_stapling_file (a DER response
+	// stapled as it is), ssl_stapling_responder (else each certificate's
+	// own), ssl_stapling_verify; TrustedList are ssl_trusted_certificate's
+	// certificates, where a certificate's issuer is looked for when its
+	// file has no chain.
+	Stapling          bool
+	StaplingFile      []byte
+	StaplingResponder string
+	StaplingVerify    bool
+	TrustedList       []*x509.Certificate
+
 	Curves     []tls.CurveID          // ssl_ecdh_curve; nil: "auto" (crypto/tls's own)
 	CRLs       []*x509.RevocationList // ssl_crl
 	KeyLog     string                 // ssl_key_log: where the session secrets go (NSS key log format)
@@ -72,6 +83,10 @@ type tlsConf struct {
 	certCache         *CertCache
 	curves            string
 	crl, keyLog       string
+	stapling          bool
+	staplingVerify    bool
+	staplingFile      string
+	staplingResponder string
 	ticketKeys        []string
 	ticketKeyPos      []Pos
 	passwordFile      string
@@ -112,7 +127,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		return true
 	case "ssl_ciphers", "ssl_handshake_timeout", "ssl_session_timeout", "ssl_session_tickets",
 		"ssl_prefer_server_ciphers", "ssl_reject_handshake", "ssl_verify_client",
-		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file", "ssl_trusted_certificate", "ssl_crl", "ssl_key_log":
+		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file", "ssl_trusted_certificate", "ssl_crl", "ssl_key_log",
+		"ssl_stapling", "ssl_stapling_verify", "ssl_stapling_file", "ssl_stapling_responder":
 	case "ssl_session_cache":
 		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
 			return true
@@ -191,6 +207,21 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		tc.trusted = v
 	case "ssl_ecdh_curve":
 		tc.curves = v
+	case "ssl_stapling", "ssl_stapling_verify":
+		on, ok := onOff(v)
+		if !ok {
+			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", v, d.name)
+			return true
+		}
+		if d.name == "ssl_stapling" {
+			tc.stapling = on
+		} else {
+			tc.staplingVerify = on
+		}
+	case "ssl_stapling_file":
+		tc.staplingFile = v
+	case "ssl_stapling_responder":
+		tc.staplingResponder = v
 	case "ssl_crl":
 		tc.crl = v
 	case "ssl_key_log":
@@ -346,6 +377,39 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 				return nil
 			}
 			t.Curves = append(t.Curves, id)
+		}
+	}
+	if c := pick("ssl_trusted_certificate"); c != nil {
+		data, err := os.ReadFile(l.confFile(c.trusted))
+		if err != nil {
+			l.errAt(srv.Pos, "ssl_trusted_certificate", "cannot read \"%s\": %v", c.trusted, err)
+			return nil
+		}
+		for {
+			var block *pem.Block
+			if block, data = pem.Decode(data); block == nil {
+				break
+			}
+			if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
+				t.TrustedList = append(t.TrustedList, cert)
+			}
+		}
+	}
+	if c := pick("ssl_stapling"); c != nil && c.stapling {
+		t.Stapling = true
+		if f := pick("ssl_stapling_file"); f != nil {
+			data, err := os.ReadFile(l.confFile(f.staplingFile))
+			if err != nil {
+				l.errAt(srv.Pos, "ssl_stapling_file", "cannot open \"%s\": %v", f.staplingFile, err)
+				return nil
+			}
+			t.StaplingFile = data
+		}
+		if r := pick("ssl_stapling_responder"); r != nil {
+			t.StaplingResponder = r.staplingResponder
+		}
+		if v := pick("ssl_stapling_verify"); v != nil {
+			t.StaplingVerify = v.staplingVerify
 		}
 	}
 	if c := pick("ssl_crl"); c != nil {

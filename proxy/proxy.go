@@ -463,6 +463,14 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 	if len(cs.Listen) > 0 {
 		srv.name = cs.Listen[0].Text
 	}
+	srv.log = p.log
+	if len(cs.ErrorLogs) > 0 {
+		lf, err := p.serverErrorLog(cs.ErrorLogs, opened)
+		if err != nil {
+			return nil, err
+		}
+		srv.log = lf.elog
+	}
 	if err := srv.buildRouting(cs, vt); err != nil {
 		return nil, err
 	}
@@ -489,14 +497,6 @@ func (p *Proxy) newServer(cs *config.Server, vt *varTable, groups map[*config.Up
 				return nil, posErrorf(cs.HealthCheck.Pos, "\"health_check udp\" of unix: servers is not supported yet")
 			}
 		}
-	}
-	srv.log = p.log
-	if len(cs.ErrorLogs) > 0 {
-		lf, err := p.serverErrorLog(cs.ErrorLogs, opened)
-		if err != nil {
-			return nil, err
-		}
-		srv.log = lf.elog
 	}
 	for _, al := range cs.AccessLogs {
 		a, err := p.newAccessLog(al, vt, opened)

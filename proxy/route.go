@@ -390,7 +390,7 @@ func (srv *server) buildRouting(cs *config.Server, vt *varTable) error {
 		}
 	}
 	srv.preread = cs.SSLPreread
-	stls, err := newServerTLS(cs.TLS, vt)
+	stls, err := newServerTLS(cs.TLS, vt, srv.log)
 	if err != nil {
 		return posError(cs.Pos, err)
 	}

@@ -60,7 +60,7 @@ type tlsLink struct {
 }
 
 // serverTLS is a server's crypto/tls configuration, nil without "ssl".
-func newServerTLS(t *config.TLS, vt *varTable) (*serverTLS, error) {
+func newServerTLS(t *config.TLS, vt *varTable, log *Logger) (*serverTLS, error) {
 	if t == nil {
 		return nil, nil
 	}
@@ -71,6 +71,10 @@ func newServerTLS(t *config.TLS, vt *varTable) (*serverTLS, error) {
 		CipherSuites:           t.CipherSuites,
 		NextProtos:             t.ALPN,
 		SessionTicketsDisabled: !t.SessionTickets && !t.SessionCache,
+	}
+	if st := newStaplers(t, log); st != nil {
+		c.GetCertificate = staplingCertificate(t.Certs, st)
+		c.Certificates = nil
 	}
 	if !t.SessionTickets && t.SessionCache {
 		// ssl_session_cache without tickets: sessions stay here, and what
@@ -192,7 +196,9 @@ type serverTLS struct {
 type tlsCert = tls.Certificate
 
 // hasCerts reports whether the server can answer a handshake.
-func (st *serverTLS) hasCerts() bool { return len(st.cfg.Certificates) > 0 || len(st.certVars) > 0 }
+func (st *serverTLS) hasCerts() bool {
+	return len(st.cfg.Certificates) > 0 || st.cfg.GetCertificate != nil || len(st.certVars) > 0
+}
 
 // withVarCerts is cfg with the certificates whose names have variables
 // loaded as the session's variables name them now (names holds them,

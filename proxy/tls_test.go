@@ -505,3 +505,18 @@ func TestProxySSLNextUpstream(t *testing.T) {
 		t.Errorf("the failed handshake is not logged:\n%s", logs)
 	}
 }
+
+// ssl_stapling with ssl_stapling_file staples the file's response as it is.
+func TestTLSStaplingFile(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	resp := filepath.Join(dir, "resp.der")
+	os.WriteFile(resp, []byte("a DER OCSP response"), 0o600)
+	_, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+    server { listen 127.0.0.1:0 ssl; ssl_certificate %s; ssl_certificate_key %s; ssl_stapling on; ssl_stapling_file %s; return ok; }
+}`, crt, key, resp))
+	c := tlsDial(t, addrs[0], "a.test")
+	if got := string(c.ConnectionState().OCSPResponse); got != "a DER OCSP response" {
+		t.Fatalf("stapled %q", got)
+	}
+}

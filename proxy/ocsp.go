@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+	"golang.org/x/crypto/ocsp"
+)
+
+// OCSP stapling (ssl_stapling), as nginx's ngx_ssl_stapling: each
+// certificate's OCSP response is fetched from its responder (or
+// ssl_stapling_responder) when a handshake first needs it and again when it
+// is due, off the handshake's path (the handshake that starts a fetch
+// staples nothing yet); a response that is not "good", or that fails
+// ssl_stapling_verify, is not stapled, and is asked again in 5 minutes. An
+// ssl_stapling_file response is stapled as it is.
+
+const (
+	staplingRetry   = 5 * time.Minute // after an error or a bad status, as nginx's 300 s
+	staplingRefresh = time.Hour       // a response without nextUpdate is asked again after this
+	staplingTimeout = 10 * time.Second
+)
+
+// stapler is one certificate's stapled response.
+type stapler struct {
+	leaf, issuer *x509.Certificate
+	url          string
+	verify       bool
+	log          *Logger
+
+	mu       sync.Mutex
+	staple   []byte
+	due      time.Time
+	fetching bool
+}
+
+// newStaplers makes the staplers of t's certificates; nil without
+// ssl_stapling.
+func newStaplers(t *config.TLS, log *Logger) []*stapler {
+	if !t.Stapling {
+		return nil
+	}
+	out := make([]*stapler, len(t.Certs))
+	for i := range t.Certs {
+		c := &t.Certs[i]
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			continue
+		}
+		st := &stapler{leaf: leaf, verify: t.StaplingVerify, log: log}
+		if t.StaplingFile != nil {
+			st.staple, st.due = t.StaplingFile, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+			out[i] = st
+			continue
+		}
+		if len(c.Certificate) > 1 {
+			st.issuer, _ = x509.ParseCertificate(c.Certificate[1])
+		}
+		for _, cand := range t.TrustedList {
+			if st.issuer == nil && bytes.Equal(cand.RawSubject, leaf.RawIssuer) && leaf.CheckSignatureFrom(cand) == nil {
+				st.issuer = cand
+			}
+		}
+		st.url = t.StaplingResponder
+		if st.url == "" && len(leaf.OCSPServer) > 0 {
+			st.url = leaf.OCSPServer[0]
+		}
+		if st.issuer == nil || st.url == "" {
+			log.Logf(LevelWarn, "\"ssl_stapling\" ignored, no OCSP responder URL or issuer certificate for certificate \"%s\"", leaf.Subject)
+			continue
+		}
+		out[i] = st
+	}
+	return out
+}
+
+// current is the response to staple now, nil for none; a fetch starts
+// when one is due.
+func (st *stapler) current() []byte {
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.fetching && time.Now().After(st.due) && st.url != "" {
+		st.fetching = true
+		go st.fetch()
+	}
+	return st.staple
+}
+
+// fetch asks the responder and keeps a good response.
+func (st *stapler) fetch() {
+	staple, next, err := st.ask()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.fetching = false
+	if err != nil {
+		st.log.Logf(LevelError, "OCSP response for certificate \"%s\": %v", st.leaf.Subject, err)
+		st.staple, st.due = nil, time.Now().Add(staplingRetry)
+		return
+	}
+	st.staple, st.due = staple, next
+}
+
+func (st *stapler) ask() ([]byte, time.Time, error) {
+	req, err := ocsp.CreateRequest(st.leaf, st.issuer, nil)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), staplingTimeout)
+	defer cancel()
+	u := strings.TrimSuffix(st.url, "/") + "/" + url.PathEscape(base64.StdEncoding.EncodeToString(req))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, time.Time{}, errors.New("responder answered " + resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var r *ocsp.Response
+	if st.verify {
+		r, err = ocsp.ParseResponseForCert(body, st.leaf, st.issuer)
+	} else {
+		r, err = ocsp.ParseResponse(body, nil)
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if r.SerialNumber == nil || r.SerialNumber.Cmp(st.leaf.SerialNumber) != 0 {
+		return nil, time.Time{}, errors.New("the response is for another certificate")
+	}
+	if r.Status != ocsp.Good {
+		return nil, time.Time{}, errors.New("certificate status \"" + ocspStatus(r.Status) + "\"")
+	}
+	next := time.Now().Add(staplingRefresh)
+	if !r.NextUpdate.IsZero() && r.NextUpdate.Before(next) {
+		next = r.NextUpdate
+	}
+	return body, next, nil
+}
+
+func ocspStatus(s int) string {
+	switch s {
+	case ocsp.Revoked:
+		return "revoked"
+	case ocsp.Unknown:
+		return "unknown"
+	}
+	return "good"
+}
+
+// staplingCertificate is a GetCertificate that picks, as crypto/tls would,
+// the first certificate the client supports, with its staple.
+func staplingCertificate(certs []tls.Certificate, staplers []*stapler) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		i := 0
+		for k := range certs {
+			if hello.SupportsCertificate(&certs[k]) == nil {
+				i = k
+				break
+			}
+		}
+		c := certs[i]
+		if i < len(staplers) {
+			c.OCSPStaple = staplers[i].current()
+		}
+		return &c, nil
+	}
+}
