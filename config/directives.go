@@ -64,8 +64,6 @@ var notSupported = map[string]scope{
 	"proxy_session_drop": sv,
 	"proxy_ssl_crl":      sv, "proxy_ssl_key_log": sv,
 	// ngx_stream_ssl_module, ngx_stream_ssl_preread_module
-	"ssl_ocsp":       sv,
-	"ssl_ocsp_cache": sv, "ssl_ocsp_responder": sv,
 	"ssl_early_data": sv,
 	// ngx_stream_js_module
 	"js_access": sv, "js_context_reuse": sv, "js_engine": sv,
@@ -134,6 +132,7 @@ var implemented = map[string]scope{
 	"ssl_reject_handshake": sv, "ssl_session_cache": sv, "ssl_session_tickets": sv,
 	"ssl_session_timeout": sv, "ssl_verify_client": sv, "ssl_verify_depth": sv, "ssl_password_file": sv,
 	"ssl_trusted_certificate": sv, "ssl_crl": sv, "ssl_key_log": sv, "ssl_session_ticket_key": sv,
+	"ssl_ocsp": sv, "ssl_ocsp_cache": sv, "ssl_ocsp_responder": sv,
 	"ssl_stapling": sv, "ssl_stapling_file": sv, "ssl_stapling_responder": sv, "ssl_stapling_verify": sv,
 	"ssl_certificate_cache": sv, "proxy_ssl_certificate_cache": sv,
 	"proxy_ssl": sv, "proxy_ssl_certificate": sv, "proxy_ssl_certificate_key": sv, "proxy_ssl_ciphers": sv, "proxy_ssl_conf_command": sv, "proxy_ssl_name": sv, "proxy_ssl_password_file": sv, "proxy_ssl_protocols": sv, "proxy_ssl_server_name": sv, "proxy_ssl_session_reuse": sv, "proxy_ssl_trusted_certificate": sv, "proxy_ssl_verify": sv, "proxy_ssl_verify_depth": sv, "proxy_ssl_alpn": sv,

@@ -221,7 +221,7 @@ func TestErrors(t *testing.T) {
 		{"stream directive in main", "proxy_timeout 1s;", `"proxy_timeout" directive is not allowed here in a.conf:1`},
 		{"server-only directive in stream", "stream { proxy_pass x:1; }", `"proxy_pass" directive is not allowed here in a.conf:1`},
 		{"not supported in stream", "stream { variables_hash_max_size 1024; }", `"variables_hash_max_size" directive is not supported yet in a.conf:1`},
-		{"not supported in server", "stream {\n server { listen 1; proxy_pass 1.1.1.1:1; ssl_stapling on; }\n}", `"ssl_stapling" directive is not supported yet in a.conf:2`},
+		{"not supported in server", "stream {\n server { listen 1; proxy_pass 1.1.1.1:1; ssl_early_data on; }\n}", `"ssl_early_data" directive is not supported yet in a.conf:2`},
 		{"ssl_conf_command", "stream { ssl_conf_command Options x; }", `"ssl_conf_command" is OpenSSL's own and baton's TLS is Go's crypto/tls: set what it would set with ssl_protocols, ssl_ciphers and ssl_ecdh_curve in a.conf:1`},
 		{"ssl_protocols bad", "stream { ssl_protocols TLSv9; }", `invalid value "TLSv9" in a.conf:1`},
 		{"ssl_verify_client bad", "stream { ssl_verify_client maybe; }", `invalid value "maybe" in "ssl_verify_client" directive, it must be "on", "off", "optional" or "optional_no_ca" in a.conf:1`},

@@ -53,6 +53,13 @@ type TLS struct {
 	// own), ssl_stapling_verify; TrustedList are ssl_trusted_certificate's
 	// certificates, where a certificate's issuer is looked for when its
 	// file has no chain.
+	// OCSP, ssl_ocsp: "" (off), "on" (every certificate of the client's
+	// chain) or "leaf"; ssl_ocsp_responder overrides the certificates'
+	// own; ssl_ocsp_cache keeps the answers.
+	OCSP          string
+	OCSPResponder string
+	OCSPCache     bool
+
 	Stapling          bool
 	StaplingFile      []byte
 	StaplingResponder string
@@ -83,6 +90,9 @@ type tlsConf struct {
 	certCache         *CertCache
 	curves            string
 	crl, keyLog       string
+	ocsp              string
+	ocspResponder     string
+	ocspCache         bool
 	stapling          bool
 	staplingVerify    bool
 	staplingFile      string
@@ -128,7 +138,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 	case "ssl_ciphers", "ssl_handshake_timeout", "ssl_session_timeout", "ssl_session_tickets",
 		"ssl_prefer_server_ciphers", "ssl_reject_handshake", "ssl_verify_client",
 		"ssl_client_certificate", "ssl_verify_depth", "ssl_ecdh_curve", "ssl_dhparam", "ssl_password_file", "ssl_trusted_certificate", "ssl_crl", "ssl_key_log",
-		"ssl_stapling", "ssl_stapling_verify", "ssl_stapling_file", "ssl_stapling_responder":
+		"ssl_stapling", "ssl_stapling_verify", "ssl_stapling_file", "ssl_stapling_responder",
+		"ssl_ocsp", "ssl_ocsp_responder", "ssl_ocsp_cache":
 	case "ssl_session_cache":
 		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
 			return true
@@ -220,6 +231,17 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		}
 	case "ssl_stapling_file":
 		tc.staplingFile = v
+	case "ssl_ocsp":
+		switch v {
+		case "on", "off", "leaf":
+			tc.ocsp = v
+		default:
+			l.errorf(d, "invalid value \"%s\" in \"ssl_ocsp\" directive, it must be \"on\", \"off\" or \"leaf\"", v)
+		}
+	case "ssl_ocsp_responder":
+		tc.ocspResponder = v
+	case "ssl_ocsp_cache":
+		tc.ocspCache = v != "off"
 	case "ssl_stapling_responder":
 		tc.staplingResponder = v
 	case "ssl_crl":
@@ -393,6 +415,15 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 			if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
 				t.TrustedList = append(t.TrustedList, cert)
 			}
+		}
+	}
+	if c := pick("ssl_ocsp"); c != nil && c.ocsp != "off" {
+		t.OCSP = c.ocsp
+		if r := pick("ssl_ocsp_responder"); r != nil {
+			t.OCSPResponder = r.ocspResponder
+		}
+		if r := pick("ssl_ocsp_cache"); r != nil {
+			t.OCSPCache = r.ocspCache
 		}
 	}
 	if c := pick("ssl_stapling"); c != nil && c.stapling {

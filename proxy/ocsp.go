@@ -37,6 +37,7 @@ type stapler struct {
 	leaf, issuer *x509.Certificate
 	url          string
 	verify       bool
+	roots        *x509.CertPool // ssl_ocsp: the CAs a responder's certificate must chain to
 	log          *Logger
 
 	mu       sync.Mutex
@@ -139,9 +140,16 @@ func (st *stapler) ask() ([]byte, time.Time, error) {
 		return nil, time.Time{}, err
 	}
 	var r *ocsp.Response
-	if st.verify {
+	switch {
+	case st.roots != nil:
+		// ssl_ocsp: signed by the issuer, or by a responder certificate
+		// that chains to the trusted CAs (OpenSSL's OCSP_basic_verify).
+		if r, err = ocsp.ParseResponse(body, nil); err == nil {
+			err = trustedSigner(r, st.issuer, st.roots)
+		}
+	case st.verify:
 		r, err = ocsp.ParseResponseForCert(body, st.leaf, st.issuer)
-	} else {
+	default:
 		r, err = ocsp.ParseResponse(body, nil)
 	}
 	if err != nil {
@@ -158,6 +166,19 @@ func (st *stapler) ask() ([]byte, time.Time, error) {
 		next = r.NextUpdate
 	}
 	return body, next, nil
+}
+
+// trustedSigner checks who signed an OCSP response: the issuer itself, or
+// a certificate in the response that chains to roots.
+func trustedSigner(r *ocsp.Response, issuer *x509.Certificate, roots *x509.CertPool) error {
+	if r.Certificate == nil {
+		return r.CheckSignatureFrom(issuer)
+	}
+	if r.Certificate.Equal(issuer) {
+		return nil
+	}
+	_, err := r.Certificate.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }
 
 func ocspStatus(s int) string {
@@ -187,4 +208,85 @@ func staplingCertificate(certs []tls.Certificate, staplers []*stapler) func(*tls
 		}
 		return &c, nil
 	}
+}
+
+// ocspChecker is ssl_ocsp: the status of the client's certificates asked
+// of their responders (or ssl_ocsp_responder), kept with ssl_ocsp_cache.
+type ocspChecker struct {
+	leafOnly  bool
+	responder string
+	roots     *x509.CertPool
+	log       *Logger
+	cache     map[string]ocspAnswer // by issuer and serial; nil without ssl_ocsp_cache
+	mu        sync.Mutex
+}
+
+type ocspAnswer struct {
+	verdict string
+	until   time.Time
+}
+
+func newOCSPChecker(t *config.TLS, log *Logger) *ocspChecker {
+	if t.OCSP == "" {
+		return nil
+	}
+	c := &ocspChecker{leafOnly: t.OCSP == "leaf", responder: t.OCSPResponder, roots: t.TrustedCAs, log: log}
+	if t.OCSPCache {
+		c.cache = map[string]ocspAnswer{}
+	}
+	return c
+}
+
+// check returns $ssl_client_verify for a verified chain (leaf first, root
+// last): SUCCESS, or FAILED with nginx's reason.
+func (c *ocspChecker) check(chain []*x509.Certificate) string {
+	for i := 0; i+1 < len(chain); i++ {
+		if v := c.status(chain[i], chain[i+1]); v != "SUCCESS" {
+			return v
+		}
+		if c.leafOnly {
+			break
+		}
+	}
+	return "SUCCESS"
+}
+
+// status asks (or remembers) one certificate's status.
+func (c *ocspChecker) status(cert, issuer *x509.Certificate) string {
+	key := string(issuer.RawSubject) + "\x00" + cert.SerialNumber.String()
+	now := time.Now()
+	if c.cache != nil {
+		c.mu.Lock()
+		a, ok := c.cache[key]
+		c.mu.Unlock()
+		if ok && now.Before(a.until) {
+			return a.verdict
+		}
+	}
+	url := c.responder
+	if url == "" && len(cert.OCSPServer) > 0 {
+		url = cert.OCSPServer[0]
+	}
+	verdict, until := "FAILED:certificate status request failed", now.Add(staplingRetry)
+	if url != "" {
+		st := &stapler{leaf: cert, issuer: issuer, url: url, roots: c.roots}
+		_, next, err := st.ask()
+		switch {
+		case err == nil:
+			verdict, until = "SUCCESS", next
+		case strings.Contains(err.Error(), "\"revoked\""):
+			verdict = "FAILED:certificate revoked"
+		default:
+			c.log.Logf(LevelError, "OCSP check of client certificate \"%s\": %v", cert.Subject, err)
+		}
+	}
+	if c.cache != nil {
+		c.mu.Lock()
+		if len(c.cache) > 10000 {
+			clear(c.cache)
+		}
+		c.cache[key] = ocspAnswer{verdict, until}
+		c.mu.Unlock()
+	}
+	return verdict
 }

@@ -108,7 +108,7 @@ func newServerTLS(t *config.TLS, vt *varTable, log *Logger) (*serverTLS, error) 
 		c.ClientAuth, c.ClientCAs = tls.RequestClientCert, t.ClientCAs
 	}
 	st := &serverTLS{cfg: c, verify: t.VerifyClient, trusted: t.TrustedCAs, depth: t.VerifyDepth, passwords: t.Passwords, crls: t.CRLs,
-		cache: certCacheOf(t.CertCache)}
+		cache: certCacheOf(t.CertCache), ocsp: newOCSPChecker(t, log)}
 	for _, p := range t.CertVars {
 		ct, err := vt.compile(p[0])
 		if err != nil {
@@ -183,6 +183,7 @@ type serverTLS struct {
 	depth   int
 
 	crls []*x509.RevocationList // ssl_crl
+	ocsp *ocspChecker           // ssl_ocsp; nil: off
 
 	// Certificates whose names have variables: evaluated and loaded at
 	// each handshake (ssl_certificate $ssl_server_name.crt), through the
@@ -224,18 +225,12 @@ func (st *serverTLS) forHandshake(verdict *string) *tls.Config {
 		return st.cfg
 	}
 	c := st.cfg.Clone()
-	c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if len(raw) == 0 {
+	// VerifyConnection, not VerifyPeerCertificate: it runs for resumed
+	// sessions too, whose certificate the session carries.
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		certs := cs.PeerCertificates
+		if len(certs) == 0 {
 			return nil
-		}
-		certs := make([]*x509.Certificate, len(raw))
-		for i, r := range raw {
-			cert, err := x509.ParseCertificate(r)
-			if err != nil {
-				*verdict = "FAILED:" + err.Error()
-				return err
-			}
-			certs[i] = cert
 		}
 		inter := x509.NewCertPool()
 		for _, c := range certs[1:] {
@@ -260,6 +255,12 @@ func (st *serverTLS) forHandshake(verdict *string) *tls.Config {
 			return err
 		}
 		*verdict = "SUCCESS"
+		if st.ocsp != nil {
+			// ssl_ocsp: a certificate whose status is not "good" fails the
+			// verification after the handshake, as nginx's (the session
+			// then ends with 500, its $ssl_client_verify saying why).
+			*verdict = st.ocsp.check(chains[0])
+		}
 		return nil
 	}
 	return c
@@ -486,6 +487,14 @@ func (s *session) tlsReady(id uint64, fd int, info *tlsInfo, chosen *server) {
 	s.cfd = fd
 	l.track(fd, s)
 	s.ext().tls = info
+	if strings.HasPrefix(info.verify, "FAILED:") && s.srv.tls != nil && (s.srv.tls.verify == "on" || s.srv.tls.verify == "optional") {
+		// A failure found after the handshake (ssl_ocsp): nginx's
+		// ngx_stream_ssl_handler ends the session with 500.
+		s.srv.log.Logf(LevelInfo, "*%d client SSL certificate verify error: (%s) while SSL handshaking, client: %s, server: %s",
+			s.id, strings.TrimPrefix(info.verify, "FAILED:"), s.client.Addr(), s.srv.name)
+		s.finish(500)
+		return
+	}
 	if chosen != nil && chosen != s.srv {
 		s.switchServer(chosen)
 		if name := info.state.ServerName; name != "" {

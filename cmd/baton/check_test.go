@@ -46,7 +46,7 @@ func TestCheckErrorsNameFileAndLine(t *testing.T) {
 		{"missing semicolon", "stream {\n  server {\n    listen 7000\n  }\n}\n", 4, `unexpected "}"`},
 		{"unclosed block", "stream {\n  server {\n    listen 7000;\n", 4, "unexpected end of file"},
 		{"no port in upstream", "stream {\n  server {\n    listen 7000;\n    proxy_pass nowhere;\n  }\n}\n", 4, `no port in upstream "nowhere"`},
-		{"not supported yet", "stream {\n  server {\n    listen 7000;\n    ssl_stapling on;\n    proxy_pass 127.0.0.1:1;\n  }\n}\n", 4, `"ssl_stapling" directive is not supported yet`},
+		{"not supported yet", "stream {\n  server {\n    listen 7000;\n    ssl_early_data on;\n    proxy_pass 127.0.0.1:1;\n  }\n}\n", 4, `"ssl_early_data" directive is not supported yet`},
 		{"unknown log variable", "stream {\n  log_format f '$remote_addr $nonsense';\n  server {\n    listen 7000;\n    proxy_pass 127.0.0.1:1;\n    access_log /dev/null f;\n  }\n}\n", 2, `unknown "nonsense" variable`},
 		{"backup after hash", "stream {\n  upstream u {\n    hash $remote_addr;\n    server 127.0.0.1:1;\n    server 127.0.0.1:2 backup;\n  }\n  server {\n    listen 7000;\n    proxy_pass u;\n  }\n}\n", 5, `balancing method does not support parameter "backup"`},
 	} {
