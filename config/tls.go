@@ -59,6 +59,9 @@ type TLS struct {
 	OCSP          string
 	OCSPResponder string
 	OCSPCache     bool
+	// HasResolver: the server has a "resolver", which an OCSP responder
+	// named by host name needs, as nginx's.
+	HasResolver bool
 
 	Stapling          bool
 	StaplingFile      []byte
@@ -407,18 +410,10 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 			l.errAt(srv.Pos, "ssl_trusted_certificate", "cannot read \"%s\": %v", c.trusted, err)
 			return nil
 		}
-		for {
-			var block *pem.Block
-			if block, data = pem.Decode(data); block == nil {
-				break
-			}
-			if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
-				t.TrustedList = append(t.TrustedList, cert)
-			}
-		}
+		t.TrustedList = append(t.TrustedList, parseCerts(data)...)
 	}
 	if c := pick("ssl_ocsp"); c != nil && c.ocsp != "off" {
-		t.OCSP = c.ocsp
+		t.OCSP, t.HasResolver = c.ocsp, srv.Resolver != nil
 		if r := pick("ssl_ocsp_responder"); r != nil {
 			t.OCSPResponder = r.ocspResponder
 		}
@@ -501,6 +496,7 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 			if f.own {
 				t.ClientCAs = x509.NewCertPool()
 				t.ClientCAs.AppendCertsFromPEM(data)
+				t.TrustedList = append(t.TrustedList, parseCerts(data)...)
 			}
 		}
 	}
@@ -546,6 +542,20 @@ var curveIDs = map[string]tls.CurveID{
 	"secp384r1": tls.CurveP384, "P-384": tls.CurveP384,
 	"secp521r1": tls.CurveP521, "P-521": tls.CurveP521,
 	"X25519MLKEM768": tls.X25519MLKEM768,
+}
+
+// parseCerts returns the certificates of PEM data.
+func parseCerts(data []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		if block, data = pem.Decode(data); block == nil {
+			return out
+		}
+		if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
+			out = append(out, cert)
+		}
+	}
 }
 
 // loadCRLs reads the PEM certificate revocation lists in file (ssl_crl).

@@ -8,8 +8,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/url"
+	neturl "net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -122,7 +124,7 @@ func (st *stapler) ask() ([]byte, time.Time, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), staplingTimeout)
 	defer cancel()
-	u := strings.TrimSuffix(st.url, "/") + "/" + url.PathEscape(base64.StdEncoding.EncodeToString(req))
+	u := strings.TrimSuffix(st.url, "/") + "/" + neturl.PathEscape(base64.StdEncoding.EncodeToString(req))
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -213,12 +215,14 @@ func staplingCertificate(certs []tls.Certificate, staplers []*stapler) func(*tls
 // ocspChecker is ssl_ocsp: the status of the client's certificates asked
 // of their responders (or ssl_ocsp_responder), kept with ssl_ocsp_cache.
 type ocspChecker struct {
-	leafOnly  bool
-	responder string
-	roots     *x509.CertPool
-	log       *Logger
-	cache     map[string]ocspAnswer // by issuer and serial; nil without ssl_ocsp_cache
-	mu        sync.Mutex
+	leafOnly    bool
+	responder   string
+	roots       *x509.CertPool
+	known       []*x509.Certificate // where a chain that ends at a trusted intermediate goes on
+	hasResolver bool
+	log         *Logger
+	cache       map[string]ocspAnswer // by issuer and serial; nil without ssl_ocsp_cache
+	mu          sync.Mutex
 }
 
 type ocspAnswer struct {
@@ -230,7 +234,8 @@ func newOCSPChecker(t *config.TLS, log *Logger) *ocspChecker {
 	if t.OCSP == "" {
 		return nil
 	}
-	c := &ocspChecker{leafOnly: t.OCSP == "leaf", responder: t.OCSPResponder, roots: t.TrustedCAs, log: log}
+	c := &ocspChecker{leafOnly: t.OCSP == "leaf", responder: t.OCSPResponder, roots: t.TrustedCAs,
+		known: t.TrustedList, hasResolver: t.HasResolver, log: log}
 	if t.OCSPCache {
 		c.cache = map[string]ocspAnswer{}
 	}
@@ -240,6 +245,26 @@ func newOCSPChecker(t *config.TLS, log *Logger) *ocspChecker {
 // check returns $ssl_client_verify for a verified chain (leaf first, root
 // last): SUCCESS, or FAILED with nginx's reason.
 func (c *ocspChecker) check(chain []*x509.Certificate) string {
+	// Go's chain ends at the first trusted certificate; OpenSSL's (and so
+	// nginx's) goes on to a self-signed root through the trusted ones.
+	chain = slices.Clone(chain)
+	for len(chain) < 10 {
+		last := chain[len(chain)-1]
+		if bytes.Equal(last.RawIssuer, last.RawSubject) {
+			break
+		}
+		var next *x509.Certificate
+		for _, k := range c.known {
+			if bytes.Equal(k.RawSubject, last.RawIssuer) && last.CheckSignatureFrom(k) == nil {
+				next = k
+				break
+			}
+		}
+		if next == nil {
+			break
+		}
+		chain = append(chain, next)
+	}
 	for i := 0; i+1 < len(chain); i++ {
 		if v := c.status(chain[i], chain[i+1]); v != "SUCCESS" {
 			return v
@@ -268,6 +293,10 @@ func (c *ocspChecker) status(cert, issuer *x509.Certificate) string {
 		url = cert.OCSPServer[0]
 	}
 	verdict, until := "FAILED:certificate status request failed", now.Add(staplingRetry)
+	if u, err := neturl.Parse(url); err == nil && net.ParseIP(u.Hostname()) == nil && !c.hasResolver {
+		c.log.Logf(LevelError, "no resolver defined to resolve %s while requesting certificate status", u.Hostname())
+		url = "" // as nginx: a responder's host name needs a resolver
+	}
 	if url != "" {
 		st := &stapler{leaf: cert, issuer: issuer, url: url, roots: c.roots}
 		_, next, err := st.ask()
