@@ -224,7 +224,7 @@ func (s *session) admit() {
 		s.finish(403)
 		return
 	}
-	if s.ln != nil && s.ln.cfg.SSL && (s.x == nil || s.x.tls == nil) {
+	if s.ln != nil && s.lcfg.SSL && (s.x == nil || s.x.tls == nil) {
 		s.startTLS()
 		return
 	}

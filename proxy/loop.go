@@ -531,6 +531,8 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 		loop:        l,
 		srv:         srv,
 		ln:          ln,
+		lcfg:        ln.cfg,
+		vh:          ln.srv.vhosts[listenKey(ln.cfg)],
 		cfd:         fd,
 		ufd:         -1,
 		client:      client,

@@ -320,7 +320,7 @@ func (s *session) importRouted(m *movedState) {
 		s.ext().importRb = r.rb
 	}
 	if r.vhost != "" && s.ln != nil {
-		if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil {
+		if v := s.vh; v != nil {
 			if srv := v.find(r.vhost); srv != nil {
 				s.srv, s.group = srv, srv.group.current()
 				s.ext().vhost = r.vhost
@@ -548,7 +548,7 @@ func (s *session) passOn() {
 	to.accepted.Add(1)
 	to.active.Add(1)
 	srv := to.srv
-	s.ln, s.srv, s.group, s.local = to, srv, srv.group.current(), addr
+	s.ln, s.lcfg, s.vh, s.srv, s.group, s.local = to, to.cfg, srv.vhosts[listenKey(to.cfg)], srv, srv.group.current(), addr
 	if s.sv == nil || srv.needVars {
 		s.sv = srv.newSessVars()
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"github.com/batonproxy/baton/config"
 	"net/netip"
 	"sync"
 
@@ -51,9 +52,11 @@ type session struct {
 	id       uint64
 	loop     *loop
 	srv      *server
-	group    *group    // the upstream: srv's, or what its proxy_pass $var named; nil before
-	sv       *sessVars // "set" values and preread results; nil when srv needs none
-	ln       *listener // nil for sessions not accepted by a TCP listener
+	group    *group         // the upstream: srv's, or what its proxy_pass $var named; nil before
+	sv       *sessVars      // "set" values and preread results; nil when srv needs none
+	ln       *listener      // nil for sessions not accepted by a TCP listener
+	lcfg     *config.Listen // ln's listen as it was when the session began (a reload may change ln's)
+	vh       *vhosts        // the virtual servers of ln's address then; nil: one server
 	cfd      int
 	ufd      int // -1 until a connect attempt
 	state    sessState
@@ -329,7 +332,7 @@ func (s *session) record(r *record) *record {
 		r.serverName = s.srv.serverName
 	}
 	if s.ln != nil {
-		r.unixPath = s.ln.cfg.Unix
+		r.unixPath = s.lcfg.Unix
 	}
 	if x := s.x; x != nil {
 		r.prior, r.ppDst, r.tlv, r.tls = x.prior, x.ppDst, x.ppTLV, x.tls

@@ -300,7 +300,7 @@ func verifyReason(err error) string {
 // address's default server.
 func (s *session) tlsServer(sni string) *server {
 	def := s.srv
-	if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil && sni != "" {
+	if v := s.vh; v != nil && sni != "" {
 		if host, ok := validHost([]byte(sni)); ok {
 			if srv := v.find(host); srv != nil {
 				return srv
@@ -499,7 +499,7 @@ func (s *session) tlsReady(id uint64, fd int, info *tlsInfo, chosen *server) {
 		s.switchServer(chosen)
 		if name := info.state.ServerName; name != "" {
 			s.ext().vhost = name
-			if v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]; v != nil {
+			if v := s.vh; v != nil {
 				if host, ok := validHost([]byte(name)); ok {
 					_, caps, names := v.findCaps(host)
 					s.chose(host, caps, names)

@@ -132,7 +132,7 @@ func (s *session) chooseVhost() {
 	if s.ln == nil || s.sv == nil || !s.sv.helloFound {
 		return
 	}
-	v := s.ln.srv.vhosts[listenKey(s.ln.cfg)]
+	v := s.vh
 	if v == nil {
 		return
 	}
