@@ -70,9 +70,11 @@ func decryptKeyPEM(keyPEM []byte, passwords []string) ([]byte, error) {
 			}
 		}
 		return nil, errBadPassword
-	case x509.IsEncryptedPEMBlock(block): //nolint:staticcheck // the legacy form nginx users still have
+	//lint:ignore SA1019 the legacy form nginx users' keys still have; read with their own password
+	case x509.IsEncryptedPEMBlock(block):
 		for _, pw := range passwords {
-			if der, err := x509.DecryptPEMBlock(block, []byte(pw)); err == nil { //nolint:staticcheck
+			//lint:ignore SA1019 as above
+			if der, err := x509.DecryptPEMBlock(block, []byte(pw)); err == nil {
 				return pem.EncodeToMemory(&pem.Block{Type: block.Type, Bytes: der}), nil
 			}
 		}

@@ -274,7 +274,7 @@ func onOff(v string) (on, ok bool) {
 }
 
 var tlsVersions = map[string]uint16{
-	"SSLv2": 0, "SSLv3": tls.VersionSSL30, "TLSv1": tls.VersionTLS10, "TLSv1.1": tls.VersionTLS11,
+	"SSLv2": 0, "SSLv3": 0x0300, "TLSv1": tls.VersionTLS10, // SSLv2, SSLv3: accepted, and left out (crypto/tls has neither) "TLSv1.1": tls.VersionTLS11,
 	"TLSv1.2": tls.VersionTLS12, "TLSv1.3": tls.VersionTLS13,
 }
 
