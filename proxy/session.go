@@ -382,26 +382,33 @@ func (s *session) dial(p *peer) error {
 // event, here.
 func (s *session) connectFailed(err error) {
 	l := s.loop
-	g := s.group
-	p := g.peers[s.peer]
-	p.active.Add(-1)
-	disabled := g.peerFailed(s.peer, l.wall())
-	g.timeFailed(s.peer)
-	s.peer = -1
 	what := "connect() failed " + sock.ErrnoText(err)
 	if err == unix.ETIMEDOUT {
 		what = "upstream timed out (110: Connection timed out)"
 	}
-	s.srv.log.Logf(LevelError, "*%d %s while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
-		s.id, what, s.client.Addr(), s.srv.name, p)
-	if disabled {
-		s.srv.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while connecting to upstream, client: %s, server: %s, upstream: \"%s\"",
-			s.id, s.client.Addr(), s.srv.name, p)
-	}
+	s.attemptFailed(what, "connecting to upstream")
 	if s.ufd >= 0 {
 		l.release(s.ufd)
 		s.ufd = -1
 		s.uEvents = 0
+	}
+}
+
+// attemptFailed counts a failed attempt against its peer (nginx's
+// free_peer with NGX_PEER_FAILED) and logs it, what having happened while
+// doing phase.
+func (s *session) attemptFailed(what, phase string) {
+	g := s.group
+	p := g.peers[s.peer]
+	p.active.Add(-1)
+	disabled := g.peerFailed(s.peer, s.loop.wall())
+	g.timeFailed(s.peer)
+	s.peer = -1
+	s.srv.log.Logf(LevelError, "*%d %s while %s, client: %s, server: %s, upstream: \"%s\"",
+		s.id, what, phase, s.client.Addr(), s.srv.name, p)
+	if disabled {
+		s.srv.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while %s, client: %s, server: %s, upstream: \"%s\"",
+			s.id, phase, s.client.Addr(), s.srv.name, p)
 	}
 }
 

@@ -1023,20 +1023,8 @@ func (s *session) upTLSFailed(id uint64, err error) {
 	if s.id != id || s.state != stateUpHandshake {
 		return
 	}
-	l := s.loop
-	l.timers.remove(s)
-	g := s.group
-	p := g.peers[s.peer]
-	p.active.Add(-1)
-	disabled := g.peerFailed(s.peer, l.wall())
-	g.timeFailed(s.peer)
-	s.peer = -1
-	s.srv.log.Logf(LevelError, "*%d SSL_do_handshake() failed (%v) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
-		s.id, err, s.client.Addr(), s.srv.name, p)
-	if disabled {
-		s.srv.log.Logf(LevelWarn, "*%d upstream server temporarily disabled while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
-			s.id, s.client.Addr(), s.srv.name, p)
-	}
+	s.loop.timers.remove(s)
+	s.attemptFailed(fmt.Sprintf("SSL_do_handshake() failed (%v)", err), "SSL handshaking to upstream")
 	// The PROXY header goes again, to the next upstream.
 	s.c2u.n -= s.ppOutLen
 	s.ppOutLen = 0
