@@ -62,7 +62,6 @@ var notSupported = map[string]scope{
 	"geoip_country": ctxStream, "geoip_city": ctxStream, "geoip_org": ctxStream,
 	// ngx_stream_proxy_module
 	"proxy_session_drop": sv,
-	"proxy_ssl_crl":      sv, "proxy_ssl_key_log": sv,
 	// ngx_stream_ssl_module, ngx_stream_ssl_preread_module
 	"ssl_early_data": sv,
 	// ngx_stream_js_module
@@ -135,7 +134,10 @@ var implemented = map[string]scope{
 	"ssl_ocsp": sv, "ssl_ocsp_cache": sv, "ssl_ocsp_responder": sv,
 	"ssl_stapling": sv, "ssl_stapling_file": sv, "ssl_stapling_responder": sv, "ssl_stapling_verify": sv,
 	"ssl_certificate_cache": sv, "proxy_ssl_certificate_cache": sv,
-	"proxy_ssl": sv, "proxy_ssl_certificate": sv, "proxy_ssl_certificate_key": sv, "proxy_ssl_ciphers": sv, "proxy_ssl_conf_command": sv, "proxy_ssl_name": sv, "proxy_ssl_password_file": sv, "proxy_ssl_protocols": sv, "proxy_ssl_server_name": sv, "proxy_ssl_session_reuse": sv, "proxy_ssl_trusted_certificate": sv, "proxy_ssl_verify": sv, "proxy_ssl_verify_depth": sv, "proxy_ssl_alpn": sv,
+	"proxy_ssl": sv, "proxy_ssl_certificate": sv, "proxy_ssl_certificate_key": sv, "proxy_ssl_ciphers": sv,
+	"proxy_ssl_conf_command": sv, "proxy_ssl_name": sv, "proxy_ssl_password_file": sv, "proxy_ssl_protocols": sv,
+	"proxy_ssl_server_name": sv, "proxy_ssl_session_reuse": sv, "proxy_ssl_trusted_certificate": sv,
+	"proxy_ssl_verify": sv, "proxy_ssl_verify_depth": sv, "proxy_ssl_alpn": sv, "proxy_ssl_crl": sv, "proxy_ssl_key_log": sv,
 }
 
 // refuse reports d, which the context's own switch did not handle: as not

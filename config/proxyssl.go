@@ -26,9 +26,11 @@ type ProxyTLS struct {
 	CertVar      [2]string
 	Prefix       string
 	Passwords    []string
-	CertCache    *CertCache // proxy_ssl_certificate_cache; nil: off
-	SessionReuse bool       // proxy_ssl_session_reuse, default on
-	ALPN         []string   // proxy_ssl_alpn
+	CertCache    *CertCache             // proxy_ssl_certificate_cache; nil: off
+	CRLs         []*x509.RevocationList // proxy_ssl_crl
+	KeyLog       string                 // proxy_ssl_key_log
+	SessionReuse bool                   // proxy_ssl_session_reuse, default on
+	ALPN         []string               // proxy_ssl_alpn
 }
 
 // proxyTLSConf is one level's proxy_ssl_* directives.
@@ -43,6 +45,7 @@ type proxyTLSConf struct {
 	ciphers            string
 	reuse              bool
 	certCache          *CertCache
+	crl, keyLog        string
 	alpn               []string
 }
 
@@ -69,6 +72,15 @@ func (l *loader) proxyTLSSetting(d *directive, pc *proxyConf) bool {
 			pt.verify = on
 		default:
 			pt.reuse = on
+		}
+	case "proxy_ssl_crl", "proxy_ssl_key_log":
+		if !l.check(d, false, take(1)) || !l.once(d, pc) {
+			return true
+		}
+		if d.name == "proxy_ssl_crl" {
+			pt.crl = d.args[0]
+		} else {
+			pt.keyLog = d.args[0]
 		}
 	case "proxy_ssl_name", "proxy_ssl_trusted_certificate", "proxy_ssl_certificate",
 		"proxy_ssl_certificate_key", "proxy_ssl_password_file", "proxy_ssl_ciphers", "proxy_ssl_verify_depth":
@@ -140,6 +152,17 @@ func (l *loader) finishProxyTLS(srv *Server, own, parent *proxyConf) *ProxyTLS {
 		return nil
 	}
 	p := &ProxyTLS{VerifyDepth: 1, SessionReuse: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}
+	if c := pick("proxy_ssl_crl"); c != nil {
+		crls, err := loadCRLs(l.confFile(c.crl))
+		if err != nil {
+			l.errAt(srv.Pos, "proxy_ssl_crl", "%v", err)
+			return nil
+		}
+		p.CRLs = crls
+	}
+	if c := pick("proxy_ssl_key_log"); c != nil {
+		p.KeyLog = l.confFile(c.keyLog)
+	}
 	if c := pick("proxy_ssl_certificate_cache"); c != nil {
 		p.CertCache = c.certCache
 	}

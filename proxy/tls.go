@@ -896,6 +896,9 @@ func (s *session) startUpstreamTLS() {
 		MinVersion:         p.MinVersion, MaxVersion: p.MaxVersion, CipherSuites: p.CipherSuites,
 		Certificates: p.Certs, ClientSessionCache: ut.cache,
 	}
+	if p.KeyLog != "" {
+		cfg.KeyLogWriter = keyLogFile(p.KeyLog)
+	}
 	for _, a := range ut.alpn {
 		if v := a.appendTo(nil, s.record(&l.rec)); len(v) > 0 {
 			cfg.NextProtos = append(cfg.NextProtos, string(v))
@@ -993,6 +996,11 @@ func verifyUpstream(raw [][]byte, name string, p *config.ProxyTLS) error {
 	}
 	if len(chains[0]) > p.VerifyDepth+1 {
 		return errors.New("upstream SSL certificate verify error: (certificate chain too long)")
+	}
+	for _, c := range chains[0] {
+		if config.Revoked(c, p.CRLs) {
+			return errors.New("upstream SSL certificate verify error: (certificate revoked)")
+		}
 	}
 	return nil
 }

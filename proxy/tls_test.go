@@ -237,10 +237,10 @@ func TestProxySSL(t *testing.T) {
     log_format t "$ssl_server_name $ssl_session_reused";
     server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; access_log %s t; }
     server { listen %s; proxy_pass %s; proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate %s;
-             proxy_ssl_name up.test; proxy_ssl_server_name on; }
+             proxy_ssl_name up.test; proxy_ssl_server_name on; proxy_ssl_key_log %s/up.keys; }
     server { listen %s; proxy_pass %s; proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate %s;
              proxy_ssl_name other.test; }
-}`, tlsAddr, crt, key, b.addr(), filepath.Join(dir, "up.log"), plain, tlsAddr, crt, wrong, tlsAddr, crt))
+}`, tlsAddr, crt, key, b.addr(), filepath.Join(dir, "up.log"), plain, tlsAddr, crt, dir, wrong, tlsAddr, crt))
 	for i := range 2 {
 		c, err := net.DialTimeout("tcp", plain, 5*time.Second)
 		if err != nil {
@@ -261,6 +261,9 @@ func TestProxySSL(t *testing.T) {
 	})
 	if data, _ := os.ReadFile(filepath.Join(dir, "up.log")); string(data) != "up.test .\nup.test r\n" {
 		t.Errorf("the upstream logged %q, want SNI up.test, the second session resumed", data)
+	}
+	if data, _ := os.ReadFile(filepath.Join(dir, "up.keys")); !strings.Contains(string(data), "CLIENT_TRAFFIC_SECRET_0 ") {
+		t.Errorf("proxy_ssl_key_log wrote %q", data)
 	}
 	// A name the certificate does not have: refused.
 	c, err := net.DialTimeout("tcp", wrong, 5*time.Second)
