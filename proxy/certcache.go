@@ -92,9 +92,19 @@ func (c *certCache) remove(el *list.Element) {
 }
 
 // loadPair loads a certificate pair through c (directly when c is nil).
+// A pair whose key is encrypted is not kept at all, as nginx's: its
+// password is the server's, and the certificate goes with the key.
 func (c *certCache) loadPair(certFile, keyFile string, passwords []string) (tlsCert, error) {
 	if c == nil {
 		return config.LoadPair(certFile, keyFile, passwords)
+	}
+	c.mu.Lock()
+	_, cached := c.entries[keyFile]
+	c.mu.Unlock()
+	if !cached && !strings.HasPrefix(keyFile, "data:") {
+		if key, err := os.ReadFile(keyFile); err == nil && bytes.Contains(key, []byte("ENCRYPTED")) {
+			return config.LoadPair(certFile, keyFile, passwords)
+		}
 	}
 	return config.LoadPairWith(c.read, certFile, keyFile, passwords)
 }
