@@ -58,9 +58,8 @@ func (l *loader) proxyTLSSetting(d *directive, pc *proxyConf) bool {
 		if !l.check(d, false, take(1)) || !l.once(d, pc) {
 			return true
 		}
-		on, ok := onOff(d.args[0])
+		on, ok := l.flagArg(d)
 		if !ok {
-			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", d.args[0], d.name)
 			return true
 		}
 		switch d.name {

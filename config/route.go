@@ -115,14 +115,11 @@ func (l *loader) prereadSetting(d *directive, pc *prereadConf) bool {
 			l.errorf(d, "\"%s\" directive is duplicate", d.name)
 			return true
 		}
-		switch strings.ToLower(v) {
-		case "on":
-			pc.sslPreread = true
-		case "off":
-		default:
-			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", v, d.name)
+		on, ok := l.flagArg(d)
+		if !ok {
 			return true
 		}
+		pc.sslPreread = on
 		pc.sslPrereadSet = true
 	case "preread_buffer_size":
 		if pc.bufferSizeSet {

@@ -302,13 +302,8 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 			pc.requests = n
 		}
 	case "proxy_next_upstream", "proxy_half_close", "limit_conn_dry_run", "proxy_socket_keepalive", "tcp_nodelay":
-		var on bool
-		switch strings.ToLower(v) {
-		case "on":
-			on = true
-		case "off":
-		default:
-			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", v, d.name)
+		on, ok := l.flagArg(d)
+		if !ok {
 			return true
 		}
 		switch d.name {

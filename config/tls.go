@@ -195,9 +195,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 			tc.sessionTimeout = t
 		}
 	case "ssl_session_tickets", "ssl_prefer_server_ciphers", "ssl_reject_handshake":
-		on, ok := onOff(v)
+		on, ok := l.flagArg(d)
 		if !ok {
-			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", v, d.name)
 			return true
 		}
 		switch d.name {
@@ -222,9 +221,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 	case "ssl_ecdh_curve":
 		tc.curves = v
 	case "ssl_stapling", "ssl_stapling_verify":
-		on, ok := onOff(v)
+		on, ok := l.flagArg(d)
 		if !ok {
-			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", v, d.name)
 			return true
 		}
 		if d.name == "ssl_stapling" {
@@ -262,14 +260,16 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 	return true
 }
 
-// onOff reads an nginx flag, case-insensitive.
-func onOff(v string) (on, ok bool) {
-	switch strings.ToLower(v) {
+// flagArg reads d's one argument as an nginx flag (ngx_conf_set_flag_slot:
+// "on" or "off", any case); ok is false after reporting anything else.
+func (l *loader) flagArg(d *directive) (on, ok bool) {
+	switch strings.ToLower(d.args[0]) {
 	case "on":
 		return true, true
 	case "off":
 		return false, true
 	}
+	l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", d.args[0], d.name)
 	return false, false
 }
 
