@@ -483,7 +483,7 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 
 func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 	s := &session{
-		id: m.id, srv: ln.srv, ln: ln, lcfg: ln.cfg, vh: ln.srv.vhosts[listenKey(ln.cfg)], cfd: cfd, ufd: ufd, state: stateQuiesced,
+		id: m.id, srv: ln.srv, ln: ln, lcfg: ln.cfg, vh: ln.srv.vhosts[ln.key], cfd: cfd, ufd: ufd, state: stateQuiesced,
 		client: m.client, peerAddr: m.peerAddr, ppAddr: m.ppAddr,
 		peer: -1, timer: timer{heapIdx: -1}, connectTime: m.connectTime,
 		upstreamAddrs: []byte(m.upstreamAddrs), ppOutLen: m.ppOutLen,

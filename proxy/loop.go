@@ -532,7 +532,7 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 		srv:         srv,
 		ln:          ln,
 		lcfg:        ln.cfg,
-		vh:          ln.srv.vhosts[listenKey(ln.cfg)],
+		vh:          ln.srv.vhosts[ln.key],
 		cfd:         fd,
 		ufd:         -1,
 		client:      client,

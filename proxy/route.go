@@ -548,7 +548,7 @@ func (s *session) passOn() {
 	to.accepted.Add(1)
 	to.active.Add(1)
 	srv := to.srv
-	s.ln, s.lcfg, s.vh, s.srv, s.group, s.local = to, to.cfg, srv.vhosts[listenKey(to.cfg)], srv, srv.group.current(), addr
+	s.ln, s.lcfg, s.vh, s.srv, s.group, s.local = to, to.cfg, srv.vhosts[to.key], srv, srv.group.current(), addr
 	if s.sv == nil || srv.needVars {
 		s.sv = srv.newSessVars()
 	}
