@@ -261,24 +261,25 @@ func (p *Proxy) lookup(ctx context.Context, g *group, h *resolvedHost) time.Dura
 	sortAddrs(addrs)
 	rs.mu.Lock()
 	changed := !h.answered || !slices.Equal(addrs, h.addrs)
+	if !changed {
+		h.refreshed, h.err = now, ""
+		rs.mu.Unlock()
+		return max(ans.TTL, 0) + time.Second
+	}
 	added, removed := diffAddrs(h.addrs, addrs)
 	h.addrs, h.answered, h.refreshed, h.err = addrs, true, now, ""
-	if changed {
-		h.changes++
-		g.rebuild()
-		p.rebuildMonitor(g)
-	}
+	h.changes++
+	g.rebuild()
+	p.rebuildMonitor(g)
 	rs.mu.Unlock()
-	if changed {
-		msg := fmt.Sprintf("upstream %q: %s now resolves to [%s]", g.name, h.label(), strings.Join(addrStrings(addrs), ", "))
-		if len(added) > 0 {
-			msg += "; added " + strings.Join(added, ", ")
-		}
-		if len(removed) > 0 {
-			msg += "; removed " + strings.Join(removed, ", ")
-		}
-		p.log.Logf(LevelNotice, "%s", msg)
+	msg := fmt.Sprintf("upstream %q: %s now resolves to [%s]", g.name, h.label(), strings.Join(addrStrings(addrs), ", "))
+	if len(added) > 0 {
+		msg += "; added " + strings.Join(added, ", ")
 	}
+	if len(removed) > 0 {
+		msg += "; removed " + strings.Join(removed, ", ")
+	}
+	p.log.Logf(LevelNotice, "%s", msg)
 	return max(ans.TTL, 0) + time.Second
 }
 
