@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/binary"
+	"github.com/batonproxy/baton/config"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -480,15 +481,17 @@ func (l *loop) accept(ln *listener) {
 			p.log.Logf(LevelAlert, "accept4() on %s failed %s", ln.name, sock.ErrnoText(err))
 			return
 		}
-		srv, pp := ln.srv, ln.cfg.ProxyProtocol
+		// Read here, where a reload holds the loop: the session started on
+		// another loop by a command must not read the listener itself.
+		srv, lcfg := ln.srv, ln.cfg
 		if t := l.balanceTo(); t != nil {
 			t.load.Add(1)
-			if t.do(func() { t.load.Add(-1); t.newSession(ln, srv, pp, fd, client) }) {
+			if t.do(func() { t.load.Add(-1); t.newSession(ln, srv, lcfg, fd, client) }) {
 				continue
 			}
 			t.load.Add(-1)
 		}
-		l.newSession(ln, srv, pp, fd, client)
+		l.newSession(ln, srv, lcfg, fd, client)
 	}
 }
 
@@ -519,7 +522,8 @@ func (l *loop) balanceTo() *loop {
 // there, by the accepting loop while its listeners were armed, since a
 // reload rewrites them once every loop has disarmed, and a handed-over
 // connection starts on another loop later (balanceTo).
-func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client netip.AddrPort) {
+func (l *loop) newSession(ln *listener, srv *server, lcfg *config.Listen, fd int, client netip.AddrPort) {
+	pp := lcfg.ProxyProtocol
 	p := l.p
 	if l.stopping {
 		sock.Close(fd) // handed over as this loop stops (Close, exit)
@@ -531,8 +535,8 @@ func (l *loop) newSession(ln *listener, srv *server, pp bool, fd int, client net
 		loop:        l,
 		srv:         srv,
 		ln:          ln,
-		lcfg:        ln.cfg,
-		vh:          ln.srv.vhosts[ln.key],
+		lcfg:        lcfg,
+		vh:          srv.vhosts[ln.key],
 		cfd:         fd,
 		ufd:         -1,
 		client:      client,
