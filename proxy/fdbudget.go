@@ -54,12 +54,20 @@ const (
 )
 
 // take takes n descriptors if the budget has them.
-func (b *fdBudget) take(n int64) bool {
-	if b.held.Add(n) > b.limit.Load() {
-		b.held.Add(-n)
-		return false
+func (b *fdBudget) take(n int64) bool { return takeUpTo(&b.held, n, b.limit.Load()) }
+
+// takeUpTo adds n to held unless that would pass limit. A compare-and-swap,
+// not an add undone: held is never seen over its limit, by status either.
+func takeUpTo(held *atomic.Int64, n, limit int64) bool {
+	for {
+		h := held.Load()
+		if h+n > limit {
+			return false
+		}
+		if held.CompareAndSwap(h, h+n) {
+			return true
+		}
 	}
-	return true
 }
 
 // give gives back n descriptors.
@@ -68,8 +76,7 @@ func (b *fdBudget) give(n int64) { b.held.Add(-n) }
 // takeUDP takes a UDP session's descriptor if both its share and the
 // whole budget have it.
 func (b *fdBudget) takeUDP() bool {
-	if b.udpHeld.Add(udpSessionFDs) > b.udpLimit.Load() {
-		b.udpHeld.Add(-udpSessionFDs)
+	if !takeUpTo(&b.udpHeld, udpSessionFDs, b.udpLimit.Load()) {
 		return false
 	}
 	if !b.take(udpSessionFDs) {
