@@ -1,0 +1,410 @@
+package tlsrec
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Conn carries application data over raw with a record state: Read opens
+// the peer's records (answering KeyUpdate, ending at close_notify), Write
+// seals. One goroutine may Read while another Writes. Stop interrupts both
+// at a point where State captures everything, so that another process can
+// go on with NewConn.
+type Conn struct {
+	raw    net.Conn
+	vers   uint16
+	suite  uint16
+	server bool
+
+	// The read side, owned by the reader.
+	in    half
+	small [1 << 10]byte // an idle connection waits in a read of this
+	big   *[]byte       // taken while a record does not fit small
+	buf   []byte        // small or *big: ciphertext in buf[start:end]
+	start int
+	end   int
+	plain []byte // opened application data not yet returned
+	hs    []byte // a handshake message split across records
+	rerr  error
+
+	wmu  sync.Mutex // the write side: Write, and the reader's answers (KeyUpdate, alerts)
+	out  half
+	wbuf []byte // sealed, not yet written: what a failed write left
+	werr error
+}
+
+// State is a Conn's record state, all another process needs to go on
+// with the connection.
+type State struct {
+	Version, Suite uint16
+	Server         bool
+	InSecret       []byte
+	OutSecret      []byte
+	InSeq, OutSeq  uint64
+	In             []byte // received, not yet opened (part of a record)
+	Plain          []byte // opened, not yet read
+	Out            []byte // sealed, not yet written
+}
+
+// Wipe clears the secrets and buffers of s.
+func (s *State) Wipe() {
+	for _, b := range [][]byte{s.InSecret, s.OutSecret, s.In, s.Plain, s.Out} {
+		clear(b)
+	}
+	*s = State{}
+}
+
+var bigBufs = sync.Pool{New: func() any { b := make([]byte, hdrLen+maxCipher12); return &b }}
+
+// NewConn returns the Conn over raw that goes on from st. st's secrets are
+// taken (and cleared in st); its buffers are copied.
+func NewConn(raw net.Conn, st *State) (*Conn, error) {
+	s := suiteFor(st.Version, st.Suite)
+	if s == nil {
+		return nil, ErrUnsupported
+	}
+	c := &Conn{raw: raw, vers: st.Version, suite: st.Suite, server: st.Server}
+	c.in = half{s: s, vers: st.Version, secret: clone(st.InSecret), seq: st.InSeq}
+	c.out = half{s: s, vers: st.Version, secret: clone(st.OutSecret), seq: st.OutSeq}
+	clear(st.InSecret)
+	clear(st.OutSecret)
+	if err := c.in.setKeys(); err != nil {
+		return nil, err
+	}
+	if err := c.out.setKeys(); err != nil {
+		return nil, err
+	}
+	c.buf = c.small[:]
+	if len(st.In) > len(c.small) {
+		c.big = bigBufs.Get().(*[]byte)
+		c.buf = *c.big
+	}
+	if len(st.In) > len(c.buf) {
+		return nil, errOverflow
+	}
+	c.end = copy(c.buf, st.In)
+	c.plain = clone(st.Plain)
+	c.wbuf = clone(st.Out)
+	return c, nil
+}
+
+// Version and Suite are the connection's.
+func (c *Conn) Version() uint16 { return c.vers }
+func (c *Conn) Suite() uint16   { return c.suite }
+
+// Read returns application data from the peer; io.EOF after its
+// close_notify.
+func (c *Conn) Read(p []byte) (int, error) {
+	for len(c.plain) == 0 {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if err := c.readRecord(); err != nil {
+			c.rerr = err
+		}
+	}
+	n := copy(p, c.plain)
+	c.plain = c.plain[n:]
+	return n, nil
+}
+
+// readRecord reads and handles one record.
+func (c *Conn) readRecord() error {
+	max := maxCipher13
+	if c.vers != tls.VersionTLS13 {
+		max = maxCipher12
+	}
+	for {
+		if c.end-c.start >= hdrLen {
+			n := int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
+			if n > max {
+				c.alert(22) // record_overflow
+				return errOverflow
+			}
+			if c.end-c.start >= hdrLen+n {
+				rec := c.buf[c.start : c.start+hdrLen+n]
+				c.start += hdrLen + n
+				return c.handle(rec)
+			}
+			if c.start+hdrLen+n > len(c.buf) {
+				c.makeRoom(hdrLen + n)
+			}
+		}
+		if c.start == c.end {
+			c.start, c.end = 0, 0
+			c.release()
+		}
+		if c.end == len(c.buf) {
+			c.makeRoom(hdrLen)
+		}
+		k, err := c.raw.Read(c.buf[c.end:])
+		c.end += k
+		if err != nil && k == 0 {
+			if err == io.EOF && c.start < c.end {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+}
+
+// makeRoom moves the bytes not yet handled to the front of a buffer that
+// holds need bytes.
+func (c *Conn) makeRoom(need int) {
+	if c.big == nil && need > len(c.small) {
+		c.big = bigBufs.Get().(*[]byte)
+		n := copy(*c.big, c.buf[c.start:c.end])
+		c.buf, c.start, c.end = *c.big, 0, n
+		return
+	}
+	c.end = copy(c.buf, c.buf[c.start:c.end])
+	c.start = 0
+}
+
+// release gives the big buffer back once it holds nothing.
+func (c *Conn) release() {
+	if c.big != nil && c.start == c.end {
+		bigBufs.Put(c.big)
+		c.big, c.buf = nil, c.small[:]
+	}
+}
+
+// handle handles one whole record.
+func (c *Conn) handle(rec []byte) error {
+	typ, plain, err := c.in.open(rec)
+	if err != nil {
+		c.alert(20) // bad_record_mac
+		return err
+	}
+	if len(plain) > maxPlain {
+		c.alert(22)
+		return errOverflow
+	}
+	switch typ {
+	case typeAppData:
+		if len(c.hs) > 0 {
+			c.alert(10)
+			return errors.New("tls: application data inside a handshake message")
+		}
+		c.plain = plain // in buf, which is not read into again until plain is returned
+		return nil
+	case typeAlert:
+		if len(plain) != 2 {
+			c.alert(10)
+			return errors.New("tls: bad alert")
+		}
+		if plain[1] == 0 {
+			return io.EOF // close_notify
+		}
+		if c.vers != tls.VersionTLS13 && plain[0] == 1 {
+			return nil // a warning: TLS 1.2 goes on, as crypto/tls
+		}
+		return fmt.Errorf("remote error: tls: alert %d", plain[1])
+	case typeHandshake:
+		c.hs = append(c.hs, plain...)
+		return c.handshakeMessages()
+	}
+	c.alert(10) // unexpected_message
+	return fmt.Errorf("tls: unexpected record type %d", typ)
+}
+
+// handshakeMessages handles the post-handshake messages in c.hs: KeyUpdate
+// (TLS 1.3), and a client's NewSessionTicket, which is dropped (this side
+// does not resume). TLS 1.2 renegotiation is refused, as crypto/tls.
+func (c *Conn) handshakeMessages() error {
+	if c.vers != tls.VersionTLS13 {
+		c.alert(100) // no_renegotiation
+		return errors.New("tls: renegotiation is not supported")
+	}
+	for len(c.hs) >= 4 {
+		n := int(c.hs[1])<<16 | int(c.hs[2])<<8 | int(c.hs[3])
+		if n > 1<<16 {
+			c.alert(10)
+			return errors.New("tls: handshake message too large")
+		}
+		if len(c.hs) < 4+n {
+			return nil
+		}
+		msg := c.hs[:4+n]
+		c.hs = c.hs[4+n:]
+		switch {
+		case msg[0] == 24 && n == 1 && msg[4] <= 1: // key_update
+			if len(c.hs) > 0 {
+				c.alert(10) // RFC 8446 5.1: it ends its record
+				return errors.New("tls: KeyUpdate not at a record boundary")
+			}
+			if err := c.in.update(); err != nil {
+				return err
+			}
+			if msg[4] == 1 { // update_requested
+				c.wmu.Lock()
+				err := c.keyUpdateLocked(false)
+				c.wmu.Unlock()
+				if err != nil {
+					return err
+				}
+			}
+		case msg[0] == 4 && !c.server: // new_session_ticket
+		default:
+			c.alert(10)
+			return fmt.Errorf("tls: unexpected handshake message %d", msg[0])
+		}
+	}
+	if len(c.hs) == 0 {
+		c.hs = nil
+	}
+	return nil
+}
+
+// Write seals p into records and writes them. A failed write keeps what
+// is sealed and not written (State's Out); p counts as written then, as
+// the record stream has it.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), maxPlain)
+		c.wbuf = c.out.seal(c.wbuf, typeAppData, p[:k])
+		p = p[k:]
+	}
+	return n, c.flushLocked()
+}
+
+func (c *Conn) flushLocked() error {
+	for len(c.wbuf) > 0 {
+		k, err := c.raw.Write(c.wbuf)
+		c.wbuf = c.wbuf[k:]
+		if err != nil {
+			c.werr = err
+			return err
+		}
+	}
+	c.wbuf = nil
+	return nil
+}
+
+// Flush writes what a failed write, or the state NewConn took, left.
+func (c *Conn) Flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	return c.flushLocked()
+}
+
+// KeyUpdate sends a KeyUpdate and moves to the next sending key; with
+// request, the peer is asked to update its own (TLS 1.3 only).
+func (c *Conn) KeyUpdate(request bool) error {
+	if c.vers != tls.VersionTLS13 {
+		return errors.New("tls: KeyUpdate is TLS 1.3's")
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.keyUpdateLocked(request)
+}
+
+func (c *Conn) keyUpdateLocked(request bool) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	req := byte(0)
+	if request {
+		req = 1
+	}
+	c.wbuf = c.out.seal(c.wbuf, typeHandshake, []byte{24, 0, 0, 1, req})
+	if err := c.out.update(); err != nil {
+		return err
+	}
+	return c.flushLocked()
+}
+
+// alert sends a fatal alert, best effort.
+func (c *Conn) alert(desc byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	level := byte(2)
+	if desc == 100 || desc == 0 {
+		level = 1
+	}
+	c.wbuf = c.out.seal(c.wbuf, typeAlert, []byte{level, desc})
+	c.flushLocked()
+	if desc != 0 {
+		c.werr = errors.New("tls: alert sent")
+	}
+}
+
+// CloseWrite sends close_notify and shuts the socket's sending side.
+func (c *Conn) CloseWrite() error {
+	c.alert(0)
+	c.wmu.Lock()
+	c.werr = net.ErrClosed
+	c.wmu.Unlock()
+	if tc, ok := c.raw.(interface{ CloseWrite() error }); ok {
+		return tc.CloseWrite()
+	}
+	return nil
+}
+
+// Close sends close_notify and closes the socket.
+func (c *Conn) Close() error {
+	c.alert(0)
+	c.wmu.Lock()
+	c.werr = net.ErrClosed
+	c.wmu.Unlock()
+	return c.raw.Close()
+}
+
+// Stop interrupts a Read and a Write under way (they return an error):
+// the Conn can then give its State.
+func (c *Conn) Stop() { c.raw.SetDeadline(time.Unix(1, 0)) }
+
+// Resume undoes Stop, for a connection that goes on here.
+func (c *Conn) Resume() {
+	c.raw.SetDeadline(time.Time{})
+	c.rerr = nil
+	c.wmu.Lock()
+	c.werr = nil
+	c.wmu.Unlock()
+}
+
+// State returns the record state, with plain (application data read and
+// not passed on, which goes before the Conn's own) in it. Call it with
+// neither Read nor Write under way.
+func (c *Conn) State(plain []byte) *State {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return &State{
+		Version: c.vers, Suite: c.suite, Server: c.server,
+		InSecret: clone(c.in.secret), OutSecret: clone(c.out.secret),
+		InSeq: c.in.seq, OutSeq: c.out.seq,
+		In:    clone(c.buf[c.start:c.end]),
+		Plain: append(clone(plain), c.plain...),
+		Out:   clone(c.wbuf),
+	}
+}
+
+// Wipe forgets the keys (the connection is closed, or moved).
+func (c *Conn) Wipe() {
+	c.in.wipe()
+	c.wmu.Lock()
+	c.out.wipe()
+	c.wmu.Unlock()
+	clear(c.buf[c.start:c.end])
+	if c.big != nil {
+		bigBufs.Put(c.big)
+		c.big = nil
+	}
+}

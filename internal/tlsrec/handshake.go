@@ -1,0 +1,220 @@
+package tlsrec
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// HandshakeConn is the net.Conn crypto/tls runs a handshake over: its Read
+// never returns a byte past the end of the record being read, so when the
+// handshake is done nothing after it is inside crypto/tls; and it keeps
+// what the record layer needs of the records both ways (the hellos'
+// randoms, the last protected record written).
+type HandshakeConn struct {
+	net.Conn
+	pre []byte // read before the handshake began, served first
+
+	hdr [hdrLen]byte // the header being read
+	hn  int          // its bytes so far
+	rem int          // bytes of the record body still to read
+
+	firstIn, firstOut []byte // the first 43 bytes each way: a hello's header and random
+	whdr              [hdrLen]byte
+	whn               int
+	wrem              int
+	last              []byte // the last protected (application_data) record written
+}
+
+// NewHandshakeConn returns a HandshakeConn over c, whose first bytes are pre.
+func NewHandshakeConn(c net.Conn, pre []byte) *HandshakeConn {
+	return &HandshakeConn{Conn: c, pre: pre}
+}
+
+const helloPrefix = hdrLen + 4 + 2 + 32 // record and message headers, version, random
+
+func (c *HandshakeConn) Read(p []byte) (int, error) {
+	limit := c.rem
+	if limit == 0 {
+		limit = hdrLen - c.hn
+	}
+	if len(p) > limit {
+		p = p[:limit]
+	}
+	var n int
+	var err error
+	if len(c.pre) > 0 {
+		n = copy(p, c.pre)
+		c.pre = c.pre[n:]
+	} else {
+		n, err = c.Conn.Read(p)
+	}
+	b := p[:n]
+	if len(c.firstIn) < helloPrefix {
+		c.firstIn = append(c.firstIn, b[:min(len(b), helloPrefix-len(c.firstIn))]...)
+	}
+	if c.rem > 0 {
+		c.rem -= n
+	} else {
+		c.hn += copy(c.hdr[c.hn:], b)
+		if c.hn == hdrLen {
+			c.hn, c.rem = 0, int(c.hdr[3])<<8|int(c.hdr[4])
+		}
+	}
+	return n, err
+}
+
+func (c *HandshakeConn) Write(p []byte) (int, error) {
+	if len(c.firstOut) < helloPrefix {
+		c.firstOut = append(c.firstOut, p[:min(len(p), helloPrefix-len(c.firstOut))]...)
+	}
+	for b := p; len(b) > 0; {
+		if c.wrem == 0 {
+			k := copy(c.whdr[c.whn:], b)
+			c.whn += k
+			b = b[k:]
+			if c.whn == hdrLen {
+				c.whn, c.wrem = 0, int(c.whdr[3])<<8|int(c.whdr[4])
+				if c.whdr[0] == typeAppData {
+					c.last = append(c.last[:0], c.whdr[:]...)
+				} else {
+					c.last = c.last[:0]
+				}
+			}
+			continue
+		}
+		k := min(c.wrem, len(b))
+		if len(c.last) > 0 {
+			c.last = append(c.last, b[:k]...)
+		}
+		c.wrem -= k
+		b = b[k:]
+	}
+	return c.Conn.Write(p)
+}
+
+// rest is what was read but not consumed: the client's first bytes after
+// the handshake, if they came with it. An error if the handshake did not
+// end at a record boundary.
+func (c *HandshakeConn) rest() ([]byte, error) {
+	if c.rem != 0 || c.hn != 0 {
+		return nil, errors.New("tls: the handshake ended inside a record")
+	}
+	return c.pre, nil
+}
+
+// KeyLog is a Config.KeyLogWriter for one handshake: it keeps the secrets
+// the record layer needs, and passes every line on to Next (ssl_key_log's
+// file) if set.
+type KeyLog struct {
+	Next io.Writer
+
+	mu      sync.Mutex
+	random  []byte
+	secrets map[string][]byte
+}
+
+func (k *KeyLog) Write(line []byte) (int, error) {
+	f := bytes.Fields(line)
+	if len(f) == 3 {
+		random, err1 := hex.DecodeString(string(f[1]))
+		secret, err2 := hex.DecodeString(string(f[2]))
+		if err1 == nil && err2 == nil {
+			k.mu.Lock()
+			if k.secrets == nil {
+				k.secrets = map[string][]byte{}
+			}
+			k.random = random
+			k.secrets[string(f[0])] = secret
+			k.mu.Unlock()
+		}
+	}
+	if k.Next != nil {
+		return k.Next.Write(line)
+	}
+	return len(line), nil
+}
+
+// wipe forgets the secrets.
+func (k *KeyLog) wipe() {
+	k.mu.Lock()
+	for _, s := range k.secrets {
+		clear(s)
+	}
+	k.secrets = nil
+	k.mu.Unlock()
+}
+
+// ErrUnsupported is returned for a connection this layer does not carry
+// (a TLS 1.2 CBC suite, say): crypto/tls goes on with it.
+var ErrUnsupported = errors.New("tls: record layer: version or cipher suite not supported")
+
+// FromHandshake returns the record layer of a connection whose handshake
+// crypto/tls has just done over hc (with kl as its key log), on raw (hc's
+// own connection). server says which side this is. The key log's secrets
+// are wiped. On ErrUnsupported the connection is crypto/tls's still.
+func FromHandshake(raw net.Conn, hc *HandshakeConn, cs tls.ConnectionState, kl *KeyLog, server bool) (*Conn, error) {
+	defer kl.wipe()
+	s := suiteFor(cs.Version, cs.CipherSuite)
+	if s == nil {
+		return nil, ErrUnsupported
+	}
+	pre, err := hc.rest()
+	if err != nil {
+		return nil, err
+	}
+	st := &State{Version: cs.Version, Suite: cs.CipherSuite, Server: server, In: pre}
+	kl.mu.Lock()
+	defer kl.mu.Unlock()
+	if cs.Version == tls.VersionTLS13 {
+		cl, sv := kl.secrets["CLIENT_TRAFFIC_SECRET_0"], kl.secrets["SERVER_TRAFFIC_SECRET_0"]
+		if cl == nil || sv == nil {
+			return nil, errors.New("tls: record layer: no traffic secrets in the key log")
+		}
+		st.InSecret, st.OutSecret = clone(cl), clone(sv)
+		if !server {
+			st.InSecret, st.OutSecret = st.OutSecret, st.InSecret
+		} else if len(hc.last) > 0 {
+			// A server's session ticket goes out under the application
+			// key before the handshake ends: if the last protected
+			// record written opens with it, that key's first record is
+			// spent.
+			h := half{s: s, vers: cs.Version, secret: clone(st.OutSecret)}
+			if err := h.setKeys(); err != nil {
+				return nil, err
+			}
+			if _, _, err := h.open(bytes.Clone(hc.last)); err == nil {
+				st.OutSeq = 1
+			}
+			h.wipe()
+		}
+	} else {
+		master := kl.secrets["CLIENT_RANDOM"]
+		hello := hc.firstOut
+		if !server {
+			hello = hc.firstIn
+		}
+		if master == nil || len(hello) < helloPrefix || hello[0] != typeHandshake || hello[hdrLen] != 2 {
+			return nil, errors.New("tls: record layer: no master secret or server random")
+		}
+		seed := append(clone(hello[helloPrefix-32:]), kl.random...)
+		kb := prf12(s.hash, master, "key expansion", seed, 2*(s.keyLen+s.ivLen))
+		ck, sk := kb[:s.keyLen], kb[s.keyLen:2*s.keyLen]
+		civ, siv := kb[2*s.keyLen:2*s.keyLen+s.ivLen], kb[2*s.keyLen+s.ivLen:]
+		cl := append(clone(ck), civ...)
+		sv := append(clone(sk), siv...)
+		clear(kb)
+		st.InSecret, st.OutSecret = cl, sv
+		if !server {
+			st.InSecret, st.OutSecret = sv, cl
+		}
+		st.InSeq, st.OutSeq = 1, 1 // each side's Finished was record 0
+	}
+	return NewConn(raw, st)
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }

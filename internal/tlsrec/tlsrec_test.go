@@ -1,0 +1,390 @@
+package tlsrec
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func testCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// pair returns a loopback TCP connection's two ends.
+func pair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-ch
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// handshake runs crypto/tls's handshake on both ends and returns the
+// record layers: a side given as nil config stays crypto/tls (returned as
+// the *tls.Conn instead).
+type end struct {
+	rec *Conn
+	tc  *tls.Conn
+}
+
+func (e end) rw() io.ReadWriter {
+	if e.rec != nil {
+		return e.rec
+	}
+	return e.tc
+}
+
+func handshake(t *testing.T, ccfg, scfg *tls.Config, recClient, recServer bool, early []byte) (end, end) {
+	t.Helper()
+	craw, sraw := pair(t)
+	side := func(raw net.Conn, cfg *tls.Config, server, rec bool, pre []byte, out chan<- end, errs chan<- error) {
+		var kl KeyLog
+		cfg = cfg.Clone()
+		cfg.KeyLogWriter = &kl
+		hc := NewHandshakeConn(raw, pre)
+		var tc *tls.Conn
+		if server {
+			tc = tls.Server(hc, cfg)
+		} else {
+			tc = tls.Client(hc, cfg)
+		}
+		if err := tc.Handshake(); err != nil {
+			errs <- err
+			return
+		}
+		if !rec {
+			out <- end{tc: tc}
+			return
+		}
+		c, err := FromHandshake(raw, hc, tc.ConnectionState(), &kl, server)
+		if err != nil {
+			errs <- err
+			return
+		}
+		out <- end{rec: c}
+	}
+	cch, sch := make(chan end, 1), make(chan end, 1)
+	errs := make(chan error, 2)
+	if early != nil {
+		// The server's first bytes were read before its handshake began.
+		go func() {
+			buf := make([]byte, len(early))
+			io.ReadFull(sraw, buf)
+			side(sraw, scfg, true, recServer, buf, sch, errs)
+		}()
+	} else {
+		go side(sraw, scfg, true, recServer, nil, sch, errs)
+	}
+	go side(craw, ccfg, false, recClient, nil, cch, errs)
+	var c, s end
+	for got := 0; got < 2; got++ {
+		select {
+		case c = <-cch:
+		case s = <-sch:
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("handshake timed out")
+		}
+	}
+	return c, s
+}
+
+// exchange sends n bytes each way at once and checks them.
+func exchange(t *testing.T, a, b io.ReadWriter, n int) {
+	t.Helper()
+	data := func(seed byte) []byte {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*7) + seed
+		}
+		return p
+	}
+	ab, ba := data(1), data(2)
+	errs := make(chan error, 4)
+	send := func(w io.Writer, p []byte) { _, err := w.Write(p); errs <- err }
+	recv := func(r io.Reader, want []byte) {
+		got := make([]byte, len(want))
+		_, err := io.ReadFull(r, got)
+		if err == nil && !bytes.Equal(got, want) {
+			err = errors.New("bytes differ")
+		}
+		errs <- err
+	}
+	go send(a, ab)
+	go send(b, ba)
+	go recv(b, ab)
+	go recv(a, ba)
+	for i := 0; i < 4; i++ {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("exchange timed out")
+		}
+	}
+}
+
+func TestRecordLayerAgainstCryptoTLS(t *testing.T) {
+	cert := testCert(t)
+	pool := x509.NewCertPool()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	pool.AddCert(leaf)
+	cases := []struct {
+		name   string
+		vers   uint16
+		suite  uint16
+		tix    bool
+		client bool // ask for a client certificate
+	}{
+		{"tls13", tls.VersionTLS13, 0, true, false},
+		{"tls13 no tickets", tls.VersionTLS13, 0, false, false},
+		{"tls13 client cert", tls.VersionTLS13, 0, true, true},
+		{"tls12 aes128gcm", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true, false},
+		{"tls12 aes256gcm", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, true, true},
+		{"tls12 chacha20", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			scfg := &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: !tc.tix, MaxVersion: tc.vers}
+			ccfg := &tls.Config{RootCAs: pool, ServerName: "localhost", MaxVersion: tc.vers}
+			if tc.suite != 0 {
+				ccfg.CipherSuites = []uint16{tc.suite}
+			}
+			if tc.client {
+				scfg.ClientAuth = tls.RequireAnyClientCert
+				ccfg.Certificates = []tls.Certificate{cert}
+			}
+			// baton's side as a server, crypto/tls the client.
+			c, s := handshake(t, ccfg, scfg, false, true, nil)
+			if st := c.tc.ConnectionState(); st.Version != tc.vers || (tc.suite != 0 && st.CipherSuite != tc.suite) {
+				t.Fatalf("negotiated %x %x", st.Version, st.CipherSuite)
+			}
+			exchange(t, c.rw(), s.rw(), 100_000)
+			exchange(t, c.rw(), s.rw(), 10)
+			// close_notify ends crypto/tls's reads.
+			s.rec.CloseWrite()
+			if n, err := c.tc.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("after close_notify: %d %v", n, err)
+			}
+			c.tc.Close()
+			if n, err := s.rec.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("after the client's close: %d %v", n, err)
+			}
+			// And as a client, with crypto/tls the server.
+			c, s = handshake(t, ccfg, scfg, true, false, nil)
+			exchange(t, c.rw(), s.rw(), 70_000)
+			if tc.vers == tls.VersionTLS13 {
+				// crypto/tls answers a KeyUpdate that asks for one.
+				if err := c.rec.KeyUpdate(true); err != nil {
+					t.Fatal(err)
+				}
+				exchange(t, c.rw(), s.rw(), 20_000)
+			}
+		})
+	}
+}
+
+// Both ends baton's: KeyUpdate either way, with and without a request.
+func TestKeyUpdate(t *testing.T) {
+	cert := testCert(t)
+	scfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+	ccfg := &tls.Config{InsecureSkipVerify: true}
+	// The server's first 10 bytes were read before its handshake began.
+	c, s := handshake(t, ccfg, scfg, true, true, make([]byte, 10))
+	for i := 0; i < 3; i++ {
+		if err := c.rec.KeyUpdate(i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+		exchange(t, c.rw(), s.rw(), 5000)
+		if err := s.rec.KeyUpdate(i == 1); err != nil {
+			t.Fatal(err)
+		}
+		exchange(t, c.rw(), s.rw(), 5000)
+	}
+	if c.rec.out.seq > 10 || s.rec.out.seq > 10 {
+		t.Fatalf("sequence numbers not reset by the updates: %d %d", c.rec.out.seq, s.rec.out.seq)
+	}
+}
+
+// The client's first application data sent with its Finished, and bytes
+// the server read before its handshake, are not lost.
+func TestBytesAfterTheHandshake(t *testing.T) {
+	cert := testCert(t)
+	scfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+	craw, sraw := pair(t)
+	done := make(chan *Conn, 1)
+	go func() {
+		var kl KeyLog
+		cfg := scfg.Clone()
+		cfg.KeyLogWriter = &kl
+		hc := NewHandshakeConn(sraw, nil)
+		tc := tls.Server(hc, cfg)
+		if tc.Handshake() != nil {
+			done <- nil
+			return
+		}
+		c, err := FromHandshake(sraw, hc, tc.ConnectionState(), &kl, true)
+		if err != nil {
+			done <- nil
+			return
+		}
+		done <- c
+	}()
+	cc := tls.Client(craw, &tls.Config{InsecureSkipVerify: true})
+	if _, err := cc.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	s := <-done
+	if s == nil {
+		t.Fatal("server handshake failed")
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(s, got); err != nil || string(got) != "first" {
+		t.Fatalf("%q %v", got, err)
+	}
+}
+
+// A connection moves: stopped mid-stream, its state written and read back,
+// and a new Conn over a duplicate of the socket goes on; the peer sees one
+// unbroken stream both ways, through a KeyUpdate after the move.
+func TestMove(t *testing.T) {
+	cert := testCert(t)
+	for _, vers := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		scfg := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: vers}
+		ccfg := &tls.Config{InsecureSkipVerify: true, MaxVersion: vers}
+		c, s := handshake(t, ccfg, scfg, false, true, nil)
+		exchange(t, c.rw(), s.rw(), 30_000)
+		// A record in flight towards the server, half of it read.
+		if _, err := c.tc.Write(bytes.Repeat([]byte("x"), 3000)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1000)
+		if _, err := io.ReadFull(s.rec, buf); err != nil {
+			t.Fatal(err)
+		}
+		s.rec.Stop()
+		st := s.rec.State(buf[500:]) // 500 bytes the old side had read and not passed on
+		enc, _ := st.MarshalBinary()
+		var back State
+		if err := back.UnmarshalBinary(enc); err != nil {
+			t.Fatal(err)
+		}
+		f, err := s.rec.raw.(*net.TCPConn).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.rec.Wipe()
+		s.rec.raw.Close()
+		raw2, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved, err := NewConn(raw2, &back)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := moved.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		rest := make([]byte, 2500)
+		if _, err := io.ReadFull(moved, rest); err != nil || !bytes.Equal(rest, bytes.Repeat([]byte("x"), 2500)) {
+			t.Fatalf("%x after the move: %v", vers, err)
+		}
+		exchange(t, c.rw(), moved, 40_000)
+		if vers == tls.VersionTLS13 {
+			if err := moved.KeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+			exchange(t, c.rw(), moved, 4_000)
+		}
+		moved.Close()
+		if _, err := c.tc.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("close_notify after the move: %v", err)
+		}
+	}
+}
+
+// A state of an unknown encoding version, or truncated, is refused.
+func TestStateDecodeRefuses(t *testing.T) {
+	st := &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, InSecret: make([]byte, 32), OutSecret: make([]byte, 32), In: []byte{1, 2}}
+	enc, _ := st.MarshalBinary()
+	var back State
+	if err := back.UnmarshalBinary(enc); err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(enc)
+	bad[0] = 99
+	if back.UnmarshalBinary(bad) == nil {
+		t.Fatal("unknown version accepted")
+	}
+	for i := 0; i < len(enc); i++ {
+		if back.UnmarshalBinary(enc[:i]) == nil {
+			t.Fatalf("truncated to %d accepted", i)
+		}
+	}
+}
+
+func FuzzStateDecode(f *testing.F) {
+	st := &State{Version: tls.VersionTLS12, Suite: tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, InSecret: make([]byte, 20), OutSecret: make([]byte, 20), Plain: []byte("p")}
+	enc, _ := st.MarshalBinary()
+	f.Add(enc)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s State
+		if s.UnmarshalBinary(b) != nil {
+			return
+		}
+		again, _ := s.MarshalBinary()
+		var s2 State
+		if err := s2.UnmarshalBinary(again); err != nil || !reflect.DeepEqual(s, s2) {
+			t.Fatalf("what decoded does not decode the same encoded again: %v", err)
+		}
+		if c, err := NewConn(&net.TCPConn{}, &s); err == nil {
+			c.Wipe()
+		}
+	})
+}
