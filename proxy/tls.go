@@ -24,6 +24,7 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/internal/sock"
+	"github.com/batonproxy/baton/internal/tlsrec"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,6 +58,7 @@ type tlsInfo struct {
 // tlsLink is shared by the loop's session and its pump.
 type tlsLink struct {
 	finished atomic.Bool // the session ended: the pump closes the client once the last bytes are out
+	pump     *recPump    // baton's record layer; nil: crypto/tls's pump (the session cannot move)
 }
 
 // serverTLS is a server's crypto/tls configuration, nil without "ssl".
@@ -219,12 +221,17 @@ func (st *serverTLS) withVarCerts(cfg *tls.Config, names [][2]string) (*tls.Conf
 
 // forHandshake is the configuration of one handshake: s's, with the client
 // certificate's verification reported into *verdict.
-func (st *serverTLS) forHandshake(verdict *string) *tls.Config {
+//
+// Its key log is kl (which passes lines on to ssl_key_log's file): the
+// record layer takes the traffic secrets from it.
+func (st *serverTLS) forHandshake(verdict *string, kl *tlsrec.KeyLog) *tls.Config {
 	*verdict = "NONE"
-	if st.verify == "off" {
-		return st.cfg
-	}
 	c := st.cfg.Clone()
+	kl.Next = c.KeyLogWriter
+	c.KeyLogWriter = kl
+	if st.verify == "off" {
+		return c
+	}
 	// VerifyConnection, not VerifyPeerCertificate: it runs for resumed
 	// sessions too, whose certificate the session carries.
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -350,6 +357,7 @@ func (s *session) startTLS() {
 		}
 		var chosen *server
 		var verdict string
+		kl := &tlsrec.KeyLog{}
 		var curves []tls.CurveID
 		var suites []uint16
 		cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -367,7 +375,7 @@ func (s *session) startTLS() {
 				raw.Close() // and nothing after it
 				return nil, errors.New("the handshake is rejected (ssl_reject_handshake)")
 			}
-			c := st.forHandshake(&verdict)
+			c := st.forHandshake(&verdict, kl)
 			if len(st.certVars) > 0 {
 				// The names are the session's variables: evaluated on its
 				// loop, with $ssl_server_name the client's name.
@@ -389,37 +397,59 @@ func (s *session) startTLS() {
 			}
 			return c, nil
 		}}
-		conn := tls.Server(&prefixConn{Conn: raw, pre: early}, cfg)
+		hc := tlsrec.NewHandshakeConn(raw, early)
+		conn := tls.Server(hc, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), hsTimeout)
 		err = conn.HandshakeContext(ctx)
 		cancel()
+		fail := func(err error) {
+			l.p.fds.give(tlsFDs)
+			l.do(func() { s.tlsFailed(id, err) })
+		}
 		if err != nil {
 			raw.Close()
-			l.p.fds.give(tlsFDs)
-			l.do(func() { s.tlsFailed(id, err) })
+			fail(err)
 			return
 		}
-		l.bridge(conn, raw, halfClose, func(fd int, link *tlsLink) {
-			info := &tlsInfo{state: conn.ConnectionState(), link: link, verify: verdict, curves: curves, suites: suites}
+		cs := conn.ConnectionState()
+		ready := func(fd int, link *tlsLink) {
+			info := &tlsInfo{state: cs, link: link, verify: verdict, curves: curves, suites: suites}
 			s.tlsReady(id, fd, info, chosen)
-		}, func(err error) {
-			l.p.fds.give(tlsFDs)
-			l.do(func() { s.tlsFailed(id, err) })
-		})
+		}
+		rc, err := tlsrec.FromHandshake(raw, hc, cs, kl, true)
+		if err != nil && !errors.Is(err, tlsrec.ErrUnsupported) {
+			raw.Close()
+			fail(err)
+			return
+		}
+		fd, pc, ok := l.bridge(raw, fail)
+		if !ok {
+			return
+		}
+		if rc == nil {
+			// A suite baton's record layer does not carry (TLS 1.2 CBC):
+			// crypto/tls goes on, and the session stays in an upgrade.
+			l.pumpCrypto(conn, raw, fd, pc, halfClose, ready)
+			return
+		}
+		link := &tlsLink{}
+		link.pump = &recPump{rc: rc, raw: raw, pc: pc, link: link, halfClose: halfClose, give: func() { l.p.fds.give(tlsFDs) }}
+		link.pump.start()
+		if !l.do(func() { ready(fd, link) }) {
+			unix.Close(fd)
+		}
 	}()
 }
 
-// bridge gives the loop the plain side of conn, a TLS connection whose
-// handshake is done over raw: a socketpair, one end for ready (run on the
-// loop), the other pumped to and from conn until both directions end.
-// fail runs here if no pair can be made. The descriptors taken for the
-// session (tlsFDs) go back when the pump ends.
-func (l *loop) bridge(conn *tls.Conn, raw net.Conn, halfClose bool, ready func(fd int, link *tlsLink), fail func(error)) {
+// bridge makes the socketpair of a TLS connection whose handshake is done
+// over raw: fd, the loop's end, and pc, the pump's. fail runs here if no
+// pair can be made (raw is closed then).
+func (l *loop) bridge(raw net.Conn, fail func(error)) (int, *net.UnixConn, bool) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		raw.Close()
 		fail(err)
-		return
+		return -1, nil, false
 	}
 	pf := os.NewFile(uintptr(pair[0]), "tls pump")
 	pc, err := net.FileConn(pf)
@@ -428,13 +458,20 @@ func (l *loop) bridge(conn *tls.Conn, raw net.Conn, halfClose bool, ready func(f
 		unix.Close(pair[1])
 		raw.Close()
 		fail(err)
-		return
+		return -1, nil, false
 	}
+	return pair[1], pc.(*net.UnixConn), true
+}
+
+// pumpCrypto gives the loop fd (ready runs on the loop) and pumps conn,
+// crypto/tls's connection, to and from pc until both directions end; the
+// descriptors taken for the session (tlsFDs) go back then.
+func (l *loop) pumpCrypto(conn *tls.Conn, raw net.Conn, fd int, pc *net.UnixConn, halfClose bool, ready func(fd int, link *tlsLink)) {
 	link := &tlsLink{}
-	if !l.do(func() { ready(pair[1], link) }) {
-		unix.Close(pair[1])
+	if !l.do(func() { ready(fd, link) }) {
+		unix.Close(fd)
 	}
-	pumpTLS(conn, raw, pc.(*net.UnixConn), link, halfClose)
+	pumpTLS(conn, raw, pc, link, halfClose)
 	l.p.fds.give(tlsFDs)
 }
 
@@ -965,7 +1002,9 @@ func (s *session) startUpstreamTLS() {
 			fail(err)
 			return
 		}
-		l.bridge(conn, raw, halfClose, func(fd int, link *tlsLink) { s.upTLSReady(id, fd, link) }, fail)
+		if fd, pc, ok := l.bridge(raw, fail); ok {
+			l.pumpCrypto(conn, raw, fd, pc, halfClose, func(fd int, link *tlsLink) { s.upTLSReady(id, fd, link) })
+		}
 	}()
 }
 

@@ -113,6 +113,38 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// ReadPlain is Read without the copy: it returns the next application
+// data, valid until the next call.
+func (c *Conn) ReadPlain() ([]byte, error) {
+	for len(c.plain) == 0 {
+		if c.rerr != nil {
+			return nil, c.rerr
+		}
+		if err := c.readRecord(); err != nil {
+			c.rerr = err
+		}
+	}
+	b := c.plain
+	c.plain = nil
+	return b, nil
+}
+
+// Seal seals p into records without writing them: Flush (or the State's
+// Out) has them. For bytes taken over from a stopped writer.
+func (c *Conn) Seal(p []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.sealLocked(p)
+}
+
+func (c *Conn) sealLocked(p []byte) {
+	for len(p) > 0 {
+		k := min(len(p), maxPlain)
+		c.wbuf = c.out.seal(c.wbuf, typeAppData, p[:k])
+		p = p[k:]
+	}
+}
+
 // readRecord reads and handles one record.
 func (c *Conn) readRecord() error {
 	max := maxCipher13
@@ -270,13 +302,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	n := len(p)
-	for len(p) > 0 {
-		k := min(len(p), maxPlain)
-		c.wbuf = c.out.seal(c.wbuf, typeAppData, p[:k])
-		p = p[k:]
-	}
-	return n, c.flushLocked()
+	c.sealLocked(p)
+	return len(p), c.flushLocked()
 }
 
 func (c *Conn) flushLocked() error {
