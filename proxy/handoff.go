@@ -137,19 +137,31 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		if len(conns) >= n {
 			break
 		}
-		if s.hasTLS() {
-			// TLS keeps its record state in this process's pump (tls.go):
-			// the session stays here and ends here.
-			i++
-			continue
-		}
 		// Every session moves in the phase it is in: a connect under way
 		// is a socket too, and a PROXY header half read is bytes.
-		files := make([]*os.File, 0, 2)
-		cf, err := sock.DupFile(s.cfd, "conn/client/"+s.client.String())
-		if err != nil {
+		var cf *os.File
+		var mt *movedTLS
+		if s.hasTLS() {
+			// A terminated TLS session sends the client's socket and its
+			// record state (tlsmove.go); what cannot move stays here.
+			if !s.tlsMovable() {
+				i++
+				continue
+			}
+			s.drainPipe(&s.c2u) // before the pair's bytes, which came later
+			s.drainPipe(&s.u2c)
+			var ok bool
+			if cf, mt, ok, err = s.quiesceTLS(); err != nil || !ok {
+				if err != nil {
+					return conns, err
+				}
+				i++
+				continue
+			}
+		} else if cf, err = sock.DupFile(s.cfd, "conn/client/"+s.client.String()); err != nil {
 			return conns, err
 		}
+		files := make([]*os.File, 0, 2)
 		files = append(files, cf)
 		if s.ufd >= 0 {
 			uf, err := sock.DupFile(s.ufd, "conn/upstream/"+s.client.String())
@@ -178,7 +190,14 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		l.detach(s) // s moves out of l.sessions; l.sessions[i] is now another session
 		l.quiesced[s.id] = s
 		l.p.carried.Add(int64(len(s.c2u.pend) + len(s.u2c.pend)))
-		conns = append(conns, fdpass.Conn{ID: s.id, Files: files, State: s.exportState(l.now).encode()})
+		m := s.exportState(l.now)
+		m.tls = mt
+		state := m.encode()
+		if mt != nil {
+			clear(mt.rec)
+			l.secrets[s.id] = state // cleared when the handoff is over (Release, Restore)
+		}
+		conns = append(conns, fdpass.Conn{ID: s.id, Files: files, State: state})
 	}
 	return conns, nil
 }
@@ -240,7 +259,12 @@ func (p *Proxy) CarriedBytes() int64 { return p.carried.Swap(0) }
 // forget them and close this process's copies of their sockets (no FIN: the
 // other process still holds them). No access-log line: they go on there.
 func (p *Proxy) Release(ids []uint64) {
-	p.takeQuiesced(ids, (*session).drop, (*udpListener).release)
+	p.takeQuiesced(ids, func(s *session) {
+		if pump := s.movedPump(); pump != nil {
+			pump.discard() // the client's socket closed here with nothing sent
+		}
+		s.drop()
+	}, (*udpListener).release)
 }
 
 // takeQuiesced hands each quiesced session among ids, on its own loop's
@@ -249,6 +273,10 @@ func (p *Proxy) takeQuiesced(ids []uint64, tcp func(*session), udp func(*udpList
 	want := idSet(ids)
 	p.eachLoop(func(l *loop) {
 		for id := range want {
+			if st := l.secrets[id]; st != nil {
+				clear(st) // a TLS session's record state, sent
+				delete(l.secrets, id)
+			}
 			if s := l.quiesced[id]; s != nil {
 				delete(l.quiesced, id)
 				tcp(s)
@@ -278,7 +306,12 @@ func (s *session) drop() {
 // Restore implements fdpass.Source: the sessions go on here, from where
 // they were quiesced.
 func (p *Proxy) Restore(ids []uint64) {
-	p.takeQuiesced(ids, func(s *session) { s.loop.resume(s) }, (*udpListener).restore)
+	p.takeQuiesced(ids, func(s *session) {
+		s.loop.resume(s)
+		if pump := s.movedPump(); pump != nil {
+			pump.resume()
+		}
+	}, (*udpListener).restore)
 }
 
 // resume puts a quiesced or imported session (its sockets not in the epoll
@@ -471,8 +504,17 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 			reject(c, []int{cfd, ufd}, fmt.Sprintf("upstream %s is not in the new configuration", m.upstream))
 			continue
 		}
+		if m.tls != nil {
+			if why := p.importTLS(s, m.tls); why != "" {
+				reject(c, []int{s.cfd, ufd}, "TLS: "+why)
+				continue
+			}
+		}
 		if !p.fds.take(tcpSessionFDs) {
-			reject(c, []int{cfd, ufd}, p.fds.capReason())
+			if pump := s.movedPump(); pump != nil {
+				pump.discard()
+			}
+			reject(c, []int{s.cfd, ufd}, p.fds.capReason())
 			continue
 		}
 		p.imported[c.ID] = s
@@ -609,6 +651,9 @@ func (l *loop) adopt(s *session) {
 		s.resumePacing(l.now)
 	}
 	l.resume(s)
+	if pump := s.movedPump(); pump != nil {
+		pump.start() // sealed bytes first, then the pair's
+	}
 }
 
 // HandoffDone ends the new process's side of an upgrade: the inherited UDP
@@ -626,6 +671,9 @@ func (p *Proxy) HandoffDone() {
 	p.imported = map[uint64]*session{}
 	p.reloadMu.Unlock()
 	for _, s := range unstarted {
+		if pump := s.movedPump(); pump != nil {
+			pump.discard()
+		}
 		s.cfd, s.ufd = sock.CloseFD(s.cfd), sock.CloseFD(s.ufd)
 		p.fds.give(tcpSessionFDs)
 	}

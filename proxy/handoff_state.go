@@ -23,6 +23,12 @@ const stateVersionRouted = 3
 // knows only version 3.
 const stateVersionRebalance = 4
 
+// stateVersionTLS is version 3, a flag and the rebalance plan if it has
+// one, then the TLS record state and variables (movedTLS): written only for
+// a terminated TLS session, which a process that knows only version 4
+// refuses (the old process keeps it).
+const stateVersionTLS = 5
+
 // The phase a session is moved in.
 const (
 	phaseProxying   = 0
@@ -53,6 +59,7 @@ type movedState struct {
 	firstTryAge, attemptAge int64    // since the first and the current connect began
 
 	routed *routedState // version 3; nil for a plain session
+	tls    *movedTLS    // version 5; nil but for a terminated TLS session
 }
 
 // routedState is what a session of a server with "set", "ssl_preread" or
@@ -224,7 +231,11 @@ func (m *movedState) encode() []byte {
 	}
 	e.Uint64(uint64(m.firstTryAge))
 	e.Uint64(uint64(m.attemptAge))
-	if r := m.routed; r != nil {
+	r := m.routed
+	if r == nil && m.tls != nil {
+		r = &routedState{}
+	}
+	if r != nil {
 		putStr(e, r.group)
 		e.Uint64(uint64(len(r.sets)))
 		for _, v := range r.sets {
@@ -242,6 +253,9 @@ func (m *movedState) encode() []byte {
 		for _, t := range r.prior {
 			e.Uint64(uint64(t))
 		}
+		if m.tls != nil {
+			e.Bool(r.rb != nil)
+		}
 		if p := r.rb; p != nil {
 			e.Bytes(p.key)
 			e.Bool(p.planned)
@@ -250,18 +264,24 @@ func (m *movedState) encode() []byte {
 			putStr(e, p.owner)
 		}
 	}
+	if m.tls != nil {
+		putTLS(e, m.tls)
+	}
 	b := body(e)
-	if m.routed != nil && len(b) > 0 {
+	switch {
+	case len(b) == 0 || r == nil:
+	case m.tls != nil:
+		b[0] = stateVersionTLS
+	case r.rb != nil:
+		b[0] = stateVersionRebalance
+	default:
 		b[0] = stateVersionRouted
-		if m.routed.rb != nil {
-			b[0] = stateVersionRebalance
-		}
 	}
 	return b
 }
 
 func decodeState(b []byte) (*movedState, error) {
-	if len(b) == 0 || b[0] < stateVersion || b[0] > stateVersionRebalance {
+	if len(b) == 0 || b[0] < stateVersion || b[0] > stateVersionTLS {
 		return nil, errBadState
 	}
 	d := newStateDecoder(b[1:])
@@ -307,10 +327,13 @@ func decodeState(b []byte) (*movedState, error) {
 		for n := d.count(1 << 16); n > 0 && d.Err() == nil; n-- {
 			r.prior = append(r.prior, d.i64())
 		}
-		if b[0] == stateVersionRebalance {
+		if b[0] == stateVersionRebalance || b[0] == stateVersionTLS && d.Bool() {
 			r.rb = &movedPlan{key: d.bytes(), planned: d.Bool(), atIn: d.i64(), endIn: d.i64(), owner: d.str()}
 		}
 		m.routed = r
+		if b[0] == stateVersionTLS {
+			m.tls = d.movedTLS()
+		}
 	}
 	if !d.done() || m.phase > maxPhase {
 		return nil, errBadState

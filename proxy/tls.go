@@ -445,22 +445,13 @@ func (s *session) startTLS() {
 // over raw: fd, the loop's end, and pc, the pump's. fail runs here if no
 // pair can be made (raw is closed then).
 func (l *loop) bridge(raw net.Conn, fail func(error)) (int, *net.UnixConn, bool) {
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, pc, err := socketPair()
 	if err != nil {
 		raw.Close()
 		fail(err)
 		return -1, nil, false
 	}
-	pf := os.NewFile(uintptr(pair[0]), "tls pump")
-	pc, err := net.FileConn(pf)
-	pf.Close()
-	if err != nil {
-		unix.Close(pair[1])
-		raw.Close()
-		fail(err)
-		return -1, nil, false
-	}
-	return pair[1], pc.(*net.UnixConn), true
+	return fd, pc, true
 }
 
 // pumpCrypto gives the loop fd (ready runs on the loop) and pumps conn,

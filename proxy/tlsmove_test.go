@@ -1,0 +1,192 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/config"
+	"github.com/batonproxy/baton/internal/tlsrec"
+)
+
+// tlsClient is a TLS client whose record layer is baton's (so that it can
+// send KeyUpdate, which crypto/tls's client never does), or crypto/tls's.
+type tlsClient struct {
+	io.ReadWriter
+	rec  *tlsrec.Conn
+	tc   *tls.Conn
+	raw  net.Conn
+	name string
+}
+
+func dialTLSClient(t *testing.T, addr, name string, cfg *tls.Config, ownRecords bool) *tlsClient {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(30 * time.Second))
+	var kl tlsrec.KeyLog
+	cfg = cfg.Clone()
+	cfg.KeyLogWriter = &kl
+	cfg.ServerName, cfg.InsecureSkipVerify = "a.test", true
+	hc := tlsrec.NewHandshakeConn(raw, nil)
+	tc := tls.Client(hc, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	c := &tlsClient{tc: tc, raw: raw, name: name, ReadWriter: tc}
+	if ownRecords {
+		rec, err := tlsrec.FromHandshake(raw, hc, tc.ConnectionState(), &kl, false)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		c.rec, c.ReadWriter = rec, rec
+	}
+	return c
+}
+
+// echoes writes p and reads it back.
+func (c *tlsClient) echoes(t *testing.T, p []byte) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { _, err := c.Write(p); errc <- err }()
+	got := make([]byte, len(p))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("%s: echo of %d bytes: %v", c.name, len(p), err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("%s: %v", c.name, err)
+	}
+}
+
+// Terminated TLS sessions move in an upgrade: TLS 1.3 and TLS 1.2 (AES-GCM
+// and ChaCha20), with bytes in flight both ways at the move, KeyUpdate
+// before and after it, and their $ssl_* variables in the new process's
+// access log. A TLS 1.2 CBC session stays in the old process, which serves
+// it until it ends.
+func TestTLSSessionsMoveInUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	conf := func(addr, log string) string {
+		return fmt.Sprintf(`stream {
+    log_format tls "$ssl_protocol $ssl_cipher $ssl_server_name $bytes_received";
+    server {
+        listen %s ssl;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA;
+        proxy_pass %s;
+        access_log %s tls;
+    }
+}`, addr, crt, key, b.addr(), log)
+	}
+	oldLog, newLog := filepath.Join(dir, "old.log"), filepath.Join(dir, "new.log")
+	old, addrs, _ := startConf(t, conf("127.0.0.1:0", oldLog))
+	addr := addrs[0]
+
+	tls12 := func(suite uint16) *tls.Config {
+		return &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{suite}}
+	}
+	var clients []*tlsClient
+	for i := 0; i < 6; i++ {
+		clients = append(clients, dialTLSClient(t, addr, fmt.Sprintf("tls13 #%d", i), &tls.Config{}, i%2 == 0))
+	}
+	clients = append(clients,
+		dialTLSClient(t, addr, "tls12 aes-gcm", tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256), true),
+		dialTLSClient(t, addr, "tls12 aes256-gcm", tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384), false),
+		dialTLSClient(t, addr, "tls12 chacha20", tls12(tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256), false))
+	cbc := dialTLSClient(t, addr, "tls12 cbc", tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA), false)
+
+	payload := func(n int) []byte {
+		p := make([]byte, n)
+		rand.Read(p)
+		return p
+	}
+	for _, c := range append(clients, cbc) {
+		c.echoes(t, payload(50_000))
+		if c.rec != nil && c.rec.Version() == tls.VersionTLS13 {
+			if err := c.rec.KeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+			c.echoes(t, payload(1000))
+		}
+	}
+	// Bytes in flight at the move: each client writes 1 MiB and reads
+	// nothing until after it, so baton holds bytes both ways.
+	const inFlight = 1 << 20
+	sent := make([][]byte, len(clients))
+	writes := make(chan error, len(clients))
+	for i, c := range clients {
+		sent[i] = payload(inFlight)
+		go func() { _, err := c.Write(sent[i]); writes <- err }()
+	}
+	waitFor(t, func() bool { return old.Stats().Active == int64(len(clients)+1) })
+
+	cfg, err := config.Parse("new.conf", []byte(conf(addr, newLog)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := newProxyFor(t, cfg, 1)
+	if moved := handOver(t, old, nw); moved != len(clients) {
+		t.Fatalf("moved %d sessions, want %d (all but the CBC one)", moved, len(clients))
+	}
+	if n := old.TLSSessions(); n != 1 {
+		t.Fatalf("%d TLS sessions stayed in the old process, want the CBC one", n)
+	}
+	cbc.echoes(t, payload(10_000)) // the old process still serves it
+	cbc.tc.Close()
+	waitFor(t, func() bool { return old.Stats().Active == 0 })
+	old.Close()
+
+	for i, c := range clients {
+		got := make([]byte, inFlight)
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, sent[i]) {
+			t.Fatalf("%s: the bytes in flight at the move: %v", c.name, err)
+		}
+	}
+	for range clients {
+		if err := <-writes; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clients {
+		c.echoes(t, payload(30_000))
+		if c.rec != nil && c.rec.Version() == tls.VersionTLS13 {
+			if err := c.rec.KeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+			c.echoes(t, payload(1000))
+		}
+		if c.rec != nil {
+			c.rec.Close()
+		} else {
+			c.tc.Close()
+		}
+	}
+	waitFor(t, func() bool { return nw.Stats().Active == 0 })
+	data, _ := os.ReadFile(newLog)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != len(clients) {
+		t.Fatalf("new process logged %d sessions, want %d:\n%s", len(lines), len(clients), data)
+	}
+	for _, want := range []string{"TLSv1.3 TLS_AES_128_GCM_SHA256 a.test", "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256 a.test", "TLSv1.2 ECDHE-ECDSA-CHACHA20-POLY1305 a.test"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("new process's log has no %q:\n%s", want, data)
+		}
+	}
+	if old, _ := os.ReadFile(oldLog); strings.Count(string(old), "\n") != 1 || !strings.Contains(string(old), "AES128-SHA") {
+		t.Errorf("old process's log, want the CBC session alone:\n%s", old)
+	}
+}
