@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -442,77 +441,3 @@ func TestUpgradeResolvedUpstream(t *testing.T) {
 	}
 }
 
-// A TLS session does not move in an upgrade yet: the old process keeps
-// serving it, new sessions go to the new process, and the old process
-// exits once its last TLS session has ended. Nothing is cut.
-func TestUpgradeLeavesTLSSessions(t *testing.T) {
-	backend := echoServer(t)
-	dir := t.TempDir()
-	crt, key := filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.key")
-	for _, args := range [][]string{
-		{"req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=a.test/", "-keyout", key, "-out", crt},
-	} {
-		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("openssl: %v\n%s", err, out)
-		}
-	}
-	listen, plain := freePort(t), freePort(t)
-	p, sock, pidFile := upgradable(t, fmt.Sprintf(`stream {
-    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
-    server { listen %s; proxy_pass %s; }
-}`, listen, crt, key, backend, plain, backend))
-	killPidFile(t, pidFile, p.cmd.Process.Pid)
-	roundTrip := func(c net.Conn, msg string) error {
-		if _, err := io.WriteString(c, msg); err != nil {
-			return err
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, got); err != nil {
-			return err
-		}
-		if string(got) != msg {
-			return fmt.Errorf("echoed %q", got)
-		}
-		return nil
-	}
-	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", listen, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	tc.SetDeadline(time.Now().Add(60 * time.Second))
-	pc, err := net.DialTimeout("tcp", plain, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	pc.SetDeadline(time.Now().Add(60 * time.Second))
-	if roundTrip(tc, "tls before\n") != nil || roundTrip(pc, "plain before\n") != nil {
-		t.Fatal("no round trip before the upgrade")
-	}
-	r := runUpgrade(sock)
-	t.Logf("upgrade: %s", r.out)
-	if r.err != nil || !r.reported || r.moved != 1 || r.lost != 0 || !strings.Contains(r.out, "1 TLS connections stay in the old process") {
-		t.Fatalf("upgrade: %+v (want the plain session moved, the TLS one left, and said)", r)
-	}
-	if err := roundTrip(tc, "tls after\n"); err != nil {
-		t.Fatalf("the TLS session after the upgrade: %v", err)
-	}
-	if err := roundTrip(pc, "plain after\n"); err != nil {
-		t.Fatalf("the plain session after the upgrade: %v", err)
-	}
-	if exited(p.cmd.Process.Pid) {
-		t.Fatal("the old process exited with a TLS session still live")
-	}
-	tc2, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", listen, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc2.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := roundTrip(tc2, "new\n"); err != nil {
-		t.Fatalf("a new TLS session after the upgrade: %v", err)
-	}
-	tc2.Close()
-	tc.Close()
-	waitExited(t, p.cmd.Process.Pid)
-}
