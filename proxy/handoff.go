@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/sock"
@@ -80,6 +82,7 @@ func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
 // listeners and their sessions' upstream readers stop reading at a datagram
 // boundary, every datagram already read forwarded (udp_handoff.go).
 func (p *Proxy) PauseAccepting() {
+	p.pausedAt.Store(time.Now().UnixNano())
 	p.paused.Store(true)
 	p.eachLoop(func(l *loop) { l.disarm() })
 	for _, u := range p.udpListeners() {
@@ -125,7 +128,36 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 	if len(conns) > 0 || len(errs) > 0 {
 		return conns, false, errors.Join(errs...)
 	}
+	if p.handshaking() && time.Since(time.Unix(0, p.pausedAt.Load())) < p.handshakeWait() {
+		// TLS handshakes under way: they move once done. Not longer
+		// than handshakeWait; those not begun stay here (as any
+		// session that cannot move, served until it ends).
+		time.Sleep(5 * time.Millisecond)
+		return nil, false, nil
+	}
 	return nil, true, nil
+}
+
+// handshaking reports whether a TLS handshake that has begun is under way
+// in a session that can move once it is done.
+func (p *Proxy) handshaking() bool {
+	var any atomic.Bool
+	p.eachLoop(func(l *loop) {
+		for _, s := range l.sessions {
+			if s.state == stateHandshake && s.x != nil && s.x.hs != nil && s.x.hs.Started() {
+				any.Store(true)
+				return
+			}
+		}
+	})
+	return any.Load()
+}
+
+// handshakeWait is how long an upgrade waits for TLS handshakes: half of
+// upgrade_timeout (the new process waits that long for each step), at
+// most 3 s.
+func (p *Proxy) handshakeWait() time.Duration {
+	return min(p.cfg.Baton.UpgradeTimeout/2, 3*time.Second)
 }
 
 // quiesce stops up to n sessions of this loop, in whatever phase: they

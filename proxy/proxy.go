@@ -83,6 +83,7 @@ type Proxy struct {
 	started      bool
 	shuttingDown bool         // under reloadMu
 	paused       atomic.Bool  // accepting is paused for an upgrade
+	pausedAt     atomic.Int64 // when, in Unix nanoseconds
 	carried      atomic.Int64 // pending bytes of quiesced sessions (CarriedBytes)
 
 	// Upgrade, new process: sockets inherited from the old one, by name,

@@ -9,6 +9,7 @@ import (
 	"github.com/batonproxy/baton/health"
 	"github.com/batonproxy/baton/internal/errlog"
 	"github.com/batonproxy/baton/internal/sock"
+	"github.com/batonproxy/baton/internal/tlsrec"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,8 +124,9 @@ type sessExtra struct {
 
 	rb rebalancePlan // the upstream has "rebalance" (rebalance.go)
 
-	tls   *tlsInfo // terminated TLS (tls.go)
-	upTLS *tlsInfo // TLS to the upstream (proxy_ssl)
+	tls   *tlsInfo              // terminated TLS (tls.go)
+	hs    *tlsrec.HandshakeConn // its handshake, while it runs: an upgrade waits for one that has begun
+	upTLS *tlsInfo              // TLS to the upstream (proxy_ssl)
 }
 
 // ext returns s's sessExtra, made on first use.

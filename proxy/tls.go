@@ -334,6 +334,8 @@ func (s *session) startTLS() {
 	early := s.early
 	s.early = nil
 	s.state = stateHandshake
+	hc := tlsrec.NewHandshakeConn(nil, early)
+	s.ext().hs = hc
 	t := s.srv.cfg.TLS
 	hsTimeout := 60 * time.Second
 	if t != nil {
@@ -397,7 +399,7 @@ func (s *session) startTLS() {
 			}
 			return c, nil
 		}}
-		hc := tlsrec.NewHandshakeConn(raw, early)
+		hc.SetConn(raw)
 		conn := tls.Server(hc, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), hsTimeout)
 		err = conn.HandshakeContext(ctx)
@@ -515,6 +517,7 @@ func (s *session) tlsReady(id uint64, fd int, info *tlsInfo, chosen *server) {
 	s.cfd = fd
 	l.track(fd, s)
 	s.ext().tls = info
+	s.x.hs = nil
 	if strings.HasPrefix(info.verify, "FAILED:") && s.srv.tls != nil && (s.srv.tls.verify == "on" || s.srv.tls.verify == "optional") {
 		// A failure found after the handshake (ssl_ocsp): nginx's
 		// ngx_stream_ssl_handler ends the session with 500.

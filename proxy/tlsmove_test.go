@@ -190,3 +190,70 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 		t.Errorf("old process's log, want the CBC session alone:\n%s", old)
 	}
 }
+
+// gatedConn writes its first 10 bytes at once and the rest once gate is
+// closed: a handshake that has begun and waits for the client.
+type gatedConn struct {
+	net.Conn
+	gate  chan struct{}
+	begun bool
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if !c.begun {
+		c.begun = true
+		if _, err := c.Conn.Write(p[:10]); err != nil {
+			return 0, err
+		}
+		<-c.gate
+		n, err := c.Conn.Write(p[10:])
+		return n + 10, err
+	}
+	return c.Conn.Write(p)
+}
+
+// An upgrade waits for a TLS handshake under way, and the session moves
+// once it is done.
+func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	conf := func(addr string) string {
+		return fmt.Sprintf("stream { server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; } }", addr, crt, key, b.addr())
+	}
+	old, addrs, _ := startConf(t, conf("127.0.0.1:0"))
+	raw, err := net.DialTimeout("tcp", addrs[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(30 * time.Second))
+	gc := &gatedConn{Conn: raw, gate: make(chan struct{})}
+	tc := tls.Client(gc, &tls.Config{InsecureSkipVerify: true})
+	hs := make(chan error, 1)
+	go func() { hs <- tc.Handshake() }()
+	waitFor(t, old.handshaking)
+
+	cfg, err := config.Parse("new.conf", []byte(conf(addrs[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := newProxyFor(t, cfg, 1)
+	old.PauseAccepting()
+	if conns, done, err := old.Quiesce(126); len(conns) != 0 || done || err != nil {
+		t.Fatalf("quiesce during a handshake: %d sessions, done %v, %v (want it waited for)", len(conns), done, err)
+	}
+	close(gc.gate)
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+	if moved := handOver(t, old, nw); moved != 1 {
+		t.Fatalf("moved %d, want the session whose handshake finished", moved)
+	}
+	old.Close()
+	io.WriteString(tc, "after the move\n")
+	got := make([]byte, len("after the move\n"))
+	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "after the move\n" {
+		t.Fatalf("%q %v", got, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // HandshakeConn is the net.Conn crypto/tls runs a handshake over: its Read
@@ -18,6 +19,8 @@ import (
 type HandshakeConn struct {
 	net.Conn
 	pre []byte // read before the handshake began, served first
+
+	started atomic.Bool // the client's first byte has been read
 
 	hdr [hdrLen]byte // the header being read
 	hn  int          // its bytes so far
@@ -54,6 +57,9 @@ func (c *HandshakeConn) Read(p []byte) (int, error) {
 		n, err = c.Conn.Read(p)
 	}
 	b := p[:n]
+	if n > 0 && !c.started.Load() {
+		c.started.Store(true)
+	}
 	if len(c.firstIn) < helloPrefix {
 		c.firstIn = append(c.firstIn, b[:min(len(b), helloPrefix-len(c.firstIn))]...)
 	}
@@ -96,6 +102,13 @@ func (c *HandshakeConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// Started reports whether the handshake has read a byte. Safe to call
+// from another goroutine than the handshake's.
+func (c *HandshakeConn) Started() bool { return c.started.Load() }
+
+// SetConn sets the connection of a HandshakeConn made before it.
+func (c *HandshakeConn) SetConn(conn net.Conn) { c.Conn = conn }
 
 // rest is what was read but not consumed: the client's first bytes after
 // the handshake, if they came with it. An error if the handshake did not
