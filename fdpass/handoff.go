@@ -96,9 +96,9 @@ type Report struct {
 	// not look inside states).
 	PendingBytes int64
 
-	// Stayed is how many flows could not move (TLS sessions, whose record
-	// state the old process holds) and stay in the old process until they
-	// end (filled in by the caller).
+	// Stayed is how many flows could not move (TLS sessions whose record
+	// state only the old process can carry) and stay in the old process
+	// until they end (filled in by the caller).
 	Stayed int
 }
 

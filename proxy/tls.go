@@ -37,10 +37,13 @@ import (
 // the other end as the session's client socket: everything after (preread,
 // return, proxying, splice, limits, logs) is what a plain session has.
 //
-// The record state lives in the pump's crypto/tls connection, so a TLS
-// session does not move in "baton upgrade": it stays in the old process,
-// which serves it until it ends (issue 19 moves the record state). The
-// socketpair costs two descriptors more per session, counted in the budget.
+// After the handshake the pump runs baton's record layer (internal/tlsrec,
+// recPump), whose state can be taken, so the session moves in "baton
+// upgrade" (tlsmove.go); for a suite it does not carry (TLS 1.2 CBC), and
+// for TLS to the upstream, crypto/tls's connection goes on in the pump
+// (pumpTLS) and the session stays in the old process, which serves it until
+// it ends. The socketpair costs two descriptors more per session, counted
+// in the budget.
 
 // tlsFDs are the descriptors a TLS session holds beyond a plain one.
 const tlsFDs = 2
@@ -1095,8 +1098,8 @@ func (s *session) hasTLS() bool {
 	return s.state == stateHandshake || s.state == stateUpHandshake || (s.x != nil && (s.x.tls != nil || s.x.upTLS != nil))
 }
 
-// TLSSessions counts the live TLS sessions (terminated or originated):
-// those an upgrade leaves in this process.
+// TLSSessions counts the live TLS sessions (terminated or originated,
+// or in a handshake): after an upgrade, those it could not move.
 func (p *Proxy) TLSSessions() int {
 	var mu sync.Mutex
 	n := 0
