@@ -29,12 +29,14 @@ type Conn struct {
 	start int
 	end   int
 	plain []byte // opened application data not yet returned
+	more  bool   // the last read filled what it was given: more is likely there, keep big
 	hs    []byte // a handshake message split across records
 	rerr  error
 
 	wmu  sync.Mutex // the write side: Write, and the reader's answers (KeyUpdate, alerts)
 	out  half
-	wbuf []byte // sealed, not yet written: what a failed write left
+	wbuf  []byte  // sealed, not yet written: what a failed write left
+	wbase *[]byte // wbuf's buffer, from wbufs while bytes flow
 	werr error
 }
 
@@ -138,6 +140,10 @@ func (c *Conn) Seal(p []byte) {
 }
 
 func (c *Conn) sealLocked(p []byte) {
+	if c.wbuf == nil && c.wbase == nil && len(p) > 0 {
+		c.wbase = wbufs.Get().(*[]byte)
+		c.wbuf = (*c.wbase)[:0]
+	}
 	for len(p) > 0 {
 		k := min(len(p), maxPlain)
 		c.wbuf = c.out.seal(c.wbuf, typeAppData, p[:k])
@@ -169,13 +175,17 @@ func (c *Conn) readRecord() error {
 		}
 		if c.start == c.end {
 			c.start, c.end = 0, 0
-			c.release()
+			if !c.more {
+				c.release()
+			}
 		}
 		if c.end == len(c.buf) {
 			c.makeRoom(hdrLen)
 		}
+		want := len(c.buf) - c.end
 		k, err := c.raw.Read(c.buf[c.end:])
 		c.end += k
+		c.more = k == want
 		if err != nil && k == 0 {
 			if err == io.EOF && c.start < c.end {
 				return io.ErrUnexpectedEOF
@@ -315,9 +325,20 @@ func (c *Conn) flushLocked() error {
 			return err
 		}
 	}
+	if c.wbase != nil {
+		*c.wbase = (*c.wbase)[:0]
+		wbufs.Put(c.wbase)
+		c.wbase = nil
+	}
 	c.wbuf = nil
 	return nil
 }
+
+// wbufs hold sealed records between a Write's seal and its write, so that
+// an idle connection holds none.
+const wbufSize = 64 << 10
+
+var wbufs = sync.Pool{New: func() any { b := make([]byte, 0, wbufSize); return &b }}
 
 // Flush writes what a failed write, or the state NewConn took, left.
 func (c *Conn) Flush() error {
