@@ -622,22 +622,6 @@ func pumpCopy(dst io.Writer, src io.Reader) {
 	}
 }
 
-// prefixConn is a net.Conn that reads pre before the connection: the
-// client's bytes the loop read before the handshake began.
-type prefixConn struct {
-	net.Conn
-	pre []byte
-}
-
-func (c *prefixConn) Read(b []byte) (int, error) {
-	if len(c.pre) > 0 {
-		n := copy(b, c.pre)
-		c.pre = c.pre[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
-}
-
 // The $ssl_* variables of ngx_stream_ssl_module.
 var tlsVars = map[string]func(b []byte, t *tlsInfo) []byte{
 	"ssl_protocol": func(b []byte, t *tlsInfo) []byte {

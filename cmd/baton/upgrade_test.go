@@ -440,4 +440,3 @@ func TestUpgradeResolvedUpstream(t *testing.T) {
 		t.Fatalf("a new session after the upgrade: %v", err)
 	}
 }
-

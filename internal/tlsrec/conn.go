@@ -33,11 +33,11 @@ type Conn struct {
 	hs    []byte // a handshake message split across records
 	rerr  error
 
-	wmu  sync.Mutex // the write side: Write, and the reader's answers (KeyUpdate, alerts)
-	out  half
+	wmu   sync.Mutex // the write side: Write, and the reader's answers (KeyUpdate, alerts)
+	out   half
 	wbuf  []byte  // sealed, not yet written: what a failed write left
 	wbase *[]byte // wbuf's buffer, from wbufs while bytes flow
-	werr error
+	werr  error
 }
 
 // State is a Conn's record state, all another process needs to go on
