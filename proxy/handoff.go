@@ -565,15 +565,8 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 	}
 	s.c2u = flow{eof: m.c2uEOF, shut: m.c2uShut, n: m.c2uN}
 	s.u2c = flow{eof: m.u2cEOF, shut: m.u2cShut, n: m.u2cN}
-	for _, f := range []struct {
-		fl   *flow
-		pend []byte
-	}{{&s.c2u, m.c2uPend}, {&s.u2c, m.u2cPend}} {
-		if len(f.pend) > 0 {
-			f.fl.base = getPend()
-			f.fl.pend = append(f.fl.base, f.pend...)
-		}
-	}
+	s.c2u.hold(m.c2uPend)
+	s.u2c.hold(m.u2cPend)
 	s.group = ln.srv.group.current()
 	s.importRouted(m)
 	s.usableFn = func(i int) bool { return !s.isTried(i) && s.group.usable(i, s.loop.wall()) }

@@ -235,9 +235,7 @@ func (s *session) returnText() {
 		s.ioError("send()", err, s.cfd)
 		return
 	}
-	f := &s.u2c
-	f.base = getPend()
-	f.pend = append(f.base, text[max(w, 0):]...)
+	s.u2c.hold(text[max(w, 0):])
 	s.state = stateReturning
 	s.cEvents = l.setInterest(s.cfd, s.cEvents, unix.EPOLLOUT)
 	s.lastActive, s.timeout = l.now, returnTimeout

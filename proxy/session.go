@@ -47,6 +47,19 @@ type flow struct {
 // in user space (pend) or in its pipe.
 func (f *flow) pending() bool { return f.pend != nil || f.inPipe > 0 }
 
+// hold appends b to f's pending bytes, borrowing a buffer for them if f
+// has none.
+func (f *flow) hold(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if f.base == nil {
+		f.base = getPend()
+		f.pend = f.base
+	}
+	f.pend = append(f.pend, b...)
+}
+
 // session is one proxied TCP connection: plain data owned by one loop, so
 // that an upgrade can stop it at a byte boundary and ship it.
 type session struct {
@@ -295,8 +308,7 @@ func (s *session) sendOpening() error {
 	f := &s.c2u
 	f.n += int64(w)
 	if w < len(b) {
-		f.base = getPend()
-		f.pend = append(f.base, b[w:]...)
+		f.hold(b[w:])
 	}
 	return nil
 }
@@ -694,8 +706,7 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 				return
 			}
 			if w < n {
-				f.base = getPend()
-				f.pend = append(f.base, l.buf[w:n]...)
+				f.hold(l.buf[w:n])
 				f.rerr = uint16(rerr)
 				s.updateInterest()
 				return

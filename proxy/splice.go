@@ -188,16 +188,12 @@ func (s *session) drainPipe(f *flow) {
 	}
 	l := s.loop
 	for f.inPipe > 0 {
-		if f.base == nil {
-			f.base = getPend()
-			f.pend = f.base
-		}
 		buf := l.buf[:min(len(l.buf), f.inPipe)]
 		n, err := sock.Read(f.pipe.r, buf)
 		if n <= 0 || err != nil {
 			break // cannot happen: the bytes are there
 		}
-		f.pend = append(f.pend, buf[:n]...)
+		f.hold(buf[:n])
 		f.inPipe -= n
 	}
 	l.putPipe(f.pipe)

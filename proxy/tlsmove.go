@@ -96,26 +96,15 @@ func (s *session) quiesceTLS() (f *os.File, mt *movedTLS, ok bool, err error) {
 		return nil, nil, false, derr
 	}
 	// From here nothing fails: the loop's bytes are taken in order.
-	f2 := &s.c2u
-	take := func(b []byte) {
-		if len(b) == 0 {
-			return
-		}
-		if f2.base == nil {
-			f2.base = getPend()
-			f2.pend = f2.base
-		}
-		f2.pend = append(f2.pend, b...)
-	}
 	l := s.loop
 	for {
 		n, err := sock.Read(s.cfd, l.buf)
 		if n <= 0 || err != nil {
 			break
 		}
-		take(l.buf[:n])
+		s.c2u.hold(l.buf[:n])
 	}
-	take(p.toLoop)
+	s.c2u.hold(p.toLoop)
 	p.toLoop = nil
 	st := p.rc.State(nil)
 	rec, _ := st.MarshalBinary()
