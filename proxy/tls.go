@@ -584,41 +584,37 @@ func pumpTLS(conn *tls.Conn, raw net.Conn, pc *net.UnixConn, link *tlsLink, half
 // TLS session holds kilobytes, not io.Copy's 32 KiB a direction.
 var pumpBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// pumpCopy copies src to dst until EOF or an error, as io.Copy.
-func pumpCopy(dst io.Writer, src io.Reader) {
+// pumpCopy copies src to dst until EOF or an error, as io.Copy, and
+// returns the read's error (io.EOF at the end) or the write's. An idle
+// pump waits in a read of its small buffer; after a full read it moves
+// bulk in a pooled one while more comes.
+func pumpCopy(dst io.Writer, src io.Reader) (rerr, werr error) {
 	var small [1 << 10]byte
+	buf := small[:]
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			pumpBufs.Put(bp)
+		}
+	}()
 	for {
-		n, err := src.Read(small[:])
+		n, err := src.Read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(small[:n]); werr != nil {
-				return
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return nil, werr
 			}
 		}
 		if err != nil {
-			return
+			return err, nil
 		}
-		if n < len(small) {
-			continue
+		switch {
+		case n == len(buf) && bp == nil:
+			bp = pumpBufs.Get().(*[]byte)
+			buf = *bp
+		case n < len(buf) && bp != nil:
+			pumpBufs.Put(bp)
+			bp, buf = nil, small[:]
 		}
-		// A full read: more is likely there; move it in bulk while it lasts.
-		bp := pumpBufs.Get().(*[]byte)
-		for {
-			m, err := src.Read(*bp)
-			if m > 0 {
-				if _, werr := dst.Write((*bp)[:m]); werr != nil {
-					pumpBufs.Put(bp)
-					return
-				}
-			}
-			if err != nil {
-				pumpBufs.Put(bp)
-				return
-			}
-			if m < len(*bp) {
-				break
-			}
-		}
-		pumpBufs.Put(bp)
 	}
 }
 

@@ -119,43 +119,20 @@ func (p *recPump) toClientDir() bool {
 	if err := p.rc.Flush(); err != nil {
 		return !p.interrupted(err)
 	}
-	var small [1 << 10]byte
-	buf := small[:]
-	var bp *[]byte
-	defer func() {
-		if bp != nil {
-			pumpBufs.Put(bp)
-		}
-	}()
-	for {
-		n, err := p.pc.Read(buf)
-		if n > 0 {
-			if _, werr := p.rc.Write(buf[:n]); werr != nil {
-				return !p.interrupted(werr)
-			}
-		}
-		if err != nil {
-			if p.interrupted(err) {
-				return false
-			}
-			if p.halfClose && !p.link.finished.Load() {
-				p.rc.CloseWrite()
-			} else {
-				p.rc.Close()
-			}
-			return true
-		}
-		// A full read: more is likely there; move it in bulk while it
-		// lasts, and wait in the small buffer again once it stops.
-		switch {
-		case n == len(buf) && bp == nil:
-			bp = pumpBufs.Get().(*[]byte)
-			buf = *bp
-		case n < len(buf) && bp != nil:
-			pumpBufs.Put(bp)
-			bp, buf = nil, small[:]
-		}
+	// A write Stop cut leaves nothing behind: what rc took is sealed.
+	rerr, werr := pumpCopy(p.rc, p.pc)
+	if werr != nil {
+		return !p.interrupted(werr)
 	}
+	if p.interrupted(rerr) {
+		return false
+	}
+	if p.halfClose && !p.link.finished.Load() {
+		p.rc.CloseWrite()
+	} else {
+		p.rc.Close()
+	}
+	return true
 }
 
 // stop interrupts both directions and waits until they have returned.
