@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -272,15 +273,9 @@ func (l *loader) proxySetting(d *directive, pc *proxyConf) bool {
 	case "proxy_protocol":
 		// "v2" is baton's extension: nginx's proxy_protocol is a flag and
 		// sends version 1 only.
-		switch strings.ToLower(v) {
-		case "on":
-			pc.protocol = 1
-		case "v2":
-			pc.protocol = 2
-		case "off":
-			pc.protocol = 0
-		default:
-			l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\", \"off\" or \"v2\"", v, d.name)
+		versions := []string{"off", "on", "v2"} // the version sent, by index
+		if v, ok := l.enumArg(d, "on", "off", "v2"); ok {
+			pc.protocol = slices.Index(versions, v)
 		}
 	case "limit_conn_log_level":
 		// ngx_conf_set_enum_slot: case-insensitive.

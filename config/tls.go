@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -206,11 +207,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 			tc.reject = on
 		}
 	case "ssl_verify_client":
-		switch v {
-		case "on", "off", "optional", "optional_no_ca":
+		if v, ok := l.enumArg(d, "on", "off", "optional", "optional_no_ca"); ok {
 			tc.verifyClient = v
-		default:
-			l.errorf(d, "invalid value \"%s\" in \"ssl_verify_client\" directive, it must be \"on\", \"off\", \"optional\" or \"optional_no_ca\"", v)
 		}
 	case "ssl_client_certificate":
 		tc.clientCertificate = v
@@ -233,11 +231,8 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 	case "ssl_stapling_file":
 		tc.staplingFile = v
 	case "ssl_ocsp":
-		switch v {
-		case "on", "off", "leaf":
+		if v, ok := l.enumArg(d, "on", "off", "leaf"); ok {
 			tc.ocsp = v
-		default:
-			l.errorf(d, "invalid value \"%s\" in \"ssl_ocsp\" directive, it must be \"on\", \"off\" or \"leaf\"", v)
 		}
 	case "ssl_ocsp_responder":
 		tc.ocspResponder = v
@@ -263,14 +258,30 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 // flagArg reads d's one argument as an nginx flag (ngx_conf_set_flag_slot:
 // "on" or "off", any case); ok is false after reporting anything else.
 func (l *loader) flagArg(d *directive) (on, ok bool) {
-	switch strings.ToLower(d.args[0]) {
-	case "on":
-		return true, true
-	case "off":
-		return false, true
+	v, ok := l.enumArg(d, "on", "off")
+	return v == "on", ok
+}
+
+// enumArg reads d's one argument as one of values, in any case (as nginx's
+// enum and flag slots), and returns it in lower case; ok is false after
+// reporting anything else, with the values it may be.
+func (l *loader) enumArg(d *directive, values ...string) (string, bool) {
+	v := strings.ToLower(d.args[0])
+	if slices.Contains(values, v) {
+		return v, true
 	}
-	l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be \"on\" or \"off\"", d.args[0], d.name)
-	return false, false
+	var list strings.Builder
+	for i, w := range values {
+		switch {
+		case i == len(values)-1:
+			list.WriteString(" or ")
+		case i > 0:
+			list.WriteString(", ")
+		}
+		fmt.Fprintf(&list, "\"%s\"", w)
+	}
+	l.errorf(d, "invalid value \"%s\" in \"%s\" directive, it must be %s", d.args[0], d.name, list.String())
+	return "", false
 }
 
 var tlsVersions = map[string]uint16{

@@ -164,13 +164,11 @@ func (l *loader) upstreamDirective(d *directive, up *Upstream, us *upstreamState
 			l.errorf(d, "\"hash_ring\" directive is duplicate")
 			return
 		}
-		switch d.args[0] {
-		case "name", "address":
-			up.HashRing = d.args[0]
-		default:
-			l.errorf(d, "invalid value \"%s\" in \"hash_ring\" directive, it must be \"name\" or \"address\"", d.args[0])
+		v, ok := l.enumArg(d, "name", "address")
+		if !ok {
 			return
 		}
+		up.HashRing = v
 		us.ringPos = d.pos
 	case "hash_balance_factor":
 		if !l.check(d, false, take(1)) {
