@@ -95,20 +95,14 @@ func NewConn(raw net.Conn, st *State) (*Conn, error) {
 	return c, nil
 }
 
-// Version and Suite are the connection's.
+// Version is the connection's TLS version.
 func (c *Conn) Version() uint16 { return c.vers }
-func (c *Conn) Suite() uint16   { return c.suite }
 
 // Read returns application data from the peer; io.EOF after its
 // close_notify.
 func (c *Conn) Read(p []byte) (int, error) {
-	for len(c.plain) == 0 {
-		if c.rerr != nil {
-			return 0, c.rerr
-		}
-		if err := c.readRecord(); err != nil {
-			c.rerr = err
-		}
+	if err := c.fill(); err != nil {
+		return 0, err
 	}
 	n := copy(p, c.plain)
 	c.plain = c.plain[n:]
@@ -118,17 +112,24 @@ func (c *Conn) Read(p []byte) (int, error) {
 // ReadPlain is Read without the copy: it returns the next application
 // data, valid until the next call.
 func (c *Conn) ReadPlain() ([]byte, error) {
-	for len(c.plain) == 0 {
-		if c.rerr != nil {
-			return nil, c.rerr
-		}
-		if err := c.readRecord(); err != nil {
-			c.rerr = err
-		}
+	if err := c.fill(); err != nil {
+		return nil, err
 	}
 	b := c.plain
 	c.plain = nil
 	return b, nil
+}
+
+// fill reads records until there is application data to return, or an
+// error (kept: every later read returns it).
+func (c *Conn) fill() error {
+	for len(c.plain) == 0 {
+		if c.rerr != nil {
+			return c.rerr
+		}
+		c.rerr = c.readRecord()
+	}
+	return nil
 }
 
 // Seal seals p into records without writing them: Flush (or the State's
@@ -389,17 +390,17 @@ func (c *Conn) alert(desc byte) {
 	}
 	c.wbuf = c.out.seal(c.wbuf, typeAlert, []byte{level, desc})
 	c.flushLocked()
-	if desc != 0 {
-		c.werr = errors.New("tls: alert sent")
+	c.werr = errAlertSent // nothing is sent after an alert
+	if desc == 0 {
+		c.werr = net.ErrClosed
 	}
 }
+
+var errAlertSent = errors.New("tls: alert sent")
 
 // CloseWrite sends close_notify and shuts the socket's sending side.
 func (c *Conn) CloseWrite() error {
 	c.alert(0)
-	c.wmu.Lock()
-	c.werr = net.ErrClosed
-	c.wmu.Unlock()
 	if tc, ok := c.raw.(interface{ CloseWrite() error }); ok {
 		return tc.CloseWrite()
 	}
@@ -409,9 +410,6 @@ func (c *Conn) CloseWrite() error {
 // Close sends close_notify and closes the socket.
 func (c *Conn) Close() error {
 	c.alert(0)
-	c.wmu.Lock()
-	c.werr = net.ErrClosed
-	c.wmu.Unlock()
 	return c.raw.Close()
 }
 
