@@ -14,58 +14,32 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/config"
-	"github.com/batonproxy/baton/internal/tlsrec"
+	"github.com/batonproxy/baton/internal/testutil"
 )
 
-// tlsClient is a TLS client whose record layer is baton's (so that it can
-// send KeyUpdate, which crypto/tls's client never does), or crypto/tls's.
+// tlsClient is a named testutil.TLSClient.
 type tlsClient struct {
-	io.ReadWriter
-	rec  *tlsrec.Conn
-	tc   *tls.Conn
-	raw  net.Conn
+	*testutil.TLSClient
 	name string
 }
 
 func dialTLSClient(t *testing.T, addr, name string, cfg *tls.Config, ownRecords bool) *tlsClient {
 	t.Helper()
-	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
-	raw.SetDeadline(time.Now().Add(30 * time.Second))
-	var kl tlsrec.KeyLog
 	cfg = cfg.Clone()
-	cfg.KeyLogWriter = &kl
-	cfg.ServerName, cfg.InsecureSkipVerify = "a.test", true
-	hc := tlsrec.NewHandshakeConn(raw, nil)
-	tc := tls.Client(hc, cfg)
-	if err := tc.Handshake(); err != nil {
+	cfg.ServerName = "a.test"
+	c, err := testutil.DialTLS(addr, cfg, ownRecords)
+	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	c := &tlsClient{tc: tc, raw: raw, name: name, ReadWriter: tc}
-	if ownRecords {
-		rec, err := tlsrec.FromHandshake(raw, hc, tc.ConnectionState(), &kl, false)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		c.rec, c.ReadWriter = rec, rec
-	}
-	return c
+	t.Cleanup(func() { c.Raw.Close() })
+	return &tlsClient{c, name}
 }
 
 // echoes writes p and reads it back.
 func (c *tlsClient) echoes(t *testing.T, p []byte) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() { _, err := c.Write(p); errc <- err }()
-	got := make([]byte, len(p))
-	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, p) {
+	if err := c.RoundTrip(p); err != nil {
 		t.Fatalf("%s: echo of %d bytes: %v", c.name, len(p), err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatalf("%s: %v", c.name, err)
 	}
 }
 
@@ -116,8 +90,8 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 	}
 	for _, c := range append(clients, cbc) {
 		c.echoes(t, payload(50_000))
-		if c.rec != nil && c.rec.Version() == tls.VersionTLS13 {
-			if err := c.rec.KeyUpdate(true); err != nil {
+		if c.Rec != nil && c.Rec.Version() == tls.VersionTLS13 {
+			if err := c.Rec.KeyUpdate(true); err != nil {
 				t.Fatal(err)
 			}
 			c.echoes(t, payload(1000))
@@ -146,7 +120,7 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 		t.Fatalf("%d TLS sessions stayed in the old process, want the CBC one", n)
 	}
 	cbc.echoes(t, payload(10_000)) // the old process still serves it
-	cbc.tc.Close()
+	cbc.Close()
 	waitFor(t, func() bool { return old.Stats().Active == 0 })
 	old.Close()
 
@@ -163,17 +137,13 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 	}
 	for _, c := range clients {
 		c.echoes(t, payload(30_000))
-		if c.rec != nil && c.rec.Version() == tls.VersionTLS13 {
-			if err := c.rec.KeyUpdate(true); err != nil {
+		if c.Rec != nil && c.Rec.Version() == tls.VersionTLS13 {
+			if err := c.Rec.KeyUpdate(true); err != nil {
 				t.Fatal(err)
 			}
 			c.echoes(t, payload(1000))
 		}
-		if c.rec != nil {
-			c.rec.Close()
-		} else {
-			c.tc.Close()
-		}
+		c.Close()
 	}
 	waitFor(t, func() bool { return nw.Stats().Active == 0 })
 	data, _ := os.ReadFile(newLog)

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,58 +11,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/internal/tlsrec"
+	"github.com/batonproxy/baton/internal/testutil"
 )
 
-// tlsStream is a client of the TLS upgrade test: crypto/tls's, or one whose
-// record layer is baton's own (it can send KeyUpdate; crypto/tls never does).
+// tlsStream is a client of the TLS upgrade test.
 type tlsStream struct {
+	*testutil.TLSClient
 	name   string
-	raw    net.Conn
-	tc     *tls.Conn
-	rec    *tlsrec.Conn
-	rw     io.ReadWriter
 	rounds atomic.Int64
 }
 
 func dialTLSStream(name, addr string, cfg *tls.Config, own bool) (*tlsStream, error) {
-	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := testutil.DialTLS(addr, cfg, own)
 	if err != nil {
-		return nil, err
-	}
-	var kl tlsrec.KeyLog
-	cfg = cfg.Clone()
-	cfg.InsecureSkipVerify, cfg.KeyLogWriter = true, &kl
-	hc := tlsrec.NewHandshakeConn(raw, nil)
-	tc := tls.Client(hc, cfg)
-	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := tc.Handshake(); err != nil {
-		raw.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	s := &tlsStream{name: name, raw: raw, tc: tc, rw: tc}
-	if own {
-		if s.rec, err = tlsrec.FromHandshake(raw, hc, tc.ConnectionState(), &kl, false); err != nil {
-			raw.Close()
-			return nil, err
-		}
-		s.rw = s.rec
-	}
-	return s, nil
-}
-
-func (s *tlsStream) roundTrip(p []byte) error {
-	s.raw.SetDeadline(time.Now().Add(20 * time.Second))
-	errc := make(chan error, 1)
-	go func() { _, err := s.rw.Write(p); errc <- err }()
-	got := make([]byte, len(p))
-	if _, err := io.ReadFull(s.rw, got); err != nil {
-		return err
-	}
-	if !bytes.Equal(got, p) {
-		return fmt.Errorf("bytes differ")
-	}
-	return <-errc
+	return &tlsStream{TLSClient: c, name: name}, nil
 }
 
 // Terminated TLS sessions move in "baton upgrade" as plain ones do: TLS 1.3
@@ -112,15 +73,15 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.raw.Close()
+		defer s.Raw.Close()
 		streams = append(streams, s)
 	}
 	cbc, err := dialTLSStream("cbc", listen, tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cbc.raw.Close()
-	if err := cbc.roundTrip([]byte("cbc before\n")); err != nil {
+	defer cbc.Raw.Close()
+	if err := cbc.RoundTrip([]byte("cbc before\n")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -140,9 +101,9 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 					return
 				default:
 				}
-				if g := gen.Load(); g != seen && s.rec != nil && s.rec.Version() == tls.VersionTLS13 {
+				if g := gen.Load(); g != seen && s.Rec != nil && s.Rec.Version() == tls.VersionTLS13 {
 					seen = g
-					if err := s.rec.KeyUpdate(true); err != nil {
+					if err := s.Rec.KeyUpdate(true); err != nil {
 						errs <- fmt.Errorf("%s: KeyUpdate: %w", s.name, err)
 						return
 					}
@@ -150,7 +111,7 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 				for j := range buf {
 					buf[j] = byte(i*31 + n*7 + j)
 				}
-				if err := s.roundTrip(buf[:1024+(n*977)%(len(buf)-1024)]); err != nil {
+				if err := s.RoundTrip(buf[:1024+(n*977)%(len(buf)-1024)]); err != nil {
 					errs <- fmt.Errorf("%s round %d (after %d upgrades): %w", s.name, n, gen.Load(), err)
 					return
 				}
@@ -189,13 +150,13 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 			if r.moved != len(streams) || !strings.Contains(r.out, "1 TLS connections stay in the old process") {
 				t.Fatalf("upgrade 1: want %d moved and the CBC session left, and said: %s", len(streams), r.out)
 			}
-			if err := cbc.roundTrip([]byte("cbc after\n")); err != nil {
+			if err := cbc.RoundTrip([]byte("cbc after\n")); err != nil {
 				t.Fatalf("the CBC session after the upgrade: %v", err)
 			}
 			if exited(oldPid) {
 				t.Fatal("the old process exited with the CBC session live")
 			}
-			cbc.tc.Close()
+			cbc.Close()
 		} else if r.moved != len(streams) || strings.Contains(r.out, "stay in the old process") {
 			t.Fatalf("upgrade %d: want all %d moved: %s", u, len(streams), r.out)
 		}
