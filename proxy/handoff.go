@@ -227,7 +227,7 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		state := m.encode()
 		if mt != nil {
 			clear(mt.rec)
-			l.secrets[s.id] = state // cleared when the handoff is over (Release, Restore)
+			s.x.sent = state // holds secrets: cleared once the session is released or restored
 		}
 		conns = append(conns, fdpass.Conn{ID: s.id, Files: files, State: state})
 	}
@@ -291,12 +291,7 @@ func (p *Proxy) CarriedBytes() int64 { return p.carried.Swap(0) }
 // forget them and close this process's copies of their sockets (no FIN: the
 // other process still holds them). No access-log line: they go on there.
 func (p *Proxy) Release(ids []uint64) {
-	p.takeQuiesced(ids, func(s *session) {
-		if pump := s.movedPump(); pump != nil {
-			pump.discard() // the client's socket closed here with nothing sent
-		}
-		s.drop()
-	}, (*udpListener).release)
+	p.takeQuiesced(ids, (*session).drop, (*udpListener).release)
 }
 
 // takeQuiesced hands each quiesced session among ids, on its own loop's
@@ -305,10 +300,6 @@ func (p *Proxy) takeQuiesced(ids []uint64, tcp func(*session), udp func(*udpList
 	want := idSet(ids)
 	p.eachLoop(func(l *loop) {
 		for id := range want {
-			if st := l.secrets[id]; st != nil {
-				clear(st) // a TLS session's record state, sent
-				delete(l.secrets, id)
-			}
 			if s := l.quiesced[id]; s != nil {
 				delete(l.quiesced, id)
 				tcp(s)
@@ -323,6 +314,7 @@ func (p *Proxy) takeQuiesced(ids []uint64, tcp func(*session), udp func(*udpList
 // drop forgets a quiesced session that lives on elsewhere: its sockets are
 // closed here and its counts released, without a log line.
 func (s *session) drop() {
+	s.settleTLS(false)
 	l := s.loop
 	for _, fd := range []int{s.cfd, s.ufd} {
 		if fd >= 0 {
@@ -338,12 +330,7 @@ func (s *session) drop() {
 // Restore implements fdpass.Source: the sessions go on here, from where
 // they were quiesced.
 func (p *Proxy) Restore(ids []uint64) {
-	p.takeQuiesced(ids, func(s *session) {
-		s.loop.resume(s)
-		if pump := s.movedPump(); pump != nil {
-			pump.resume()
-		}
-	}, (*udpListener).restore)
+	p.takeQuiesced(ids, func(s *session) { s.loop.resume(s) }, (*udpListener).restore)
 }
 
 // resume puts a quiesced or imported session (its sockets not in the epoll
@@ -355,6 +342,7 @@ func (l *loop) resume(s *session) {
 		return
 	}
 	l.attach(s)
+	s.settleTLS(true)
 	fail := func(what string, err error) {
 		s.srv.log.Logf(LevelAlert, "*%d resuming: epoll_ctl(ADD) %s socket failed %s", s.id, what, sock.ErrnoText(err))
 	}
@@ -676,9 +664,6 @@ func (l *loop) adopt(s *session) {
 		s.resumePacing(l.now)
 	}
 	l.resume(s)
-	if pump := s.movedPump(); pump != nil {
-		pump.start() // sealed bytes first, then the pair's
-	}
 }
 
 // HandoffDone ends the new process's side of an upgrade: the inherited UDP

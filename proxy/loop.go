@@ -61,7 +61,6 @@ type loop struct {
 	closedIn []uint64            // by descriptor: the batch in which it was last closed
 	batch    uint64              // counts epoll_wait batches, from 1
 	quiesced map[uint64]*session // stopped for an upgrade, waiting for Release or Restore
-	secrets  map[uint64][]byte   // the encoded states of quiesced TLS sessions, cleared after the handoff
 	pipes    []*pipe             // spare pipes for splice
 	sessions []*session
 	timers   timerHeap
@@ -115,7 +114,6 @@ func newLoop(p *Proxy, id int) (*loop, error) {
 		lineBuf:  make([]byte, 0, 512),
 		base:     p.base,
 		quiesced: map[uint64]*session{},
-		secrets:  map[uint64][]byte{},
 		localLog: errlog.RateLog{Every: int64(time.Second)},
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd), Pad: tagWake}

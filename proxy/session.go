@@ -139,6 +139,7 @@ type sessExtra struct {
 
 	tls   *tlsInfo              // terminated TLS (tls.go)
 	hs    *tlsrec.HandshakeConn // its handshake, while it runs: an upgrade waits for one that has begun
+	sent  []byte                // the state a quiesce encoded, with its TLS secrets (tlsmove.go)
 	upTLS *tlsInfo              // TLS to the upstream (proxy_ssl)
 }
 

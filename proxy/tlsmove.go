@@ -239,3 +239,21 @@ func (s *session) movedPump() *recPump {
 	}
 	return nil
 }
+
+// settleTLS ends the move of a TLS session, quiesced or imported: the
+// state a quiesce encoded is cleared, and the pump goes on here (a
+// restored or an adopted session: sealed bytes first) or is discarded (a
+// released one: its sockets closed here with nothing sent).
+func (s *session) settleTLS(here bool) {
+	p := s.movedPump()
+	if p == nil {
+		return
+	}
+	clear(s.x.sent)
+	s.x.sent = nil
+	if here {
+		p.resume()
+	} else {
+		p.discard()
+	}
+}
