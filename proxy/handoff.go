@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
@@ -101,10 +100,13 @@ func (p *Proxy) ResumeAccepting() {
 
 // Quiesce implements fdpass.Source. Sessions, TCP and UDP, move in
 // whatever phase they are in, each stopped by its loop between two event
-// batches, so Quiesce never waits for one to reach a boundary.
+// batches, so Quiesce never waits for one to reach a boundary; only a
+// TLS handshake under way is waited for (handshakeWait), to move the
+// session once it is done.
 func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 	var conns []fdpass.Conn
 	var errs []error
+	waiting := false
 	for _, l := range p.loops {
 		if len(conns) >= max {
 			break
@@ -112,9 +114,11 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 		want := max - len(conns)
 		var got []fdpass.Conn
 		var err error
-		if !l.call(func() { got, err = l.quiesce(want) }) {
+		var w bool
+		if !l.call(func() { got, w, err = l.quiesce(want) }) {
 			continue
 		}
+		waiting = waiting || w
 		conns = append(conns, got...)
 		if err != nil {
 			errs = append(errs, err)
@@ -128,7 +132,7 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 	if len(conns) > 0 || len(errs) > 0 {
 		return conns, false, errors.Join(errs...)
 	}
-	if p.handshaking() && time.Since(time.Unix(0, p.pausedAt.Load())) < p.handshakeWait() {
+	if waiting && time.Since(time.Unix(0, p.pausedAt.Load())) < p.handshakeWait() {
 		// TLS handshakes under way: they move once done. Not longer
 		// than handshakeWait; those not begun stay here (as any
 		// session that cannot move, served until it ends).
@@ -138,19 +142,10 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 	return nil, true, nil
 }
 
-// handshaking reports whether a TLS handshake that has begun is under way
-// in a session that can move once it is done.
-func (p *Proxy) handshaking() bool {
-	var any atomic.Bool
-	p.eachLoop(func(l *loop) {
-		for _, s := range l.sessions {
-			if s.state == stateHandshake && s.x != nil && s.x.hs != nil && s.x.hs.Started() {
-				any.Store(true)
-				return
-			}
-		}
-	})
-	return any.Load()
+// handshakeBegun reports whether s is in a TLS handshake that has begun:
+// it can move once that is done.
+func (s *session) handshakeBegun() bool {
+	return s.state == stateHandshake && s.x != nil && s.x.hs != nil && s.x.hs.Started()
 }
 
 // handshakeWait is how long an upgrade waits for TLS handshakes: half of
@@ -162,8 +157,10 @@ func (p *Proxy) handshakeWait() time.Duration {
 
 // quiesce stops up to n sessions of this loop, in whatever phase: they
 // leave the epoll set and the timers, keep their sockets, and wait in
-// l.quiesced for Release or Restore. It returns them.
-func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
+// l.quiesced for Release or Restore. It returns them, and whether a
+// session it left is in a TLS handshake that has begun (in the same look,
+// so that one done meanwhile is not missed: it moves in the next).
+func (l *loop) quiesce(n int) (conns []fdpass.Conn, waiting bool, err error) {
 	for i := 0; i < len(l.sessions); {
 		s := l.sessions[i]
 		if len(conns) >= n {
@@ -177,6 +174,7 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 			// A terminated TLS session sends the client's socket and its
 			// record state (tlsmove.go); what cannot move stays here.
 			if !s.tlsMovable() {
+				waiting = waiting || s.handshakeBegun()
 				i++
 				continue
 			}
@@ -185,13 +183,13 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 			var ok bool
 			if cf, mt, ok, err = s.quiesceTLS(); err != nil || !ok {
 				if err != nil {
-					return conns, err
+					return conns, waiting, err
 				}
 				i++
 				continue
 			}
 		} else if cf, err = sock.DupFile(s.cfd, "conn/client/"+s.client.String()); err != nil {
-			return conns, err
+			return conns, waiting, err
 		}
 		files := make([]*os.File, 0, 2)
 		files = append(files, cf)
@@ -199,7 +197,7 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 			uf, err := sock.DupFile(s.ufd, "conn/upstream/"+s.client.String())
 			if err != nil {
 				cf.Close()
-				return conns, err
+				return conns, waiting, err
 			}
 			files = append(files, uf)
 			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
@@ -231,7 +229,7 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, err error) {
 		}
 		conns = append(conns, fdpass.Conn{ID: s.id, Files: files, State: state})
 	}
-	return conns, nil
+	return conns, waiting, nil
 }
 
 func (s *session) exportState(now int64) *movedState {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,7 +203,17 @@ func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
 	tc := tls.Client(gc, &tls.Config{InsecureSkipVerify: true})
 	hs := make(chan error, 1)
 	go func() { hs <- tc.Handshake() }()
-	waitFor(t, old.handshaking)
+	waitFor(t, func() bool {
+		var begun atomic.Bool
+		old.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				if s.handshakeBegun() {
+					begun.Store(true)
+				}
+			}
+		})
+		return begun.Load()
+	})
 
 	cfg, err := config.Parse("new.conf", []byte(conf(addrs[0])))
 	if err != nil {
