@@ -18,7 +18,8 @@ import (
 // randoms, the last protected record written).
 type HandshakeConn struct {
 	net.Conn
-	pre []byte // read before the handshake began, served first
+	pre  []byte // read and not yet served: before the handshake began, or with its records
+	rbuf []byte // what pre is read into from the connection
 
 	started atomic.Bool // the client's first byte has been read
 
@@ -48,14 +49,20 @@ func (c *HandshakeConn) Read(p []byte) (int, error) {
 	if len(p) > limit {
 		p = p[:limit]
 	}
-	var n int
-	var err error
-	if len(c.pre) > 0 {
-		n = copy(p, c.pre)
-		c.pre = c.pre[n:]
-	} else {
-		n, err = c.Conn.Read(p)
+	if len(c.pre) == 0 {
+		// Read what is there, and serve it a record at a time: what is
+		// past the handshake stays in pre for the record layer.
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, 4<<10)
+		}
+		k, err := c.Conn.Read(c.rbuf)
+		if k == 0 {
+			return 0, err
+		}
+		c.pre = c.rbuf[:k]
 	}
+	n := copy(p, c.pre)
+	c.pre = c.pre[n:]
 	b := p[:n]
 	if n > 0 && !c.started.Load() {
 		c.started.Store(true)
@@ -71,7 +78,7 @@ func (c *HandshakeConn) Read(p []byte) (int, error) {
 			c.hn, c.rem = 0, int(c.hdr[3])<<8|int(c.hdr[4])
 		}
 	}
-	return n, err
+	return n, nil
 }
 
 func (c *HandshakeConn) Write(p []byte) (int, error) {
