@@ -437,8 +437,7 @@ func (s *session) startTLS() {
 			l.pumpCrypto(conn, raw, fd, pc, halfClose, ready)
 			return
 		}
-		link := &tlsLink{}
-		link.pump = &recPump{rc: rc, raw: raw, pc: pc, link: link, halfClose: halfClose, give: func() { l.p.fds.give(tlsFDs) }}
+		link := l.p.recLink(rc, pc, halfClose)
 		link.pump.start()
 		if !l.do(func() { ready(fd, link) }) {
 			unix.Close(fd)

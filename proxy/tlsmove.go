@@ -80,7 +80,7 @@ func (s *session) quiesceTLS() (f *os.File, mt *movedTLS, ok bool, err error) {
 	if err := p.takeToClient(); err != nil {
 		return nil, nil, false, err
 	}
-	sc, ok2 := p.raw.(syscall.Conn)
+	sc, ok2 := p.rc.NetConn().(syscall.Conn)
 	if !ok2 {
 		return nil, nil, false, errors.New("the client's socket has no descriptor")
 	}
@@ -206,9 +206,7 @@ func (p *Proxy) importTLS(s *session, t *movedTLS) string {
 		p.fds.give(tlsFDs)
 		return err.Error()
 	}
-	link := &tlsLink{}
-	link.pump = &recPump{rc: rc, raw: raw, pc: pc, link: link, halfClose: s.srv.halfClose, give: func() { p.fds.give(tlsFDs) }}
-	info.link = link
+	info.link = p.recLink(rc, pc, s.srv.halfClose)
 	s.cfd = fd
 	s.ext().tls = info
 	return ""

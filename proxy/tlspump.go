@@ -19,7 +19,6 @@ import (
 // in an upgrade (tlsmove.go) or goes on here (resume).
 type recPump struct {
 	rc        *tlsrec.Conn
-	raw       net.Conn // the client's socket, under rc
 	pc        *net.UnixConn
 	link      *tlsLink
 	halfClose bool
@@ -38,6 +37,14 @@ const (
 	toLoop   = 0
 	toClient = 1
 )
+
+// recLink is the link of a session whose pump (not started) carries rc
+// to and from pc; the session's TLS descriptors go back when it ends.
+func (p *Proxy) recLink(rc *tlsrec.Conn, pc *net.UnixConn, halfClose bool) *tlsLink {
+	link := &tlsLink{}
+	link.pump = &recPump{rc: rc, pc: pc, link: link, halfClose: halfClose, give: func() { p.fds.give(tlsFDs) }}
+	return link
+}
 
 // start runs the directions that have not ended.
 func (p *recPump) start() {
@@ -213,7 +220,7 @@ func (p *recPump) discard() {
 	if done {
 		return
 	}
-	p.raw.Close()
+	p.rc.NetConn().Close()
 	p.pc.Close()
 	p.rc.Wipe()
 	clear(p.toLoop)

@@ -95,6 +95,9 @@ func NewConn(raw net.Conn, st *State) (*Conn, error) {
 	return c, nil
 }
 
+// NetConn is the connection the records go over.
+func (c *Conn) NetConn() net.Conn { return c.raw }
+
 // Version is the connection's TLS version.
 func (c *Conn) Version() uint16 { return c.vers }
 
