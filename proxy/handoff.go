@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -142,10 +141,11 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 	return nil, true, nil
 }
 
-// handshakeBegun reports whether s is in a TLS handshake that has begun:
-// it can move once that is done.
+// handshakeBegun reports whether s is in a TLS handshake that has begun
+// (the upstream's has once it is in that state): it can move once that
+// is done.
 func (s *session) handshakeBegun() bool {
-	return s.state == stateHandshake && s.x != nil && s.x.hs != nil && s.x.hs.Started()
+	return s.state == stateUpHandshake || s.state == stateHandshake && s.x != nil && s.x.hs != nil && s.x.hs.Started()
 }
 
 // handshakeWait is how long an upgrade waits for TLS handshakes: half of
@@ -168,38 +168,26 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, waiting bool, err error) {
 		}
 		// Every session moves in the phase it is in: a connect under way
 		// is a socket too, and a PROXY header half read is bytes.
-		var cf *os.File
-		var mt *movedTLS
 		if s.hasTLS() {
-			// A terminated TLS session sends the client's socket and its
-			// record state (tlsmove.go); what cannot move stays here.
+			// A TLS session sends its peers' sockets and their record
+			// states (tlsmove.go); what cannot move stays here.
 			if !s.tlsMovable() {
 				waiting = waiting || s.handshakeBegun()
 				i++
 				continue
 			}
-			s.drainPipe(&s.c2u) // before the pair's bytes, which came later
+			s.drainPipe(&s.c2u) // before the pairs' bytes, which came later
 			s.drainPipe(&s.u2c)
-			var ok bool
-			if cf, mt, ok, err = s.quiesceTLS(); err != nil || !ok {
-				if err != nil {
-					return conns, waiting, err
-				}
-				i++
-				continue
-			}
-		} else if cf, err = sock.DupFile(s.cfd, "conn/client/"+s.client.String()); err != nil {
+		}
+		files, mt, upTLS, ok, err := s.takeSockets()
+		if err != nil {
 			return conns, waiting, err
 		}
-		files := make([]*os.File, 0, 2)
-		files = append(files, cf)
+		if !ok {
+			i++
+			continue
+		}
 		if s.ufd >= 0 {
-			uf, err := sock.DupFile(s.ufd, "conn/upstream/"+s.client.String())
-			if err != nil {
-				cf.Close()
-				return conns, waiting, err
-			}
-			files = append(files, uf)
 			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
 		}
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.cfd, nil) // ENOENT when parked: harmless
@@ -221,10 +209,13 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, waiting bool, err error) {
 		l.quiesced[s.id] = s
 		l.p.carried.Add(int64(len(s.c2u.pend) + len(s.u2c.pend)))
 		m := s.exportState(l.now)
-		m.tls = mt
+		m.tls, m.upTLS = mt, upTLS
 		state := m.encode()
-		if mt != nil {
-			clear(mt.rec)
+		if mt != nil || upTLS != nil {
+			if mt != nil {
+				clear(mt.rec)
+			}
+			clear(upTLS)
 			s.x.sent = state // holds secrets: cleared once the session is released or restored
 		}
 		conns = append(conns, fdpass.Conn{ID: s.id, Files: files, State: state})
@@ -522,17 +513,17 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 			reject(c, []int{cfd, ufd}, fmt.Sprintf("upstream %s is not in the new configuration", m.upstream))
 			continue
 		}
-		if m.tls != nil {
-			if why := p.importTLS(s, m.tls); why != "" {
-				reject(c, []int{s.cfd, ufd}, "TLS: "+why)
+		if m.tls != nil || m.upTLS != nil {
+			if why := p.importTLS(s, m.tls, m.upTLS); why != "" {
+				reject(c, []int{s.cfd, s.ufd}, "TLS: "+why)
 				continue
 			}
 		}
 		if !p.fds.take(tcpSessionFDs) {
-			if pump := s.movedPump(); pump != nil {
+			for _, pump := range s.movedPumps() {
 				pump.discard()
 			}
-			reject(c, []int{s.cfd, ufd}, p.fds.capReason())
+			reject(c, []int{s.cfd, s.ufd}, p.fds.capReason())
 			continue
 		}
 		p.imported[c.ID] = s
@@ -679,7 +670,7 @@ func (p *Proxy) HandoffDone() {
 	p.imported = map[uint64]*session{}
 	p.reloadMu.Unlock()
 	for _, s := range unstarted {
-		if pump := s.movedPump(); pump != nil {
+		for _, pump := range s.movedPumps() {
 			pump.discard()
 		}
 		s.cfd, s.ufd = sock.CloseFD(s.cfd), sock.CloseFD(s.ufd)

@@ -29,6 +29,12 @@ const stateVersionRebalance = 4
 // refuses (the old process keeps it).
 const stateVersionTLS = 5
 
+// stateVersionUpTLS is version 5 whose TLS part may lack the client's and
+// ends with the upstream's record state: written only for a session with
+// TLS to its upstream (proxy_ssl), which a process that knows only version
+// 5 refuses (the old process keeps it).
+const stateVersionUpTLS = 6
+
 // The phase a session is moved in.
 const (
 	phaseProxying   = 0
@@ -60,6 +66,7 @@ type movedState struct {
 
 	routed *routedState // version 3; nil for a plain session
 	tls    *movedTLS    // version 5; nil but for a terminated TLS session
+	upTLS  []byte       // version 6: the upstream's record state (tlsrec.State, encoded); nil without proxy_ssl
 }
 
 // routedState is what a session of a server with "set", "ssl_preread" or
@@ -232,7 +239,8 @@ func (m *movedState) encode() []byte {
 	e.Uint64(uint64(m.firstTryAge))
 	e.Uint64(uint64(m.attemptAge))
 	r := m.routed
-	if r == nil && m.tls != nil {
+	hasTLS := m.tls != nil || m.upTLS != nil
+	if r == nil && hasTLS {
 		r = &routedState{}
 	}
 	if r != nil {
@@ -253,7 +261,7 @@ func (m *movedState) encode() []byte {
 		for _, t := range r.prior {
 			e.Uint64(uint64(t))
 		}
-		if m.tls != nil {
+		if hasTLS {
 			e.Bool(r.rb != nil)
 		}
 		if p := r.rb; p != nil {
@@ -264,12 +272,20 @@ func (m *movedState) encode() []byte {
 			putStr(e, p.owner)
 		}
 	}
+	if m.upTLS != nil {
+		e.Bool(m.tls != nil)
+	}
 	if m.tls != nil {
 		putTLS(e, m.tls)
+	}
+	if m.upTLS != nil {
+		e.Bytes(m.upTLS)
 	}
 	b := body(e)
 	switch {
 	case len(b) == 0 || r == nil:
+	case m.upTLS != nil:
+		b[0] = stateVersionUpTLS
 	case m.tls != nil:
 		b[0] = stateVersionTLS
 	case r.rb != nil:
@@ -281,7 +297,7 @@ func (m *movedState) encode() []byte {
 }
 
 func decodeState(b []byte) (*movedState, error) {
-	if len(b) == 0 || b[0] < stateVersion || b[0] > stateVersionTLS {
+	if len(b) == 0 || b[0] < stateVersion || b[0] > stateVersionUpTLS {
 		return nil, errBadState
 	}
 	d := newStateDecoder(b[1:])
@@ -327,12 +343,15 @@ func decodeState(b []byte) (*movedState, error) {
 		for n := d.count(1 << 16); n > 0 && d.Err() == nil; n-- {
 			r.prior = append(r.prior, d.i64())
 		}
-		if b[0] == stateVersionRebalance || b[0] == stateVersionTLS && d.Bool() {
+		if b[0] == stateVersionRebalance || b[0] >= stateVersionTLS && d.Bool() {
 			r.rb = &movedPlan{key: d.bytes(), planned: d.Bool(), atIn: d.i64(), endIn: d.i64(), owner: d.str()}
 		}
 		m.routed = r
-		if b[0] == stateVersionTLS {
+		if b[0] == stateVersionTLS || b[0] == stateVersionUpTLS && d.Bool() {
 			m.tls = d.movedTLS()
+		}
+		if b[0] == stateVersionUpTLS {
+			m.upTLS = d.bytes()
 		}
 	}
 	if !d.done() || m.phase > maxPhase {

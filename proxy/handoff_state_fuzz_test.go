@@ -26,6 +26,9 @@ func FuzzDecodeState(f *testing.F) {
 	}).encode())
 	f.Add([]byte{stateVersion})
 	f.Add(routedGolden().encode())
+	for _, m := range tlsGoldens() {
+		f.Add(m.encode())
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeState(b)
 		if err != nil {
@@ -70,6 +73,53 @@ func routedGolden() *movedState {
 		ppDst: netip.MustParseAddrPort("192.0.2.2:5678"), ppTLV: []byte{1, 0, 1, 'x'}, vhost: "db.example.com",
 		pace: [2]pacedState{{rate: 1000, got: 5000, age: 4e9}, {}}, prior: []int64{2e6, 3e6}}
 	return m
+}
+
+// tlsGoldens are sessions with TLS: terminated (version 5), originated
+// (version 6), and both (version 6).
+func tlsGoldens() []*movedState {
+	term := &movedTLS{rec: []byte("client record state"), serverName: "a.test", alpn: "h2", verify: "NONE",
+		resumed: true, curve: 29, curves: []uint16{29, 23}, suites: []uint16{0x1301}, certs: [][]byte{[]byte("der")}}
+	var ms []*movedState
+	for _, c := range []struct {
+		tls *movedTLS
+		up  []byte
+	}{{term, nil}, {nil, []byte("upstream record state")}, {term, []byte("upstream record state")}} {
+		m, _ := goldenStates()
+		m.tls, m.upTLS = c.tls, c.up
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// A TLS session's record states come back whole: version 5 for a
+// terminated one (which a process that knows 5 reads), 6 with the
+// upstream's.
+func TestTLSStateRoundTrip(t *testing.T) {
+	for i, m := range tlsGoldens() {
+		b := m.encode()
+		want := byte(stateVersionUpTLS)
+		if m.upTLS == nil {
+			want = stateVersionTLS
+		}
+		if b[0] != want {
+			t.Fatalf("#%d: version %d, want %d", i, b[0], want)
+		}
+		got, err := decodeState(b)
+		if err != nil {
+			t.Fatalf("#%d: %v", i, err)
+		}
+		if !reflect.DeepEqual(got.tls, m.tls) || !reflect.DeepEqual(got.upTLS, m.upTLS) {
+			t.Fatalf("#%d: decoded %+v %q, want %+v %q", i, got.tls, got.upTLS, m.tls, m.upTLS)
+		}
+		// Read as version 5, a version 6 body is refused, not misread.
+		if b[0] == stateVersionUpTLS {
+			b[0] = stateVersionTLS
+			if _, err := decodeState(b); err == nil {
+				t.Fatalf("#%d: version 6 read as 5", i)
+			}
+		}
+	}
 }
 
 // A session that carries routing travels as version 3 and comes back whole;

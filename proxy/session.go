@@ -498,7 +498,10 @@ func (s *session) proxyingStarts() {
 	s.state = stateProxying
 	s.startPacing(s.startMono)
 	if lg := s.srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
-		if sa, err := unix.Getsockname(s.ufd); err == nil {
+		if s.x != nil && s.x.upTLS != nil {
+			// s.ufd is the pump's socketpair: the address is the socket's.
+			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, s.x.upTLS.local, pr)
+		} else if sa, err := unix.Getsockname(s.ufd); err == nil {
 			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, sock.AddrPort(sa), pr)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,11 +40,12 @@ import (
 //
 // After the handshake the pump runs baton's record layer (internal/tlsrec,
 // recPump), whose state can be taken, so the session moves in "baton
-// upgrade" (tlsmove.go); for a suite it does not carry (TLS 1.2 CBC), and
-// for TLS to the upstream, crypto/tls's connection goes on in the pump
-// (pumpTLS) and the session stays in the old process, which serves it until
-// it ends. The socketpair costs two descriptors more per session, counted
-// in the budget.
+// upgrade" (tlsmove.go). TLS to the upstream (proxy_ssl) is the same on
+// the upstream's side, after the connect. For a suite the record layer
+// does not carry (TLS 1.2 CBC), crypto/tls's connection goes on in the
+// pump (pumpTLS) and the session stays in the old process, which serves
+// it until it ends. A socketpair costs two descriptors more per TLS side,
+// counted in the budget.
 
 // tlsFDs are the descriptors a TLS session holds beyond a plain one.
 const tlsFDs = 2
@@ -53,9 +55,10 @@ const tlsFDs = 2
 type tlsInfo struct {
 	state  tls.ConnectionState
 	link   *tlsLink
-	verify string        // $ssl_client_verify: NONE, SUCCESS or FAILED:reason
-	curves []tls.CurveID // the client's ($ssl_curves)
-	suites []uint16      // the client's ($ssl_ciphers)
+	verify string         // $ssl_client_verify: NONE, SUCCESS or FAILED:reason
+	curves []tls.CurveID  // the client's ($ssl_curves)
+	suites []uint16       // the client's ($ssl_ciphers)
+	local  netip.AddrPort // an upstream's: baton's address on the upstream socket
 }
 
 // tlsLink is shared by the loop's session and its pump.
@@ -421,28 +424,41 @@ func (s *session) startTLS() {
 			info := &tlsInfo{state: cs, link: link, verify: verdict, curves: curves, suites: suites}
 			s.tlsReady(id, fd, info, chosen)
 		}
-		rc, err := tlsrec.FromHandshake(raw, hc, cs, kl, true)
-		if err != nil && !errors.Is(err, tlsrec.ErrUnsupported) {
-			raw.Close()
-			fail(err)
-			return
-		}
-		fd, pc, ok := l.bridge(raw, fail)
-		if !ok {
-			return
-		}
-		if rc == nil {
-			// A suite baton's record layer does not carry (TLS 1.2 CBC):
-			// crypto/tls goes on, and the session stays in an upgrade.
-			l.pumpCrypto(conn, raw, fd, pc, halfClose, ready)
-			return
-		}
-		link := l.p.recLink(rc, pc, halfClose)
-		link.pump.start()
-		if !l.do(func() { ready(fd, link) }) {
-			unix.Close(fd)
-		}
+		l.pumpAfterHandshake(conn, raw, hc, kl, true, halfClose, fail, ready)
 	}()
+}
+
+// pumpAfterHandshake goes on with a connection whose handshake crypto/tls
+// (conn) has just done over hc, on raw: baton's record layer takes it
+// over, in a pump between raw and a socketpair whose other end the loop
+// gets (ready runs on the loop). server says which side this is. A suite
+// the record layer does not carry (TLS 1.2 CBC) stays crypto/tls's, and
+// its session cannot move in an upgrade. fail runs here if it cannot go
+// on (raw is closed then).
+func (l *loop) pumpAfterHandshake(conn *tls.Conn, raw net.Conn, hc *tlsrec.HandshakeConn, kl *tlsrec.KeyLog,
+	server, halfClose bool, fail func(error), ready func(fd int, link *tlsLink)) {
+	rc, err := tlsrec.FromHandshake(raw, hc, conn.ConnectionState(), kl, server)
+	if err != nil && !errors.Is(err, tlsrec.ErrUnsupported) {
+		raw.Close()
+		fail(err)
+		return
+	}
+	fd, pc, ok := l.bridge(raw, fail)
+	if !ok {
+		return
+	}
+	if rc == nil {
+		l.pumpCrypto(conn, raw, fd, pc, halfClose, ready)
+		return
+	}
+	if !server {
+		rc.TicketsTo(conn, hc) // proxy_ssl_session_reuse: TLS 1.3's tickets come after the handshake
+	}
+	link := l.p.recLink(rc, pc, halfClose)
+	link.pump.start()
+	if !l.do(func() { ready(fd, link) }) {
+		unix.Close(fd)
+	}
 }
 
 // bridge makes the socketpair of a TLS connection whose handshake is done
@@ -894,6 +910,10 @@ func (s *session) startUpstreamTLS() {
 		s.ppOutLen = int64(len(header))
 		s.c2u.n += int64(len(header))
 	}
+	var local netip.AddrPort
+	if sa, err := unix.Getsockname(s.ufd); err == nil {
+		local = sock.AddrPort(sa)
+	}
 	fd, ok := s.detachForTLS(&s.ufd, &s.uEvents, "an upstream TLS session")
 	if !ok {
 		return
@@ -909,9 +929,11 @@ func (s *session) startUpstreamTLS() {
 		MinVersion:         p.MinVersion, MaxVersion: p.MaxVersion, CipherSuites: p.CipherSuites,
 		Certificates: p.Certs, ClientSessionCache: ut.cache,
 	}
+	kl := &tlsrec.KeyLog{}
 	if p.KeyLog != "" {
-		cfg.KeyLogWriter = keyLogFile(p.KeyLog)
+		kl.Next = keyLogFile(p.KeyLog)
 	}
+	cfg.KeyLogWriter = kl
 	for _, a := range ut.alpn {
 		if v := a.appendTo(nil, s.record(&l.rec)); len(v) > 0 {
 			cfg.NextProtos = append(cfg.NextProtos, string(v))
@@ -969,7 +991,8 @@ func (s *session) startUpstreamTLS() {
 			}
 			raw.SetWriteDeadline(time.Time{})
 		}
-		conn := tls.Client(raw, cfg)
+		hc := tlsrec.NewHandshakeConn(raw, nil)
+		conn := tls.Client(hc, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		err = conn.HandshakeContext(ctx)
 		cancel()
@@ -978,9 +1001,7 @@ func (s *session) startUpstreamTLS() {
 			fail(err)
 			return
 		}
-		if fd, pc, ok := l.bridge(raw, fail); ok {
-			l.pumpCrypto(conn, raw, fd, pc, halfClose, func(fd int, link *tlsLink) { s.upTLSReady(id, fd, link) })
-		}
+		l.pumpAfterHandshake(conn, raw, hc, kl, false, halfClose, fail, func(fd int, link *tlsLink) { s.upTLSReady(id, fd, link, local) })
 	}()
 }
 
@@ -1057,7 +1078,7 @@ func (s *session) upTLSFailed(id uint64, err error) {
 
 // upTLSReady goes on with a session whose upstream handshake is done: fd
 // is its upstream socket from now on.
-func (s *session) upTLSReady(id uint64, fd int, link *tlsLink) {
+func (s *session) upTLSReady(id uint64, fd int, link *tlsLink, local netip.AddrPort) {
 	l := s.loop
 	if s.id != id || s.state != stateUpHandshake {
 		link.finished.Store(true)
@@ -1067,7 +1088,7 @@ func (s *session) upTLSReady(id uint64, fd int, link *tlsLink) {
 	l.timers.remove(s)
 	s.ufd = fd
 	l.track(fd, s)
-	s.ext().upTLS = &tlsInfo{link: link}
+	s.ext().upTLS = &tlsInfo{link: link, local: local}
 	s.proxyingStarts()
 }
 

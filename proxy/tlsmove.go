@@ -3,10 +3,8 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net"
 	"os"
-	"syscall"
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/sock"
@@ -14,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Terminated TLS sessions move in "baton upgrade" (issue 19). The session
+// TLS sessions move in "baton upgrade" (issue 19). A terminated session
 // is two parts: the loop's, a plain session whose client socket is one end
 // of a socketpair, and the pump's (recPump), baton's record layer over the
 // client's socket. To move it, the loop stops the pump (both directions
@@ -34,10 +32,18 @@ import (
 //
 // The new process makes a socketpair of its own and a pump that writes
 // the sealed bytes first; the peer sees one record stream. The $ssl_*
-// variables move too. A session that cannot move stays and ends here:
-// one still in its handshake, one whose client has closed a direction,
-// one with TLS to its upstream, or one whose suite crypto/tls carries
-// (TLS 1.2 CBC).
+// variables move too. TLS to the upstream (proxy_ssl) moves the same way,
+// with the directions swapped (u2c gets what the upstream's pump opened),
+// and the upstream's socket and record state (state version 6). A
+// session that cannot move stays and ends here: one still in a handshake,
+// one whose TLS peer has closed a direction, or one whose suite crypto/tls
+// carries (TLS 1.2 CBC).
+//
+// An upstream's TLS 1.3 session tickets come after the handshake, on the
+// record layer, which hands them to crypto/tls (tlsrec.Conn.TicketsTo)
+// for proxy_ssl_session_reuse; tickets that come after a move, or after
+// the first application data, are dropped (the next session makes a full
+// handshake).
 //
 // Secrets cross the handoff socketpair only, which only the two processes
 // share; they are never logged, and the buffers that held them are
@@ -53,74 +59,117 @@ type movedTLS struct {
 	certs                    [][]byte // the client's chain, DER
 }
 
-// tlsMovable reports whether s's TLS can move with it.
+// tlsMovable reports whether s's TLS can move with it: every TLS side of
+// it is on baton's record layer, and neither is in its handshake.
 func (s *session) tlsMovable() bool {
 	x := s.x
-	return s.state != stateHandshake && s.state != stateUpHandshake && x != nil && x.upTLS == nil &&
-		x.tls != nil && x.tls.link != nil && x.tls.link.pump != nil
+	if s.state == stateHandshake || s.state == stateUpHandshake || x == nil || x.tls == nil && x.upTLS == nil {
+		return false
+	}
+	for _, t := range []*tlsInfo{x.tls, x.upTLS} {
+		if t != nil && (t.link == nil || t.link.pump == nil) {
+			return false
+		}
+	}
+	return true
 }
 
-// quiesceTLS stops s's pump and takes its part of the session: the bytes
-// towards the upstream go to c2u, the rest into the record state. It
-// returns a duplicate of the client's socket and what travels with it;
-// ok false when the session stays (a direction ended meanwhile: it goes on
-// here). s's splice pipes must be drained before.
-func (s *session) quiesceTLS() (f *os.File, mt *movedTLS, ok bool, err error) {
-	info := s.x.tls
-	p := info.link.pump
-	p.stop()
+// takeSockets returns duplicates of the sockets s sends: the client's, and
+// the upstream's if it has one. A TLS side sends its peer's socket (not
+// the loop's socketpair end): its pump is stopped, the bytes towards that
+// peer sealed into its record state, the bytes from it added to the flow
+// away from it, and the record state encoded (mt for the client's side,
+// up for the upstream's). ok is false when s stays (a TLS direction ended
+// meanwhile: it goes on here); on an error too, nothing is taken. A TLS
+// session's splice pipes must be drained before.
+func (s *session) takeSockets() (files []*os.File, mt *movedTLS, up []byte, ok bool, err error) {
+	var legs [2]*tlsInfo
+	if x := s.x; x != nil {
+		legs = [2]*tlsInfo{x.tls, x.upTLS}
+	}
+	fds := [2]int{s.cfd, s.ufd}
+	names := [2]string{"conn/client/", "conn/upstream/"}
+	var stopped []*recPump
 	defer func() {
 		if !ok {
-			p.resume()
+			for _, p := range stopped {
+				p.resume()
+			}
+			for _, f := range files {
+				f.Close()
+			}
+			files = nil
 		}
 	}()
-	if !p.movable() {
-		return nil, nil, false, nil
-	}
-	if err := p.takeToClient(); err != nil {
-		return nil, nil, false, err
-	}
-	sc, ok2 := p.rc.NetConn().(syscall.Conn)
-	if !ok2 {
-		return nil, nil, false, errors.New("the client's socket has no descriptor")
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, nil, false, err
-	}
-	var derr error
-	if err := rc.Control(func(fd uintptr) { f, derr = sock.DupFile(int(fd), "conn/client/"+s.client.String()) }); err != nil {
-		return nil, nil, false, err
-	}
-	if derr != nil {
-		return nil, nil, false, derr
+	for i, info := range legs {
+		name := names[i] + s.client.String()
+		var f *os.File
+		switch {
+		case info != nil:
+			p := info.link.pump
+			p.stop()
+			stopped = append(stopped, p)
+			if !p.movable() {
+				return
+			}
+			if err = p.takeToPeer(); err == nil {
+				f, err = p.dupPeer(name)
+			}
+		case fds[i] >= 0:
+			f, err = sock.DupFile(fds[i], name)
+		default:
+			continue
+		}
+		if err != nil {
+			return
+		}
+		files = append(files, f)
 	}
 	// From here nothing fails: the loop's bytes are taken in order.
-	l := s.loop
+	flows := [2]*flow{&s.c2u, &s.u2c}
+	for i, info := range legs {
+		if info == nil {
+			continue
+		}
+		rec := s.takeFromPair(info.link.pump, fds[i], flows[i])
+		if i == 1 {
+			up = rec
+			continue
+		}
+		cs := &info.state
+		mt = &movedTLS{
+			rec: rec, serverName: cs.ServerName, alpn: cs.NegotiatedProtocol, verify: info.verify,
+			resumed: cs.DidResume, curve: uint16(cs.CurveID), suites: info.suites,
+		}
+		for _, c := range info.curves {
+			mt.curves = append(mt.curves, uint16(c))
+		}
+		for _, c := range cs.PeerCertificates {
+			mt.certs = append(mt.certs, c.Raw)
+		}
+	}
+	return files, mt, up, true, nil
+}
+
+// takeFromPair takes, in order, what is queued in the loop's end of a
+// stopped pump's socketpair (fd) and what the pump opened and had not
+// written to it, as pending bytes of fl (the flow away from the pump's
+// peer), and returns the pump's record state, encoded.
+func (s *session) takeFromPair(p *recPump, fd int, fl *flow) []byte {
+	buf := s.loop.buf
 	for {
-		n, err := sock.Read(s.cfd, l.buf)
+		n, err := sock.Read(fd, buf)
 		if n <= 0 || err != nil {
 			break
 		}
-		s.c2u.hold(l.buf[:n])
+		fl.hold(buf[:n])
 	}
-	s.c2u.hold(p.toLoop)
+	fl.hold(p.toLoop)
 	p.toLoop = nil
 	st := p.rc.State(nil)
 	rec, _ := st.MarshalBinary()
 	st.Wipe()
-	cs := &info.state
-	mt = &movedTLS{
-		rec: rec, serverName: cs.ServerName, alpn: cs.NegotiatedProtocol, verify: info.verify,
-		resumed: cs.DidResume, curve: uint16(cs.CurveID), suites: info.suites,
-	}
-	for _, c := range info.curves {
-		mt.curves = append(mt.curves, uint16(c))
-	}
-	for _, c := range cs.PeerCertificates {
-		mt.certs = append(mt.certs, c.Raw)
-	}
-	return f, mt, true, nil
+	return rec
 }
 
 // putTLS writes a movedTLS; stateDecoder.movedTLS reads it.
@@ -156,39 +205,69 @@ func (d *stateDecoder) movedTLS() *movedTLS {
 	return t
 }
 
-// importTLS makes s, imported with the client's socket as s.cfd, a TLS
-// session again: the record state continues over that socket in a pump of
-// this process (started with the session), and the loop gets a socketpair
-// end as s.cfd. It returns why not, or "".
-func (p *Proxy) importTLS(s *session, t *movedTLS) string {
+// importTLS makes s, imported with its peers' sockets as s.cfd and
+// s.ufd, a TLS session again: each side with a record state (t's for the
+// client, up for the upstream) continues over its socket in a pump of this
+// process (started with the session), and the loop gets a socketpair end
+// in its place. It returns why not, or "" (nothing is left taken then).
+func (p *Proxy) importTLS(s *session, t *movedTLS, up []byte) string {
+	var info *tlsInfo
+	if t != nil {
+		defer clear(t.rec)
+		info = &tlsInfo{verify: t.verify, suites: t.suites}
+		info.state = tls.ConnectionState{
+			HandshakeComplete: true, DidResume: t.resumed,
+			ServerName: t.serverName, NegotiatedProtocol: t.alpn, CurveID: tls.CurveID(t.curve),
+		}
+		for _, c := range t.curves {
+			info.curves = append(info.curves, tls.CurveID(c))
+		}
+		for _, der := range t.certs {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				return "the client's certificate: " + err.Error()
+			}
+			info.state.PeerCertificates = append(info.state.PeerCertificates, c)
+		}
+		if why := p.importSide(&s.cfd, t.rec, info, s.srv.halfClose); why != "" {
+			return why
+		}
+	}
+	if up != nil {
+		upInfo := &tlsInfo{}
+		if why := p.importSide(&s.ufd, up, upInfo, s.srv.halfClose); why != "" {
+			if info != nil {
+				info.link.pump.discard() // the client's socket with it; s.cfd is the pair's end
+			}
+			return why
+		}
+		s.ext().upTLS = upInfo
+	}
+	if info != nil {
+		s.ext().tls = info
+	}
+	return ""
+}
+
+// importSide continues the record state rec over the socket *fd: info gets
+// its version, suite and pump, and *fd becomes the loop's end of the
+// pump's socketpair. On failure the socket is closed and *fd is -1, or
+// it is as it was.
+func (p *Proxy) importSide(fd *int, rec []byte, info *tlsInfo, halfClose bool) string {
 	var st tlsrec.State
 	defer st.Wipe()
-	defer clear(t.rec)
-	if err := st.UnmarshalBinary(t.rec); err != nil {
+	defer clear(rec)
+	if err := st.UnmarshalBinary(rec); err != nil {
 		return err.Error()
 	}
-	info := &tlsInfo{verify: t.verify, suites: t.suites}
-	info.state = tls.ConnectionState{
-		Version: st.Version, CipherSuite: st.Suite, HandshakeComplete: true, DidResume: t.resumed,
-		ServerName: t.serverName, NegotiatedProtocol: t.alpn, CurveID: tls.CurveID(t.curve),
-	}
-	for _, c := range t.curves {
-		info.curves = append(info.curves, tls.CurveID(c))
-	}
-	for _, der := range t.certs {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return "the client's certificate: " + err.Error()
-		}
-		info.state.PeerCertificates = append(info.state.PeerCertificates, c)
-	}
+	info.state.Version, info.state.CipherSuite = st.Version, st.Suite
 	if !p.fds.take(tlsFDs) {
 		return p.fds.capReason()
 	}
-	f := os.NewFile(uintptr(s.cfd), "tls client")
+	f := os.NewFile(uintptr(*fd), "tls peer")
 	raw, err := net.FileConn(f)
 	f.Close()
-	s.cfd = -1
+	*fd = -1
 	if err != nil {
 		p.fds.give(tlsFDs)
 		return err.Error()
@@ -199,16 +278,15 @@ func (p *Proxy) importTLS(s *session, t *movedTLS) string {
 		p.fds.give(tlsFDs)
 		return err.Error()
 	}
-	fd, pc, err := socketPair()
+	pfd, pc, err := socketPair()
 	if err != nil {
 		raw.Close()
 		rc.Wipe()
 		p.fds.give(tlsFDs)
 		return err.Error()
 	}
-	info.link = p.recLink(rc, pc, s.srv.halfClose)
-	s.cfd = fd
-	s.ext().tls = info
+	*fd = pfd
+	info.link = p.recLink(rc, pc, halfClose)
 	return ""
 }
 
@@ -229,29 +307,36 @@ func socketPair() (int, *net.UnixConn, error) {
 	return pair[1], pc.(*net.UnixConn), nil
 }
 
-// movedPump is the pump of a session that moved in or out, nil for one
-// without (plain, or TLS on crypto/tls's pump).
-func (s *session) movedPump() *recPump {
-	if x := s.x; x != nil && x.tls != nil && x.tls.link != nil {
-		return x.tls.link.pump
+// movedPumps are the pumps of a session that moved in or out: none for a
+// plain one (or TLS on crypto/tls's pump), one for each TLS side.
+func (s *session) movedPumps() []*recPump {
+	var ps []*recPump
+	if x := s.x; x != nil {
+		for _, t := range []*tlsInfo{x.tls, x.upTLS} {
+			if t != nil && t.link != nil && t.link.pump != nil {
+				ps = append(ps, t.link.pump)
+			}
+		}
 	}
-	return nil
+	return ps
 }
 
 // settleTLS ends the move of a TLS session, quiesced or imported: the
-// state a quiesce encoded is cleared, and the pump goes on here (a
-// restored or an adopted session: sealed bytes first) or is discarded (a
-// released one: its sockets closed here with nothing sent).
+// state a quiesce encoded is cleared, and the pumps go on here (a
+// restored or an adopted session: sealed bytes first) or are discarded (a
+// released one: their sockets closed here with nothing sent).
 func (s *session) settleTLS(here bool) {
-	p := s.movedPump()
-	if p == nil {
+	ps := s.movedPumps()
+	if len(ps) == 0 {
 		return
 	}
 	clear(s.x.sent)
 	s.x.sent = nil
-	if here {
-		p.resume()
-	} else {
-		p.discard()
+	for _, p := range ps {
+		if here {
+			p.resume()
+		} else {
+			p.discard()
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/internal/testutil"
+	"github.com/batonproxy/baton/internal/tlsrec"
 )
 
 // tlsClient is a named testutil.TLSClient.
@@ -237,4 +238,201 @@ func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
 	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "after the move\n" {
 		t.Fatalf("%q %v", got, err)
 	}
+}
+
+// tlsEchoServer is a TLS upstream on baton's record layer (so that it can
+// send KeyUpdate): it echoes, and before the first echo after each change
+// of keyGen it sends a KeyUpdate that asks for one back. resumed counts
+// the handshakes that resumed a session.
+type tlsEchoServer struct {
+	addr    string
+	keyGen  atomic.Int64
+	resumed atomic.Int64
+}
+
+func startTLSEcho(t *testing.T, crt, key string, maxVers uint16) *tlsEchoServer {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	srv := &tlsEchoServer{addr: ln.Addr().String()}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: maxVers}
+	var tk [32]byte
+	rand.Read(tk[:])
+	cfg.SetSessionTicketKeys([][32]byte{tk}) // one key for the clones serve makes
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { raw.Close() })
+			go srv.serve(raw, cfg)
+		}
+	}()
+	return srv
+}
+
+func (srv *tlsEchoServer) serve(raw net.Conn, cfg *tls.Config) {
+	var kl tlsrec.KeyLog
+	cfg = cfg.Clone()
+	cfg.KeyLogWriter = &kl
+	hc := tlsrec.NewHandshakeConn(raw, nil)
+	tc := tls.Server(hc, cfg)
+	if tc.Handshake() != nil {
+		raw.Close()
+		return
+	}
+	if tc.ConnectionState().DidResume {
+		srv.resumed.Add(1)
+	}
+	rc, err := tlsrec.FromHandshake(raw, hc, tc.ConnectionState(), &kl, true)
+	if err != nil {
+		raw.Close()
+		return
+	}
+	defer rc.Close()
+	var gen int64
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if err != nil {
+			return
+		}
+		if g := srv.keyGen.Load(); g != gen && rc.Version() == tls.VersionTLS13 {
+			gen = g
+			if rc.KeyUpdate(true) != nil {
+				return
+			}
+		}
+		if _, err := rc.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// Sessions with TLS to their upstream (proxy_ssl) move in an upgrade too,
+// plain or TLS on the client's side: TLS 1.3 and 1.2 upstreams, bytes in
+// flight both ways at the move, the upstream's KeyUpdate before and after
+// it, and TLS 1.3 sessions resumed (proxy_ssl_session_reuse: the tickets
+// come after the handshake, on baton's record layer).
+func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	up13 := startTLSEcho(t, crt, key, tls.VersionTLS13)
+	up12 := startTLSEcho(t, crt, key, tls.VersionTLS12)
+	up13.keyGen.Store(1)
+	up12.keyGen.Store(1)
+	plain13, both, plain12 := deadAddr(t).String(), deadAddr(t).String(), deadAddr(t).String()
+	text := fmt.Sprintf(`stream {
+    proxy_ssl on;
+    proxy_ssl_name a.test;
+    proxy_ssl_server_name on;
+    server { listen %s; proxy_pass %s; }
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
+    server { listen %s; proxy_pass %s; proxy_ssl_protocols TLSv1.2; proxy_ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384; }
+}`, plain13, up13.addr, both, crt, key, up13.addr, plain12, up12.addr)
+	old, _, _ := startConf(t, text)
+
+	type client struct {
+		name string
+		rw   io.ReadWriter
+		raw  net.Conn
+	}
+	payload := func(n int) []byte {
+		p := make([]byte, n)
+		rand.Read(p)
+		return p
+	}
+	echoes := func(c client, p []byte) {
+		t.Helper()
+		errc := make(chan error, 1)
+		go func() { _, err := c.rw.Write(p); errc <- err }()
+		got := make([]byte, len(p))
+		if _, err := io.ReadFull(c.rw, got); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("%s: echo of %d bytes: %v", c.name, len(p), err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	dialPlain := func(addr, name string) client {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		return client{name, c, c}
+	}
+	var clients []client
+	for i := range 3 {
+		clients = append(clients, dialPlain(plain13, fmt.Sprintf("plain to tls13 #%d", i)))
+		echoes(clients[i], payload(1000)) // one after the other: the next resumes
+	}
+	for i := range 2 {
+		c := dialTLSClient(t, both, fmt.Sprintf("tls both sides #%d", i), &tls.Config{}, i == 0)
+		c.Raw.SetDeadline(time.Now().Add(60 * time.Second))
+		clients = append(clients, client{c.name, c, c.Raw})
+		echoes(clients[len(clients)-1], payload(1000))
+	}
+	clients = append(clients, dialPlain(plain12, "plain to tls12"))
+	for _, c := range clients {
+		echoes(c, payload(50_000)) // and a KeyUpdate from a TLS 1.3 upstream
+	}
+	if n := up13.resumed.Load(); n < 3 {
+		t.Errorf("%d of 5 TLS 1.3 upstream sessions resumed, want all but the first of each server{}", n)
+	}
+
+	const inFlight = 1 << 20
+	sent := make([][]byte, len(clients))
+	writes := make(chan error, len(clients))
+	for i, c := range clients {
+		sent[i] = payload(inFlight)
+		go func() { _, err := c.rw.Write(sent[i]); writes <- err }()
+	}
+	waitFor(t, func() bool { return old.Stats().Active == int64(len(clients)) })
+
+	cfg, err := config.Parse("new.conf", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := newProxyFor(t, cfg, 1)
+	if moved := handOver(t, old, nw); moved != len(clients) {
+		t.Fatalf("moved %d sessions, want %d", moved, len(clients))
+	}
+	if n := old.TLSSessions(); n != 0 {
+		t.Fatalf("%d TLS sessions stayed in the old process", n)
+	}
+	old.Close()
+	up13.keyGen.Add(1) // a KeyUpdate from the upstream after the move
+	for i, c := range clients {
+		got := make([]byte, inFlight)
+		if _, err := io.ReadFull(c.rw, got); err != nil || !bytes.Equal(got, sent[i]) {
+			t.Fatalf("%s: the bytes in flight at the move: %v", c.name, err)
+		}
+	}
+	for range clients {
+		if err := <-writes; err != nil {
+			t.Fatal(err)
+		}
+	}
+	up13.keyGen.Add(1)
+	for _, c := range clients {
+		echoes(c, payload(30_000))
+		if tc, ok := c.rw.(*tlsClient); ok && tc.Rec != nil {
+			if err := tc.Rec.KeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+			echoes(c, payload(1000))
+		}
+		c.raw.Close()
+	}
+	waitFor(t, func() bool { return nw.Stats().Active == 0 })
 }

@@ -5,8 +5,10 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/batonproxy/baton/internal/sock"
 	"github.com/batonproxy/baton/internal/tlsrec"
 	"golang.org/x/sys/unix"
 )
@@ -174,9 +176,9 @@ func (p *recPump) resume() {
 	p.start()
 }
 
-// takeToClient reads what the loop wrote that the stopped pump had not
+// takeToPeer reads what the loop wrote that the stopped pump had not
 // read yet (the socketpair's queue), and seals it into the record state.
-func (p *recPump) takeToClient() error {
+func (p *recPump) takeToPeer() error {
 	rc, err := p.pc.SyscallConn()
 	if err != nil {
 		return err
@@ -207,6 +209,25 @@ func (p *recPump) takeToClient() error {
 	p.rc.Seal(got)
 	clear(got)
 	return err
+}
+
+// dupPeer returns a duplicate of the peer's socket (named name), which a
+// stopped pump's record state goes on over.
+func (p *recPump) dupPeer(name string) (*os.File, error) {
+	sc, ok := p.rc.NetConn().(syscall.Conn)
+	if !ok {
+		return nil, errors.New("the peer's socket has no descriptor")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var f *os.File
+	var derr error
+	if err := rc.Control(func(fd uintptr) { f, derr = sock.DupFile(int(fd), name) }); err != nil {
+		return nil, err
+	}
+	return f, derr
 }
 
 // discard ends a stopped pump whose session lives on in another process:

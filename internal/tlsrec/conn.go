@@ -33,6 +33,8 @@ type Conn struct {
 	hs    []byte // a handshake message split across records
 	rerr  error
 
+	tickets func(rec []byte) // TicketsTo's: hands a record of session tickets to crypto/tls
+
 	wmu   sync.Mutex // the write side: Write, and the reader's answers (KeyUpdate, alerts)
 	out   half
 	wbuf  []byte  // sealed, not yet written: what a failed write left
@@ -222,7 +224,14 @@ func (c *Conn) release() {
 
 // handle handles one whole record.
 func (c *Conn) handle(rec []byte) error {
+	var sealed []byte
+	if c.tickets != nil {
+		sealed = clone(rec) // opened in place
+	}
 	typ, plain, err := c.in.open(rec)
+	if typ != typeHandshake {
+		c.tickets = nil
+	}
 	if err != nil {
 		c.alert(20) // bad_record_mac
 		return err
@@ -253,7 +262,17 @@ func (c *Conn) handle(rec []byte) error {
 		return fmt.Errorf("remote error: tls: alert %d", plain[1])
 	case typeHandshake:
 		c.hs = append(c.hs, plain...)
-		return c.handshakeMessages()
+		if err := c.handshakeMessages(); err != nil {
+			return err
+		}
+		if c.tickets != nil {
+			if len(c.hs) == 0 {
+				c.tickets(sealed)
+			} else {
+				c.tickets = nil
+			}
+		}
+		return nil
 	}
 	c.alert(10) // unexpected_message
 	return fmt.Errorf("tls: unexpected record type %d", typ)
@@ -280,6 +299,7 @@ func (c *Conn) handshakeMessages() error {
 		c.hs = c.hs[4+n:]
 		switch {
 		case msg[0] == 24 && n == 1 && msg[4] <= 1: // key_update
+			c.tickets = nil // crypto/tls's keys are not c's any more
 			if len(c.hs) > 0 {
 				c.alert(10) // RFC 8446 5.1: it ends its record
 				return errors.New("tls: KeyUpdate not at a record boundary")
@@ -295,7 +315,7 @@ func (c *Conn) handshakeMessages() error {
 					return err
 				}
 			}
-		case msg[0] == 4 && !c.server: // new_session_ticket
+		case msg[0] == 4 && !c.server: // new_session_ticket: see TicketsTo
 		default:
 			c.alert(10)
 			return fmt.Errorf("tls: unexpected handshake message %d", msg[0])
@@ -457,3 +477,43 @@ func (c *Conn) Wipe() {
 		c.big = nil
 	}
 }
+
+// TicketsTo hands the server's TLS 1.3 session tickets to tc, the
+// crypto/tls client whose handshake over hc made c: they come after the
+// handshake, and only crypto/tls can make a resumable session of them (its
+// ClientSessionCache gets them, as if tc had read them). A record of
+// tickets goes to tc as long as every record before it was one, so that
+// tc's read sequence number is c's; servers send their tickets first.
+// After the first other record (or a move), tc is let go.
+func (c *Conn) TicketsTo(tc *tls.Conn, hc *HandshakeConn) {
+	if c.server || c.vers != tls.VersionTLS13 || c.in.seq != 0 {
+		return
+	}
+	hc.SetConn(noConn{c.raw.LocalAddr(), c.raw.RemoteAddr()}) // the addresses key crypto/tls's cache
+	c.tickets = func(rec []byte) {
+		hc.pre = rec
+		var b [1]byte
+		tc.Read(b[:]) // handles the tickets, then meets noConn's "no record"
+	}
+}
+
+// noConn is what a HandshakeConn reads from once crypto/tls only handles
+// the records TicketsTo gives it: there is nothing more.
+type noConn struct{ local, remote net.Addr }
+
+// errNoRecord is temporary, so that crypto/tls returns it without
+// taking the connection for broken.
+type errNoRecord struct{}
+
+func (errNoRecord) Error() string   { return "tls: no record" }
+func (errNoRecord) Timeout() bool   { return true }
+func (errNoRecord) Temporary() bool { return true }
+
+func (noConn) Read([]byte) (int, error)         { return 0, errNoRecord{} }
+func (noConn) Write([]byte) (int, error)        { return 0, errNoRecord{} }
+func (noConn) Close() error                     { return nil }
+func (c noConn) LocalAddr() net.Addr            { return c.local }
+func (c noConn) RemoteAddr() net.Addr           { return c.remote }
+func (noConn) SetDeadline(time.Time) error      { return nil }
+func (noConn) SetReadDeadline(time.Time) error  { return nil }
+func (noConn) SetWriteDeadline(time.Time) error { return nil }

@@ -388,3 +388,63 @@ func FuzzStateDecode(f *testing.F) {
 		}
 	})
 }
+
+// A client on the record layer keeps TLS 1.3 resumption: the tickets
+// that come after the handshake reach crypto/tls's session cache.
+func TestClientTicketsResume(t *testing.T) {
+	cert := testCert(t)
+	pool := x509.NewCertPool()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	pool.AddCert(leaf)
+	scfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+	cache := tls.NewLRUClientSessionCache(4)
+	ccfg := &tls.Config{RootCAs: pool, ServerName: "localhost", ClientSessionCache: cache}
+	dial := func(feed bool) (*Conn, *tls.Conn) {
+		craw, sraw := pair(t)
+		srv := tls.Server(sraw, scfg)
+		go func() {
+			if srv.Handshake() == nil {
+				io.Copy(srv, srv) // echo
+			}
+		}()
+		var kl KeyLog
+		cfg := ccfg.Clone()
+		cfg.KeyLogWriter = &kl
+		hc := NewHandshakeConn(craw, nil)
+		tc := tls.Client(hc, cfg)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		c, err := FromHandshake(craw, hc, tc.ConnectionState(), &kl, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if feed {
+			c.TicketsTo(tc, hc)
+		}
+		msg := []byte("past the tickets")
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo: %q %v", got, err)
+		}
+		if c.tickets != nil {
+			t.Fatal("still handing records to crypto/tls after application data")
+		}
+		return c, tc
+	}
+	_, tc := dial(false)
+	if tc.ConnectionState().DidResume {
+		t.Fatal("resumed the first connection")
+	}
+	// Without TicketsTo the tickets are dropped: no resumption.
+	if _, tc = dial(false); tc.ConnectionState().DidResume {
+		t.Fatal("resumed without a ticket")
+	}
+	dial(true)
+	if _, tc = dial(true); !tc.ConnectionState().DidResume {
+		t.Fatal("not resumed: the tickets did not reach the cache")
+	}
+}
