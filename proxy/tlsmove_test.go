@@ -16,7 +16,6 @@ import (
 
 	"github.com/batonproxy/baton/config"
 	"github.com/batonproxy/baton/internal/testutil"
-	"github.com/batonproxy/baton/internal/tlsrec"
 )
 
 // tlsClient is a named testutil.TLSClient.
@@ -240,83 +239,6 @@ func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
 	}
 }
 
-// tlsEchoServer is a TLS upstream on baton's record layer (so that it can
-// send KeyUpdate): it echoes, and before the first echo after each change
-// of keyGen it sends a KeyUpdate that asks for one back. resumed counts
-// the handshakes that resumed a session.
-type tlsEchoServer struct {
-	addr    string
-	keyGen  atomic.Int64
-	resumed atomic.Int64
-}
-
-func startTLSEcho(t *testing.T, crt, key string, maxVers uint16) *tlsEchoServer {
-	t.Helper()
-	cert, err := tls.LoadX509KeyPair(crt, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	srv := &tlsEchoServer{addr: ln.Addr().String()}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: maxVers}
-	var tk [32]byte
-	rand.Read(tk[:])
-	cfg.SetSessionTicketKeys([][32]byte{tk}) // one key for the clones serve makes
-	go func() {
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { raw.Close() })
-			go srv.serve(raw, cfg)
-		}
-	}()
-	return srv
-}
-
-func (srv *tlsEchoServer) serve(raw net.Conn, cfg *tls.Config) {
-	var kl tlsrec.KeyLog
-	cfg = cfg.Clone()
-	cfg.KeyLogWriter = &kl
-	hc := tlsrec.NewHandshakeConn(raw, nil)
-	tc := tls.Server(hc, cfg)
-	if tc.Handshake() != nil {
-		raw.Close()
-		return
-	}
-	if tc.ConnectionState().DidResume {
-		srv.resumed.Add(1)
-	}
-	rc, err := tlsrec.FromHandshake(raw, hc, tc.ConnectionState(), &kl, true)
-	if err != nil {
-		raw.Close()
-		return
-	}
-	defer rc.Close()
-	var gen int64
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := rc.Read(buf)
-		if err != nil {
-			return
-		}
-		if g := srv.keyGen.Load(); g != gen && rc.Version() == tls.VersionTLS13 {
-			gen = g
-			if rc.KeyUpdate(true) != nil {
-				return
-			}
-		}
-		if _, err := rc.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
 // Sessions with TLS to their upstream (proxy_ssl) move in an upgrade too,
 // plain or TLS on the client's side: TLS 1.3 and 1.2 upstreams, bytes in
 // flight both ways at the move, the upstream's KeyUpdate before and after
@@ -325,10 +247,10 @@ func (srv *tlsEchoServer) serve(raw net.Conn, cfg *tls.Config) {
 func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	crt, key := selfSigned(t, dir, "a", "a.test")
-	up13 := startTLSEcho(t, crt, key, tls.VersionTLS13)
-	up12 := startTLSEcho(t, crt, key, tls.VersionTLS12)
-	up13.keyGen.Store(1)
-	up12.keyGen.Store(1)
+	up13 := testutil.StartTLSEcho(t, crt, key, tls.VersionTLS13)
+	up12 := testutil.StartTLSEcho(t, crt, key, tls.VersionTLS12)
+	up13.KeyGen.Store(1)
+	up12.KeyGen.Store(1)
 	plain13, both, plain12 := deadAddr(t).String(), deadAddr(t).String(), deadAddr(t).String()
 	text := fmt.Sprintf(`stream {
     proxy_ssl on;
@@ -337,7 +259,7 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
     server { listen %s; proxy_pass %s; }
     server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
     server { listen %s; proxy_pass %s; proxy_ssl_protocols TLSv1.2; proxy_ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384; }
-}`, plain13, up13.addr, both, crt, key, up13.addr, plain12, up12.addr)
+}`, plain13, up13.Addr, both, crt, key, up13.Addr, plain12, up12.Addr)
 	old, _, _ := startConf(t, text)
 
 	type client struct {
@@ -386,7 +308,7 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 	for _, c := range clients {
 		echoes(c, payload(50_000)) // and a KeyUpdate from a TLS 1.3 upstream
 	}
-	if n := up13.resumed.Load(); n < 3 {
+	if n := up13.Resumed.Load(); n < 3 {
 		t.Errorf("%d of 5 TLS 1.3 upstream sessions resumed, want all but the first of each server{}", n)
 	}
 
@@ -411,7 +333,7 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 		t.Fatalf("%d TLS sessions stayed in the old process", n)
 	}
 	old.Close()
-	up13.keyGen.Add(1) // a KeyUpdate from the upstream after the move
+	up13.KeyGen.Add(1) // a KeyUpdate from the upstream after the move
 	for i, c := range clients {
 		got := make([]byte, inFlight)
 		if _, err := io.ReadFull(c.rw, got); err != nil || !bytes.Equal(got, sent[i]) {
@@ -423,7 +345,7 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	up13.keyGen.Add(1)
+	up13.KeyGen.Add(1)
 	for _, c := range clients {
 		echoes(c, payload(30_000))
 		if tc, ok := c.rw.(*tlsClient); ok && tc.Rec != nil {

@@ -2,10 +2,14 @@ package testutil
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/batonproxy/baton/internal/tlsrec"
@@ -71,4 +75,93 @@ func (c *TLSClient) Close() error {
 		return c.Rec.Close()
 	}
 	return c.TC.Close()
+}
+
+// TLSEcho is a TLS echo server on baton's record layer (so that it can
+// send KeyUpdate): before the first echo after each change of KeyGen it
+// sends a KeyUpdate that asks for one back (TLS 1.3). Resumed counts the
+// handshakes that resumed a session.
+type TLSEcho struct {
+	Addr    string
+	KeyGen  atomic.Int64
+	Resumed atomic.Int64
+}
+
+// StartTLSEcho serves the certificate in crt and key, TLS 1.2 to maxVers,
+// until the test ends.
+func StartTLSEcho(t testing.TB, crt, key string, maxVers uint16) *TLSEcho {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &TLSEcho{Addr: ln.Addr().String()}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: maxVers}
+	var tk [32]byte
+	rand.Read(tk[:])
+	cfg.SetSessionTicketKeys([][32]byte{tk}) // one key for the clones serve makes
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, raw)
+			mu.Unlock()
+			go srv.serve(raw, cfg)
+		}
+	}()
+	return srv
+}
+
+func (srv *TLSEcho) serve(raw net.Conn, cfg *tls.Config) {
+	defer raw.Close()
+	var kl tlsrec.KeyLog
+	cfg = cfg.Clone()
+	cfg.KeyLogWriter = &kl
+	hc := tlsrec.NewHandshakeConn(raw, nil)
+	tc := tls.Server(hc, cfg)
+	if tc.Handshake() != nil {
+		return
+	}
+	if tc.ConnectionState().DidResume {
+		srv.Resumed.Add(1)
+	}
+	rc, err := tlsrec.FromHandshake(raw, hc, tc.ConnectionState(), &kl, true)
+	if err != nil {
+		return
+	}
+	defer rc.Close()
+	var gen int64
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if err != nil {
+			return
+		}
+		if g := srv.KeyGen.Load(); g != gen && rc.Version() == tls.VersionTLS13 {
+			gen = g
+			if rc.KeyUpdate(true) != nil {
+				return
+			}
+		}
+		if _, err := rc.Write(buf[:n]); err != nil {
+			return
+		}
+	}
 }
