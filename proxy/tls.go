@@ -235,6 +235,7 @@ func (st *serverTLS) forHandshake(verdict *string, kl *tlsrec.KeyLog) *tls.Confi
 	c := st.cfg.Clone()
 	kl.Next = c.KeyLogWriter
 	c.KeyLogWriter = kl
+	c.UnwrapSession = kl.UnwrapSession(c, c.UnwrapSession) // a TLS 1.2 resumption's secret
 	if st.verify == "off" {
 		return c
 	}
@@ -934,6 +935,9 @@ func (s *session) startUpstreamTLS() {
 		kl.Next = keyLogFile(p.KeyLog)
 	}
 	cfg.KeyLogWriter = kl
+	if ut.cache != nil {
+		cfg.ClientSessionCache = kl.ClientCache(ut.cache) // a TLS 1.2 resumption's secret
+	}
 	for _, a := range ut.alpn {
 		if v := a.appendTo(nil, s.record(&l.rec)); len(v) > 0 {
 			cfg.NextProtos = append(cfg.NextProtos, string(v))

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,8 +18,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/internal/testutil"
 )
 
 // selfSigned writes a certificate for names and its key to dir and returns
@@ -521,5 +525,82 @@ func TestTLSStaplingFile(t *testing.T) {
 	c := tlsDial(t, addrs[0], "a.test")
 	if got := string(c.ConnectionState().OCSPResponse); got != "a DER OCSP response" {
 		t.Fatalf("stapled %q", got)
+	}
+}
+
+// TLS 1.2 sessions resume on either side of baton (tickets, and
+// ssl_session_cache without them), and the record layer carries them (so
+// they can move in an upgrade), although crypto/tls logs no master secret
+// for a resumption.
+func TestTLS12ResumedSessions(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	up := testutil.StartTLSEcho(t, crt, key, tls.VersionTLS12)
+	tickets, cached, orig := deadAddr(t).String(), deadAddr(t).String(), deadAddr(t).String()
+	p, _, _ := startConf(t, fmt.Sprintf(`stream {
+    ssl_certificate %s; ssl_certificate_key %s;
+    server { listen %s ssl; proxy_pass %s; }
+    server { listen %s ssl; ssl_session_tickets off; ssl_session_cache shared:SSL:1m; proxy_pass %s; }
+    server { listen %s; proxy_pass %s; proxy_ssl on; proxy_ssl_protocols TLSv1.2; }
+}`, crt, key, tickets, b.addr(), cached, b.addr(), orig, up.Addr))
+	roundTrip := func(rw io.ReadWriter, what string) {
+		t.Helper()
+		msg := []byte(strings.Repeat(what, 2000))
+		if _, err := rw.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(rw, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	// Every live session is on baton's record layer: it can move.
+	movable := func(what string) {
+		t.Helper()
+		var n, bad atomic.Int64
+		p.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				n.Add(1)
+				if !s.tlsMovable() {
+					bad.Add(1)
+				}
+			}
+		})
+		if n.Load() != 1 || bad.Load() != 0 {
+			t.Fatalf("%s: %d sessions, %d of them not movable", what, n.Load(), bad.Load())
+		}
+	}
+	for _, addr := range []string{tickets, cached} {
+		cache := tls.NewLRUClientSessionCache(4)
+		for i := range 2 {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+				&tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MaxVersion: tls.VersionTLS12})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			roundTrip(c, fmt.Sprintf("%s #%d ", addr, i))
+			if c.ConnectionState().DidResume != (i == 1) {
+				t.Fatalf("%s #%d: resumed %v", addr, i, c.ConnectionState().DidResume)
+			}
+			movable(fmt.Sprintf("%s #%d", addr, i))
+			c.Close()
+			waitFor(t, func() bool { return p.Stats().Active == 0 })
+		}
+	}
+	for i := range 2 {
+		c, err := net.DialTimeout("tcp", orig, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		roundTrip(c, fmt.Sprintf("proxy_ssl #%d ", i))
+		movable(fmt.Sprintf("proxy_ssl #%d", i))
+		c.Close()
+		waitFor(t, func() bool { return p.Stats().Active == 0 })
+	}
+	if n := up.Resumed.Load(); n != 1 {
+		t.Fatalf("the TLS 1.2 upstream resumed %d sessions, want 1", n)
 	}
 }

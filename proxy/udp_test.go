@@ -191,14 +191,15 @@ func TestUDPProxyTimeout(t *testing.T) {
 	start := time.Now()
 	tick := time.NewTicker(timeout / 3)
 	defer tick.Stop()
+	var last time.Time // before the last datagram went: the session's last activity is later
 	for i := 0; i < 5; i++ {
 		<-tick.C
+		last = time.Now()
 		if got := tagPort(t, c.ask("more")); got != first {
 			t.Fatalf("round %d: upstream %s, want the session's %s", i, got, first)
 		}
 	}
 	tick.Stop()
-	last := time.Now()
 	e := waitEnd(t, ends)
 	if e.status != 200 || e.reason != endTimedOut || e.failed {
 		t.Fatalf("end %+v", e)

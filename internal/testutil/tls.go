@@ -134,6 +134,7 @@ func (srv *TLSEcho) serve(raw net.Conn, cfg *tls.Config) {
 	var kl tlsrec.KeyLog
 	cfg = cfg.Clone()
 	cfg.KeyLogWriter = &kl
+	cfg.UnwrapSession = kl.UnwrapSession(cfg, nil) // a TLS 1.2 resumption's secret
 	hc := tlsrec.NewHandshakeConn(raw, nil)
 	tc := tls.Server(hc, cfg)
 	if tc.Handshake() != nil {

@@ -134,21 +134,20 @@ type KeyLog struct {
 	Next io.Writer
 
 	mu      sync.Mutex
-	random  []byte
 	secrets map[string][]byte
+	resumed []byte // a TLS 1.2 session's master secret, which a resumption does not log
 }
 
 func (k *KeyLog) Write(line []byte) (int, error) {
 	f := bytes.Fields(line)
 	if len(f) == 3 {
-		random, err1 := hex.DecodeString(string(f[1]))
+		_, err1 := hex.DecodeString(string(f[1]))
 		secret, err2 := hex.DecodeString(string(f[2]))
 		if err1 == nil && err2 == nil {
 			k.mu.Lock()
 			if k.secrets == nil {
 				k.secrets = map[string][]byte{}
 			}
-			k.random = random
 			k.secrets[string(f[0])] = secret
 			k.mu.Unlock()
 		}
@@ -166,7 +165,71 @@ func (k *KeyLog) wipe() {
 		clear(s)
 	}
 	k.secrets = nil
+	clear(k.resumed)
+	k.resumed = nil
 	k.mu.Unlock()
+}
+
+// A TLS 1.2 resumption writes no key log line: the master secret is the
+// session's. These hooks take it from the session crypto/tls resumes,
+// through SessionState.Bytes, whose encoding starts with the version (2
+// bytes), the side (1), the suite (2), the creation time (8) and the
+// secret (1 byte of length). The encoding is crypto/tls's own and may
+// change with Go: a session whose bytes do not read so is not taken, and
+// its connection stays crypto/tls's (FromHandshake says ErrUnsupported).
+func (k *KeyLog) keepSession(ss *tls.SessionState) {
+	if ss == nil {
+		return
+	}
+	b, err := ss.Bytes()
+	if err != nil {
+		return
+	}
+	defer clear(b)
+	const at = 2 + 1 + 2 + 8
+	if len(b) < at+1+48 || uint16(b[0])<<8|uint16(b[1]) != tls.VersionTLS12 || b[at] != 48 {
+		return
+	}
+	k.mu.Lock()
+	k.resumed = clone(b[at+1 : at+1+48])
+	k.mu.Unlock()
+}
+
+// UnwrapSession is a server's Config.UnwrapSession that keeps the session
+// it resumes: next's (nil: cfg's tickets, as crypto/tls's own).
+func (k *KeyLog) UnwrapSession(cfg *tls.Config, next func([]byte, tls.ConnectionState) (*tls.SessionState, error)) func([]byte, tls.ConnectionState) (*tls.SessionState, error) {
+	return func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		var ss *tls.SessionState
+		var err error
+		if next != nil {
+			ss, err = next(identity, cs)
+		} else {
+			ss, err = cfg.DecryptTicket(identity, cs)
+		}
+		k.keepSession(ss)
+		return ss, err
+	}
+}
+
+// ClientCache is a client's Config.ClientSessionCache that keeps the
+// session it offers to resume: c's.
+func (k *KeyLog) ClientCache(c tls.ClientSessionCache) tls.ClientSessionCache {
+	return keepingCache{c, k}
+}
+
+type keepingCache struct {
+	tls.ClientSessionCache
+	k *KeyLog
+}
+
+func (c keepingCache) Get(key string) (*tls.ClientSessionState, bool) {
+	cs, ok := c.ClientSessionCache.Get(key)
+	if ok && cs != nil {
+		if _, ss, err := cs.ResumptionState(); err == nil {
+			c.k.keepSession(ss)
+		}
+	}
+	return cs, ok
 }
 
 // ErrUnsupported is returned for a connection this layer does not carry
@@ -214,14 +277,19 @@ func FromHandshake(raw net.Conn, hc *HandshakeConn, cs tls.ConnectionState, kl *
 		}
 	} else {
 		master := kl.secrets["CLIENT_RANDOM"]
-		hello := hc.firstOut
+		if cs.DidResume {
+			if master = kl.resumed; master == nil {
+				return nil, ErrUnsupported // a session whose secret keepSession could not read
+			}
+		}
+		ch, sh := hc.firstIn, hc.firstOut // the hellos, for their randoms
 		if !server {
-			hello = hc.firstIn
+			ch, sh = sh, ch
 		}
-		if master == nil || len(hello) < helloPrefix || hello[0] != typeHandshake || hello[hdrLen] != 2 {
-			return nil, errors.New("tls: record layer: no master secret or server random")
+		if master == nil || !isHello(ch, 1) || !isHello(sh, 2) {
+			return nil, errors.New("tls: record layer: no master secret or hello randoms")
 		}
-		seed := append(clone(hello[helloPrefix-32:]), kl.random...)
+		seed := append(clone(sh[helloPrefix-32:helloPrefix]), ch[helloPrefix-32:helloPrefix]...)
 		kb := prf12(s.hash, master, "key expansion", seed, 2*(s.keyLen+s.ivLen))
 		ck, sk := kb[:s.keyLen], kb[s.keyLen:2*s.keyLen]
 		civ, siv := kb[2*s.keyLen:2*s.keyLen+s.ivLen], kb[2*s.keyLen+s.ivLen:]
@@ -235,6 +303,12 @@ func FromHandshake(raw net.Conn, hc *HandshakeConn, cs tls.ConnectionState, kl *
 		st.InSeq, st.OutSeq = 1, 1 // each side's Finished was record 0
 	}
 	return NewConn(raw, st)
+}
+
+// isHello reports whether b begins with a handshake record of a hello of
+// type typ (1 client, 2 server) whose random it holds.
+func isHello(b []byte, typ byte) bool {
+	return len(b) >= helloPrefix && b[0] == typeHandshake && b[hdrLen] == typ
 }
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }

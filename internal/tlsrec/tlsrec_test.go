@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 )
@@ -446,5 +448,76 @@ func TestClientTicketsResume(t *testing.T) {
 	dial(true)
 	if _, tc = dial(true); !tc.ConnectionState().DidResume {
 		t.Fatal("not resumed: the tickets did not reach the cache")
+	}
+}
+
+// A TLS 1.2 resumption logs no master secret: the KeyLog's hooks take it
+// from the session resumed, on either side, and the record layer carries
+// the resumed connection (tickets, and a server's session cache).
+func TestTLS12Resumption(t *testing.T) {
+	cert := testCert(t)
+	for _, withCache := range []bool{false, true} {
+		scfg := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12}
+		var tk [32]byte
+		scfg.SetSessionTicketKeys([][32]byte{tk})
+		if withCache {
+			var mu sync.Mutex
+			store := map[string]*tls.SessionState{}
+			scfg.WrapSession = func(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				id := fmt.Sprint(len(store))
+				store[id] = ss
+				return []byte(id), nil
+			}
+			scfg.UnwrapSession = func(id []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return store[string(id)], nil
+			}
+		}
+		cache := tls.NewLRUClientSessionCache(4)
+		for i := range 3 {
+			craw, sraw := pair(t)
+			type side struct {
+				rc  *Conn
+				res bool
+				err error
+			}
+			sch := make(chan side, 1)
+			go func() {
+				var kl KeyLog
+				cfg := scfg.Clone()
+				cfg.KeyLogWriter = &kl
+				cfg.UnwrapSession = kl.UnwrapSession(cfg, cfg.UnwrapSession)
+				hc := NewHandshakeConn(sraw, nil)
+				tc := tls.Server(hc, cfg)
+				if err := tc.Handshake(); err != nil {
+					sch <- side{err: err}
+					return
+				}
+				rc, err := FromHandshake(sraw, hc, tc.ConnectionState(), &kl, true)
+				sch <- side{rc, tc.ConnectionState().DidResume, err}
+			}()
+			var kl KeyLog
+			ccfg := &tls.Config{InsecureSkipVerify: true, ServerName: "x", ClientSessionCache: kl.ClientCache(cache), KeyLogWriter: &kl}
+			hc := NewHandshakeConn(craw, nil)
+			tc := tls.Client(hc, ccfg)
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			c, err := FromHandshake(craw, hc, tc.ConnectionState(), &kl, false)
+			if err != nil {
+				t.Fatalf("cache %v #%d client: %v", withCache, i, err)
+			}
+			s := <-sch
+			if s.err != nil {
+				t.Fatalf("cache %v #%d server: %v", withCache, i, s.err)
+			}
+			if want := i > 0; s.res != want || tc.ConnectionState().DidResume != want {
+				t.Fatalf("cache %v #%d: resumed %v/%v, want %v", withCache, i, s.res, tc.ConnectionState().DidResume, want)
+			}
+			exchange(t, c, s.rc, 50_000)
+		}
 	}
 }
