@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,8 @@ type connrateConfig struct {
 	// means the single byte 'x' (the default). -hello puts a TLS ClientHello
 	// here.
 	payload []byte
+	tls     tlsFlags
+	tcfg    *tls.Config // from tls
 }
 
 type connrateResult struct {
@@ -95,7 +98,7 @@ func runConnRate(cfg connrateConfig) *connrateResult {
 					attempts.Add(-1)
 					break
 				}
-				c, err := d.Dial("tcp", cfg.addr)
+				c, err := dialWith(&d, cfg.addr, cfg.tcfg)
 				if err != nil {
 					noteErr(&eDial, fmt.Errorf("dial: %w", err))
 					time.Sleep(time.Millisecond) // do not spin on e.g. EADDRNOTAVAIL
@@ -154,6 +157,7 @@ func connrateMain(args []string) error {
 	fs.Int64Var(&cfg.maxErrors, "max-errors", 10000, "stop early after this many failed attempts")
 	hello := fs.String("hello", "", "send a TLS ClientHello for this server `name` (made once by crypto/tls) instead of 1 byte, and read it back")
 	alpn := fs.String("alpn", "", "with -hello: ALPN `protocols` in the hello, comma-separated (e.g. h2,http/1.1)")
+	cfg.tls.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
@@ -175,6 +179,13 @@ func connrateMain(args []string) error {
 	}
 	if err := checkLoopback(cfg.addr); err != nil {
 		return err
+	}
+	var err error
+	if cfg.tcfg, err = cfg.tls.config(); err != nil {
+		return err
+	}
+	if *hello != "" && cfg.tls.on {
+		return usageError("-hello and -tls: one or the other")
 	}
 	if *alpn != "" && *hello == "" {
 		return usageError("-alpn needs -hello")
@@ -201,6 +212,9 @@ func connrateMain(args []string) error {
 	if *hello != "" {
 		// Appended, so the default line stays as it was.
 		fmt.Printf(" hello=%s alpn=%s hello_bytes=%d", *hello, orDash(*alpn), len(cfg.payload))
+	}
+	if cfg.tls.on {
+		fmt.Printf(" tls_max=%s tls_resume=%v", cfg.tls.max, cfg.tls.resume)
 	}
 	fmt.Println()
 	if r.firstErr != nil {

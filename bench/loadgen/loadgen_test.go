@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"math/rand"
@@ -276,5 +277,46 @@ func TestHist(t *testing.T) {
 	var empty hist
 	if empty.quantile(0.5) != 0 || empty.mean() != 0 {
 		t.Error("empty histogram should report 0")
+	}
+}
+
+// -tls: a TLS sink, and TLS clients of it (full and resumed handshakes,
+// TLS 1.2 and 1.3), move bytes and count connections.
+func TestTLS(t *testing.T) {
+	cfg, err := sinkTLS("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(mode string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newSink(tls.NewListener(ln, cfg), mode, 10*time.Second, 1000)
+		go s.serve()
+		t.Cleanup(s.close)
+		return ln.Addr().String()
+	}
+	discard, echo := start(modeDiscard), start(modeEcho)
+	res, err := runThroughput(throughputConfig{addr: discard, conns: 2, duration: 200 * time.Millisecond,
+		size: 32 << 10, dir: "up", dialTimeout: 2 * time.Second, tls: tlsFlags{on: true, max: "1.3"}})
+	if err != nil || res.errors != 0 || res.upBytes == 0 {
+		t.Fatalf("throughput over TLS: %+v, %v", res, err)
+	}
+	for _, tf := range []tlsFlags{{on: true, max: "1.3"}, {on: true, max: "1.2", resume: true}} {
+		c := connrateConfig{addr: echo, workers: 2, duration: time.Minute, maxIters: 20,
+			opTimeout: 2 * time.Second, maxErrors: 5, tls: tf}
+		if c.tcfg, err = c.tls.config(); err != nil {
+			t.Fatal(err)
+		}
+		if r := runConnRate(c); r.ok != 20 || r.errors() != 0 {
+			t.Fatalf("connrate %+v: ok=%d, first error %v", tf, r.ok, r.firstErr)
+		}
+	}
+	if _, err := (&tlsFlags{max: "1.3", resume: true}).config(); err == nil {
+		t.Fatal("-tls-resume without -tls accepted")
+	}
+	if _, err := (&tlsFlags{on: true, max: "1.1"}).config(); err == nil {
+		t.Fatal("-tls-max 1.1 accepted")
 	}
 }

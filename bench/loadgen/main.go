@@ -4,6 +4,11 @@
 //	loadgen sink       -listen 127.0.0.1:23401 [-mode discard|echo|greet|source]
 //	loadgen throughput -addr 127.0.0.1:23401 -conns 1 -duration 5s -size 131072 [-dir up|down|both]
 //	loadgen connrate   -addr 127.0.0.1:23403 -workers 4 -duration 5s [-hello db.example.com [-alpn h2]]
+//	loadgen idle       -addr 127.0.0.1:23403 -conns 1000
+//
+// With -tls the clients speak TLS on every connection (a terminating
+// proxy's clients; -tls-max 1.2 caps the version, -tls-resume resumes
+// sessions), and the sink serves TLS (a proxy_ssl upstream).
 //
 // sink is a backend. Modes: discard reads and throws the data away; echo
 // writes back everything it reads; greet writes one line (GreetLine) and
@@ -21,6 +26,10 @@
 // ClientHello for NAME instead of the byte, made once at start by crypto/tls,
 // and reads the whole hello back: a load for proxies that route on SNI
 // (ssl_preread).
+//
+// idle opens -conns connections, one round trip each, prints READY n and
+// holds them; each line on stdin makes one more round trip on each and
+// prints CHECK ok=N failed=M (for an upgrade under idle connections).
 //
 // throughput and connrate print exactly one result line on stdout:
 //
@@ -44,6 +53,8 @@ const usage = `usage:
   loadgen sink       -listen ADDR [-mode discard|echo|greet|source]
   loadgen throughput -addr ADDR [-conns N] [-duration D] [-size BYTES] [-dir up|down|both]
   loadgen connrate   -addr ADDR [-workers N] [-duration D] [-hello SERVERNAME [-alpn h2,http/1.1]]
+  loadgen idle       -addr ADDR [-conns N] [-hold D]
+The client subcommands take -tls [-tls-max 1.2|1.3] [-tls-resume]; sink takes -tls [-tls-cert F -tls-key F].
 Run "loadgen SUBCOMMAND -h" for the flags of one subcommand.
 All addresses must be literal loopback IPs with a port (127.0.0.0/8 or [::1]).
 `
@@ -62,6 +73,8 @@ func main() {
 		err = throughputMain(args)
 	case "connrate":
 		err = connrateMain(args)
+	case "idle":
+		err = idleMain(args)
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 		return

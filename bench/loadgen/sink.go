@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -189,6 +190,9 @@ func sinkMain(args []string) error {
 	idle := fs.Duration("idle", 30*time.Second, "drop a connection when one read/write waits this long")
 	maxConns := fs.Int("max-conns", 10000, "close new connections at once beyond this many open ones")
 	maxLife := fs.Duration("max-life", 30*time.Minute, "exit after this long even if nobody stops the sink")
+	useTLS := fs.Bool("tls", false, "serve TLS (a proxy_ssl upstream)")
+	cert := fs.String("tls-cert", "", "with -tls: certificate `file` (default: a self-signed ECDSA P-256 one made at start)")
+	key := fs.String("tls-key", "", "with -tls: private key `file`")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
@@ -207,6 +211,17 @@ func sinkMain(args []string) error {
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
+	}
+	if *useTLS {
+		cfg, err := sinkTLS(*cert, *key)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		ln = tls.NewListener(ln, cfg)
+	} else if *cert != "" || *key != "" {
+		ln.Close()
+		return usageError("-tls-cert and -tls-key need -tls")
 	}
 	s := newSink(ln, *mode, *idle, *maxConns)
 	fmt.Fprintf(os.Stderr, "loadgen sink: mode=%s listening on %s (pid %d)\n", *mode, ln.Addr(), os.Getpid())

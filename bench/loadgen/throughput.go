@@ -18,6 +18,7 @@ type throughputConfig struct {
 	size        int           // bytes per write/read call
 	dir         string        // up | down | both
 	dialTimeout time.Duration
+	tls         tlsFlags
 }
 
 type throughputResult struct {
@@ -53,6 +54,10 @@ func runThroughput(cfg throughputConfig) (throughputResult, error) {
 		return res, usageError(fmt.Sprintf("unknown -dir %q (want up, down or both)", cfg.dir))
 	}
 	d := net.Dialer{Timeout: cfg.dialTimeout}
+	tcfg, err := cfg.tls.config()
+	if err != nil {
+		return res, err
+	}
 	conns := make([]net.Conn, 0, cfg.conns)
 	defer func() {
 		for _, c := range conns {
@@ -60,7 +65,7 @@ func runThroughput(cfg throughputConfig) (throughputResult, error) {
 		}
 	}()
 	for i := 0; i < cfg.conns; i++ {
-		c, err := d.Dial("tcp", cfg.addr)
+		c, err := dialWith(&d, cfg.addr, tcfg)
 		if err != nil {
 			return res, fmt.Errorf("dial %d of %d: %w", i+1, cfg.conns, err)
 		}
@@ -164,6 +169,7 @@ func throughputMain(args []string) error {
 	fs.IntVar(&cfg.size, "size", 128<<10, "bytes per write (and read) call, 1 B - 16 MiB")
 	fs.StringVar(&cfg.dir, "dir", "up", "up (client writes) | down (client reads) | both")
 	fs.DurationVar(&cfg.dialTimeout, "dial-timeout", 5*time.Second, "timeout for each dial")
+	cfg.tls.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
