@@ -224,6 +224,12 @@ func (s *session) admit() {
 		s.finish(403)
 		return
 	}
+	s.afterAccess()
+}
+
+// afterAccess goes on with an admitted session: its TLS handshake on an
+// "ssl" listener, then the preread and content phases.
+func (s *session) afterAccess() {
 	if s.ln != nil && s.lcfg.SSL && (s.x == nil || s.x.tls == nil) {
 		s.startTLS()
 		return

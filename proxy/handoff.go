@@ -82,6 +82,7 @@ func (p *Proxy) Listeners() ([]fdpass.NamedFile, error) {
 func (p *Proxy) PauseAccepting() {
 	p.pausedAt.Store(time.Now().UnixNano())
 	p.paused.Store(true)
+	p.takingTLS.Store(true)
 	p.eachLoop(func(l *loop) { l.disarm() })
 	for _, u := range p.udpListeners() {
 		u.l.call(u.pause)
@@ -90,6 +91,7 @@ func (p *Proxy) PauseAccepting() {
 
 // ResumeAccepting implements fdpass.Source.
 func (p *Proxy) ResumeAccepting() {
+	p.restartTLS()
 	p.paused.Store(false)
 	p.eachLoop(func(l *loop) { l.arm() })
 	for _, u := range p.udpListeners() {
@@ -138,7 +140,14 @@ func (p *Proxy) Quiesce(max int) ([]fdpass.Conn, bool, error) {
 		time.Sleep(5 * time.Millisecond)
 		return nil, false, nil
 	}
+	p.restartTLS() // those taken back and not moved
 	return nil, true, nil
+}
+
+// takeHandshakeBack stops s's TLS handshake if it has not begun, and
+// reports whether it is stopped (its socket comes back to the loop).
+func (s *session) takeHandshakeBack() bool {
+	return s.state == stateHandshake && s.x != nil && s.x.hs != nil && s.x.hs.Stop()
 }
 
 // handshakeBegun reports whether s is in a TLS handshake that has begun
@@ -172,7 +181,9 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, waiting bool, err error) {
 			// A TLS session sends its peers' sockets and their record
 			// states (tlsmove.go); what cannot move stays here.
 			if !s.tlsMovable() {
-				waiting = waiting || s.handshakeBegun()
+				// A handshake not begun is taken back, and moves as a
+				// plain session once its socket is back (tlsPending).
+				waiting = waiting || s.handshakeBegun() || s.takeHandshakeBack()
 				i++
 				continue
 			}
@@ -245,6 +256,8 @@ func (s *session) exportState(now int64) *movedState {
 		m.phase = phaseReturning
 	case stateResolving:
 		m.phase = phaseResolving
+	case stateTLSPending:
+		m.phase = phaseHandshake
 	}
 	if s.state == stateHeader || s.movedFrom == stateHeader {
 		m.phase = phaseHeader
@@ -359,6 +372,12 @@ func (l *loop) resume(s *session) {
 		clientOnly(statePreread, unix.EPOLLIN|unix.EPOLLRDHUP, s.srv.prereadTimeout)
 	case stateReturning:
 		clientOnly(stateReturning, unix.EPOLLOUT, returnTimeout)
+	case stateTLSPending:
+		// A TLS handshake not begun: it begins here, with what the
+		// client sent meanwhile.
+		s.state = stateTLSPending
+		s.afterAccess()
+		return
 	case stateResolving:
 		// Routed again here: the answer may be cached, or asked anew.
 		s.state, s.cEvents = stateResolving, parked
@@ -470,7 +489,7 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 		}
 		m, err := decodeState(c.State)
 		want := 2
-		if m != nil && (m.phase == phaseHeader || m.phase == phasePreread || m.phase == phaseReturning || m.phase == phaseResolving) {
+		if m != nil && (m.phase == phaseHeader || m.phase == phasePreread || m.phase == phaseReturning || m.phase == phaseResolving || m.phase == phaseHandshake) {
 			want = 1 // no upstream socket yet, or none at all
 		}
 		if err != nil || len(c.Files) != want || m.id != c.ID {
@@ -578,6 +597,8 @@ func importedSession(ln *listener, m *movedState, cfd, ufd int) *session {
 		s.movedFrom = stateReturning
 	case phaseResolving:
 		s.movedFrom = stateResolving
+	case phaseHandshake:
+		s.movedFrom = stateTLSPending
 	default:
 		s.movedFrom = stateProxying
 	}

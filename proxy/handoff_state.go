@@ -30,9 +30,10 @@ const stateVersionRebalance = 4
 const stateVersionTLS = 5
 
 // stateVersionUpTLS is version 5 whose TLS part may lack the client's and
-// ends with the upstream's record state: written only for a session with
-// TLS to its upstream (proxy_ssl), which a process that knows only version
-// 5 refuses (the old process keeps it).
+// ends with the upstream's record state (empty without): written only for
+// a session with TLS to its upstream (proxy_ssl), or in phase 6 (a TLS
+// handshake not begun), which a process that knows only version 5 refuses
+// (the old process keeps it).
 const stateVersionUpTLS = 6
 
 // The phase a session is moved in.
@@ -43,6 +44,7 @@ const (
 	phasePreread    = 3 // ssl_preread: reading the ClientHello into early (version 3)
 	phaseReturning  = 4 // writing a "return" text; the rest is u2cPend (version 3)
 	phaseResolving  = 5 // resolving proxy_pass's host name: routed again where it goes (version 3)
+	phaseHandshake  = 6 // a TLS handshake not begun: it begins where it goes, with early first (version 6)
 )
 
 type movedState struct {
@@ -239,7 +241,8 @@ func (m *movedState) encode() []byte {
 	e.Uint64(uint64(m.firstTryAge))
 	e.Uint64(uint64(m.attemptAge))
 	r := m.routed
-	hasTLS := m.tls != nil || m.upTLS != nil
+	v6 := m.upTLS != nil || m.phase == phaseHandshake
+	hasTLS := m.tls != nil || v6
 	if r == nil && hasTLS {
 		r = &routedState{}
 	}
@@ -272,19 +275,19 @@ func (m *movedState) encode() []byte {
 			putStr(e, p.owner)
 		}
 	}
-	if m.upTLS != nil {
+	if v6 {
 		e.Bool(m.tls != nil)
 	}
 	if m.tls != nil {
 		putTLS(e, m.tls)
 	}
-	if m.upTLS != nil {
+	if v6 {
 		e.Bytes(m.upTLS)
 	}
 	b := body(e)
 	switch {
 	case len(b) == 0 || r == nil:
-	case m.upTLS != nil:
+	case v6:
 		b[0] = stateVersionUpTLS
 	case m.tls != nil:
 		b[0] = stateVersionTLS
@@ -352,6 +355,7 @@ func decodeState(b []byte) (*movedState, error) {
 		}
 		if b[0] == stateVersionUpTLS {
 			m.upTLS = d.bytes()
+			maxPhase = phaseHandshake
 		}
 	}
 	if !d.done() || m.phase > maxPhase {

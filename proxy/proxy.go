@@ -84,6 +84,7 @@ type Proxy struct {
 	shuttingDown bool         // under reloadMu
 	paused       atomic.Bool  // accepting is paused for an upgrade
 	pausedAt     atomic.Int64 // when, in Unix nanoseconds
+	takingTLS    atomic.Bool  // an upgrade takes back handshakes not begun, to move them (restartTLS ends it)
 	carried      atomic.Int64 // pending bytes of quiesced sessions (CarriedBytes)
 
 	// Upgrade, new process: sockets inherited from the old one, by name,

@@ -26,6 +26,7 @@ const (
 	stateResolving   // resolving the host name proxy_pass $var gave; the client is not read
 	stateHandshake   // the TLS handshake runs on its goroutine; the session holds no socket
 	stateUpHandshake // proxy_ssl: the upstream's TLS handshake runs on its goroutine
+	stateTLSPending  // an upgrade took back a handshake not begun: parked, to move (tlsPending)
 )
 
 // flow is one direction of a session: bytes read from src and written to
@@ -552,7 +553,7 @@ func (s *session) onEvent(fd int, ev uint32) {
 	case stateReturning:
 		s.returning()
 		return
-	case stateResolving, stateHandshake:
+	case stateResolving, stateHandshake, stateTLSPending:
 		return // parked: no event comes
 	case stateUpHandshake:
 		if fd == s.cfd {
@@ -897,7 +898,7 @@ func (s *session) expire() {
 		s.srv.log.Logf(LevelError, "*%d upstream timed out (110: Connection timed out) while SSL handshaking to upstream, client: %s, server: %s, upstream: \"%s\"",
 			s.id, s.client.Addr(), s.srv.name, s.upstreamAddrs)
 		s.finish(502)
-	case stateHandshake:
+	case stateHandshake, stateTLSPending:
 		s.srv.log.Logf(LevelInfo, "*%d SSL handshake timed out (110: Connection timed out) while SSL handshaking, client: %s, server: %s",
 			s.id, s.client.Addr(), s.srv.name)
 		s.finish(200)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha1"
@@ -20,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -416,6 +418,10 @@ func (s *session) startTLS() {
 			l.do(func() { s.tlsFailed(id, err) })
 		}
 		if err != nil {
+			if hc.Stopped() {
+				l.handBack(s, id, raw, hc.Taken()) // an upgrade takes it, not begun
+				return
+			}
 			raw.Close()
 			fail(err)
 			return
@@ -460,6 +466,64 @@ func (l *loop) pumpAfterHandshake(conn *tls.Conn, raw net.Conn, hc *tlsrec.Hands
 	if !l.do(func() { ready(fd, link) }) {
 		unix.Close(fd)
 	}
+}
+
+// handBack gives the loop back the client's socket (raw, and what it sent
+// meanwhile, taken) of a session whose handshake an upgrade took back
+// before it began: it moves as a plain session, and the handshake begins
+// where it goes (tlsPending).
+func (l *loop) handBack(s *session, id uint64, raw net.Conn, taken []byte) {
+	l.p.fds.give(tlsFDs)
+	fd := -1
+	var err error
+	if sc, ok := raw.(syscall.Conn); ok {
+		var rc syscall.RawConn
+		if rc, err = sc.SyscallConn(); err == nil {
+			rc.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) })
+		}
+	}
+	raw.Close()
+	taken = bytes.Clone(taken)
+	if !l.do(func() { s.tlsPending(id, fd, taken, err) }) && fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// tlsPending takes back the socket of a session whose handshake an upgrade
+// took before it began: it waits, parked, for the upgrade to move it (or
+// begins the handshake again here if the upgrade is over).
+func (s *session) tlsPending(id uint64, fd int, taken []byte, err error) {
+	if s.id != id || s.state != stateHandshake {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return
+	}
+	if fd < 0 {
+		s.ioError("dup()", err, -1)
+		return
+	}
+	s.cfd, s.cEvents = fd, parked
+	s.loop.track(fd, s)
+	s.early = taken
+	s.x.hs = nil
+	s.state = stateTLSPending
+	if !s.loop.p.takingTLS.Load() {
+		s.startTLS()
+	}
+}
+
+// restartTLS begins again, on every loop, the handshakes an upgrade took
+// back and did not move: it is over.
+func (p *Proxy) restartTLS() {
+	p.takingTLS.Store(false)
+	p.eachLoop(func(l *loop) {
+		for _, s := range slices.Clone(l.sessions) {
+			if s.state == stateTLSPending {
+				s.startTLS()
+			}
+		}
+	})
 }
 
 // bridge makes the socketpair of a TLS connection whose handshake is done

@@ -358,3 +358,89 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 	}
 	waitFor(t, func() bool { return nw.Stats().Active == 0 })
 }
+
+// A TLS session whose handshake has not begun (the client sent nothing
+// yet, or part of a record that came meanwhile) moves as a plain session,
+// and its handshake runs in the new process: the old one keeps nothing.
+// If the upgrade is over without it, the handshake begins again in the old
+// process.
+func TestTLSHandshakeNotBegunMoves(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	conf := func(addr string) string {
+		return fmt.Sprintf("stream { server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; } }", addr, crt, key, b.addr())
+	}
+	old, addrs, _ := startConf(t, conf("127.0.0.1:0"))
+	var raws []net.Conn
+	for range 3 {
+		raw, err := net.DialTimeout("tcp", addrs[0], 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		raw.SetDeadline(time.Now().Add(30 * time.Second))
+		raws = append(raws, raw)
+	}
+	waitFor(t, func() bool {
+		var n atomic.Int64
+		old.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				if s.state == stateHandshake {
+					n.Add(1)
+				}
+			}
+		})
+		return n.Load() == int64(len(raws))
+	})
+	cfg, err := config.Parse("new.conf", []byte(conf(addrs[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := newProxyFor(t, cfg, 1)
+	if moved := handOver(t, old, nw); moved != len(raws) {
+		t.Fatalf("moved %d, want the %d sessions whose handshake had not begun", moved, len(raws))
+	}
+	if n := old.Stats().Active; n != 0 {
+		t.Fatalf("%d sessions stayed in the old process", n)
+	}
+	old.Close()
+	for i, raw := range raws {
+		tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+		msg := fmt.Sprintf("handshake in the new process %d\n", i)
+		io.WriteString(tc, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(tc, got); err != nil || string(got) != msg {
+			t.Fatalf("#%d: %q %v", i, got, err)
+		}
+	}
+
+	// An upgrade that ends without it (nothing takes it: the sink is
+	// never asked) leaves it to begin here again.
+	p, addrs2, _ := startConf(t, conf("127.0.0.1:0"))
+	raw, err := net.DialTimeout("tcp", addrs2[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(30 * time.Second))
+	waitFor(t, func() bool { return p.Stats().Active == 1 })
+	p.PauseAccepting()
+	waitFor(t, func() bool {
+		var pending atomic.Bool
+		p.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				s.takeHandshakeBack()
+				pending.Store(pending.Load() || s.state == stateTLSPending)
+			}
+		})
+		return pending.Load()
+	})
+	p.ResumeAccepting() // the upgrade failed
+	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+	io.WriteString(tc, "here again\n")
+	got := make([]byte, len("here again\n"))
+	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "here again\n" {
+		t.Fatalf("after a failed upgrade: %q %v", got, err)
+	}
+}

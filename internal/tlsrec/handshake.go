@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // HandshakeConn is the net.Conn crypto/tls runs a handshake over: its Read
@@ -22,6 +23,9 @@ type HandshakeConn struct {
 	rbuf []byte // what pre is read into from the connection
 
 	started atomic.Bool // the client's first byte has been read
+
+	mu      sync.Mutex  // Stop and SetConn
+	stopped atomic.Bool // Stop took the handshake back before it began
 
 	hdr [hdrLen]byte // the header being read
 	hn  int          // its bytes so far
@@ -61,12 +65,12 @@ func (c *HandshakeConn) Read(p []byte) (int, error) {
 		}
 		c.pre = c.rbuf[:k]
 	}
+	if !c.started.Load() && !c.begin() {
+		return 0, ErrStopped // what was read stays in pre: Taken
+	}
 	n := copy(p, c.pre)
 	c.pre = c.pre[n:]
 	b := p[:n]
-	if n > 0 && !c.started.Load() {
-		c.started.Store(true)
-	}
 	if len(c.firstIn) < helloPrefix {
 		c.firstIn = append(c.firstIn, b[:min(len(b), helloPrefix-len(c.firstIn))]...)
 	}
@@ -114,8 +118,57 @@ func (c *HandshakeConn) Write(p []byte) (int, error) {
 // from another goroutine than the handshake's.
 func (c *HandshakeConn) Started() bool { return c.started.Load() }
 
+// begin marks the handshake started as its first byte is served, unless
+// Stop came first.
+func (c *HandshakeConn) begin() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped.Load() {
+		return false
+	}
+	c.started.Store(true)
+	return true
+}
+
+// ErrStopped is what a handshake Stop took back reads.
+var ErrStopped = errors.New("tls: the handshake was taken back before it began")
+
+// Stop takes back a handshake that has not begun (no byte of the client's
+// served to crypto/tls): its read returns ErrStopped, and what came meanwhile
+// stays unread (Taken). It reports whether the handshake is stopped, now or
+// before; false once it has begun. Safe to call from another goroutine
+// than the handshake's.
+func (c *HandshakeConn) Stop() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started.Load() {
+		return false
+	}
+	if !c.stopped.Load() {
+		c.stopped.Store(true)
+		if c.Conn != nil {
+			c.Conn.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+	return true
+}
+
+// Stopped reports whether Stop took the handshake back.
+func (c *HandshakeConn) Stopped() bool { return c.stopped.Load() }
+
+// Taken is what a stopped handshake's connection had sent: bytes to give
+// the next handshake first.
+func (c *HandshakeConn) Taken() []byte { return c.pre }
+
 // SetConn sets the connection of a HandshakeConn made before it.
-func (c *HandshakeConn) SetConn(conn net.Conn) { c.Conn = conn }
+func (c *HandshakeConn) SetConn(conn net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Conn = conn
+	if c.stopped.Load() && conn != nil {
+		conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
 
 // rest is what was read but not consumed: the client's first bytes after
 // the handshake, if they came with it. An error if the handshake did not
