@@ -160,6 +160,15 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A client that connects and says nothing yet: its handshake has not
+	// begun, so it moves in every upgrade as a plain session, and begins
+	// after the last one.
+	silent, err := net.DialTimeout("tcp", term, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
 	var gen atomic.Int64 // upgrades done: a client with its own records updates its keys after each
 	stop := make(chan struct{})
 	errs := make(chan error, len(streams))
@@ -235,8 +244,8 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 		up13.KeyGen.Add(1)
 		t.Logf("upgrade %d: %s (%s)", u, r.out, r.took.Round(time.Millisecond))
 		if u == 1 {
-			if r.moved != len(streams) || !strings.Contains(r.out, "1 TLS connections stay in the old process") {
-				t.Fatalf("upgrade 1: want %d moved and the CBC session left, and said: %s", len(streams), r.out)
+			if r.moved != len(streams)+1 || !strings.Contains(r.out, "1 TLS connections stay in the old process") {
+				t.Fatalf("upgrade 1: want %d moved and the CBC session left, and said: %s", len(streams)+1, r.out)
 			}
 			if err := cbc.roundTrip([]byte("cbc after\n")); err != nil {
 				t.Fatalf("the CBC session after the upgrade: %v", err)
@@ -245,8 +254,8 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 				t.Fatal("the old process exited with the CBC session live")
 			}
 			cbc.Raw.Close()
-		} else if r.moved != len(streams) || strings.Contains(r.out, "stay in the old process") {
-			t.Fatalf("upgrade %d: want all %d moved: %s", u, len(streams), r.out)
+		} else if r.moved != len(streams)+1 || strings.Contains(r.out, "stay in the old process") {
+			t.Fatalf("upgrade %d: want all %d moved: %s", u, len(streams)+1, r.out)
 		}
 		if !eventually(2*time.Second, 5*time.Millisecond, func() bool { return exited(oldPid) }) {
 			t.Fatalf("upgrade %d: old process %d still running 2 s after", u, oldPid)
@@ -262,5 +271,14 @@ func TestUpgradeMovesTLSSessions(t *testing.T) {
 	case err := <-errs:
 		t.Fatal(err)
 	default:
+	}
+	silent.SetDeadline(time.Now().Add(20 * time.Second))
+	tc := tls.Client(silent, &tls.Config{InsecureSkipVerify: true})
+	if _, err := io.WriteString(tc, "at last\n"); err != nil {
+		t.Fatalf("the silent client's handshake after %d upgrades: %v", upgrades, err)
+	}
+	got := make([]byte, len("at last\n"))
+	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "at last\n" {
+		t.Fatalf("the silent client after %d upgrades: %q %v", upgrades, got, err)
 	}
 }
