@@ -35,9 +35,10 @@ import (
 // variables move too. TLS to the upstream (proxy_ssl) moves the same way,
 // with the directions swapped (u2c gets what the upstream's pump opened),
 // and the upstream's socket and record state (state version 6). A
-// session that cannot move stays and ends here: one still in a handshake,
-// one whose TLS peer has closed a direction, or one whose suite crypto/tls
-// carries (TLS 1.2 CBC).
+// session that cannot move stays and ends here: one whose handshake is
+// still under way after the wait (Quiesce), one whose TLS peer has closed
+// a direction, or one whose suite crypto/tls carries (TLS 1.2 CBC). One
+// whose handshake has not begun moves as a plain session (tlsPending).
 //
 // An upstream's TLS 1.3 session tickets come after the handshake, on the
 // record layer, which hands them to crypto/tls (tlsrec.Conn.TicketsTo)
