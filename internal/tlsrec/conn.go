@@ -465,8 +465,10 @@ func (c *Conn) State(plain []byte) *State {
 	}
 }
 
-// Wipe forgets the keys (the connection is closed, or moved).
+// Wipe forgets the keys (the connection is closed, or moved), and lets
+// go of the crypto/tls connection TicketsTo kept.
 func (c *Conn) Wipe() {
+	c.tickets = nil
 	c.in.wipe()
 	c.wmu.Lock()
 	c.out.wipe()
