@@ -168,7 +168,7 @@ for r in $(seq 1 "$ROUNDS"); do
     R[$n,resume]+=" $("$LG" connrate -addr 127.0.0.1:$b -tls -tls-resume -workers 8 -duration "${SECS}s" | res conns_per_sec)"
     R[$n,bulk1]+=" $("$LG" throughput -addr 127.0.0.1:$((b + 2)) -tls -conns 1 -duration "${SECS}s" | res throughput_gbps)"
     R[$n,bulk8]+=" $("$LG" throughput -addr 127.0.0.1:$((b + 2)) -tls -conns 8 -duration "${SECS}s" | res throughput_gbps)"
-    echo "round $r $n: full_ec ${R[$n,full_ec]##* } full_rsa ${R[$n,full_rsa]##* } resume ${R[$n,resume]##* } bulk1 ${R[$n,bulk1]##* } bulk8 ${R[$n,bulk8]##* }"
+    echo "round $r $n: full_ec ${R[$n,full_ec]##* } full_rsa ${R[$n,full_rsa]##* } resume ${R[$n,resume]##* } bulk1 ${R[$n,bulk1]##* } bulk8 ${R[$n,bulk8]##* }" | tee -a "$DIR/summary.md"
   done
 done
 for i in "${!NAMES[@]}"; do

@@ -63,7 +63,9 @@ func (s *State) Wipe() {
 	*s = State{}
 }
 
-var bigBufs = sync.Pool{New: func() any { b := make([]byte, hdrLen+maxCipher12); return &b }}
+// bigBufs hold what a busy connection reads: several records, so that
+// one read (and one write of what they open) carries them.
+var bigBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // NewConn returns the Conn over raw that goes on from st. st's secrets are
 // taken (and cleared in st); its buffers are copied.
@@ -126,13 +128,37 @@ func (c *Conn) ReadPlain() ([]byte, error) {
 }
 
 // fill reads records until there is application data to return, or an
-// error (kept: every later read returns it).
+// error (kept: every later read returns it). The whole records already
+// read after it are opened too, their application data moved to follow
+// the first's, so that a bulk reader gets a buffer's worth at once, not a
+// record at a time.
 func (c *Conn) fill() error {
 	for len(c.plain) == 0 {
 		if c.rerr != nil {
 			return c.rerr
 		}
 		c.rerr = c.readRecord()
+	}
+	for c.rerr == nil && c.end-c.start >= hdrLen {
+		n := int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
+		if c.end-c.start < hdrLen+n || n > maxCipher12 {
+			break // not whole (or too long: readRecord says so later)
+		}
+		rec := c.buf[c.start : c.start+hdrLen+n]
+		c.start += hdrLen + n
+		held := c.plain
+		c.plain = nil
+		if err := c.handle(rec); err != nil {
+			c.rerr = err // after the data already opened
+		}
+		next := c.plain
+		c.plain = held
+		if len(next) > 0 {
+			// held ends before rec began: next moves down onto the gap.
+			at := len(held)
+			c.plain = held[:at+len(next)]
+			copy(c.plain[at:], next)
+		}
 	}
 	return nil
 }

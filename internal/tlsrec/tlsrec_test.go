@@ -521,3 +521,57 @@ func TestTLS12Resumption(t *testing.T) {
 		}
 	}
 }
+
+// wireConn is a net.Conn over a byte buffer: what one side wrote, the
+// other reads, as much as it asks for at once.
+type wireConn struct {
+	net.Conn
+	w *bytes.Buffer
+	r *bytes.Reader
+}
+
+func (c wireConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c wireConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c wireConn) Close() error                { return nil }
+
+// A read returns the application data of every whole record the socket
+// gave at once (a KeyUpdate between them handled), and close_notify after
+// them ends the stream only once they are read.
+func TestReadBatchesRecords(t *testing.T) {
+	a, b := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	var wire bytes.Buffer
+	w, err := NewConn(wireConn{w: &wire}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, Server: true, OutSecret: clone(a), InSecret: clone(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulk := bytes.Repeat([]byte("x"), 40000) // three records
+	w.Write([]byte("first "))
+	w.KeyUpdate(false)
+	w.Write(bulk)
+	w.Close() // close_notify
+	r, err := NewConn(wireConn{r: bytes.NewReader(wire.Bytes())}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, InSecret: clone(a), OutSecret: clone(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	reads := 0
+	for {
+		p, err := r.ReadPlain()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p...)
+		reads++
+	}
+	if want := append([]byte("first "), bulk...); !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, want %d", len(got), len(want))
+	}
+	// The first read's small buffer holds the first record and the
+	// KeyUpdate; the next takes the three bulk records at once.
+	if reads != 2 {
+		t.Fatalf("%d reads, want 2", reads)
+	}
+}
