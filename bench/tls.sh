@@ -17,9 +17,11 @@
 # `haproxy`, or NAME=PATH for another baton binary (e.g. old=/tmp/baton-old).
 # Default: baton nginx haproxy, 3 rounds of 4 s, 2,000 idle connections.
 # nginx runs 2 workers, HAProxy 2 threads, baton its default loops (one per
-# core). TLS 1.3, X25519, every proxy's defaults otherwise. Ports 23701-23703
-# (sinks) and 23711 on (proxies, three each) must be free. Everything goes
-# to bench/.run/tls/; every process started here is stopped by its PID.
+# core). TLS 1.3 with X25519: loadgen offers nothing else unless -tls-pq,
+# since Debian's OpenSSL 3.0 has no ML-KEM and the proxies should do the
+# same work. Every proxy's defaults otherwise. Ports 23701-23703 (sinks)
+# and 23711 on (proxies, three each) must be free. Everything goes to
+# bench/.run/tls/; every process started here is stopped by its PID.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
