@@ -159,11 +159,11 @@ func (p *recPump) stop() {
 }
 
 // movable reports whether a stopped pump's session can move: both
-// directions live.
+// directions live, and no handshake message half read.
 func (p *recPump) movable() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.ended[toLoop] && !p.ended[toClient]
+	return !p.ended[toLoop] && !p.ended[toClient] && p.rc.Movable()
 }
 
 // resume goes on here after a stop.

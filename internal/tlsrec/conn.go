@@ -475,6 +475,11 @@ func (c *Conn) Resume() {
 	c.wmu.Unlock()
 }
 
+// Movable reports whether State captures all of c: false while a
+// post-handshake message split across records is half read (the state
+// does not carry it). Call it with no Read under way.
+func (c *Conn) Movable() bool { return len(c.hs) == 0 }
+
 // State returns the record state, with plain (application data read and
 // not passed on, which goes before the Conn's own) in it. Call it with
 // neither Read nor Write under way.
