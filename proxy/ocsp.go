@@ -170,16 +170,28 @@ func (st *stapler) ask() ([]byte, time.Time, error) {
 	return body, next, nil
 }
 
-// trustedSigner checks who signed an OCSP response: the issuer itself, or
-// a certificate in the response that chains to roots.
+// trustedSigner checks who signed an OCSP response, as OpenSSL's
+// OCSP_basic_verify (ocsp_check_issuer): the issuer itself (its name and
+// key), or a responder the issuer issued for OCSP signing (RFC 6960
+// 4.2.2.2) that chains to roots. Another certificate that chains to roots
+// (the root CA itself, say) is not trusted to speak for the issuer.
 func trustedSigner(r *ocsp.Response, issuer *x509.Certificate, roots *x509.CertPool) error {
-	if r.Certificate == nil {
+	signer := r.Certificate
+	if signer == nil {
 		return r.CheckSignatureFrom(issuer)
 	}
-	if r.Certificate.Equal(issuer) {
+	if bytes.Equal(signer.RawSubject, issuer.RawSubject) && bytes.Equal(signer.RawSubjectPublicKeyInfo, issuer.RawSubjectPublicKeyInfo) {
 		return nil
 	}
-	_, err := r.Certificate.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if !bytes.Equal(signer.RawIssuer, issuer.RawSubject) || signer.CheckSignatureFrom(issuer) != nil {
+		return errors.New("the OCSP response is signed by neither the issuer nor a responder of the issuer's")
+	}
+	if !slices.Contains(signer.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		return errors.New("the OCSP responder's certificate is not for OCSP signing")
+	}
+	inter := x509.NewCertPool()
+	inter.AddCert(issuer)
+	_, err := signer.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	return err
 }
 

@@ -100,3 +100,56 @@ func TestTLSOCSPClientCertificate(t *testing.T) {
 		return string(data) == "200 SUCCESS\n500 FAILED:certificate revoked\n"
 	})
 }
+
+// ssl_ocsp trusts a response signed by the certificate's issuer, or by a
+// responder the issuer made for OCSP signing, as OpenSSL; not one signed by
+// another certificate that chains to the trusted CAs, such as the root
+// (nginx-tests stream_ssl_ocsp.t "root ca not trusted").
+func TestOCSPTrustedSigner(t *testing.T) {
+	mk := func(cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, ca bool, eku []x509.ExtKeyUsage) (*x509.Certificate, *ecdsa.PrivateKey) {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			IsCA: ca, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, ExtKeyUsage: eku}
+		if parent == nil {
+			parent, parentKey = tmpl, k
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &k.PublicKey, parentKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return c, k
+	}
+	root, rootKey := mk("root", nil, nil, true, nil)
+	inter, interKey := mk("int", root, rootKey, true, nil)
+	leaf, _ := mk("leaf", inter, interKey, false, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
+	delegated, delegatedKey := mk("responder", inter, interKey, false, []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning})
+	notForOCSP, notForOCSPKey := mk("other", inter, interKey, false, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	for _, tc := range []struct {
+		name   string
+		signer *x509.Certificate
+		key    *ecdsa.PrivateKey
+		ok     bool
+	}{
+		{"issuer", inter, interKey, true},
+		{"delegated responder", delegated, delegatedKey, true},
+		{"responder not for OCSP signing", notForOCSP, notForOCSPKey, false},
+		{"root CA", root, rootKey, false},
+	} {
+		der, err := ocsp.CreateResponse(inter, tc.signer, ocsp.Response{Status: ocsp.Good, SerialNumber: leaf.SerialNumber,
+			ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour), Certificate: tc.signer}, tc.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := ocsp.ParseResponse(der, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if err := trustedSigner(r, inter, roots); (err == nil) != tc.ok {
+			t.Errorf("%s: trusted %v (%v), want %v", tc.name, err == nil, err, tc.ok)
+		}
+	}
+}
