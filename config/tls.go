@@ -37,6 +37,7 @@ type TLS struct {
 	SessionTimeout   time.Duration // ssl_session_timeout, default 5m
 	SessionTickets   bool          // ssl_session_tickets, default on
 	SessionCache     bool          // ssl_session_cache builtin or shared (default: none)
+	SessionZone      string        // ssl_session_cache shared:NAME's NAME: servers with one zone share sessions and ticket keys
 	ALPN             []string      // ssl_alpn
 	RejectHandshake  bool          // ssl_reject_handshake
 
@@ -91,6 +92,7 @@ type tlsConf struct {
 	clientCertificate string
 	verifyDepth       int
 	sessionCache      bool
+	sessionZone       string
 	certCache         *CertCache
 	curves            string
 	crl, keyLog       string
@@ -148,12 +150,15 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		if !l.check(d, false, atLeast(1)) || !l.once(d, pc) {
 			return true
 		}
-		tc.sessionCache = false
+		tc.sessionCache, tc.sessionZone = false, ""
 		for _, a := range d.args {
 			switch {
 			case a == "off" || a == "none":
 			case a == "builtin" || strings.HasPrefix(a, "builtin:") || strings.HasPrefix(a, "shared:"):
 				tc.sessionCache = true
+				if rest, ok := strings.CutPrefix(a, "shared:"); ok {
+					tc.sessionZone, _, _ = strings.Cut(rest, ":")
+				}
 			default:
 				l.errorf(d, "invalid session cache \"%s\"", a)
 			}
@@ -350,7 +355,7 @@ func (l *loader) finishTLS(srv *Server, own, parent *proxyConf, shared bool) *TL
 		t.SessionTickets = c.tickets
 	}
 	if c := pick("ssl_session_cache"); c != nil {
-		t.SessionCache = c.sessionCache
+		t.SessionCache, t.SessionZone = c.sessionCache, c.sessionZone
 	}
 	if c := pick("ssl_certificate_cache"); c != nil {
 		t.CertCache = c.certCache

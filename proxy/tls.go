@@ -86,23 +86,47 @@ func newServerTLS(t *config.TLS, vt *varTable, log *Logger) (*serverTLS, error) 
 		c.GetCertificate = staplingCertificate(t.Certs, st)
 		c.Certificates = nil
 	}
-	if !t.SessionTickets && t.SessionCache {
-		// ssl_session_cache without tickets: sessions stay here, and what
-		// the client holds is only their id (stateful resumption, as
-		// OpenSSL's session cache).
-		store := &sessionStore{m: map[string]storedSession{}, timeout: t.SessionTimeout}
-		c.WrapSession, c.UnwrapSession = store.wrap, store.unwrap
-	}
 	// Session tickets: keys of the server's own, so that the per-handshake
 	// configurations (GetConfigForClient) share them and sessions resume
-	// (crypto/tls would otherwise make keys for each outer configuration).
+	// (crypto/tls would otherwise make keys for each outer configuration);
+	// with a shared ssl_session_cache zone, the zone's, as nginx 1.23.2+
+	// keeps them in the zone for every server that uses it.
 	keys := t.TicketKeys // ssl_session_ticket_key: shared by a fleet that has the same files
 	if len(keys) == 0 {
-		var key [32]byte
-		rand.Read(key[:])
-		keys = [][32]byte{key}
+		keys = [][32]byte{zoneOf(t.SessionZone).key}
 	}
 	c.SetSessionTicketKeys(keys)
+	// A session resumes only in a server of the same session id context,
+	// as OpenSSL's: the session carries it (SessionState.Extra).
+	var store *sessionStore
+	if !t.SessionTickets && t.SessionCache {
+		// ssl_session_cache without tickets: sessions stay here (in the
+		// zone's store), and what the client holds is only their id
+		// (stateful resumption, as OpenSSL's session cache).
+		store = zoneOf(t.SessionZone).store
+	}
+	sid := sessionIDContext(t)
+	timeout := t.SessionTimeout
+	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, sid)
+		if store != nil {
+			return store.wrap(ss, timeout)
+		}
+		return c.EncryptTicket(cs, ss)
+	}
+	c.UnwrapSession = func(id []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		var ss *tls.SessionState
+		var err error
+		if store != nil {
+			ss, err = store.unwrap(id)
+		} else {
+			ss, err = c.DecryptTicket(id, cs)
+		}
+		if ss == nil || err != nil || !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return bytes.Equal(e, sid) }) {
+			return nil, err // another context's session, or none: a full handshake
+		}
+		return ss, nil
+	}
 	c.CurvePreferences = t.Curves
 	if t.KeyLog != "" {
 		c.KeyLogWriter = keyLogFile(t.KeyLog)
@@ -133,12 +157,68 @@ func newServerTLS(t *config.TLS, vt *varTable, log *Logger) (*serverTLS, error) 
 	return st, nil
 }
 
-// sessionStore is a server's session cache (ssl_session_cache with
+// sessionStore is a session cache (ssl_session_cache with
 // ssl_session_tickets off), bounded in size and by ssl_session_timeout.
 type sessionStore struct {
-	mu      sync.Mutex
-	m       map[string]storedSession
-	timeout time.Duration
+	mu sync.Mutex
+	m  map[string]storedSession
+}
+
+// sessionZone is what an ssl_session_cache zone holds for the servers
+// that use it: their ticket key and session cache. A server without a
+// shared zone has its own.
+type sessionZone struct {
+	key   [32]byte
+	store *sessionStore
+}
+
+var (
+	zonesMu sync.Mutex
+	zones   = map[string]*sessionZone{}
+)
+
+// zoneOf returns the zone of that name, made at its first use in this
+// process (reloads keep it, as nginx keeps its zones); "" makes a zone of
+// one server's own.
+func zoneOf(name string) *sessionZone {
+	zonesMu.Lock()
+	defer zonesMu.Unlock()
+	if z := zones[name]; z != nil && name != "" {
+		return z
+	}
+	z := &sessionZone{store: &sessionStore{m: map[string]storedSession{}}}
+	rand.Read(z.key[:])
+	if name != "" {
+		zones[name] = z
+	}
+	return z
+}
+
+// sessionIDContext is nginx's ngx_ssl_session_id_context: a digest of the
+// module ("STREAM"), the server's certificates (or, when they are loaded
+// by variables, their names as written) and the CAs named to clients, so
+// that a session resumes only where the same certificates serve.
+func sessionIDContext(t *config.TLS) []byte {
+	h := sha1.New()
+	h.Write([]byte("STREAM"))
+	for _, c := range t.Certs {
+		if len(c.Certificate) > 0 {
+			d := sha1.Sum(c.Certificate[0])
+			h.Write(d[:])
+		}
+	}
+	if len(t.Certs) == 0 {
+		for _, p := range t.CertVars {
+			h.Write([]byte(p[0]))
+		}
+	}
+	if t.ClientCAs != nil {
+		//lint:ignore SA1019 the pool is ssl_client_certificate's alone, none from the system
+		for _, s := range t.ClientCAs.Subjects() {
+			h.Write(s)
+		}
+	}
+	return append([]byte("baton-sid:"), h.Sum(nil)...)
 }
 
 type storedSession struct {
@@ -149,7 +229,7 @@ type storedSession struct {
 // maxStoredSessions bounds a server's session cache.
 const maxStoredSessions = 20000
 
-func (st *sessionStore) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+func (st *sessionStore) wrap(ss *tls.SessionState, timeout time.Duration) ([]byte, error) {
 	b, err := ss.Bytes()
 	if err != nil {
 		return nil, err
@@ -166,11 +246,11 @@ func (st *sessionStore) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byt
 			}
 		}
 	}
-	st.m[string(id)] = storedSession{state: b, expires: now.Add(st.timeout)}
+	st.m[string(id)] = storedSession{state: b, expires: now.Add(timeout)}
 	return id, nil
 }
 
-func (st *sessionStore) unwrap(id []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+func (st *sessionStore) unwrap(id []byte) (*tls.SessionState, error) {
 	st.mu.Lock()
 	s, ok := st.m[string(id)]
 	if ok && time.Now().After(s.expires) {

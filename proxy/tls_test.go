@@ -604,3 +604,43 @@ func TestTLS12ResumedSessions(t *testing.T) {
 		t.Fatalf("the TLS 1.2 upstream resumed %d sessions, want 1", n)
 	}
 }
+
+// Sessions resume across servers that share an ssl_session_cache zone and
+// serve the same certificates (nginx keeps ticket keys in the zone, and
+// OpenSSL checks the session id context), not in one with other
+// certificates, nor in one without the zone.
+func TestTLSSessionIDContext(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	crt2, key2 := selfSigned(t, dir, "b", "b.test")
+	a, same, other, nozone := deadAddr(t).String(), deadAddr(t).String(), deadAddr(t).String(), deadAddr(t).String()
+	startConf(t, fmt.Sprintf(`stream {
+    ssl_session_cache shared:ctxtest:1m;
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; return $ssl_session_reused; }
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; return $ssl_session_reused; }
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; return $ssl_session_reused; }
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; ssl_session_cache none; return $ssl_session_reused; }
+}`, a, crt, key, same, crt, key, other, crt2, key2, nozone, crt, key))
+	for _, vers := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		for _, tc := range []struct {
+			addr, want string
+		}{{a, "r"}, {same, "r"}, {other, "."}, {nozone, "."}} {
+			cache := tls.NewLRUClientSessionCache(4)
+			var got []string
+			for _, addr := range []string{a, tc.addr} {
+				c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+					&tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MaxVersion: vers})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				b, _ := io.ReadAll(c)
+				c.Close()
+				got = append(got, string(b))
+			}
+			if got[0] != "." || got[1] != tc.want {
+				t.Errorf("TLS %x, a session of the first server on %s: %q, want %q then %q", vers, tc.addr, got, ".", tc.want)
+			}
+		}
+	}
+}
