@@ -45,7 +45,13 @@ func certCacheOf(c *config.CertCache) *certCache {
 
 // read returns name's bytes (a file, or "data:" text), from the cache when
 // it holds them and they are still valid.
-func (c *certCache) read(name string) ([]byte, error) {
+func (c *certCache) read(name string) ([]byte, error) { return c.readFor(name, false) }
+
+// reread is read with the cached bytes taken for stale: nginx's
+// NGX_SSL_CACHE_INVALIDATE, for a pair the cache gave mismatched.
+func (c *certCache) reread(name string) ([]byte, error) { return c.readFor(name, true) }
+
+func (c *certCache) readFor(name string, stale bool) ([]byte, error) {
 	if text, ok := strings.CutPrefix(name, "data:"); ok {
 		return []byte(text), nil
 	}
@@ -57,11 +63,11 @@ func (c *certCache) read(name string) ([]byte, error) {
 		switch {
 		case now.Sub(e.used) > c.cfg.Inactive:
 			c.remove(el)
-		case now.Sub(e.loaded) > c.cfg.Valid:
+		case stale || now.Sub(e.loaded) > c.cfg.Valid:
 			data, err := os.ReadFile(name)
-			if err != nil {
-				c.remove(el)
-				return nil, err
+			if err != nil || bytes.Contains(data, []byte("ENCRYPTED")) {
+				c.remove(el) // gone, or now an encrypted key: not kept
+				return data, err
 			}
 			e.data, e.loaded, e.used = data, now, now
 			c.lru.MoveToFront(el)
@@ -106,5 +112,11 @@ func (c *certCache) loadPair(certFile, keyFile string, passwords []string) (tlsC
 			return config.LoadPair(certFile, keyFile, passwords)
 		}
 	}
-	return config.LoadPairWith(c.read, certFile, keyFile, passwords)
+	pair, err := config.LoadPairWith(c.read, certFile, keyFile, passwords)
+	if err != nil {
+		// A pair the cache holds mismatched (one file replaced and read
+		// again, the other still cached): both read again, as nginx.
+		pair, err = config.LoadPairWith(c.reread, certFile, keyFile, passwords)
+	}
+	return pair, err
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,5 +49,39 @@ func TestCertCache(t *testing.T) {
 	cc.cfg.Valid = -1
 	if got := read(c); got != "error" {
 		t.Fatalf("a removed file past valid: %q", got)
+	}
+}
+
+// A pair the cache gives mismatched (the certificate evicted and read
+// anew from a replaced file, the key still cached from before) is read
+// again whole, as nginx's NGX_SSL_CACHE_INVALIDATE retry.
+func TestCertCacheMismatchedPair(t *testing.T) {
+	dir := t.TempDir()
+	xCrt, xKey := selfSigned(t, dir, "x", "x.test")
+	yCrt, yKey := selfSigned(t, dir, "y", "y.test")
+	zCrt, zKey := selfSigned(t, dir, "z", "z.test")
+	wCrt, _ := selfSigned(t, dir, "w", "w.test")
+	c := certCacheOf(&config.CertCache{Max: 4, Inactive: time.Hour, Valid: time.Hour})
+	if _, err := c.loadPair(xCrt, xKey, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.loadPair(zCrt, zKey, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.read(xKey) // x's key most recently used: x's certificate leaves next
+	c.read(wCrt)
+	if _, ok := c.entries[xCrt]; ok {
+		t.Fatal("x's certificate is still cached")
+	}
+	for _, f := range [][2]string{{yCrt, xCrt}, {yKey, xKey}} {
+		b, _ := os.ReadFile(f[0])
+		os.WriteFile(f[1], b, 0o600)
+	}
+	pair, err := c.loadPair(xCrt, xKey, nil)
+	if err != nil {
+		t.Fatalf("the pair after its files were replaced: %v", err)
+	}
+	if leaf, _ := x509.ParseCertificate(pair.Certificate[0]); leaf.Subject.CommonName != "y.test" {
+		t.Fatalf("got %s, want the replaced files' y.test", leaf.Subject.CommonName)
 	}
 }
