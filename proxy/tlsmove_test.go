@@ -444,3 +444,86 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 		t.Fatalf("after a failed upgrade: %q %v", got, err)
 	}
 }
+
+// A new process that does not know a TLS session's record state version
+// refuses the session, and the old process, restoring it, serves it on:
+// the client sees nothing. The upstream's record state likewise.
+func TestTLSStateRefusedStaysInOldProcess(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	up := testutil.StartTLSEcho(t, crt, key, tls.VersionTLS13)
+	term, orig := deadAddr(t).String(), deadAddr(t).String()
+	text := fmt.Sprintf(`stream {
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
+    server { listen %s; proxy_pass %s; proxy_ssl on; }
+}`, term, crt, key, b.addr(), orig, up.Addr)
+	old, _, _ := startConf(t, text)
+	tc := dialTLSClient(t, term, "terminated", &tls.Config{}, true)
+	tc.echoes(t, []byte("before\n"))
+	pc, err := net.DialTimeout("tcp", orig, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.SetDeadline(time.Now().Add(30 * time.Second))
+	roundTripConn(t, "proxy_ssl", pc, 1000)
+
+	cfg, err := config.Parse("new.conf", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := newProxyFor(t, cfg, 1)
+	files, err := old.Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nw.Sink().AdoptListeners(files); err != nil {
+		t.Fatal(err)
+	}
+	old.PauseAccepting()
+	conns, _, err := old.Quiesce(126)
+	if err != nil || len(conns) != 2 {
+		t.Fatalf("quiesced %d sessions, %v; want both", len(conns), err)
+	}
+	// A record state of a version this build does not know (a newer one).
+	for i := range conns {
+		m, err := decodeState(conns[i].State)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range [][]byte{m.upTLS} {
+			if rec != nil {
+				rec[0] = 99
+			}
+		}
+		if m.tls != nil {
+			m.tls.rec[0] = 99
+		}
+		conns[i].State = m.encode()
+	}
+	accepted, rejected := nw.Sink().Import(conns)
+	if len(accepted) != 0 || len(rejected) != 2 {
+		t.Fatalf("accepted %v, rejected %v: want both refused", accepted, rejected)
+	}
+	for _, why := range rejected {
+		if !strings.Contains(why, "unknown version") {
+			t.Errorf("refused for %q, want the unknown record state version", why)
+		}
+	}
+	var ids []uint64
+	for _, c := range conns {
+		ids = append(ids, c.ID)
+	}
+	old.Restore(ids)
+	old.ResumeAccepting()
+	tc.echoes(t, []byte("after, still the old process\n"))
+	if err := tc.Rec.KeyUpdate(true); err != nil {
+		t.Fatal(err)
+	}
+	tc.echoes(t, []byte("and after a KeyUpdate\n"))
+	roundTripConn(t, "proxy_ssl", pc, 100_000)
+	if n := old.Stats().Active; n != 2 {
+		t.Fatalf("the old process has %d sessions, want both", n)
+	}
+}
