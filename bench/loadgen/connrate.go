@@ -214,7 +214,7 @@ func connrateMain(args []string) error {
 		fmt.Printf(" hello=%s alpn=%s hello_bytes=%d", *hello, orDash(*alpn), len(cfg.payload))
 	}
 	if cfg.tls.on {
-		fmt.Printf(" tls_max=%s tls_resume=%v", cfg.tls.max, cfg.tls.resume)
+		fmt.Printf(" tls_max=%s tls_resume=%v tls_pq=%v", cfg.tls.max, cfg.tls.resume, cfg.tls.pq)
 	}
 	fmt.Println()
 	if r.firstErr != nil {
