@@ -154,11 +154,26 @@ func (l *loader) tlsSetting(d *directive, pc *proxyConf) bool {
 		for _, a := range d.args {
 			switch {
 			case a == "off" || a == "none":
-			case a == "builtin" || strings.HasPrefix(a, "builtin:") || strings.HasPrefix(a, "shared:"):
+			case a == "builtin":
 				tc.sessionCache = true
-				if rest, ok := strings.CutPrefix(a, "shared:"); ok {
-					tc.sessionZone, _, _ = strings.Cut(rest, ":")
+			case strings.HasPrefix(a, "builtin:"):
+				// nginx's ngx_atoi of the size: digits only.
+				if n := strings.TrimPrefix(a, "builtin:"); n == "" || strings.Trim(n, "0123456789") != "" {
+					l.errorf(d, "invalid session cache \"%s\"", a)
 				}
+				tc.sessionCache = true
+			case strings.HasPrefix(a, "shared:"):
+				// nginx's ngx_stream_ssl_session_cache: a name, then a size
+				// of at least 8 pages.
+				name, sizeText, ok := strings.Cut(strings.TrimPrefix(a, "shared:"), ":")
+				size, err := ParseSize(sizeText)
+				switch {
+				case !ok || name == "" || err != nil:
+					l.errorf(d, "invalid session cache \"%s\"", a)
+				case size < minZoneSize:
+					l.errorf(d, "session cache \"%s\" is too small", a)
+				}
+				tc.sessionCache, tc.sessionZone = true, name
 			default:
 				l.errorf(d, "invalid session cache \"%s\"", a)
 			}
