@@ -188,15 +188,13 @@ type KeyLog struct {
 
 	mu      sync.Mutex
 	secrets map[string][]byte
-	resumed []byte // a TLS 1.2 session's master secret, which a resumption does not log
+	session *tls.SessionState // the session offered or resumed: a TLS 1.2 resumption logs no secret
 }
 
 func (k *KeyLog) Write(line []byte) (int, error) {
 	f := bytes.Fields(line)
 	if len(f) == 3 {
-		_, err1 := hex.DecodeString(string(f[1]))
-		secret, err2 := hex.DecodeString(string(f[2]))
-		if err1 == nil && err2 == nil {
+		if secret, err := hex.DecodeString(string(f[2])); err == nil {
 			k.mu.Lock()
 			if k.secrets == nil {
 				k.secrets = map[string][]byte{}
@@ -218,34 +216,40 @@ func (k *KeyLog) wipe() {
 		clear(s)
 	}
 	k.secrets = nil
-	clear(k.resumed)
-	k.resumed = nil
+	k.session = nil
 	k.mu.Unlock()
 }
 
 // A TLS 1.2 resumption writes no key log line: the master secret is the
-// session's. These hooks take it from the session crypto/tls resumes,
-// through SessionState.Bytes, whose encoding starts with the version (2
-// bytes), the side (1), the suite (2), the creation time (8) and the
-// secret (1 byte of length). The encoding is crypto/tls's own and may
-// change with Go: a session whose bytes do not read so is not taken, and
-// its connection stays crypto/tls's (FromHandshake says ErrUnsupported).
-func (k *KeyLog) keepSession(ss *tls.SessionState) {
+// session's. The hooks below keep the session crypto/tls offers or
+// resumes, and FromHandshake reads its secret only for a resumed TLS 1.2
+// connection (masterSecret).
+func (k *KeyLog) keep(ss *tls.SessionState) {
+	k.mu.Lock()
+	k.session = ss
+	k.mu.Unlock()
+}
+
+// masterSecret reads a TLS 1.2 session's master secret through
+// SessionState.Bytes, whose encoding starts with the version (2 bytes),
+// the side (1), the suite (2), the creation time (8) and the secret (1
+// byte of length). The encoding is crypto/tls's own and may change with
+// Go: nil when the bytes do not read so (the connection then stays
+// crypto/tls's: FromHandshake says ErrUnsupported).
+func masterSecret(ss *tls.SessionState) []byte {
 	if ss == nil {
-		return
+		return nil
 	}
 	b, err := ss.Bytes()
 	if err != nil {
-		return
+		return nil
 	}
 	defer clear(b)
 	const at = 2 + 1 + 2 + 8
 	if len(b) < at+1+48 || uint16(b[0])<<8|uint16(b[1]) != tls.VersionTLS12 || b[at] != 48 {
-		return
+		return nil
 	}
-	k.mu.Lock()
-	k.resumed = clone(b[at+1 : at+1+48])
-	k.mu.Unlock()
+	return clone(b[at+1 : at+1+48])
 }
 
 // UnwrapSession is a server's Config.UnwrapSession that keeps the session
@@ -259,7 +263,7 @@ func (k *KeyLog) UnwrapSession(cfg *tls.Config, next func([]byte, tls.Connection
 		} else {
 			ss, err = cfg.DecryptTicket(identity, cs)
 		}
-		k.keepSession(ss)
+		k.keep(ss)
 		return ss, err
 	}
 }
@@ -279,7 +283,7 @@ func (c keepingCache) Get(key string) (*tls.ClientSessionState, bool) {
 	cs, ok := c.ClientSessionCache.Get(key)
 	if ok && cs != nil {
 		if _, ss, err := cs.ResumptionState(); err == nil {
-			c.k.keepSession(ss)
+			c.k.keep(ss)
 		}
 	}
 	return cs, ok
@@ -331,9 +335,10 @@ func FromHandshake(raw net.Conn, hc *HandshakeConn, cs tls.ConnectionState, kl *
 	} else {
 		master := kl.secrets["CLIENT_RANDOM"]
 		if cs.DidResume {
-			if master = kl.resumed; master == nil {
-				return nil, ErrUnsupported // a session whose secret keepSession could not read
+			if master = masterSecret(kl.session); master == nil {
+				return nil, ErrUnsupported
 			}
+			defer clear(master)
 		}
 		ch, sh := hc.firstIn, hc.firstOut // the hellos, for their randoms
 		if !server {
