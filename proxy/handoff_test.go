@@ -15,18 +15,25 @@ import (
 	"github.com/batonproxy/baton/config"
 )
 
-// handOver moves everything from old to new in this process, as the
-// protocol does across processes: listeners, then batches of sessions.
-func handOver(t *testing.T, old, new *Proxy) (moved int) {
+// startHandOver gives old's listeners to nw and makes old stop accepting,
+// as the protocol's first steps do: sessions can be quiesced then.
+func startHandOver(t *testing.T, old, nw *Proxy) {
 	t.Helper()
 	files, err := old.Listeners()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := new.Sink().AdoptListeners(files); err != nil {
+	if _, err := nw.Sink().AdoptListeners(files); err != nil {
 		t.Fatal(err)
 	}
 	old.PauseAccepting()
+}
+
+// handOver moves everything from old to new in this process, as the
+// protocol does across processes: listeners, then batches of sessions.
+func handOver(t *testing.T, old, new *Proxy) (moved int) {
+	t.Helper()
+	startHandOver(t, old, new)
 	for i := 0; i < 1000; i++ {
 		conns, done, err := old.Quiesce(126)
 		if err != nil {
@@ -54,14 +61,7 @@ func handOver(t *testing.T, old, new *Proxy) (moved int) {
 // dies here, in the tests that call it.
 func importOne(t *testing.T, old, nw *Proxy) {
 	t.Helper()
-	files, err := old.Listeners()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nw.Sink().AdoptListeners(files); err != nil {
-		t.Fatal(err)
-	}
-	old.PauseAccepting()
+	startHandOver(t, old, nw)
 	conns, _, err := old.Quiesce(126)
 	if err != nil || len(conns) != 1 {
 		t.Fatalf("quiesce: %d, %v", len(conns), err)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -142,18 +141,17 @@ func TestTLSInteropPeers(t *testing.T) {
 						c.SetDeadline(time.Now().Add(30 * time.Second))
 						s.name, s.c = fmt.Sprintf("%s #%d", s.name, i), c
 						streams = append(streams, s)
-						roundTripConn(t, s.name, c, 1000) // one after the other: the next may resume
+						echoesOn(t, s.name, c, randomBytes(1000)) // one after the other: the next may resume
 					}
 				}
 				for _, s := range streams {
-					roundTripConn(t, s.name, s.c, 200_000)
+					echoesOn(t, s.name, s.c, randomBytes(200_000))
 				}
 				// 256 KiB in flight each way at the move.
 				sent := make([][]byte, len(streams))
 				writes := make(chan error, len(streams))
 				for i, s := range streams {
-					sent[i] = make([]byte, 256<<10)
-					rand.Read(sent[i])
+					sent[i] = randomBytes(256 << 10)
 					go func() { _, err := s.c.Write(sent[i]); writes <- err }()
 				}
 				waitFor(t, func() bool { return old.Stats().Active == int64(len(streams)) })
@@ -176,7 +174,7 @@ func TestTLSInteropPeers(t *testing.T) {
 					}
 				}
 				for _, s := range streams {
-					roundTripConn(t, s.name, s.c, 100_000)
+					echoesOn(t, s.name, s.c, randomBytes(100_000))
 					s.c.Close()
 				}
 				waitFor(t, func() bool { return nw.Stats().Active == 0 })
@@ -193,21 +191,5 @@ func TestTLSInteropPeers(t *testing.T) {
 				}
 			})
 		}
-	}
-}
-
-// roundTripConn writes n random bytes to an echo path and reads them back.
-func roundTripConn(t *testing.T, name string, c net.Conn, n int) {
-	t.Helper()
-	p := make([]byte, n)
-	rand.Read(p)
-	errc := make(chan error, 1)
-	go func() { _, err := c.Write(p); errc <- err }()
-	got := make([]byte, n)
-	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, p) {
-		t.Fatalf("%s: round trip of %d bytes: %v", name, n, err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
 	}
 }

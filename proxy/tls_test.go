@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -56,10 +55,16 @@ func selfSigned(t *testing.T, dir, base string, names ...string) (certFile, keyF
 
 func tlsDial(t *testing.T, addr, sni string, alpn ...string) *tls.Conn {
 	t.Helper()
+	return tlsDialConfig(t, addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: alpn})
+}
+
+// tlsDialConfig is tlsDial with a configuration of the test's.
+func tlsDialConfig(t *testing.T, addr string, cfg *tls.Config) *tls.Conn {
+	t.Helper()
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: alpn})
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
 	if err != nil {
-		t.Fatalf("TLS to %s (%q): %v", addr, sni, err)
+		t.Fatalf("TLS to %s (%q): %v", addr, cfg.ServerName, err)
 	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	t.Cleanup(func() { c.Close() })
@@ -301,14 +306,7 @@ func TestTLSSessionCache(t *testing.T) {
 		cache := tls.NewLRUClientSessionCache(4)
 		var got []string
 		for range 2 {
-			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tc.addr,
-				&tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			b, _ := io.ReadAll(c)
-			c.Close()
+			b, _ := io.ReadAll(tlsDialConfig(t, tc.addr, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache}))
 			got = append(got, string(b))
 		}
 		if got[0] != tc.first || !strings.HasPrefix(got[1], strings.TrimSpace(tc.again)) {
@@ -544,17 +542,6 @@ func TestTLS12ResumedSessions(t *testing.T) {
     server { listen %s ssl; ssl_session_tickets off; ssl_session_cache shared:SSL:1m; proxy_pass %s; }
     server { listen %s; proxy_pass %s; proxy_ssl on; proxy_ssl_protocols TLSv1.2; }
 }`, crt, key, tickets, b.addr(), cached, b.addr(), orig, up.Addr))
-	roundTrip := func(rw io.ReadWriter, what string) {
-		t.Helper()
-		msg := []byte(strings.Repeat(what, 2000))
-		if _, err := rw.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(rw, got); err != nil || !bytes.Equal(got, msg) {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
 	// Every live session is on baton's record layer: it can move.
 	movable := func(what string) {
 		t.Helper()
@@ -574,13 +561,8 @@ func TestTLS12ResumedSessions(t *testing.T) {
 	for _, addr := range []string{tickets, cached} {
 		cache := tls.NewLRUClientSessionCache(4)
 		for i := range 2 {
-			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
-				&tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MaxVersion: tls.VersionTLS12})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			roundTrip(c, fmt.Sprintf("%s #%d ", addr, i))
+			c := tlsDialConfig(t, addr, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MaxVersion: tls.VersionTLS12})
+			echoesOn(t, fmt.Sprintf("%s #%d", addr, i), c, randomBytes(20_000))
 			if c.ConnectionState().DidResume != (i == 1) {
 				t.Fatalf("%s #%d: resumed %v", addr, i, c.ConnectionState().DidResume)
 			}
@@ -595,7 +577,7 @@ func TestTLS12ResumedSessions(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		roundTrip(c, fmt.Sprintf("proxy_ssl #%d ", i))
+		echoesOn(t, fmt.Sprintf("proxy_ssl #%d", i), c, randomBytes(20_000))
 		movable(fmt.Sprintf("proxy_ssl #%d", i))
 		c.Close()
 		waitFor(t, func() bool { return p.Stats().Active == 0 })
@@ -628,14 +610,7 @@ func TestTLSSessionIDContext(t *testing.T) {
 			cache := tls.NewLRUClientSessionCache(4)
 			var got []string
 			for _, addr := range []string{a, tc.addr} {
-				c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
-					&tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MaxVersion: vers})
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				b, _ := io.ReadAll(c)
-				c.Close()
+				b, _ := io.ReadAll(tlsDialConfig(t, addr, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, ClientSessionCache: cache, MaxVersion: vers}))
 				got = append(got, string(b))
 			}
 			if got[0] != "." || got[1] != tc.want {

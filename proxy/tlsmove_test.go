@@ -44,6 +44,27 @@ func (c *tlsClient) echoes(t *testing.T, p []byte) {
 	}
 }
 
+// randomBytes is n random bytes.
+func randomBytes(n int) []byte {
+	p := make([]byte, n)
+	rand.Read(p)
+	return p
+}
+
+// echoesOn writes p to rw, an echo path, and reads it back.
+func echoesOn(t *testing.T, name string, rw io.ReadWriter, p []byte) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { _, err := rw.Write(p); errc <- err }()
+	got := make([]byte, len(p))
+	if _, err := io.ReadFull(rw, got); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("%s: echo of %d bytes: %v", name, len(p), err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Terminated TLS sessions move in an upgrade: TLS 1.3 and TLS 1.2 (AES-GCM
 // and ChaCha20), with bytes in flight both ways at the move, KeyUpdate
 // before and after it, and their $ssl_* variables in the new process's
@@ -84,18 +105,13 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 		dialTLSClient(t, addr, "tls12 chacha20", tls12(tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256), false))
 	cbc := dialTLSClient(t, addr, "tls12 cbc", tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA), false)
 
-	payload := func(n int) []byte {
-		p := make([]byte, n)
-		rand.Read(p)
-		return p
-	}
 	for _, c := range append(clients, cbc) {
-		c.echoes(t, payload(50_000))
+		c.echoes(t, randomBytes(50_000))
 		if c.Rec != nil && c.Rec.Version() == tls.VersionTLS13 {
 			if err := c.Rec.KeyUpdate(true); err != nil {
 				t.Fatal(err)
 			}
-			c.echoes(t, payload(1000))
+			c.echoes(t, randomBytes(1000))
 		}
 	}
 	// Bytes in flight at the move: each client writes 1 MiB and reads
@@ -104,7 +120,7 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 	sent := make([][]byte, len(clients))
 	writes := make(chan error, len(clients))
 	for i, c := range clients {
-		sent[i] = payload(inFlight)
+		sent[i] = randomBytes(inFlight)
 		go func() { _, err := c.Write(sent[i]); writes <- err }()
 	}
 	waitFor(t, func() bool { return old.Stats().Active == int64(len(clients)+1) })
@@ -120,7 +136,7 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 	if n := old.TLSSessions(); n != 1 {
 		t.Fatalf("%d TLS sessions stayed in the old process, want the CBC one", n)
 	}
-	cbc.echoes(t, payload(10_000)) // the old process still serves it
+	cbc.echoes(t, randomBytes(10_000)) // the old process still serves it
 	cbc.Close()
 	waitFor(t, func() bool { return old.Stats().Active == 0 })
 	old.Close()
@@ -137,12 +153,12 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 		}
 	}
 	for _, c := range clients {
-		c.echoes(t, payload(30_000))
+		c.echoes(t, randomBytes(30_000))
 		if c.Rec != nil && c.Rec.Version() == tls.VersionTLS13 {
 			if err := c.Rec.KeyUpdate(true); err != nil {
 				t.Fatal(err)
 			}
-			c.echoes(t, payload(1000))
+			c.echoes(t, randomBytes(1000))
 		}
 		c.Close()
 	}
@@ -232,11 +248,7 @@ func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
 		t.Fatalf("moved %d, want the session whose handshake finished", moved)
 	}
 	old.Close()
-	io.WriteString(tc, "after the move\n")
-	got := make([]byte, len("after the move\n"))
-	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "after the move\n" {
-		t.Fatalf("%q %v", got, err)
-	}
+	echoesOn(t, "after the move", tc, []byte("after the move\n"))
 }
 
 // Sessions with TLS to their upstream (proxy_ssl) move in an upgrade too,
@@ -267,22 +279,9 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 		rw   io.ReadWriter
 		raw  net.Conn
 	}
-	payload := func(n int) []byte {
-		p := make([]byte, n)
-		rand.Read(p)
-		return p
-	}
 	echoes := func(c client, p []byte) {
 		t.Helper()
-		errc := make(chan error, 1)
-		go func() { _, err := c.rw.Write(p); errc <- err }()
-		got := make([]byte, len(p))
-		if _, err := io.ReadFull(c.rw, got); err != nil || !bytes.Equal(got, p) {
-			t.Fatalf("%s: echo of %d bytes: %v", c.name, len(p), err)
-		}
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
+		echoesOn(t, c.name, c.rw, p)
 	}
 	dialPlain := func(addr, name string) client {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -296,17 +295,17 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 	var clients []client
 	for i := range 3 {
 		clients = append(clients, dialPlain(plain13, fmt.Sprintf("plain to tls13 #%d", i)))
-		echoes(clients[i], payload(1000)) // one after the other: the next resumes
+		echoes(clients[i], randomBytes(1000)) // one after the other: the next resumes
 	}
 	for i := range 2 {
 		c := dialTLSClient(t, both, fmt.Sprintf("tls both sides #%d", i), &tls.Config{}, i == 0)
 		c.Raw.SetDeadline(time.Now().Add(60 * time.Second))
 		clients = append(clients, client{c.name, c, c.Raw})
-		echoes(clients[len(clients)-1], payload(1000))
+		echoes(clients[len(clients)-1], randomBytes(1000))
 	}
 	clients = append(clients, dialPlain(plain12, "plain to tls12"))
 	for _, c := range clients {
-		echoes(c, payload(50_000)) // and a KeyUpdate from a TLS 1.3 upstream
+		echoes(c, randomBytes(50_000)) // and a KeyUpdate from a TLS 1.3 upstream
 	}
 	if n := up13.Resumed.Load(); n < 3 {
 		t.Errorf("%d of 5 TLS 1.3 upstream sessions resumed, want all but the first of each server{}", n)
@@ -316,7 +315,7 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 	sent := make([][]byte, len(clients))
 	writes := make(chan error, len(clients))
 	for i, c := range clients {
-		sent[i] = payload(inFlight)
+		sent[i] = randomBytes(inFlight)
 		go func() { _, err := c.rw.Write(sent[i]); writes <- err }()
 	}
 	waitFor(t, func() bool { return old.Stats().Active == int64(len(clients)) })
@@ -347,12 +346,12 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 	}
 	up13.KeyGen.Add(1)
 	for _, c := range clients {
-		echoes(c, payload(30_000))
+		echoes(c, randomBytes(30_000))
 		if tc, ok := c.rw.(*tlsClient); ok && tc.Rec != nil {
 			if err := tc.Rec.KeyUpdate(true); err != nil {
 				t.Fatal(err)
 			}
-			echoes(c, payload(1000))
+			echoes(c, randomBytes(1000))
 		}
 		c.raw.Close()
 	}
@@ -407,12 +406,7 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 	old.Close()
 	for i, raw := range raws {
 		tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
-		msg := fmt.Sprintf("handshake in the new process %d\n", i)
-		io.WriteString(tc, msg)
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(tc, got); err != nil || string(got) != msg {
-			t.Fatalf("#%d: %q %v", i, got, err)
-		}
+		echoesOn(t, fmt.Sprintf("handshake in the new process #%d", i), tc, randomBytes(1000))
 	}
 
 	// An upgrade that ends without it (nothing takes it: the sink is
@@ -438,11 +432,7 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 	})
 	p.ResumeAccepting() // the upgrade failed
 	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
-	io.WriteString(tc, "here again\n")
-	got := make([]byte, len("here again\n"))
-	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "here again\n" {
-		t.Fatalf("after a failed upgrade: %q %v", got, err)
-	}
+	echoesOn(t, "after a failed upgrade", tc, []byte("here again\n"))
 }
 
 // A new process that does not know a TLS session's record state version
@@ -467,21 +457,14 @@ func TestTLSStateRefusedStaysInOldProcess(t *testing.T) {
 	}
 	defer pc.Close()
 	pc.SetDeadline(time.Now().Add(30 * time.Second))
-	roundTripConn(t, "proxy_ssl", pc, 1000)
+	echoesOn(t, "proxy_ssl", pc, randomBytes(1000))
 
 	cfg, err := config.Parse("new.conf", []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
 	nw, _ := newProxyFor(t, cfg, 1)
-	files, err := old.Listeners()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nw.Sink().AdoptListeners(files); err != nil {
-		t.Fatal(err)
-	}
-	old.PauseAccepting()
+	startHandOver(t, old, nw)
 	conns, _, err := old.Quiesce(126)
 	if err != nil || len(conns) != 2 {
 		t.Fatalf("quiesced %d sessions, %v; want both", len(conns), err)
@@ -492,10 +475,8 @@ func TestTLSStateRefusedStaysInOldProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, rec := range [][]byte{m.upTLS} {
-			if rec != nil {
-				rec[0] = 99
-			}
+		if m.upTLS != nil {
+			m.upTLS[0] = 99
 		}
 		if m.tls != nil {
 			m.tls.rec[0] = 99
@@ -522,7 +503,7 @@ func TestTLSStateRefusedStaysInOldProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.echoes(t, []byte("and after a KeyUpdate\n"))
-	roundTripConn(t, "proxy_ssl", pc, 100_000)
+	echoesOn(t, "proxy_ssl", pc, randomBytes(100_000))
 	if n := old.Stats().Active; n != 2 {
 		t.Fatalf("the old process has %d sessions, want both", n)
 	}

@@ -22,14 +22,7 @@ import (
 // not reading yet.
 func udpHandOver(t *testing.T, old, nw *Proxy, duringPause func()) (moved int) {
 	t.Helper()
-	files, err := old.Listeners()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nw.Sink().AdoptListeners(files); err != nil {
-		t.Fatal(err)
-	}
-	old.PauseAccepting()
+	startHandOver(t, old, nw)
 	if duringPause != nil {
 		duringPause()
 	}
