@@ -104,28 +104,7 @@ func StartTLSEcho(t testing.TB, crt, key string, maxVers uint16) *TLSEcho {
 	var tk [32]byte
 	rand.Read(tk[:])
 	cfg.SetSessionTicketKeys([][32]byte{tk}) // one key for the clones serve makes
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	go func() {
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, raw)
-			mu.Unlock()
-			go srv.serve(raw, cfg)
-		}
-	}()
+	Serve(t, ln, func(c net.Conn) { srv.serve(c, cfg) })
 	return srv
 }
 
@@ -165,4 +144,37 @@ func (srv *TLSEcho) serve(raw net.Conn, cfg *tls.Config) {
 			return
 		}
 	}
+}
+
+// Serve accepts on ln until the test ends and runs handle on each
+// connection in a goroutine of its own; at the end ln and every
+// connection are closed, and the handlers waited for.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); handle(c) }()
+		}
+	}()
 }
