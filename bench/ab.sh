@@ -50,30 +50,9 @@ fi
 DIR=$HERE/.run/ab
 rm -rf "$DIR"; mkdir -p "$DIR/be/www" "$DIR/be/tmp"
 BACKEND=127.0.0.1:23080
-PIDS=()
-start() {   # start NAME CMD...
-  local name=$1; shift
-  "$@" >"$DIR/$name.log" 2>&1 </dev/null &
-  PIDS+=("$!")
-}
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$HERE/lib.sh"   # start, cleanup, listening
 tree() {    # a PID and its children, comma-separated
   echo "$1$(ps -o pid= --ppid "$1" | awk '{printf ",%s", $1}')"
-}
-listening() {   # listening PORT: wait up to 10 s for a listener from the last process started
-  local i
-  for i in $(seq 1 100); do
-    ss -ltn "sport = :$1" | grep -q LISTEN && return 0
-    kill -0 "${PIDS[-1]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "ab.sh: nothing listens on port $1 (see $DIR/*.log)" >&2; exit 1
 }
 
 printf 'hello, world\n' >"$DIR/be/www/tiny.txt"

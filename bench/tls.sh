@@ -45,27 +45,7 @@ for p in 23701 23702 23703 $(seq 23711 $((23710 + 3 * $#))); do
     echo "tls.sh: port $p is in use; not starting" >&2; exit 2
   fi
 done
-PIDS=()
-start() {   # start NAME CMD...
-  local name=$1; shift
-  "$@" >"$DIR/$name.log" 2>&1 </dev/null &
-  PIDS+=("$!")
-}
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-listening() {
-  local i
-  for i in $(seq 1 100); do
-    ss -ltn "sport = :$1" | grep -q LISTEN && return 0
-    sleep 0.1
-  done
-  echo "tls.sh: nothing listens on port $1 (see $DIR/*.log)" >&2; exit 1
-}
+. "$HERE/lib.sh"   # start, cleanup, listening
 rss() {   # RSS in KB of a process and its children
   local t=0 p
   for p in $1 $(ps -o pid= --ppid "$1"); do
