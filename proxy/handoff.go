@@ -183,7 +183,9 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, waiting bool, err error) {
 			if !s.tlsMovable() {
 				// A handshake not begun is taken back, and moves as a
 				// plain session once its socket is back (tlsPending).
-				waiting = waiting || s.handshakeBegun() || s.takeHandshakeBack()
+				// Every such session in this pass, not only the first.
+				begun := s.handshakeBegun() || s.takeHandshakeBack()
+				waiting = waiting || begun
 				i++
 				continue
 			}

@@ -34,6 +34,13 @@ func startHandOver(t *testing.T, old, nw *Proxy) {
 func handOver(t *testing.T, old, new *Proxy) (moved int) {
 	t.Helper()
 	startHandOver(t, old, new)
+	return moveSessions(t, old, new)
+}
+
+// moveSessions is handOver's part after startHandOver: batches of
+// sessions until Quiesce is done.
+func moveSessions(t *testing.T, old, new *Proxy) (moved int) {
+	t.Helper()
 	for i := 0; i < 1000; i++ {
 		conns, done, err := old.Quiesce(126)
 		if err != nil {

@@ -397,7 +397,24 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	nw, _ := newProxyFor(t, cfg, 1)
-	if moved := handOver(t, old, nw); moved != len(raws) {
+	startHandOver(t, old, nw)
+	// One pass takes every such handshake back, not one a pass (each
+	// pass may wait 5 ms, and the upgrade waits 3 s at most).
+	if conns, done, err := old.Quiesce(126); len(conns) != 0 || done || err != nil {
+		t.Fatalf("first pass: %d sessions, done %v, %v; want it to wait for the handshakes taken back", len(conns), done, err)
+	}
+	waitFor(t, func() bool {
+		var n atomic.Int64
+		old.eachLoop(func(l *loop) {
+			for _, s := range l.sessions {
+				if s.state == stateTLSPending {
+					n.Add(1)
+				}
+			}
+		})
+		return n.Load() == int64(len(raws))
+	})
+	if moved := moveSessions(t, old, nw); moved != len(raws) {
 		t.Fatalf("moved %d, want the %d sessions whose handshake had not begun", moved, len(raws))
 	}
 	if n := old.Stats().Active; n != 0 {
