@@ -1055,9 +1055,11 @@ func (s *session) startUpstreamTLS() {
 		s.ppOutLen = int64(len(header))
 		s.c2u.n += int64(len(header))
 	}
-	var local netip.AddrPort
-	if sa, err := unix.Getsockname(s.ufd); err == nil {
-		local = sock.AddrPort(sa)
+	var local netip.AddrPort // for proxyingStarts' info line alone
+	if s.srv.log.Enabled(LevelInfo) {
+		if sa, err := unix.Getsockname(s.ufd); err == nil {
+			local = sock.AddrPort(sa)
+		}
 	}
 	fd, ok := s.detachForTLS(&s.ufd, &s.uEvents, "an upstream TLS session")
 	if !ok {
