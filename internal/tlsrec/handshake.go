@@ -22,10 +22,8 @@ type HandshakeConn struct {
 	pre  []byte // read and not yet served: before the handshake began, or with its records
 	rbuf []byte // what pre is read into from the connection
 
-	started atomic.Bool // the client's first byte has been read
-
-	mu      sync.Mutex  // Stop and SetConn
-	stopped atomic.Bool // Stop took the handshake back before it began
+	phase atomic.Int32 // notBegun, then begun (a byte served) or stopped (Stop came first)
+	mu    sync.Mutex   // Stop and SetConn: the connection a Stop sets a deadline on
 
 	hdr [hdrLen]byte // the header being read
 	hn  int          // its bytes so far
@@ -65,7 +63,7 @@ func (c *HandshakeConn) Read(p []byte) (int, error) {
 		}
 		c.pre = c.rbuf[:k]
 	}
-	if !c.started.Load() && !c.begin() {
+	if c.phase.Load() != begun && !c.phase.CompareAndSwap(notBegun, begun) {
 		return 0, ErrStopped // what was read stays in pre: Taken
 	}
 	n := copy(p, c.pre)
@@ -116,19 +114,15 @@ func (c *HandshakeConn) Write(p []byte) (int, error) {
 
 // Started reports whether the handshake has read a byte. Safe to call
 // from another goroutine than the handshake's.
-func (c *HandshakeConn) Started() bool { return c.started.Load() }
+func (c *HandshakeConn) Started() bool { return c.phase.Load() == begun }
 
-// begin marks the handshake started as its first byte is served, unless
-// Stop came first.
-func (c *HandshakeConn) begin() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped.Load() {
-		return false
-	}
-	c.started.Store(true)
-	return true
-}
+// A handshake's phases: the first byte served to crypto/tls begins it,
+// unless Stop came first.
+const (
+	notBegun = iota
+	begun
+	stopped
+)
 
 // ErrStopped is what a handshake Stop took back reads.
 var ErrStopped = errors.New("tls: the handshake was taken back before it began")
@@ -141,20 +135,14 @@ var ErrStopped = errors.New("tls: the handshake was taken back before it began")
 func (c *HandshakeConn) Stop() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.started.Load() {
-		return false
+	if c.phase.CompareAndSwap(notBegun, stopped) && c.Conn != nil {
+		c.Conn.SetReadDeadline(time.Unix(1, 0))
 	}
-	if !c.stopped.Load() {
-		c.stopped.Store(true)
-		if c.Conn != nil {
-			c.Conn.SetReadDeadline(time.Unix(1, 0))
-		}
-	}
-	return true
+	return c.phase.Load() == stopped
 }
 
 // Stopped reports whether Stop took the handshake back.
-func (c *HandshakeConn) Stopped() bool { return c.stopped.Load() }
+func (c *HandshakeConn) Stopped() bool { return c.phase.Load() == stopped }
 
 // Taken is what a stopped handshake's connection had sent: bytes to give
 // the next handshake first.
@@ -165,7 +153,7 @@ func (c *HandshakeConn) SetConn(conn net.Conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.Conn = conn
-	if c.stopped.Load() && conn != nil {
+	if c.phase.Load() == stopped && conn != nil {
 		conn.SetReadDeadline(time.Unix(1, 0))
 	}
 }
