@@ -491,7 +491,7 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 		}
 		m, err := decodeState(c.State)
 		want := 2
-		if m != nil && (m.phase == phaseHeader || m.phase == phasePreread || m.phase == phaseReturning || m.phase == phaseResolving || m.phase == phaseHandshake) {
+		if m != nil && m.phase != phaseProxying && m.phase != phaseConnecting {
 			want = 1 // no upstream socket yet, or none at all
 		}
 		if err != nil || len(c.Files) != want || m.id != c.ID {
