@@ -65,7 +65,7 @@ func (c *certCache) readFor(name string, stale bool) ([]byte, error) {
 			c.remove(el)
 		case stale || now.Sub(e.loaded) > c.cfg.Valid:
 			data, err := os.ReadFile(name)
-			if err != nil || bytes.Contains(data, []byte("ENCRYPTED")) {
+			if err != nil || encryptedPEM(data) {
 				c.remove(el) // gone, or now an encrypted key: not kept
 				return data, err
 			}
@@ -82,7 +82,7 @@ func (c *certCache) readFor(name string, stale bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if bytes.Contains(data, []byte("ENCRYPTED")) {
+	if encryptedPEM(data) {
 		return data, nil // an encrypted key is not kept, as nginx's (its password is the server's)
 	}
 	for c.lru.Len() >= c.cfg.Max {
@@ -91,6 +91,11 @@ func (c *certCache) readFor(name string, stale bool) ([]byte, error) {
 	c.entries[name] = c.lru.PushFront(&certEntry{name: name, data: data, loaded: now, used: now})
 	return data, nil
 }
+
+// encryptedPEM reports whether data holds an encrypted key (PKCS#8's
+// "ENCRYPTED PRIVATE KEY" or the legacy "Proc-Type: 4,ENCRYPTED"), which
+// the cache does not keep, as nginx's: its password is the server's.
+func encryptedPEM(data []byte) bool { return bytes.Contains(data, []byte("ENCRYPTED")) }
 
 func (c *certCache) remove(el *list.Element) {
 	delete(c.entries, el.Value.(*certEntry).name)
@@ -108,7 +113,7 @@ func (c *certCache) loadPair(certFile, keyFile string, passwords []string) (tlsC
 	_, cached := c.entries[keyFile]
 	c.mu.Unlock()
 	if !cached && !strings.HasPrefix(keyFile, "data:") {
-		if key, err := os.ReadFile(keyFile); err == nil && bytes.Contains(key, []byte("ENCRYPTED")) {
+		if key, err := os.ReadFile(keyFile); err == nil && encryptedPEM(key) {
 			return config.LoadPair(certFile, keyFile, passwords)
 		}
 	}

@@ -554,13 +554,9 @@ func (l *loop) pumpAfterHandshake(conn *tls.Conn, raw net.Conn, hc *tlsrec.Hands
 // where it goes (tlsPending).
 func (l *loop) handBack(s *session, id uint64, raw net.Conn, taken []byte) {
 	l.p.fds.give(tlsFDs)
-	fd := -1
-	var err error
+	fd, err := -1, errors.New("the client's socket has no descriptor")
 	if sc, ok := raw.(syscall.Conn); ok {
-		var rc syscall.RawConn
-		if rc, err = sc.SyscallConn(); err == nil {
-			rc.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) })
-		}
+		fd, err = sock.DupConn(sc)
 	}
 	raw.Close()
 	taken = bytes.Clone(taken)

@@ -218,16 +218,11 @@ func (p *recPump) dupPeer(name string) (*os.File, error) {
 	if !ok {
 		return nil, errors.New("the peer's socket has no descriptor")
 	}
-	rc, err := sc.SyscallConn()
+	fd, err := sock.DupConn(sc)
 	if err != nil {
 		return nil, err
 	}
-	var f *os.File
-	var derr error
-	if err := rc.Control(func(fd uintptr) { f, derr = sock.DupFile(int(fd), name) }); err != nil {
-		return nil, err
-	}
-	return f, derr
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // discard ends a stopped pump whose session lives on in another process:

@@ -3,6 +3,7 @@ package sock
 import (
 	"fmt"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,14 @@ func DupFile(fd int, name string) (*os.File, error) {
 // switch the shared open file description to blocking mode.
 func TakeFD(f *os.File) (int, error) {
 	defer f.Close()
-	raw, err := f.SyscallConn()
+	return DupConn(f)
+}
+
+// DupConn returns a nonblocking close-on-exec duplicate of c's descriptor
+// (a file, or a net.Conn the runtime polls), which the caller owns; c is
+// untouched.
+func DupConn(c syscall.Conn) (int, error) {
+	raw, err := c.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
