@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -545,17 +544,9 @@ func TestTLS12ResumedSessions(t *testing.T) {
 	// Every live session is on baton's record layer: it can move.
 	movable := func(what string) {
 		t.Helper()
-		var n, bad atomic.Int64
-		p.eachLoop(func(l *loop) {
-			for _, s := range l.sessions {
-				n.Add(1)
-				if !s.tlsMovable() {
-					bad.Add(1)
-				}
-			}
-		})
-		if n.Load() != 1 || bad.Load() != 0 {
-			t.Fatalf("%s: %d sessions, %d of them not movable", what, n.Load(), bad.Load())
+		n := sessionsWhere(p, func(*session) bool { return true })
+		if ok := sessionsWhere(p, (*session).tlsMovable); n != 1 || ok != 1 {
+			t.Fatalf("%s: %d sessions, %d of them movable", what, n, ok)
 		}
 	}
 	for _, addr := range []string{tickets, cached} {

@@ -44,6 +44,20 @@ func (c *tlsClient) echoes(t *testing.T, p []byte) {
 	}
 }
 
+// sessionsWhere counts p's sessions for which f is true, each looked at
+// on its loop.
+func sessionsWhere(p *Proxy, f func(*session) bool) int {
+	var n atomic.Int64
+	p.eachLoop(func(l *loop) {
+		for _, s := range l.sessions {
+			if f(s) {
+				n.Add(1)
+			}
+		}
+	})
+	return int(n.Load())
+}
+
 // randomBytes is n random bytes.
 func randomBytes(n int) []byte {
 	p := make([]byte, n)
@@ -219,17 +233,7 @@ func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
 	tc := tls.Client(gc, &tls.Config{InsecureSkipVerify: true})
 	hs := make(chan error, 1)
 	go func() { hs <- tc.Handshake() }()
-	waitFor(t, func() bool {
-		var begun atomic.Bool
-		old.eachLoop(func(l *loop) {
-			for _, s := range l.sessions {
-				if s.handshakeBegun() {
-					begun.Store(true)
-				}
-			}
-		})
-		return begun.Load()
-	})
+	waitFor(t, func() bool { return sessionsWhere(old, (*session).handshakeBegun) > 0 })
 
 	cfg, err := config.Parse("new.conf", []byte(conf(addrs[0])))
 	if err != nil {
@@ -382,15 +386,7 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 		raws = append(raws, raw)
 	}
 	waitFor(t, func() bool {
-		var n atomic.Int64
-		old.eachLoop(func(l *loop) {
-			for _, s := range l.sessions {
-				if s.state == stateHandshake {
-					n.Add(1)
-				}
-			}
-		})
-		return n.Load() == int64(len(raws))
+		return sessionsWhere(old, func(s *session) bool { return s.state == stateHandshake }) == len(raws)
 	})
 	cfg, err := config.Parse("new.conf", []byte(conf(addrs[0])))
 	if err != nil {
@@ -404,15 +400,7 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 		t.Fatalf("first pass: %d sessions, done %v, %v; want it to wait for the handshakes taken back", len(conns), done, err)
 	}
 	waitFor(t, func() bool {
-		var n atomic.Int64
-		old.eachLoop(func(l *loop) {
-			for _, s := range l.sessions {
-				if s.state == stateTLSPending {
-					n.Add(1)
-				}
-			}
-		})
-		return n.Load() == int64(len(raws))
+		return sessionsWhere(old, func(s *session) bool { return s.state == stateTLSPending }) == len(raws)
 	})
 	if moved := moveSessions(t, old, nw); moved != len(raws) {
 		t.Fatalf("moved %d, want the %d sessions whose handshake had not begun", moved, len(raws))
@@ -438,14 +426,7 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 	waitFor(t, func() bool { return p.Stats().Active == 1 })
 	p.PauseAccepting()
 	waitFor(t, func() bool {
-		var pending atomic.Bool
-		p.eachLoop(func(l *loop) {
-			for _, s := range l.sessions {
-				s.takeHandshakeBack()
-				pending.Store(pending.Load() || s.state == stateTLSPending)
-			}
-		})
-		return pending.Load()
+		return sessionsWhere(p, func(s *session) bool { s.takeHandshakeBack(); return s.state == stateTLSPending }) > 0
 	})
 	p.ResumeAccepting() // the upgrade failed
 	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
