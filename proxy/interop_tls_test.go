@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/batonproxy/baton/config"
 )
 
 // tlsPeer is nginx or HAProxy, run as a TLS server in front of an echo
@@ -155,11 +153,7 @@ func TestTLSInteropPeers(t *testing.T) {
 					go func() { _, err := s.c.Write(sent[i]); writes <- err }()
 				}
 				waitFor(t, func() bool { return old.Stats().Active == int64(len(streams)) })
-				cfg, err := config.Parse("new.conf", []byte(text))
-				if err != nil {
-					t.Fatal(err)
-				}
-				nw, _ := newProxyFor(t, cfg, 1)
+				nw := newProxyText(t, text)
 				if moved := handOver(t, old, nw); moved != len(streams) {
 					t.Fatalf("moved %d of %d sessions", moved, len(streams))
 				}

@@ -44,6 +44,18 @@ func (c *tlsClient) echoes(t *testing.T, p []byte) {
 	}
 }
 
+// newProxyText is the new process of an in-process handoff: a proxy
+// (generation 1) of the config text, not started.
+func newProxyText(t *testing.T, text string) *Proxy {
+	t.Helper()
+	cfg, err := config.Parse("new.conf", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, _ := newProxyFor(t, cfg, 1)
+	return nw
+}
+
 // sessionsWhere counts p's sessions for which f is true, each looked at
 // on its loop.
 func sessionsWhere(p *Proxy, f func(*session) bool) int {
@@ -139,11 +151,7 @@ func TestTLSSessionsMoveInUpgrade(t *testing.T) {
 	}
 	waitFor(t, func() bool { return old.Stats().Active == int64(len(clients)+1) })
 
-	cfg, err := config.Parse("new.conf", []byte(conf(addr, newLog)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nw, _ := newProxyFor(t, cfg, 1)
+	nw := newProxyText(t, conf(addr, newLog))
 	if moved := handOver(t, old, nw); moved != len(clients) {
 		t.Fatalf("moved %d sessions, want %d (all but the CBC one)", moved, len(clients))
 	}
@@ -235,11 +243,7 @@ func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
 	go func() { hs <- tc.Handshake() }()
 	waitFor(t, func() bool { return sessionsWhere(old, (*session).handshakeBegun) > 0 })
 
-	cfg, err := config.Parse("new.conf", []byte(conf(addrs[0])))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nw, _ := newProxyFor(t, cfg, 1)
+	nw := newProxyText(t, conf(addrs[0]))
 	old.PauseAccepting()
 	if conns, done, err := old.Quiesce(126); len(conns) != 0 || done || err != nil {
 		t.Fatalf("quiesce during a handshake: %d sessions, done %v, %v (want it waited for)", len(conns), done, err)
@@ -324,11 +328,7 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 	}
 	waitFor(t, func() bool { return old.Stats().Active == int64(len(clients)) })
 
-	cfg, err := config.Parse("new.conf", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nw, _ := newProxyFor(t, cfg, 1)
+	nw := newProxyText(t, text)
 	if moved := handOver(t, old, nw); moved != len(clients) {
 		t.Fatalf("moved %d sessions, want %d", moved, len(clients))
 	}
@@ -388,11 +388,7 @@ func TestTLSHandshakeNotBegunMoves(t *testing.T) {
 	waitFor(t, func() bool {
 		return sessionsWhere(old, func(s *session) bool { return s.state == stateHandshake }) == len(raws)
 	})
-	cfg, err := config.Parse("new.conf", []byte(conf(addrs[0])))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nw, _ := newProxyFor(t, cfg, 1)
+	nw := newProxyText(t, conf(addrs[0]))
 	startHandOver(t, old, nw)
 	// One pass takes every such handshake back, not one a pass (each
 	// pass may wait 5 ms, and the upgrade waits 3 s at most).
@@ -457,11 +453,7 @@ func TestTLSStateRefusedStaysInOldProcess(t *testing.T) {
 	pc.SetDeadline(time.Now().Add(30 * time.Second))
 	echoesOn(t, "proxy_ssl", pc, randomBytes(1000))
 
-	cfg, err := config.Parse("new.conf", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nw, _ := newProxyFor(t, cfg, 1)
+	nw := newProxyText(t, text)
 	startHandOver(t, old, nw)
 	conns, _, err := old.Quiesce(126)
 	if err != nil || len(conns) != 2 {
