@@ -177,28 +177,20 @@ func (l *loop) quiesce(n int) (conns []fdpass.Conn, waiting bool, err error) {
 		}
 		// Every session moves in the phase it is in: a connect under way
 		// is a socket too, and a PROXY header half read is bytes.
-		if s.hasTLS() {
-			// A TLS session sends its peers' sockets and their record
-			// states (tlsmove.go); what cannot move stays here.
-			if !s.tlsMovable() {
-				// A handshake not begun is taken back, and moves as a
-				// plain session once its socket is back (tlsPending).
-				// Every such session in this pass, not only the first.
-				begun := s.handshakeBegun() || s.takeHandshakeBack()
-				waiting = waiting || begun
-				i++
-				continue
-			}
-			s.drainPipe(&s.c2u) // before the pairs' bytes, which came later
-			s.drainPipe(&s.u2c)
-		}
-		files, mt, upTLS, ok, err := s.takeSockets()
-		if err != nil {
-			return conns, waiting, err
-		}
-		if !ok {
+		if s.hasTLS() && !s.tlsMovable() {
+			// A TLS session sends its record states with its sockets
+			// (tlsmove.go); what cannot move stays here. A handshake not
+			// begun is taken back, and moves as a plain session once its
+			// socket is back (tlsPending). Every such session in this
+			// pass, not only the first.
+			begun := s.handshakeBegun() || s.takeHandshakeBack()
+			waiting = waiting || begun
 			i++
 			continue
+		}
+		files, mt, upTLS, err := s.takeSockets()
+		if err != nil {
+			return conns, waiting, err
 		}
 		if s.ufd >= 0 {
 			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ufd, nil)
@@ -541,9 +533,7 @@ func (p *Proxy) importConns(conns []fdpass.Conn) ([]uint64, map[uint64]string) {
 			}
 		}
 		if !p.fds.take(tcpSessionFDs) {
-			for _, pump := range s.movedPumps() {
-				pump.discard()
-			}
+			s.wipeTLS()
 			reject(c, []int{s.cfd, s.ufd}, p.fds.capReason())
 			continue
 		}
@@ -693,9 +683,7 @@ func (p *Proxy) HandoffDone() {
 	p.imported = map[uint64]*session{}
 	p.reloadMu.Unlock()
 	for _, s := range unstarted {
-		for _, pump := range s.movedPumps() {
-			pump.discard()
-		}
+		s.wipeTLS()
 		s.cfd, s.ufd = sock.CloseFD(s.cfd), sock.CloseFD(s.ufd)
 		p.fds.give(tcpSessionFDs)
 	}

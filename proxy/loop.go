@@ -64,6 +64,8 @@ type loop struct {
 	pipes    []*pipe             // spare pipes for splice
 	sessions []*session
 	timers   timerHeap
+	kicks    []kick // sessions to read again in the next pass (kick)
+	spare    []kick // kicks' other buffer
 
 	base time.Time
 	now  int64 // nanoseconds since base, refreshed after every epoll_wait
@@ -323,6 +325,7 @@ func (l *loop) run() {
 			l.runCmds()
 		}
 		l.runTimers()
+		l.runKicks()
 		if l.acceptResume > 0 && l.now >= l.acceptResume {
 			l.acceptResume = 0
 			l.arm()
@@ -357,6 +360,33 @@ func (l *loop) run() {
 	}
 }
 
+// kick is a read that epoll will not report: a TLS record layer holds
+// bytes its socket no longer has (tlsloop.go).
+type kick struct {
+	s  *session
+	fd int
+}
+
+// kick has s read fd in the loop's next pass, as if epoll said it is
+// readable; the wait before it does not block.
+func (l *loop) kick(s *session, fd int) { l.kicks = append(l.kicks, kick{s, fd}) }
+
+// runKicks runs the kicks of the last pass; those they make run in the next.
+func (l *loop) runKicks() {
+	if len(l.kicks) == 0 {
+		return
+	}
+	ks := l.kicks
+	l.kicks = l.spare[:0]
+	for _, k := range ks {
+		if k.fd < len(l.fds) && l.fds[k.fd] == k.s {
+			k.s.onEvent(k.fd, unix.EPOLLIN)
+		}
+	}
+	clear(ks)
+	l.spare = ks[:0]
+}
+
 func (l *loop) runCmds() {
 	l.mu.Lock()
 	cmds := l.cmds
@@ -369,6 +399,9 @@ func (l *loop) runCmds() {
 
 // waitMs is epoll_wait's timeout: from now until the earliest deadline.
 func (l *loop) waitMs(now int64) int {
+	if len(l.kicks) > 0 {
+		return 0
+	}
 	next := int64(-1)
 	if len(l.timers) > 0 {
 		next = l.timers[0].tm().heapAt

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"github.com/batonproxy/baton/internal/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,7 +79,7 @@ func (s *session) readPreread() {
 			s.prereadStep()
 			return
 		}
-		n, err := sock.Read(s.cfd, l.buf[:min(room, len(l.buf))])
+		n, err := s.readClient(l.buf[:min(room, len(l.buf))])
 		switch {
 		case n > 0:
 			// No s.lastActive: preread_timeout bounds the whole phase, as

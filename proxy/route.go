@@ -223,12 +223,12 @@ func (s *session) returnText() {
 		s.finish(200)
 		return
 	}
-	w, err := sock.WriteAll(s.cfd, text)
+	w, err := s.writeClient(text)
 	if w > 0 {
 		s.u2c.n += int64(w)
 	}
 	switch {
-	case w == len(text):
+	case w == len(text) && !s.clientOutPending():
 		s.finish(200)
 		return
 	case err != nil && err != unix.EAGAIN:
@@ -246,15 +246,17 @@ func (s *session) returnText() {
 // takes it.
 func (s *session) returning() {
 	f := &s.u2c
-	w, err := sock.WriteAll(s.cfd, f.pend)
+	w, err := s.writeClient(f.pend)
 	if w > 0 {
 		f.n += int64(w)
 		f.pend = f.pend[w:]
 		s.lastActive = s.loop.now
 	}
 	switch {
-	case len(f.pend) == 0:
-		putPend(f.base)
+	case len(f.pend) == 0 && !s.clientOutPending():
+		if f.base != nil {
+			putPend(f.base)
+		}
 		f.pend, f.base = nil, nil
 		s.finish(200)
 	case err != nil && err != unix.EAGAIN:

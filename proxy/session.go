@@ -42,11 +42,17 @@ type flow struct {
 	shut   bool   // dst was shut down for writing (proxy_half_close)
 	rerr   uint16 // errno src returned after the bytes in pend, reported once they are written
 	n      int64  // bytes written to dst
+
+	// The record layers of a TLS session's sides, run by the loop (tls.go):
+	// in opens what src sends, out seals what goes to dst. nil: plain.
+	in, out *tlsrec.Conn
 }
 
 // pending reports whether f holds bytes not yet written to its destination,
-// in user space (pend) or in its pipe.
-func (f *flow) pending() bool { return f.pend != nil || f.inPipe > 0 }
+// in user space (pend), in its pipe, or sealed in dst's record layer.
+func (f *flow) pending() bool {
+	return f.pend != nil || f.inPipe > 0 || f.out != nil && f.out.OutPending()
+}
 
 // hold appends b to f's pending bytes, borrowing a buffer for them if f
 // has none.
@@ -651,6 +657,10 @@ func (s *session) park(fd int) {
 // only on bulk. A flow therefore starts copying and switches to splice for
 // good once a read fills the whole buffer.
 func (s *session) pump(f *flow, src, dst int, hup bool) {
+	if f.in != nil || f.out != nil {
+		s.pumpRec(f, src, dst)
+		return
+	}
 	if f.bulk && s.pumpSplice(f, src, dst) {
 		return
 	}
@@ -754,6 +764,9 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 
 // flush writes f's pending bytes to dst. It returns false if the session ended.
 func (s *session) flush(f *flow, dst int) bool {
+	if f.out != nil {
+		return s.flushRec(f, dst)
+	}
 	if f.pipe != nil {
 		before := f.inPipe
 		if err := f.flushPipe(dst); err != nil {
@@ -825,7 +838,11 @@ func (s *session) flowDone(f *flow, dst int) {
 	}
 	if !f.shut {
 		f.shut = true
-		unix.Shutdown(dst, unix.SHUT_WR)
+		if f.out != nil {
+			f.out.CloseWrite() // close_notify, then the FIN
+		} else {
+			unix.Shutdown(dst, unix.SHUT_WR)
+		}
 	}
 	s.updateInterest()
 }
@@ -869,6 +886,10 @@ func (s *session) updateInterest() {
 	}
 	if u != s.uEvents {
 		s.uEvents = s.loop.setInterest(s.ufd, s.uEvents, u)
+	}
+	if s.x != nil {
+		s.kickRec(&s.c2u, s.cfd)
+		s.kickRec(&s.u2c, s.ufd)
 	}
 }
 
@@ -926,7 +947,12 @@ func (s *session) finish(status int) {
 	s.state = stateClosed
 	if s.x != nil {
 		for _, t := range []*tlsInfo{s.x.tls, s.x.upTLS} {
-			if t != nil {
+			switch {
+			case t == nil:
+			case t.rec != nil:
+				t.rec.Close() // close_notify, if the socket takes it now
+				t.rec.Wipe()
+			default:
 				t.link.finished.Store(true) // the pump closes its peer once the last bytes are out
 			}
 		}

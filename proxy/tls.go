@@ -35,38 +35,40 @@ import (
 // phase: after access, before preread and content. The handshake runs on a
 // goroutine of the session's own, in crypto/tls, over the client's socket;
 // the server it chooses by the client's server name (virtual servers of the
-// address) takes the session on. Once it is done, the goroutine pumps the
-// decrypted stream to and from one end of a socketpair, and the loop takes
-// the other end as the session's client socket: everything after (preread,
-// return, proxying, splice, limits, logs) is what a plain session has.
+// address) takes the session on. Once it is done, the socket goes back to
+// the loop with baton's record layer over it (internal/tlsrec): the loop
+// opens and seals the records itself (tlsloop.go), and everything after
+// (preread, return, proxying, limits, logs) is what a plain session has.
+// The record state can be taken, so the session moves in "baton upgrade"
+// (tlsmove.go). TLS to the upstream (proxy_ssl) is the same on the
+// upstream's side, after the connect.
 //
-// After the handshake the pump runs baton's record layer (internal/tlsrec,
-// recPump), whose state can be taken, so the session moves in "baton
-// upgrade" (tlsmove.go). TLS to the upstream (proxy_ssl) is the same on
-// the upstream's side, after the connect. For a suite the record layer
-// does not carry (TLS 1.2 CBC), crypto/tls's connection goes on in the
-// pump (pumpTLS) and the session stays in the old process, which serves
-// it until it ends. A socketpair costs two descriptors more per TLS side,
-// counted in the budget.
+// For a suite the record layer does not carry (TLS 1.2 CBC), crypto/tls's
+// connection goes on in a pump of two goroutines (pumpTLS) between the
+// peer's socket and one end of a socketpair, whose other end the loop
+// takes as the session's socket; that session stays in the old process
+// in an upgrade, which serves it until it ends.
 
-// tlsFDs are the descriptors a TLS session holds beyond a plain one.
+// tlsFDs are the descriptors a TLS side may hold beyond a plain one: one
+// while its handshake's goroutine has the socket, two for crypto/tls's
+// pump (a socketpair).
 const tlsFDs = 2
 
 // tlsInfo is what a terminated session knows of its TLS, for the $ssl_*
-// variables, and its link to the pump.
+// variables, and its record layer.
 type tlsInfo struct {
 	state  tls.ConnectionState
-	link   *tlsLink
+	rec    *tlsrec.Conn   // baton's record layer, run by the loop (tlsloop.go)
+	link   *tlsLink       // crypto/tls's pump instead (TLS 1.2 CBC); the session cannot move
 	verify string         // $ssl_client_verify: NONE, SUCCESS or FAILED:reason
 	curves []tls.CurveID  // the client's ($ssl_curves)
 	suites []uint16       // the client's ($ssl_ciphers)
 	local  netip.AddrPort // an upstream's: baton's address on the upstream socket
 }
 
-// tlsLink is shared by the loop's session and its pump.
+// tlsLink is shared by the loop's session and crypto/tls's pump.
 type tlsLink struct {
 	finished atomic.Bool // the session ended: the pump closes the client once the last bytes are out
-	pump     *recPump    // baton's record layer; nil: crypto/tls's pump (the session cannot move)
 }
 
 // serverTLS is a server's crypto/tls configuration, nil without "ssl".
@@ -507,8 +509,8 @@ func (s *session) startTLS() {
 			return
 		}
 		cs := conn.ConnectionState()
-		ready := func(fd int, link *tlsLink) {
-			info := &tlsInfo{state: cs, link: link, verify: verdict, curves: curves, suites: suites}
+		ready := func(fd int, rec *tlsrec.Conn, link *tlsLink) {
+			info := &tlsInfo{state: cs, rec: rec, link: link, verify: verdict, curves: curves, suites: suites}
 			s.tlsReady(id, fd, info, chosen)
 		}
 		l.pumpAfterHandshake(conn, raw, hc, kl, true, halfClose, fail, ready)
@@ -516,34 +518,44 @@ func (s *session) startTLS() {
 }
 
 // pumpAfterHandshake goes on with a connection whose handshake crypto/tls
-// (conn) has just done over hc, on raw: baton's record layer takes it
-// over, in a pump between raw and a socketpair whose other end the loop
-// gets (ready runs on the loop). server says which side this is. A suite
-// the record layer does not carry (TLS 1.2 CBC) stays crypto/tls's, and
-// its session cannot move in an upgrade. fail runs here if it cannot go
-// on (raw is closed then).
+// (conn) has just done over hc, on raw: the socket goes back to the loop
+// (ready runs on it) with baton's record layer over it. server says which
+// side this is. A suite the record layer does not carry (TLS 1.2 CBC)
+// stays crypto/tls's, in a pump between raw and a socketpair whose other
+// end the loop gets, and its session cannot move in an upgrade. fail runs
+// here if it cannot go on (raw is closed then).
 func (l *loop) pumpAfterHandshake(conn *tls.Conn, raw net.Conn, hc *tlsrec.HandshakeConn, kl *tlsrec.KeyLog,
-	server, halfClose bool, fail func(error), ready func(fd int, link *tlsLink)) {
-	rc, err := tlsrec.FromHandshake(raw, hc, conn.ConnectionState(), kl, server)
-	if err != nil && !errors.Is(err, tlsrec.ErrUnsupported) {
-		raw.Close()
+	server, halfClose bool, fail func(error), ready func(fd int, rec *tlsrec.Conn, link *tlsLink)) {
+	sc := &sock.Conn{FD: -1}
+	if !server {
+		sc.Local, sc.Remote = raw.LocalAddr(), raw.RemoteAddr() // crypto/tls's session cache key (TicketsTo)
+	}
+	rc, err := tlsrec.FromHandshake(sc, hc, conn.ConnectionState(), kl, server)
+	if errors.Is(err, tlsrec.ErrUnsupported) {
+		if fd, pc, ok := l.bridge(raw, fail); ok {
+			l.pumpCrypto(conn, raw, fd, pc, halfClose, func(fd int, link *tlsLink) { ready(fd, nil, link) })
+		}
+		return
+	}
+	fd := -1
+	if err == nil {
+		fd, err = sock.DupConn(raw.(syscall.Conn))
+	}
+	raw.Close()
+	if err != nil {
+		if rc != nil {
+			rc.Wipe()
+		}
 		fail(err)
 		return
 	}
-	fd, pc, ok := l.bridge(raw, fail)
-	if !ok {
-		return
-	}
-	if rc == nil {
-		l.pumpCrypto(conn, raw, fd, pc, halfClose, ready)
-		return
-	}
+	sc.FD = fd
 	if !server {
 		rc.TicketsTo(conn, hc) // proxy_ssl_session_reuse: TLS 1.3's tickets come after the handshake
 	}
-	link := l.p.recLink(rc, pc, halfClose)
-	link.pump.start()
-	if !l.do(func() { ready(fd, link) }) {
+	l.p.fds.give(tlsFDs) // the socket is the session's own again
+	if !l.do(func() { ready(fd, rc, nil) }) {
+		rc.Wipe()
 		unix.Close(fd)
 	}
 }
@@ -646,6 +658,11 @@ func (s *session) detachForTLS(fdp *int, events *uint32, what string) (int, bool
 		s.ioError("dup()", err, *fdp)
 		return -1, false
 	}
+	if *events&parked == 0 {
+		// Out of the set first: the duplicate keeps the socket open, and
+		// the loop takes it back under another number.
+		sock.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, *fdp, &unix.EpollEvent{})
+	}
 	l.release(*fdp)
 	*fdp, *events = -1, parked
 	return fd, true
@@ -662,12 +679,12 @@ func (s *session) tlsFailed(id uint64, err error) {
 }
 
 // tlsReady goes on with a session whose handshake is done: fd (the
-// socketpair's end) is its client socket from now on, chosen the server
-// the client's name chose.
+// client's socket, or crypto/tls's socketpair end) is its client socket
+// from now on, chosen the server the client's name chose.
 func (s *session) tlsReady(id uint64, fd int, info *tlsInfo, chosen *server) {
 	l := s.loop
 	if s.id != id || s.state != stateHandshake {
-		info.link.finished.Store(true)
+		info.drop()
 		unix.Close(fd)
 		return
 	}
@@ -677,6 +694,9 @@ func (s *session) tlsReady(id uint64, fd int, info *tlsInfo, chosen *server) {
 	l.track(fd, s)
 	s.ext().tls = info
 	s.x.hs = nil
+	if info.rec != nil {
+		s.attachRec(info.rec, true)
+	}
 	if strings.HasPrefix(info.verify, "FAILED:") && s.srv.tls != nil && (s.srv.tls.verify == "on" || s.srv.tls.verify == "optional") {
 		// A failure found after the handshake (ssl_ocsp): nginx's
 		// ngx_stream_ssl_handler ends the session with 500.
@@ -1147,7 +1167,9 @@ func (s *session) startUpstreamTLS() {
 			fail(err)
 			return
 		}
-		l.pumpAfterHandshake(conn, raw, hc, kl, false, halfClose, fail, func(fd int, link *tlsLink) { s.upTLSReady(id, fd, link, local) })
+		l.pumpAfterHandshake(conn, raw, hc, kl, false, halfClose, fail, func(fd int, rec *tlsrec.Conn, link *tlsLink) {
+			s.upTLSReady(id, fd, &tlsInfo{rec: rec, link: link, local: local})
+		})
 	}()
 }
 
@@ -1224,18 +1246,31 @@ func (s *session) upTLSFailed(id uint64, err error) {
 
 // upTLSReady goes on with a session whose upstream handshake is done: fd
 // is its upstream socket from now on.
-func (s *session) upTLSReady(id uint64, fd int, link *tlsLink, local netip.AddrPort) {
+func (s *session) upTLSReady(id uint64, fd int, info *tlsInfo) {
 	l := s.loop
 	if s.id != id || s.state != stateUpHandshake {
-		link.finished.Store(true)
+		info.drop()
 		unix.Close(fd)
 		return
 	}
 	l.timers.remove(s)
 	s.ufd = fd
 	l.track(fd, s)
-	s.ext().upTLS = &tlsInfo{link: link, local: local}
+	s.ext().upTLS = info
+	if info.rec != nil {
+		s.attachRec(info.rec, false)
+	}
 	s.proxyingStarts()
+}
+
+// drop lets go of the TLS of a session that ended before it took it: the
+// keys forgotten, or crypto/tls's pump told to close.
+func (t *tlsInfo) drop() {
+	if t.rec != nil {
+		t.rec.Wipe()
+	} else {
+		t.link.finished.Store(true)
+	}
 }
 
 // hasTLS reports whether s is a TLS session, terminated or originated, or

@@ -12,33 +12,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TLS sessions move in "baton upgrade" (issue 19). A terminated session
-// is two parts: the loop's, a plain session whose client socket is one end
-// of a socketpair, and the pump's (recPump), baton's record layer over the
-// client's socket. To move it, the loop stops the pump (both directions
-// return where nothing is lost), takes every byte in between in order, and
-// sends the client's socket itself with the record state:
-//
-//   - towards the upstream: what the loop read from the pair and has not
-//     written (c2u, as any session), then what is still queued in the pair,
-//     then what the pump opened and had not written to the pair; all of it
-//     becomes c2u's pending bytes;
-//   - towards the client: what the loop has not written to the pair (u2c,
-//     as any session) stays the loop's; what is queued in the pair is
-//     sealed into the record state, after what the pump had sealed and not
-//     written;
-//   - the record state (tlsrec.State): suite, both directions' traffic
-//     secrets and sequence numbers, a partly received record.
-//
-// The new process makes a socketpair of its own and a pump that writes
-// the sealed bytes first; the peer sees one record stream. The $ssl_*
-// variables move too. TLS to the upstream (proxy_ssl) moves the same way,
-// with the directions swapped (u2c gets what the upstream's pump opened),
-// and the upstream's socket and record state (state version 6). A
-// session that cannot move stays and ends here: one whose handshake is
-// still under way after the wait (Quiesce), one whose TLS peer has closed
-// a direction, or one whose suite crypto/tls carries (TLS 1.2 CBC). One
-// whose handshake has not begun moves as a plain session (tlsPending).
+// TLS sessions move in "baton upgrade" (issue 19). The loop runs a TLS
+// side's record layer on the peer's own socket (tlsloop.go), so a TLS
+// session moves as a plain one does, its sockets and flows, plus each TLS
+// side's record state (tlsrec.State): suite, both directions' traffic
+// secrets and sequence numbers, a partly received record, what was opened
+// and not yet read, what was sealed and not yet written. The new process
+// goes on with the same record layer over the same socket; the peer sees
+// one record stream. The $ssl_* variables move too. TLS to the upstream
+// (proxy_ssl) travels as state version 6. A session that cannot move stays
+// and ends here: one whose handshake is still under way after the wait
+// (Quiesce), one with a direction that ended (a close_notify read or
+// sent, which the state does not carry), or one whose suite crypto/tls
+// carries (TLS 1.2 CBC). One whose handshake has not begun moves as a
+// plain session (tlsPending).
 //
 // An upstream's TLS 1.3 session tickets come after the handshake, on the
 // record layer, which hands them to crypto/tls (tlsrec.Conn.TicketsTo)
@@ -61,85 +48,51 @@ type movedTLS struct {
 }
 
 // tlsMovable reports whether s's TLS can move with it: every TLS side of
-// it is on baton's record layer, and neither is in its handshake.
+// it is on baton's record layer with all of it in its state, neither is
+// in its handshake, and no direction ended.
 func (s *session) tlsMovable() bool {
 	x := s.x
 	if s.state == stateHandshake || s.state == stateUpHandshake || x == nil || x.tls == nil && x.upTLS == nil {
 		return false
 	}
 	for _, t := range []*tlsInfo{x.tls, x.upTLS} {
-		if t != nil && (t.link == nil || t.link.pump == nil) {
+		if t != nil && (t.rec == nil || !t.rec.Movable()) {
 			return false
 		}
 	}
-	return true
+	return !s.c2u.eof && !s.u2c.eof && !s.c2u.shut && !s.u2c.shut
 }
 
-// takeSockets returns duplicates of the sockets s sends: the client's, and
-// the upstream's if it has one. A TLS side sends its peer's socket (not
-// the loop's socketpair end): its pump is stopped, the bytes towards that
-// peer sealed into its record state, the bytes from it added to the flow
-// away from it, and the record state encoded (mt for the client's side,
-// up for the upstream's). ok is false when s stays (a TLS direction ended
-// meanwhile: it goes on here); on an error too, nothing is taken. A TLS
-// session's splice pipes must be drained before.
-func (s *session) takeSockets() (files []*os.File, mt *movedTLS, up []byte, ok bool, err error) {
-	var legs [2]*tlsInfo
-	if x := s.x; x != nil {
-		legs = [2]*tlsInfo{x.tls, x.upTLS}
-	}
-	fds := [2]int{s.cfd, s.ufd}
+// takeSockets returns duplicates of the sockets s sends, the client's and
+// the upstream's if it has one, and each TLS side's record state, encoded
+// (mt for the client's side, up for the upstream's). On an error nothing
+// is taken.
+func (s *session) takeSockets() (files []*os.File, mt *movedTLS, up []byte, err error) {
 	names := [2]string{"conn/client/", "conn/upstream/"}
-	var stopped []*recPump
-	defer func() {
-		if !ok {
-			for _, p := range stopped {
-				p.resume()
-			}
+	for i, fd := range [2]int{s.cfd, s.ufd} {
+		if fd < 0 {
+			continue
+		}
+		f, err := sock.DupFile(fd, names[i]+s.client.String())
+		if err != nil {
 			for _, f := range files {
 				f.Close()
 			}
-			files = nil
-		}
-	}()
-	for i, info := range legs {
-		name := names[i] + s.client.String()
-		var f *os.File
-		switch {
-		case info != nil:
-			p := info.link.pump
-			p.stop()
-			stopped = append(stopped, p)
-			if !p.movable() {
-				return
-			}
-			if err = p.takeToPeer(); err == nil {
-				f, err = p.dupPeer(name)
-			}
-		case fds[i] >= 0:
-			f, err = sock.DupFile(fds[i], name)
-		default:
-			continue
-		}
-		if err != nil {
-			return
+			return nil, nil, nil, err
 		}
 		files = append(files, f)
 	}
-	// From here nothing fails: the loop's bytes are taken in order.
-	flows := [2]*flow{&s.c2u, &s.u2c}
-	for i, info := range legs {
-		if info == nil {
-			continue
-		}
-		rec := s.takeFromPair(info.link.pump, fds[i], flows[i])
-		if i == 1 {
-			up = rec
-			continue
-		}
+	x := s.x
+	if x == nil {
+		return files, nil, nil, nil
+	}
+	if x.upTLS != nil {
+		up = encodeRec(x.upTLS.rec)
+	}
+	if info := x.tls; info != nil {
 		cs := &info.state
 		mt = &movedTLS{
-			rec: rec, serverName: cs.ServerName, alpn: cs.NegotiatedProtocol, verify: info.verify,
+			rec: encodeRec(info.rec), serverName: cs.ServerName, alpn: cs.NegotiatedProtocol, verify: info.verify,
 			resumed: cs.DidResume, curve: uint16(cs.CurveID), suites: info.suites,
 		}
 		for _, c := range info.curves {
@@ -149,28 +102,15 @@ func (s *session) takeSockets() (files []*os.File, mt *movedTLS, up []byte, ok b
 			mt.certs = append(mt.certs, c.Raw)
 		}
 	}
-	return files, mt, up, true, nil
+	return files, mt, up, nil
 }
 
-// takeFromPair takes, in order, what is queued in the loop's end of a
-// stopped pump's socketpair (fd) and what the pump opened and had not
-// written to it, as pending bytes of fl (the flow away from the pump's
-// peer), and returns the pump's record state, encoded.
-func (s *session) takeFromPair(p *recPump, fd int, fl *flow) []byte {
-	buf := s.loop.buf
-	for {
-		n, err := sock.Read(fd, buf)
-		if n <= 0 || err != nil {
-			break
-		}
-		fl.hold(buf[:n])
-	}
-	fl.hold(p.toLoop)
-	p.toLoop = nil
-	st := p.rc.State(nil)
-	rec, _ := st.MarshalBinary()
+// encodeRec returns rec's record state, encoded.
+func encodeRec(rec *tlsrec.Conn) []byte {
+	st := rec.State(nil)
+	b, _ := st.MarshalBinary()
 	st.Wipe()
-	return rec
+	return b
 }
 
 // putTLS writes a movedTLS; stateDecoder.movedTLS reads it.
@@ -208,9 +148,8 @@ func (d *stateDecoder) movedTLS() *movedTLS {
 
 // importTLS makes s, imported with its peers' sockets as s.cfd and
 // s.ufd, a TLS session again: each side with a record state (t's for the
-// client, up for the upstream) continues over its socket in a pump of this
-// process (started with the session), and the loop gets a socketpair end
-// in its place. It returns why not, or "" (nothing is left taken then).
+// client, up for the upstream) continues over its socket. It returns why
+// not, or "".
 func (p *Proxy) importTLS(s *session, t *movedTLS, up []byte) string {
 	var info *tlsInfo
 	if t != nil {
@@ -230,31 +169,31 @@ func (p *Proxy) importTLS(s *session, t *movedTLS, up []byte) string {
 			}
 			info.state.PeerCertificates = append(info.state.PeerCertificates, c)
 		}
-		if why := p.importSide(&s.cfd, t.rec, info, s.srv.halfClose); why != "" {
+		if why := importSide(s.cfd, t.rec, info); why != "" {
 			return why
 		}
 	}
 	if up != nil {
 		upInfo := &tlsInfo{}
-		if why := p.importSide(&s.ufd, up, upInfo, s.srv.halfClose); why != "" {
+		if why := importSide(s.ufd, up, upInfo); why != "" {
 			if info != nil {
-				info.link.pump.discard() // the client's socket with it; s.cfd is the pair's end
+				info.rec.Wipe()
 			}
 			return why
 		}
 		s.ext().upTLS = upInfo
+		s.attachRec(upInfo.rec, false)
 	}
 	if info != nil {
 		s.ext().tls = info
+		s.attachRec(info.rec, true)
 	}
 	return ""
 }
 
-// importSide continues the record state rec over the socket *fd: info gets
-// its version, suite and pump, and *fd becomes the loop's end of the
-// pump's socketpair. On failure the socket is closed and *fd is -1, or
-// it is as it was.
-func (p *Proxy) importSide(fd *int, rec []byte, info *tlsInfo, halfClose bool) string {
+// importSide continues the record state rec over the socket fd: info
+// gets its version, suite and record layer.
+func importSide(fd int, rec []byte, info *tlsInfo) string {
 	var st tlsrec.State
 	defer st.Wipe()
 	defer clear(rec)
@@ -262,32 +201,11 @@ func (p *Proxy) importSide(fd *int, rec []byte, info *tlsInfo, halfClose bool) s
 		return err.Error()
 	}
 	info.state.Version, info.state.CipherSuite = st.Version, st.Suite
-	if !p.fds.take(tlsFDs) {
-		return p.fds.capReason()
-	}
-	f := os.NewFile(uintptr(*fd), "tls peer")
-	raw, err := net.FileConn(f)
-	f.Close()
-	*fd = -1
+	rc, err := tlsrec.NewConn(&sock.Conn{FD: fd}, &st)
 	if err != nil {
-		p.fds.give(tlsFDs)
 		return err.Error()
 	}
-	rc, err := tlsrec.NewConn(raw, &st)
-	if err != nil {
-		raw.Close()
-		p.fds.give(tlsFDs)
-		return err.Error()
-	}
-	pfd, pc, err := socketPair()
-	if err != nil {
-		raw.Close()
-		rc.Wipe()
-		p.fds.give(tlsFDs)
-		return err.Error()
-	}
-	*fd = pfd
-	info.link = p.recLink(rc, pc, halfClose)
+	info.rec = rc
 	return ""
 }
 
@@ -308,36 +226,17 @@ func socketPair() (int, *net.UnixConn, error) {
 	return pair[1], pc.(*net.UnixConn), nil
 }
 
-// movedPumps are the pumps of a session that moved in or out: none for a
-// plain one (or TLS on crypto/tls's pump), one for each TLS side.
-func (s *session) movedPumps() []*recPump {
-	var ps []*recPump
-	if x := s.x; x != nil {
-		for _, t := range []*tlsInfo{x.tls, x.upTLS} {
-			if t != nil && t.link != nil && t.link.pump != nil {
-				ps = append(ps, t.link.pump)
-			}
-		}
-	}
-	return ps
-}
-
 // settleTLS ends the move of a TLS session, quiesced or imported: the
-// state a quiesce encoded is cleared, and the pumps go on here (a
-// restored or an adopted session: sealed bytes first) or are discarded (a
-// released one: their sockets closed here with nothing sent).
+// state a quiesce encoded is cleared, and the record layers go on here (a
+// restored or an adopted session) or are forgotten (a released one: its
+// sockets are closed here with nothing sent).
 func (s *session) settleTLS(here bool) {
-	ps := s.movedPumps()
-	if len(ps) == 0 {
+	if s.x == nil {
 		return
 	}
 	clear(s.x.sent)
 	s.x.sent = nil
-	for _, p := range ps {
-		if here {
-			p.resume()
-		} else {
-			p.discard()
-		}
+	if !here {
+		s.wipeTLS()
 	}
 }

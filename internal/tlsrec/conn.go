@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -137,7 +138,14 @@ func (c *Conn) fill() error {
 		if c.rerr != nil {
 			return c.rerr
 		}
-		c.rerr = c.readRecord()
+		err := c.readRecord()
+		if wouldBlock(err) {
+			// A nonblocking connection has nothing more now: not an
+			// error to keep. An idle connection holds no big buffer.
+			c.release()
+			return err
+		}
+		c.rerr = err
 	}
 	for c.rerr == nil && c.end-c.start >= hdrLen {
 		n := int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
@@ -337,8 +345,8 @@ func (c *Conn) handshakeMessages() error {
 				c.wmu.Lock()
 				err := c.keyUpdateLocked(false)
 				c.wmu.Unlock()
-				if err != nil {
-					return err
+				if err != nil && !wouldBlock(err) {
+					return err // (the answer that would block is sealed: OutPending)
 				}
 			}
 		case msg[0] == 4 && !c.server: // new_session_ticket: see TicketsTo
@@ -355,7 +363,9 @@ func (c *Conn) handshakeMessages() error {
 
 // Write seals p into records and writes them. A failed write keeps what
 // is sealed and not written (State's Out); p counts as written then, as
-// the record stream has it.
+// the record stream has it. Over a nonblocking connection that would
+// block, the error is syscall.EAGAIN, and the rest goes with the next
+// Flush (OutPending).
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -369,7 +379,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) flushLocked() error {
 	for len(c.wbuf) > 0 {
 		k, err := c.raw.Write(c.wbuf)
-		c.wbuf = c.wbuf[k:]
+		c.wbuf = c.wbuf[max(k, 0):]
+		if wouldBlock(err) {
+			return err // the rest stays sealed for the next Flush
+		}
 		if err != nil {
 			c.werr = err
 			return err
@@ -389,6 +402,30 @@ func (c *Conn) flushLocked() error {
 const wbufSize = 64 << 10
 
 var wbufs = sync.Pool{New: func() any { b := make([]byte, 0, wbufSize); return &b }}
+
+// wouldBlock reports whether err is a nonblocking connection's "not now".
+func wouldBlock(err error) bool { return err != nil && errors.Is(err, syscall.EAGAIN) }
+
+// Buffered reports whether a Read would return without reading the
+// connection: opened application data, a whole record, or an error (the
+// peer's close_notify, say) already read. A loop that reads the
+// connection only when its socket is readable must read on while it is.
+func (c *Conn) Buffered() bool {
+	if len(c.plain) > 0 || c.rerr != nil {
+		return true
+	}
+	n := c.end - c.start
+	if n < hdrLen {
+		return false
+	}
+	l := int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
+	return n >= hdrLen+l || l > maxCipher12
+}
+
+// OutPending reports whether sealed bytes wait for a Flush (a write over a
+// nonblocking connection would have blocked). For the goroutine that
+// writes.
+func (c *Conn) OutPending() bool { return len(c.wbuf) > 0 }
 
 // Flush writes what a failed write, or the state NewConn took, left.
 func (c *Conn) Flush() error {
@@ -476,9 +513,14 @@ func (c *Conn) Resume() {
 }
 
 // Movable reports whether State captures all of c: false while a
-// post-handshake message split across records is half read (the state
-// does not carry it). Call it with no Read under way.
-func (c *Conn) Movable() bool { return len(c.hs) == 0 }
+// post-handshake message split across records is half read, or once a
+// read or a write failed or met the end (the state carries none of
+// these). Call it with no Read under way.
+func (c *Conn) Movable() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return len(c.hs) == 0 && c.rerr == nil && c.werr == nil
+}
 
 // State returns the record state, with plain (application data read and
 // not passed on, which goes before the Conn's own) in it. Call it with
@@ -509,6 +551,14 @@ func (c *Conn) Wipe() {
 		bigBufs.Put(c.big)
 		c.big = nil
 	}
+	c.wmu.Lock()
+	if c.wbase != nil {
+		*c.wbase = (*c.wbase)[:0]
+		wbufs.Put(c.wbase)
+		c.wbase = nil
+	}
+	c.wbuf = nil
+	c.wmu.Unlock()
 }
 
 // TicketsTo hands the server's TLS 1.3 session tickets to tc, the
