@@ -506,7 +506,8 @@ func (s *session) proxyingStarts() {
 	s.startPacing(s.startMono)
 	if lg := s.srv.log; lg.Enabled(LevelInfo) { // ngx_stream_proxy_init_upstream
 		if s.x != nil && s.x.upTLS != nil {
-			// s.ufd is the pump's socketpair: the address is the socket's.
+			// Asked at the handshake: s.ufd may be crypto/tls's socketpair
+			// end (TLS 1.2 CBC).
 			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, s.x.upTLS.local, pr)
 		} else if sa, err := unix.Getsockname(s.ufd); err == nil {
 			lg.Logf(LevelInfo, "*%d proxy %s connected to %s", s.id, sock.AddrPort(sa), pr)

@@ -410,7 +410,7 @@ func (s *session) tlsServer(sni string) *server {
 
 // startTLS begins the handshake of a session accepted on an "ssl" listener:
 // the client's socket goes to a goroutine, the session waits (stateHandshake)
-// for it to come back with the socketpair's end.
+// for it to come back with its record layer (tlsReady).
 func (s *session) startTLS() {
 	l := s.loop
 	if !s.local.IsValid() {
@@ -1062,7 +1062,7 @@ func (s *session) upstreamName() string {
 
 // startUpstreamTLS hands the connected upstream socket to a goroutine for
 // the handshake; the session waits in stateUpHandshake (bounded by
-// proxy_connect_timeout, as nginx's) for the socketpair's end.
+// proxy_connect_timeout, as nginx's) for it to come back (upTLSReady).
 func (s *session) startUpstreamTLS() {
 	l := s.loop
 	var header []byte

@@ -162,10 +162,10 @@ func (c *Conn) fill() error {
 		next := c.plain
 		c.plain = held
 		if len(next) > 0 {
-			// held ends before rec began: next moves down onto the gap.
-			at := len(held)
-			c.plain = held[:at+len(next)]
-			copy(c.plain[at:], next)
+			// held ends before rec began: next moves down onto the gap
+			// (held is buf's, up to its end). A state's opened bytes
+			// (NewConn) are not: append copies them then.
+			c.plain = append(held, next...)
 		}
 	}
 	return nil

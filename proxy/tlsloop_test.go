@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/batonproxy/baton/internal/testutil"
+)
+
+// The loop's record layer under what makes it hold bytes epoll cannot see,
+// or cannot write at once: reads capped by proxy_buffer_size (records
+// opened past what one read takes), paced directions (opened data waiting
+// out a rest), a client that writes megabytes while it reads (sealed bytes
+// waiting for its socket), KeyUpdates that ask for one back mid-stream,
+// and a close_notify right behind the last data with proxy_half_close (the
+// end read with the data, the echo still delivered after it). Every byte
+// comes back, in order.
+func TestTLSLoopRecordLayer(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	cases := []struct {
+		name, directives string
+		size             int
+	}{
+		{"plain", "", 4 << 20},
+		{"proxy_buffer_size 512", "proxy_buffer_size 512;", 1 << 20},
+		{"paced", "proxy_upload_rate 8m; proxy_download_rate 8m;", 1 << 20},
+	}
+	var servers strings.Builder
+	for _, c := range cases {
+		fmt.Fprintf(&servers, "    server { listen 127.0.0.1:0 ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_half_close on; %s proxy_pass %s; }\n",
+			crt, key, c.directives, b.addr())
+	}
+	_, addrs, lg := startConf(t, "stream {\n"+servers.String()+"}\n")
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// Megabytes both ways at once: the client's reads lag its writes.
+			bulk := dialTLSClient(t, addrs[i], "bulk", cfg, false)
+			bulk.echoes(t, randomBytes(c.size))
+
+			// KeyUpdates between echoes, each asking for one back: the
+			// loop answers while it reads, and both sides change keys.
+			ku := dialTLSClient(t, addrs[i], "keyupdate", cfg, true)
+			for range 3 {
+				ku.echoes(t, randomBytes(64<<10))
+				if err := ku.Rec.KeyUpdate(true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ku.echoes(t, randomBytes(100))
+
+			// The last data and close_notify in one flight: the echo
+			// still comes back whole, then the end.
+			hc, err := testutil.DialTLS(addrs[i], &tls.Config{ServerName: "a.test"}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hc.Raw.Close()
+			msg := randomBytes(200 << 10)
+			go func() {
+				hc.TC.Write(msg)
+				hc.TC.CloseWrite()
+			}()
+			got, err := io.ReadAll(hc.TC)
+			if err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("half-closed echo: %d of %d bytes, %v\n%s", len(got), len(msg), err, lg)
+			}
+		})
+	}
+}
+
+// An idle TLS session holds what a plain one does, its two sockets, and no
+// goroutine: the loop runs its record layer (before, a socketpair and two
+// pump goroutines a TLS side).
+func TestTLSSessionHoldsNoMore(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	p, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+    server { listen 127.0.0.1:0 ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
+}`, crt, key, b.addr()))
+	const n = 40
+	fdsBefore, gBefore := openFDs(t, "socket:"), runtime.NumGoroutine()
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
+	for i := range n {
+		c := dialTLSClient(t, addrs[0], fmt.Sprint("client ", i), cfg, false)
+		c.echoes(t, []byte("hello"))
+	}
+	waitFor(t, func() bool { return sessionsWhere(p, func(s *session) bool { return s.state == stateProxying }) == n })
+	// Per session: the test's client socket, the backend's, and the
+	// proxy's two.
+	if d := openFDs(t, "socket:") - fdsBefore; d > 4*n+2 {
+		t.Errorf("%d idle TLS sessions added %d sockets, want at most %d", n, d, 4*n+2)
+	}
+	// Per session: the backend's echo goroutine (and a few of the
+	// runtime's), once the handshakes' goroutines have ended.
+	waitFor(t, func() bool { return runtime.NumGoroutine()-gBefore <= n+5 })
+}
