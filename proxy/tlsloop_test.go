@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/batonproxy/baton/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // The loop's record layer under what makes it hold bytes epoll cannot see,
@@ -102,4 +104,54 @@ func TestTLSSessionHoldsNoMore(t *testing.T) {
 	// Per session: the backend's echo goroutine (and a few of the
 	// runtime's), once the handshakes' goroutines have ended.
 	waitFor(t, func() bool { return runtime.NumGoroutine()-gBefore <= n+5 })
+}
+
+// A socket handed to a handshake's goroutine leaves the loop's epoll set:
+// its duplicate keeps the socket open, so closing the loop's number alone
+// left the registration in the set, and an upstream socket registered for
+// its connect (EPOLLOUT, always ready) woke the loop on every wait for as
+// long as the session lived: both loops at 100% CPU with three idle
+// proxy_ssl sessions. Every entry of every loop's epoll set must be a
+// descriptor open under that number, the same socket (inode).
+func TestTLSHandshakeLeavesNoStaleEpollEntry(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "up", "up.test")
+	b := startBackend(t, "echo", echo)
+	tlsAddr := deadAddr(t).String()
+	p, addrs, _ := startConf(t, fmt.Sprintf(`stream {
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; }
+    server { listen 127.0.0.1:0; proxy_pass %s; proxy_ssl on; }
+}`, tlsAddr, crt, key, b.addr(), tlsAddr))
+	for i := range 3 {
+		c := dial(t, addrs[1])
+		defer c.Close()
+		echoesOn(t, fmt.Sprint("session ", i), c, []byte("hello\n"))
+	}
+	waitFor(t, func() bool { return sessionsWhere(p, func(s *session) bool { return s.state == stateProxying }) == 6 })
+	var epfds []int
+	p.eachLoop(func(l *loop) { epfds = append(epfds, l.epfd) })
+	entries := 0
+	for _, epfd := range epfds {
+		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
+		if err != nil {
+			t.Skipf("no fdinfo: %v", err)
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			var tfd int
+			var events, data, ino uint64
+			var pos int
+			if n, _ := fmt.Sscanf(line, "tfd: %d events: %x data: %x pos:%d ino:%x", &tfd, &events, &data, &pos, &ino); n < 5 {
+				continue
+			}
+			entries++
+			var st unix.Stat_t
+			if err := unix.Fstat(tfd, &st); err != nil || st.Ino != ino {
+				t.Errorf("loop epoll set %d: entry for descriptor %d (inode %x, events %x) is stale: %v, inode now %x",
+					epfd, tfd, ino, events, err, st.Ino)
+			}
+		}
+	}
+	if entries == 0 {
+		t.Fatal("no epoll entries read")
+	}
 }
