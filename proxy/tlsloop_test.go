@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/batonproxy/baton/internal/testutil"
@@ -128,8 +129,13 @@ func TestTLSHandshakeLeavesNoStaleEpollEntry(t *testing.T) {
 		echoesOn(t, fmt.Sprint("session ", i), c, []byte("hello\n"))
 	}
 	waitFor(t, func() bool { return sessionsWhere(p, func(s *session) bool { return s.state == stateProxying }) == 6 })
+	var mu sync.Mutex // eachLoop runs on every loop at once
 	var epfds []int
-	p.eachLoop(func(l *loop) { epfds = append(epfds, l.epfd) })
+	p.eachLoop(func(l *loop) {
+		mu.Lock()
+		epfds = append(epfds, l.epfd)
+		mu.Unlock()
+	})
 	entries := 0
 	for _, epfd := range epfds {
 		info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
