@@ -103,7 +103,7 @@ func (s *session) readProxyHeader() {
 			}
 			s.hdr = append(make([]byte, 0, min(2*cap(s.hdr), maxProxyHeader)), s.hdr...)
 		}
-		n, err := unix.Read(s.cfd, s.hdr[len(s.hdr):cap(s.hdr)])
+		n, err := s.readClient(s.hdr[len(s.hdr):cap(s.hdr)]) // opened, when a TLS server passed it here
 		if n > 0 {
 			s.hdr = s.hdr[:len(s.hdr)+n]
 			if s.headerStep() {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/batonproxy/baton/internal/testutil"
 	"golang.org/x/sys/unix"
@@ -159,5 +160,28 @@ func TestTLSHandshakeLeavesNoStaleEpollEntry(t *testing.T) {
 	}
 	if entries == 0 {
 		t.Fatal("no epoll entries read")
+	}
+}
+
+// A TLS server that passes its connections on: the server passed to reads
+// them through the record layer, its PROXY header (inside TLS, as nginx's
+// ngx_ssl_recv reads it) and its return text too.
+func TestTLSPassReadsThroughRecordLayer(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	inner := deadAddr(t).String()
+	_, addrs, lg := startConf(t, fmt.Sprintf(`stream {
+    server { listen 127.0.0.1:0 ssl; ssl_certificate %s; ssl_certificate_key %s; pass %s; }
+    server { listen %s proxy_protocol; return "from $proxy_protocol_addr\n"; }
+}`, crt, key, inner, inner))
+	c := tlsDial(t, addrs[0], "a.test")
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "PROXY TCP4 192.0.2.7 192.0.2.8 1111 2222\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if string(got) != "from 192.0.2.7\n" {
+		t.Fatalf("got %q, %v\n%s", got, err, lg)
 	}
 }
