@@ -627,6 +627,23 @@ func (l *loop) bridge(raw net.Conn, fail func(error)) (int, *net.UnixConn, bool)
 	return fd, pc, true
 }
 
+// socketPair makes the socketpair of crypto/tls's pump: fd, the loop's end, and pc,
+// the pump's.
+func socketPair() (int, *net.UnixConn, error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	pf := os.NewFile(uintptr(pair[0]), "tls pump")
+	pc, err := net.FileConn(pf)
+	pf.Close()
+	if err != nil {
+		unix.Close(pair[1])
+		return -1, nil, err
+	}
+	return pair[1], pc.(*net.UnixConn), nil
+}
+
 // pumpCrypto gives the loop fd (ready runs on the loop) and pumps conn,
 // crypto/tls's connection, to and from pc until both directions end; the
 // descriptors taken for the session (tlsFDs) go back then.

@@ -3,13 +3,11 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"os"
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/sock"
 	"github.com/batonproxy/baton/internal/tlsrec"
-	"golang.org/x/sys/unix"
 )
 
 // TLS sessions move in "baton upgrade" (issue 19). The loop runs a TLS
@@ -207,23 +205,6 @@ func importSide(fd int, rec []byte, info *tlsInfo) string {
 	}
 	info.rec = rc
 	return ""
-}
-
-// socketPair makes a TLS session's socketpair: fd, the loop's end, and pc,
-// the pump's.
-func socketPair() (int, *net.UnixConn, error) {
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, nil, err
-	}
-	pf := os.NewFile(uintptr(pair[0]), "tls pump")
-	pc, err := net.FileConn(pf)
-	pf.Close()
-	if err != nil {
-		unix.Close(pair[1])
-		return -1, nil, err
-	}
-	return pair[1], pc.(*net.UnixConn), nil
 }
 
 // settleTLS ends the move of a TLS session, quiesced or imported: the
