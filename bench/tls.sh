@@ -4,8 +4,12 @@
 # client measures, round after round, alternating between them:
 #
 #   full   full handshakes per second (connrate -tls: dial, handshake, 1 byte
-#          echoed, close), with an ECDSA P-256 and an RSA 2048 certificate
-#   resume resumed handshakes per second (connrate -tls -tls-resume, ECDSA)
+#          echoed, close), with an ECDSA P-256 and an RSA 2048 certificate,
+#          and the proxy's CPU per handshake (all its processes and threads,
+#          user + system, from /proc): steadier than the rate on a shared
+#          machine, where the load generator takes most of the CPU
+#   resume resumed handshakes per second (connrate -tls -tls-resume, ECDSA),
+#          and CPU per handshake
 #   bulk1  TLS in, plain out, 1 stream (throughput -tls -dir up, Gbit/s)
 #   bulk8  the same with 8 streams
 #   idle   memory per idle TLS connection: the proxy's RSS (all its
@@ -141,16 +145,38 @@ sleep 1
   echo "versions: $("$DIR/baton" version 2>&1 | head -1); $(nginx -v 2>&1 | head -1); $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3); $(openssl version); $(go version | cut -d' ' -f3)"
 } | tee "$DIR/summary.md"
 res() { grep -o "$1=[0-9.]*" | cut -d= -f2; }
+ticks() {   # CPU clock ticks (user + system) of a process and its children
+  local t=0 p
+  for p in $1 $(ps -o pid= --ppid "$1"); do
+    [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+# connrate NAME ROOTPID KEY ARGS...: runs loadgen connrate, adds the rate to
+# R[NAME,KEY] and the proxy's CPU microseconds per connection to R[NAME,KEY_cpu].
+connrate() {
+  local n=$1 pid=$2 k=$3; shift 3
+  local t0 out t1 rate conns
+  t0=$(ticks "$pid")
+  out=$("$LG" connrate "$@")
+  t1=$(ticks "$pid")
+  rate=$(echo "$out" | res conns_per_sec)
+  conns=$(echo "$out" | grep -o " conns=[0-9]*" | cut -d= -f2)
+  R[$n,$k]+=" $rate"
+  R[$n,${k}_cpu]+=" $(awk -v d=$((t1 - t0)) -v c="${conns:-0}" -v hz="$HZ" 'BEGIN { if (c > 0) printf "%.0f", d * 1e6 / hz / c; else print "NA" }')"
+}
 declare -A R
 for r in $(seq 1 "$ROUNDS"); do
   for i in "${!NAMES[@]}"; do
     n=${NAMES[$i]} b=${BASES[$i]}
-    R[$n,full_ec]+=" $("$LG" connrate -addr 127.0.0.1:$b -tls -workers 8 -duration "${SECS}s" | res conns_per_sec)"
-    R[$n,full_rsa]+=" $("$LG" connrate -addr 127.0.0.1:$((b + 1)) -tls -workers 8 -duration "${SECS}s" | res conns_per_sec)"
-    R[$n,resume]+=" $("$LG" connrate -addr 127.0.0.1:$b -tls -tls-resume -workers 8 -duration "${SECS}s" | res conns_per_sec)"
+    pid=${ROOTPIDS[$i]}
+    connrate "$n" "$pid" full_ec -addr 127.0.0.1:$b -tls -workers 8 -duration "${SECS}s"
+    connrate "$n" "$pid" full_rsa -addr 127.0.0.1:$((b + 1)) -tls -workers 8 -duration "${SECS}s"
+    connrate "$n" "$pid" resume -addr 127.0.0.1:$b -tls -tls-resume -workers 8 -duration "${SECS}s"
     R[$n,bulk1]+=" $("$LG" throughput -addr 127.0.0.1:$((b + 2)) -tls -conns 1 -duration "${SECS}s" | res throughput_gbps)"
     R[$n,bulk8]+=" $("$LG" throughput -addr 127.0.0.1:$((b + 2)) -tls -conns 8 -duration "${SECS}s" | res throughput_gbps)"
-    echo "round $r $n: full_ec ${R[$n,full_ec]##* } full_rsa ${R[$n,full_rsa]##* } resume ${R[$n,resume]##* } bulk1 ${R[$n,bulk1]##* } bulk8 ${R[$n,bulk8]##* }" | tee -a "$DIR/summary.md"
+    echo "round $r $n: full_ec ${R[$n,full_ec]##* } (${R[$n,full_ec_cpu]##* } us) full_rsa ${R[$n,full_rsa]##* } (${R[$n,full_rsa_cpu]##* } us) resume ${R[$n,resume]##* } (${R[$n,resume_cpu]##* } us) bulk1 ${R[$n,bulk1]##* } bulk8 ${R[$n,bulk8]##* }" | tee -a "$DIR/summary.md"
   done
 done
 for i in "${!NAMES[@]}"; do
@@ -170,7 +196,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR
   echo
   echo "| medians of $ROUNDS rounds | $(printf '%s | ' "${NAMES[@]}")"
   echo "|---|$(printf -- '---|%.0s' "${NAMES[@]}")"
-  for k in full_ec full_rsa resume bulk1 bulk8; do
+  for k in full_ec full_rsa resume full_ec_cpu full_rsa_cpu resume_cpu bulk1 bulk8; do
     row="| $k |"
     for n in "${NAMES[@]}"; do row+=" $(echo "${R[$n,$k]}" | median) |"; done
     echo "$row"
@@ -179,5 +205,5 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR
   for n in "${NAMES[@]}"; do row+=" ${R[$n,idle]} |"; done
   echo "$row"
   echo
-  echo "full/resume: handshakes per second (8 workers); bulk: Gbit/s TLS in; idle: bytes of RSS per idle TLS connection ($IDLE)."
+  echo "full/resume: handshakes per second (8 workers); _cpu: the proxy's CPU microseconds per handshake; bulk: Gbit/s TLS in; idle: bytes of RSS per idle TLS connection ($IDLE)."
 } | tee -a "$DIR/summary.md"
