@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -184,4 +186,98 @@ func TestTLSPassReadsThroughRecordLayer(t *testing.T) {
 	if string(got) != "from 192.0.2.7\n" {
 		t.Fatalf("got %q, %v\n%s", got, err, lg)
 	}
+}
+
+// Many sessions at once over both TLS sides the loop runs: plain clients
+// through a proxy_ssl server into a terminating one (each session has a
+// TLS upstream and, one hop on, a TLS client), and TLS clients of their
+// own record layer, which send KeyUpdates. Each echoes random sizes, then
+// half-closes with its last bytes in flight and reads the rest to the
+// end. Bounded: 24 clients, 6 rounds each, at most 256 KiB a round.
+func TestTLSLoopManySessions(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := selfSigned(t, dir, "a", "a.test")
+	b := startBackend(t, "echo", func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
+	term := deadAddr(t).String()
+	_, addrs, lg := startConf(t, fmt.Sprintf(`stream {
+    proxy_half_close on;
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_buffer_size 7000; proxy_pass %s; }
+    server { listen 127.0.0.1:0; proxy_pass %s; proxy_ssl on; }
+}`, term, crt, key, b.addr(), term))
+	const clients, rounds = 24, 6
+	errc := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			rng := mrand.New(mrand.NewPCG(uint64(i), 7))
+			var rw io.ReadWriter
+			var closeWrite func() error
+			var own *testutil.TLSClient
+			if i%2 == 0 {
+				c, err := net.DialTimeout("tcp", addrs[1], 5*time.Second) // the proxy_ssl server
+				if err != nil {
+					errc <- err
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				rw, closeWrite = c, c.(*net.TCPConn).CloseWrite
+			} else {
+				c, err := testutil.DialTLS(term, &tls.Config{ServerName: "a.test"}, true)
+				if err != nil {
+					errc <- err
+					return
+				}
+				defer c.Raw.Close()
+				rw, closeWrite, own = c, c.Rec.CloseWrite, c
+			}
+			for r := range rounds {
+				p := randomBytes(1 + rng.IntN(256<<10))
+				if err := echoRound(rw, p); err != nil {
+					errc <- fmt.Errorf("client %d round %d (%d bytes): %w", i, r, len(p), err)
+					return
+				}
+				if own != nil && rng.IntN(2) == 0 {
+					if err := own.Rec.KeyUpdate(rng.IntN(2) == 0); err != nil {
+						errc <- fmt.Errorf("client %d: KeyUpdate: %w", i, err)
+						return
+					}
+				}
+			}
+			last := randomBytes(1 + rng.IntN(64<<10))
+			go func() {
+				rw.Write(last)
+				closeWrite()
+			}()
+			got, err := io.ReadAll(rw)
+			if err == nil && !bytes.Equal(got, last) {
+				err = fmt.Errorf("%d of %d bytes, or not the same", len(got), len(last))
+			}
+			if err != nil {
+				err = fmt.Errorf("client %d, half-closed: %w", i, err)
+			}
+			errc <- err
+		}()
+	}
+	for range clients {
+		if err := <-errc; err != nil {
+			t.Fatalf("%v\n%s", err, lg)
+		}
+	}
+}
+
+// echoRound writes p to an echo path while it reads it back.
+func echoRound(rw io.ReadWriter, p []byte) error {
+	werr := make(chan error, 1)
+	go func() { _, err := rw.Write(p); werr <- err }()
+	got := make([]byte, len(p))
+	if _, err := io.ReadFull(rw, got); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, p) {
+		return fmt.Errorf("the echo differs")
+	}
+	return <-werr
 }
