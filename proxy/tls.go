@@ -436,7 +436,7 @@ func (s *session) startTLS() {
 	l.schedule(s)
 	id := s.id
 	halfClose := s.srv.halfClose
-	go func() {
+	handshakers.run(func() {
 		f := os.NewFile(uintptr(fd), "tls client")
 		raw, err := net.FileConn(f)
 		f.Close()
@@ -514,7 +514,7 @@ func (s *session) startTLS() {
 			s.tlsReady(id, fd, info, chosen)
 		}
 		l.pumpAfterHandshake(conn, raw, hc, kl, true, halfClose, fail, ready)
-	}()
+	})
 }
 
 // pumpAfterHandshake goes on with a connection whose handshake crypto/tls
@@ -1143,7 +1143,7 @@ func (s *session) startUpstreamTLS() {
 		}
 	}
 	id, halfClose, timeout := s.id, s.srv.halfClose, time.Duration(s.srv.connectTimeout)
-	go func() {
+	handshakers.run(func() {
 		fail := func(err error) {
 			l.p.fds.give(tlsFDs)
 			l.do(func() { s.upTLSFailed(id, err) })
@@ -1187,7 +1187,7 @@ func (s *session) startUpstreamTLS() {
 		l.pumpAfterHandshake(conn, raw, hc, kl, false, halfClose, fail, func(fd int, rec *tlsrec.Conn, link *tlsLink) {
 			s.upTLSReady(id, fd, &tlsInfo{rec: rec, link: link, local: local})
 		})
-	}()
+	})
 }
 
 // verifyUpstream checks the upstream's certificate chain against
