@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/config"
+
+	"github.com/batonproxy/baton/internal/testutil"
 )
 
 // backend is a real loopback TCP server for tests.
@@ -78,12 +80,10 @@ func echo(c net.Conn) { io.Copy(c, c) }
 // deadAddr returns a loopback address where nothing listens.
 func deadAddr(t testing.TB) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := testutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := ln.Addr().(*net.TCPAddr).AddrPort()
-	ln.Close()
 	return a
 }
 

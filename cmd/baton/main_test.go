@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/internal/testutil"
 )
 
 // The test binary doubles as baton: run with BATON_TEST_MAIN=1 it is main().
@@ -158,12 +160,11 @@ func (p *proc) wait(t *testing.T, within time.Duration) error {
 // freePort returns a loopback address nothing listens on right now.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ap, err := testutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return ap.String()
 }
 
 // greeter listens on 127.0.0.1:0, greets each client with name and echoes lines.
