@@ -714,6 +714,15 @@ func (l *loop) release(fd int) {
 	sock.Close(fd)
 }
 
+// forget is release for a descriptor that leaves the loop open, handed to
+// another owner: its number may be closed and reused at any time now.
+func (l *loop) forget(fd int) {
+	if fd < len(l.fds) {
+		l.fds[fd] = nil
+		l.closedIn[fd] = l.batch
+	}
+}
+
 // schedule makes sure s's deadline (lastActive+timeout) is in the heap.
 // Deadlines are lazy: activity only moves lastActive, and an entry that comes
 // due early is pushed back to the real deadline when it pops.

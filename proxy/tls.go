@@ -657,10 +657,10 @@ func (l *loop) pumpCrypto(conn *tls.Conn, raw net.Conn, fd int, pc *net.UnixConn
 }
 
 // detachForTLS takes the descriptors a TLS session holds beyond a plain one
-// and moves the socket *fdp out of the loop: it returns a duplicate for the
-// handshake's goroutine, the loop's own closed and *fdp, *events parked.
-// ok is false when the session ended instead (no descriptors left, or the
-// dup failed).
+// and moves the socket *fdp out of the loop to the handshake's goroutine,
+// which owns it from then on: it leaves the epoll set and the loop's
+// table, and *fdp, *events are parked. ok is false when the session ended
+// instead (no descriptors left).
 func (s *session) detachForTLS(fdp *int, events *uint32, what string) (int, bool) {
 	l := s.loop
 	if !l.p.fds.take(tlsFDs) {
@@ -669,18 +669,13 @@ func (s *session) detachForTLS(fdp *int, events *uint32, what string) (int, bool
 		s.finish(503)
 		return -1, false
 	}
-	fd, err := unix.FcntlInt(uintptr(*fdp), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		l.p.fds.give(tlsFDs)
-		s.ioError("dup()", err, *fdp)
-		return -1, false
-	}
+	fd := *fdp
 	if *events&parked == 0 {
-		// Out of the set first: the duplicate keeps the socket open, and
-		// the loop takes it back under another number.
-		sock.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, *fdp, &unix.EpollEvent{})
+		// Out of the set: the goroutine's copy keeps the socket open, so
+		// closing a number would not take it out.
+		sock.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, &unix.EpollEvent{})
 	}
-	l.release(*fdp)
+	l.forget(fd)
 	*fdp, *events = -1, parked
 	return fd, true
 }
