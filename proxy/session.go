@@ -666,35 +666,20 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 		return
 	}
 	l := s.loop
-	buf := l.buf
-	capped := false // proxy_buffer_size: reads of that size, no splice
-	if n := s.srv.bufSize; n > 0 && n < len(buf) {
-		buf, capped = buf[:n], true
+	buf, p, capped, ok := s.readBuf(f) // capped: no splice
+	if !ok {
+		return // resting: out of the interest until its timer
 	}
-	var p *pacer
-	if s.x != nil {
-		if p = s.pacerOf(f); p != nil {
-			n := p.allow(len(buf))
-			if n == 0 {
-				return // resting: out of the interest until its timer
-			}
-			buf, hup = buf[:n], false
-		}
+	if p != nil {
+		hup = false
 	}
 	for round := 0; round < 4; round++ {
 		n, err := sock.Read(src, buf)
 		if n > 0 {
-			s.lastActive = l.now
-			if s.firstByte == 0 && src == s.ufd {
-				s.firstByte = l.now
-				s.group.timeFirstByte(s.peer, l.now-s.attemptStart)
-			}
+			s.took(src, n, p)
 			flags := 0
 			var rerr unix.Errno // the peer's reset, found looking for its EOF
 			more := false       // the look found bytes: the EOF may still follow
-			if p != nil {
-				p.took(n)
-			}
 			if hup && n < len(buf) {
 				// The peer has closed: if this is its last message, it
 				// and our FIN can leave in one segment. MSG_MORE holds
@@ -763,6 +748,40 @@ func (s *session) pump(f *flow, src, dst int, hup bool) {
 	}
 }
 
+// readBuf is the buffer a read of f's source may fill: the loop's, cut to
+// proxy_buffer_size (capped) and to f's rate allowance (p, when paced). ok
+// is false when the source must rest first.
+func (s *session) readBuf(f *flow) (buf []byte, p *pacer, capped, ok bool) {
+	buf = s.loop.buf
+	if n := s.srv.bufSize; n > 0 && n < len(buf) {
+		buf, capped = buf[:n], true
+	}
+	if s.x != nil {
+		if p = s.pacerOf(f); p != nil {
+			n := p.allow(len(buf))
+			if n == 0 {
+				return nil, p, capped, false
+			}
+			buf = buf[:n]
+		}
+	}
+	return buf, p, capped, true
+}
+
+// took counts n bytes read from src: the session's activity, the
+// upstream's first byte, and the rate's allowance (p).
+func (s *session) took(src, n int, p *pacer) {
+	l := s.loop
+	s.lastActive = l.now
+	if s.firstByte == 0 && src == s.ufd {
+		s.firstByte = l.now
+		s.group.timeFirstByte(s.peer, l.now-s.attemptStart)
+	}
+	if p != nil {
+		p.took(n)
+	}
+}
+
 // flush writes f's pending bytes to dst. It returns false if the session ended.
 func (s *session) flush(f *flow, dst int) bool {
 	if f.out != nil {
@@ -782,12 +801,7 @@ func (s *session) flush(f *flow, dst int) bool {
 		}
 		s.loop.putPipe(f.pipe)
 		f.pipe = nil
-		if f.eof {
-			s.flowDone(f, dst)
-			return s.state != stateClosed
-		}
-		s.updateInterest()
-		return true
+		return s.flushed(f, dst)
 	}
 	w, err := sock.WriteAll(dst, f.pend)
 	f.n += int64(w)
@@ -804,6 +818,13 @@ func (s *session) flush(f *flow, dst int) bool {
 	}
 	putPend(f.base)
 	f.pend, f.base = nil, nil
+	return s.flushed(f, dst)
+}
+
+// flushed goes on once everything f held has gone to dst: the error its
+// source returned after those bytes is reported now, or its end passed
+// on, or its source is read again. It returns false if the session ended.
+func (s *session) flushed(f *flow, dst int) bool {
 	if f.rerr != 0 {
 		src := s.cfd
 		if f == &s.u2c {
@@ -848,11 +869,16 @@ func (s *session) flowDone(f *flow, dst int) {
 	s.updateInterest()
 }
 
-func (s *session) ioError(op string, err error, fd int) {
-	side := "client"
+// sideOf names the side of fd in a session's log lines.
+func (s *session) sideOf(fd int) string {
 	if fd == s.ufd {
-		side = "upstream"
+		return "upstream"
 	}
+	return "client"
+}
+
+func (s *session) ioError(op string, err error, fd int) {
+	side := s.sideOf(fd)
 	lv := LevelError
 	if err == unix.ECONNRESET || err == unix.EPIPE {
 		lv = LevelInfo // a peer that resets is routine, as nginx logs it
@@ -948,13 +974,11 @@ func (s *session) finish(status int) {
 	s.state = stateClosed
 	if s.x != nil {
 		for _, t := range []*tlsInfo{s.x.tls, s.x.upTLS} {
-			switch {
-			case t == nil:
-			case t.rec != nil:
-				t.rec.Close() // close_notify, if the socket takes it now
-				t.rec.Wipe()
-			default:
-				t.link.finished.Store(true) // the pump closes its peer once the last bytes are out
+			if t != nil {
+				if t.rec != nil {
+					t.rec.Close() // close_notify, if the socket takes it now
+				}
+				t.drop()
 			}
 		}
 	}

@@ -539,9 +539,10 @@ func (l *loop) pumpAfterHandshake(conn *tls.Conn, raw net.Conn, hc *tlsrec.Hands
 	}
 	fd := -1
 	if err == nil {
-		fd, err = sock.DupConn(raw.(syscall.Conn))
+		fd, err = takeRaw(raw)
+	} else {
+		raw.Close()
 	}
-	raw.Close()
 	if err != nil {
 		if rc != nil {
 			rc.Wipe()
@@ -566,15 +567,22 @@ func (l *loop) pumpAfterHandshake(conn *tls.Conn, raw net.Conn, hc *tlsrec.Hands
 // where it goes (tlsPending).
 func (l *loop) handBack(s *session, id uint64, raw net.Conn, taken []byte) {
 	l.p.fds.give(tlsFDs)
-	fd, err := -1, errors.New("the client's socket has no descriptor")
-	if sc, ok := raw.(syscall.Conn); ok {
-		fd, err = sock.DupConn(sc)
-	}
-	raw.Close()
+	fd, err := takeRaw(raw)
 	taken = bytes.Clone(taken)
 	if !l.do(func() { s.tlsPending(id, fd, taken, err) }) && fd >= 0 {
 		unix.Close(fd)
 	}
+}
+
+// takeRaw takes the socket of raw, a connection the runtime polls, back for
+// the loop: a nonblocking duplicate, raw closed.
+func takeRaw(raw net.Conn) (int, error) {
+	defer raw.Close()
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("the socket has no descriptor")
+	}
+	return sock.DupConn(sc)
 }
 
 // tlsPending takes back the socket of a session whose handshake an upgrade
@@ -1275,8 +1283,8 @@ func (s *session) upTLSReady(id uint64, fd int, info *tlsInfo) {
 	s.proxyingStarts()
 }
 
-// drop lets go of the TLS of a session that ended before it took it: the
-// keys forgotten, or crypto/tls's pump told to close.
+// drop lets go of a TLS side that ends here: the keys forgotten, or
+// crypto/tls's pump told to close its peer once the last bytes are out.
 func (t *tlsInfo) drop() {
 	if t.rec != nil {
 		t.rec.Wipe()

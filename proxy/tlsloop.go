@@ -47,8 +47,8 @@ func (s *session) wipeTLS() {
 		return
 	}
 	for _, t := range []*tlsInfo{s.x.tls, s.x.upTLS} {
-		if t != nil && t.rec != nil {
-			t.rec.Wipe()
+		if t != nil {
+			t.drop()
 		}
 	}
 }
@@ -66,21 +66,9 @@ func wouldBlock(err error) bool { return err != nil && errors.Is(err, syscall.EA
 
 // pumpRec is pump for a flow with a TLS side.
 func (s *session) pumpRec(f *flow, src, dst int) {
-	l := s.loop
-	buf := l.buf
-	capped := false // proxy_buffer_size: reads of that size
-	if n := s.srv.bufSize; n > 0 && n < len(buf) {
-		buf, capped = buf[:n], true
-	}
-	var p *pacer
-	if s.x != nil {
-		if p = s.pacerOf(f); p != nil {
-			n := p.allow(len(buf))
-			if n == 0 {
-				return // resting: out of the interest until its timer
-			}
-			buf = buf[:n]
-		}
+	buf, p, capped, ok := s.readBuf(f)
+	if !ok {
+		return // resting: out of the interest until its timer
 	}
 	for round := 0; round < 4 || f.in != nil && f.in.Buffered(); round++ {
 		var b []byte
@@ -108,14 +96,7 @@ func (s *session) pumpRec(f *flow, src, dst int) {
 			s.updateInterest()
 		}
 		if len(b) > 0 {
-			s.lastActive = l.now
-			if s.firstByte == 0 && src == s.ufd {
-				s.firstByte = l.now
-				s.group.timeFirstByte(s.peer, l.now-s.attemptStart)
-			}
-			if p != nil {
-				p.took(len(b))
-			}
+			s.took(src, len(b), p)
 			var w int
 			var werr error
 			if f.out != nil {
@@ -158,7 +139,7 @@ func (s *session) pumpRec(f *flow, src, dst int) {
 			// The peer broke TLS (an alert, a bad record): that direction
 			// ends, as it would at its close.
 			s.srv.log.Logf(LevelInfo, "*%d SSL_read() failed %s while proxying connection, %s side, client: %s, server: %s",
-				s.id, sock.ErrnoText(err), sideOf(s, src), s.client.Addr(), s.srv.name)
+				s.id, sock.ErrnoText(err), s.sideOf(src), s.client.Addr(), s.srv.name)
 			f.eof = true
 			s.flowDone(f, dst)
 			return
@@ -189,20 +170,7 @@ func (s *session) flushRec(f *flow, dst int) bool {
 	if f.out.OutPending() {
 		return true // the interest stays: EPOLLOUT
 	}
-	if f.rerr != 0 {
-		src := s.cfd
-		if f == &s.u2c {
-			src = s.ufd
-		}
-		s.ioError("recv()", unix.Errno(f.rerr), src)
-		return false
-	}
-	if f.eof {
-		s.flowDone(f, dst)
-		return s.state != stateClosed
-	}
-	s.updateInterest()
-	return true
+	return s.flushed(f, dst)
 }
 
 // readClient reads the client's bytes as a plain read(2) reports them (0
@@ -262,12 +230,4 @@ func writeOp(f *flow) string {
 		return "SSL_write()"
 	}
 	return "send()"
-}
-
-// sideOf names the side of fd in a session's log lines.
-func sideOf(s *session, fd int) string {
-	if fd == s.ufd {
-		return "upstream"
-	}
-	return "client"
 }

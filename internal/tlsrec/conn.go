@@ -147,9 +147,9 @@ func (c *Conn) fill() error {
 		}
 		c.rerr = err
 	}
-	for c.rerr == nil && c.end-c.start >= hdrLen {
-		n := int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
-		if c.end-c.start < hdrLen+n || n > maxCipher12 {
+	for c.rerr == nil {
+		n, whole := c.nextRecord()
+		if !whole || n > maxCipher12 {
 			break // not whole (or too long: readRecord says so later)
 		}
 		rec := c.buf[c.start : c.start+hdrLen+n]
@@ -198,13 +198,12 @@ func (c *Conn) readRecord() error {
 		max = maxCipher12
 	}
 	for {
-		if c.end-c.start >= hdrLen {
-			n := int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
+		if n, whole := c.nextRecord(); n >= 0 {
 			if n > max {
 				c.alert(22) // record_overflow
 				return errOverflow
 			}
-			if c.end-c.start >= hdrLen+n {
+			if whole {
 				rec := c.buf[c.start : c.start+hdrLen+n]
 				c.start += hdrLen + n
 				return c.handle(rec)
@@ -388,13 +387,18 @@ func (c *Conn) flushLocked() error {
 			return err
 		}
 	}
+	c.dropWbufLocked()
+	return nil
+}
+
+// dropWbufLocked lets go of the write buffer (wbuf's, back to wbufs).
+func (c *Conn) dropWbufLocked() {
 	if c.wbase != nil {
 		*c.wbase = (*c.wbase)[:0]
 		wbufs.Put(c.wbase)
 		c.wbase = nil
 	}
 	c.wbuf = nil
-	return nil
 }
 
 // wbufs hold sealed records between a Write's seal and its write, so that
@@ -414,12 +418,18 @@ func (c *Conn) Buffered() bool {
 	if len(c.plain) > 0 || c.rerr != nil {
 		return true
 	}
-	n := c.end - c.start
-	if n < hdrLen {
-		return false
+	n, whole := c.nextRecord()
+	return whole || n > maxCipher12
+}
+
+// nextRecord returns the length of the record at c.start as its header
+// says (-1 while less than a header is read), and whether all of it is.
+func (c *Conn) nextRecord() (n int, whole bool) {
+	if c.end-c.start < hdrLen {
+		return -1, false
 	}
-	l := int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
-	return n >= hdrLen+l || l > maxCipher12
+	n = int(c.buf[c.start+3])<<8 | int(c.buf[c.start+4])
+	return n, c.end-c.start >= hdrLen+n
 }
 
 // OutPending reports whether sealed bytes wait for a Flush (a write over a
@@ -543,21 +553,14 @@ func (c *Conn) State(plain []byte) *State {
 func (c *Conn) Wipe() {
 	c.tickets = nil
 	c.in.wipe()
-	c.wmu.Lock()
-	c.out.wipe()
-	c.wmu.Unlock()
 	clear(c.buf[c.start:c.end])
 	if c.big != nil {
 		bigBufs.Put(c.big)
 		c.big = nil
 	}
 	c.wmu.Lock()
-	if c.wbase != nil {
-		*c.wbase = (*c.wbase)[:0]
-		wbufs.Put(c.wbase)
-		c.wbase = nil
-	}
-	c.wbuf = nil
+	c.out.wipe()
+	c.dropWbufLocked()
 	c.wmu.Unlock()
 }
 
