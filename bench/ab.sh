@@ -37,20 +37,13 @@ for tool in nginx wrk nstat awk; do
 done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+. "$HERE/lib.sh"   # start, cleanup, ports_free, listening
 # Refuse to start where another run (or anything) holds the ports: its
 # proxies would answer for ours, and its files are under $DIR.
-taken=()
-for p in 23080 $(seq 23101 $((23100 + $#))); do
-  ss -ltn "sport = :$p" | grep -q LISTEN && taken+=("$p")
-done
-if ((${#taken[@]})); then
-  echo "ab.sh: port(s) ${taken[*]} already in use (another ab.sh running?); not starting" >&2
-  exit 2
-fi
+ports_free 23080 $(seq 23101 $((23100 + $#)))
 DIR=$HERE/.run/ab
 rm -rf "$DIR"; mkdir -p "$DIR/be/www" "$DIR/be/tmp"
 BACKEND=127.0.0.1:23080
-. "$HERE/lib.sh"   # start, cleanup, listening
 tree() {    # a PID and its children, comma-separated
   echo "$1$(ps -o pid= --ppid "$1" | awk '{printf ",%s", $1}')"
 }

@@ -29,12 +29,8 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 DIR=$HERE/.run/tls-handoff
 rm -rf "$DIR"; mkdir -p "$DIR"
-for p in 23801 23811; do
-  if ss -ltn "sport = :$p" | grep -q LISTEN; then
-    echo "tls-handoff.sh: port $p is in use; not starting" >&2; exit 2
-  fi
-done
-. "$HERE/lib.sh"   # start, cleanup, listening
+. "$HERE/lib.sh"   # start, cleanup, ports_free, listening
+ports_free 23801 23811
 stop_upgraded() {  # the process an upgrade started is not in PIDS: stop it by its PID file
   [[ -s $DIR/baton.pid ]] && kill -TERM "$(cat "$DIR/baton.pid")" 2>/dev/null || true
   cleanup

@@ -44,12 +44,8 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 DIR=$HERE/.run/tls
 rm -rf "$DIR"; mkdir -p "$DIR"
-for p in 23701 23702 23703 $(seq 23711 $((23710 + 3 * $#))); do
-  if ss -ltn "sport = :$p" | grep -q LISTEN; then
-    echo "tls.sh: port $p is in use; not starting" >&2; exit 2
-  fi
-done
-. "$HERE/lib.sh"   # start, cleanup, listening
+. "$HERE/lib.sh"   # start, cleanup, ports_free, listening
+ports_free 23701 23702 23703 $(seq 23711 $((23710 + 3 * $#)))
 rss() {   # RSS in KB of a process and its children
   local t=0 p
   for p in $1 $(ps -o pid= --ppid "$1"); do

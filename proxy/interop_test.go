@@ -119,15 +119,22 @@ backend be
 	}
 }
 
-func TestBatonInFrontOfNginx(t *testing.T) {
-	nginx := needTool(t, "nginx")
-	module := "/usr/lib/nginx/modules/ngx_stream_module.so"
+// needNginxStream returns nginx and its stream module, or skips the test
+// (fails it under CI, which installs both).
+func needNginxStream(t *testing.T) (nginx, module string) {
+	nginx = needTool(t, "nginx")
+	module = "/usr/lib/nginx/modules/ngx_stream_module.so"
 	if _, err := os.Stat(module); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("%s is missing; .ci/run installs libnginx-mod-stream", module)
 		}
 		t.Skip("libnginx-mod-stream is not installed")
 	}
+	return nginx, module
+}
+
+func TestBatonInFrontOfNginx(t *testing.T) {
+	nginx, module := needNginxStream(t)
 	for _, v := range []int{1, 2} {
 		t.Run(fmt.Sprintf("proxy_protocol v%d", v), func(t *testing.T) {
 			back := freeAddr(t)

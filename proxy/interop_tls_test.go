@@ -23,14 +23,7 @@ type tlsPeer struct {
 }
 
 func startNginxPeer(t *testing.T, crt, key, echoAddr, batonTLS string, vers string) *tlsPeer {
-	nginx := needTool(t, "nginx")
-	module := "/usr/lib/nginx/modules/ngx_stream_module.so"
-	if _, err := os.Stat(module); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is missing; .ci/run installs libnginx-mod-stream", module)
-		}
-		t.Skip("libnginx-mod-stream is not installed")
-	}
+	nginx, module := needNginxStream(t)
 	dir := t.TempDir()
 	p := &tlsPeer{name: "nginx", tlsFront: freeAddr(t), plainFront: freeAddr(t), reusedLog: filepath.Join(dir, "reused.log")}
 	conf := filepath.Join(dir, "nginx.conf")

@@ -235,7 +235,7 @@ func TestTLSLoopManySessions(t *testing.T) {
 			}
 			for r := range rounds {
 				p := randomBytes(1 + rng.IntN(256<<10))
-				if err := echoRound(rw, p); err != nil {
+				if err := testutil.Echo(rw, p); err != nil {
 					errc <- fmt.Errorf("client %d round %d (%d bytes): %w", i, r, len(p), err)
 					return
 				}
@@ -266,18 +266,4 @@ func TestTLSLoopManySessions(t *testing.T) {
 			t.Fatalf("%v\n%s", err, lg)
 		}
 	}
-}
-
-// echoRound writes p to an echo path while it reads it back.
-func echoRound(rw io.ReadWriter, p []byte) error {
-	werr := make(chan error, 1)
-	go func() { _, err := rw.Write(p); werr <- err }()
-	got := make([]byte, len(p))
-	if _, err := io.ReadFull(rw, got); err != nil {
-		return err
-	}
-	if !bytes.Equal(got, p) {
-		return fmt.Errorf("the echo differs")
-	}
-	return <-werr
 }

@@ -80,14 +80,8 @@ func randomBytes(n int) []byte {
 // echoesOn writes p to rw, an echo path, and reads it back.
 func echoesOn(t *testing.T, name string, rw io.ReadWriter, p []byte) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() { _, err := rw.Write(p); errc <- err }()
-	got := make([]byte, len(p))
-	if _, err := io.ReadFull(rw, got); err != nil || !bytes.Equal(got, p) {
+	if err := testutil.Echo(rw, p); err != nil {
 		t.Fatalf("%s: echo of %d bytes: %v", name, len(p), err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -221,15 +215,21 @@ func (c *gatedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// terminatingEcho returns the config of a server that terminates TLS on
+// addr in front of an echo backend: the old process's, on a free port,
+// and the new one's, on the same.
+func terminatingEcho(t *testing.T) func(addr string) string {
+	crt, key := selfSigned(t, t.TempDir(), "a", "a.test")
+	b := startBackend(t, "echo", echo)
+	return func(addr string) string {
+		return fmt.Sprintf("stream { server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; } }", addr, crt, key, b.addr())
+	}
+}
+
 // An upgrade waits for a TLS handshake under way, and the session moves
 // once it is done.
 func TestTLSHandshakeUnderWayMovesWhenDone(t *testing.T) {
-	dir := t.TempDir()
-	crt, key := selfSigned(t, dir, "a", "a.test")
-	b := startBackend(t, "echo", echo)
-	conf := func(addr string) string {
-		return fmt.Sprintf("stream { server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; } }", addr, crt, key, b.addr())
-	}
+	conf := terminatingEcho(t)
 	old, addrs, _ := startConf(t, conf("127.0.0.1:0"))
 	raw, err := net.DialTimeout("tcp", addrs[0], 5*time.Second)
 	if err != nil {
@@ -368,12 +368,7 @@ func TestTLSOriginatedSessionsMoveInUpgrade(t *testing.T) {
 // If the upgrade is over without it, the handshake begins again in the old
 // process.
 func TestTLSHandshakeNotBegunMoves(t *testing.T) {
-	dir := t.TempDir()
-	crt, key := selfSigned(t, dir, "a", "a.test")
-	b := startBackend(t, "echo", echo)
-	conf := func(addr string) string {
-		return fmt.Sprintf("stream { server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s; proxy_pass %s; } }", addr, crt, key, b.addr())
-	}
+	conf := terminatingEcho(t)
 	old, addrs, _ := startConf(t, conf("127.0.0.1:0"))
 	var raws []net.Conn
 	for range 3 {

@@ -57,10 +57,16 @@ func DialTLS(addr string, cfg *tls.Config, own bool) (*TLSClient, error) {
 // RoundTrip writes p and reads it back (from an echo), within 20 s.
 func (c *TLSClient) RoundTrip(p []byte) error {
 	c.Raw.SetDeadline(time.Now().Add(20 * time.Second))
+	return Echo(c, p)
+}
+
+// Echo writes p to rw, an echo path, while it reads it back, and says
+// whether all of it came back the same.
+func Echo(rw io.ReadWriter, p []byte) error {
 	errc := make(chan error, 1)
-	go func() { _, err := c.Write(p); errc <- err }()
+	go func() { _, err := rw.Write(p); errc <- err }()
 	got := make([]byte, len(p))
-	if _, err := io.ReadFull(c, got); err != nil {
+	if _, err := io.ReadFull(rw, got); err != nil {
 		return err
 	}
 	if !bytes.Equal(got, p) {
