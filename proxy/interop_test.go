@@ -133,27 +133,34 @@ func needNginxStream(t *testing.T) (nginx, module string) {
 	return nginx, module
 }
 
-func TestBatonInFrontOfNginx(t *testing.T) {
+// startNginx runs nginx, in the foreground in a directory of its own until
+// the test ends, with stream { streamBody }, once it listens on addr.
+func startNginx(t *testing.T, addr, streamBody string) {
 	nginx, module := needNginxStream(t)
-	for _, v := range []int{1, 2} {
-		t.Run(fmt.Sprintf("proxy_protocol v%d", v), func(t *testing.T) {
-			back := freeAddr(t)
-			dir := t.TempDir()
-			conf := filepath.Join(dir, "nginx.conf")
-			os.WriteFile(conf, []byte(fmt.Sprintf(`load_module %s;
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nginx.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`load_module %s;
 daemon off;
 master_process off;
 pid %s/nginx.pid;
 error_log stderr warn;
-events { worker_connections 64; }
-stream {
+events { worker_connections 256; }
+stream {%s}
+`, module, dir, streamBody)), 0o644)
+	startProcess(t, exec.Command(nginx, "-p", dir, "-c", conf, "-e", "stderr"), addr)
+}
+
+func TestBatonInFrontOfNginx(t *testing.T) {
+	needNginxStream(t)
+	for _, v := range []int{1, 2} {
+		t.Run(fmt.Sprintf("proxy_protocol v%d", v), func(t *testing.T) {
+			back := freeAddr(t)
+			startNginx(t, back, fmt.Sprintf(`
     server {
         listen %s proxy_protocol;
         return "$proxy_protocol_addr:$proxy_protocol_port $remote_addr\n";
     }
-}
-`, module, dir, back)), 0o644)
-			startProcess(t, exec.Command(nginx, "-p", dir, "-c", conf, "-e", "stderr"), back)
+`, back))
 
 			_, addr, _ := startProxy(t, testConfig([]upstreamSpec{{addr: netip.MustParseAddrPort(back)}}, func(s *config.Server) {
 				s.ProxyProtocol = v

@@ -23,17 +23,8 @@ type tlsPeer struct {
 }
 
 func startNginxPeer(t *testing.T, crt, key, echoAddr, batonTLS string, vers string) *tlsPeer {
-	nginx, module := needNginxStream(t)
-	dir := t.TempDir()
-	p := &tlsPeer{name: "nginx", tlsFront: freeAddr(t), plainFront: freeAddr(t), reusedLog: filepath.Join(dir, "reused.log")}
-	conf := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`load_module %s;
-daemon off;
-master_process off;
-pid %s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 256; }
-stream {
+	p := &tlsPeer{name: "nginx", tlsFront: freeAddr(t), plainFront: freeAddr(t), reusedLog: filepath.Join(t.TempDir(), "reused.log")}
+	startNginx(t, p.tlsFront, fmt.Sprintf(`
     log_format r "$ssl_session_reused";
     server {
         listen %s ssl;
@@ -50,9 +41,7 @@ stream {
         proxy_ssl_protocols %s;
         proxy_ssl_session_reuse on;
     }
-}
-`, module, dir, p.tlsFront, crt, key, vers, echoAddr, p.reusedLog, p.plainFront, batonTLS, vers)), 0o644)
-	startProcess(t, exec.Command(nginx, "-p", dir, "-c", conf, "-e", "stderr"), p.tlsFront)
+`, p.tlsFront, crt, key, vers, echoAddr, p.reusedLog, p.plainFront, batonTLS, vers))
 	return p
 }
 
