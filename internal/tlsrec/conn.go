@@ -41,6 +41,13 @@ type Conn struct {
 	wbuf  []byte  // sealed, not yet written: what a failed write left
 	wbase *[]byte // wbuf's buffer, from wbufs while bytes flow
 	werr  error
+	// queuedAnswer: wbuf ends with a KeyUpdate answered to the peer's
+	// request and not yet written. A peer that keeps asking while it does
+	// not read gets no more answers until then, so that its requests
+	// cannot grow wbuf without bound: RFC 8446 4.6.3 lets "an
+	// implementation which receives multiple KeyUpdates while it is
+	// silent" respond with a single update.
+	queuedAnswer bool
 }
 
 // State is a Conn's record state, all another process needs to go on
@@ -183,6 +190,9 @@ func (c *Conn) sealLocked(p []byte) {
 	if c.wbuf == nil && c.wbase == nil && len(p) > 0 {
 		c.wbase = wbufs.Get().(*[]byte)
 		c.wbuf = (*c.wbase)[:0]
+	}
+	if len(p) > 0 {
+		c.queuedAnswer = false // the next request's answer must come after p
 	}
 	for len(p) > 0 {
 		k := min(len(p), maxPlain)
@@ -342,7 +352,11 @@ func (c *Conn) handshakeMessages() error {
 			}
 			if msg[4] == 1 { // update_requested
 				c.wmu.Lock()
-				err := c.keyUpdateLocked(false)
+				var err error
+				if !c.queuedAnswer {
+					err = c.keyUpdateLocked(false)
+					c.queuedAnswer = len(c.wbuf) > 0
+				}
 				c.wmu.Unlock()
 				if err != nil && !wouldBlock(err) {
 					return err // (the answer that would block is sealed: OutPending)
@@ -399,6 +413,7 @@ func (c *Conn) dropWbufLocked() {
 		c.wbase = nil
 	}
 	c.wbuf = nil
+	c.queuedAnswer = false
 }
 
 // wbufs hold sealed records between a Write's seal and its write, so that

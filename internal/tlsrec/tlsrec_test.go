@@ -15,6 +15,7 @@ import (
 	"net"
 	"reflect"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -573,5 +574,81 @@ func TestReadBatchesRecords(t *testing.T) {
 	// KeyUpdate; the next takes the three bulk records at once.
 	if reads != 2 {
 		t.Fatalf("%d reads, want 2", reads)
+	}
+}
+
+// bufConn is a nonblocking net.Conn over two byte buffers: Read takes
+// from r (EAGAIN when it is empty), Write appends to w, or takes nothing
+// (EAGAIN) while *full: a socket whose peer does not read.
+type bufConn struct {
+	net.Conn
+	r, w *bytes.Buffer
+	full *bool
+}
+
+func (c bufConn) Read(p []byte) (int, error) {
+	if c.r.Len() == 0 {
+		return 0, syscall.EAGAIN
+	}
+	return c.r.Read(p)
+}
+
+func (c bufConn) Write(p []byte) (int, error) {
+	if *c.full {
+		return 0, syscall.EAGAIN
+	}
+	return c.w.Write(p)
+}
+
+func (c bufConn) Close() error { return nil }
+
+// A peer that asks for KeyUpdates and does not read gets one answer
+// until it reads, not one each (RFC 8446 4.6.3): its requests cannot
+// grow the sealed bytes waiting for it without bound. The keys stay in
+// step: what is written after the answer opens on the peer's side.
+func TestKeyUpdateRequestsWhileTheSocketIsFull(t *testing.T) {
+	a, b := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	var toV, toPeer bytes.Buffer
+	full, never := true, false
+	peer, err := NewConn(bufConn{r: &toPeer, w: &toV, full: &never}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, OutSecret: clone(a), InSecret: clone(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewConn(bufConn{r: &toV, w: &toPeer, full: &full}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, Server: true, InSecret: clone(a), OutSecret: clone(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const requests = 10000
+	for range requests {
+		if err := peer.KeyUpdate(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peer.Write([]byte("hello"))
+	got := make([]byte, 16)
+	n, err := v.Read(got)
+	if err != nil || string(got[:n]) != "hello" {
+		t.Fatalf("read %q, %v after %d KeyUpdates", got[:n], err, requests)
+	}
+	if len(v.wbuf) > 64 {
+		t.Fatalf("%d requests left %d sealed bytes waiting, want one answer (27 bytes)", requests, len(v.wbuf))
+	}
+	full = false
+	if _, err := v.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	n, err = peer.Read(got)
+	if err != nil || string(got[:n]) != "after" {
+		t.Fatalf("the peer read %q, %v: the keys are out of step", got[:n], err)
+	}
+	// Once the answer is written, the next request is answered again.
+	peer.KeyUpdate(true)
+	peer.Write([]byte("x"))
+	if n, err := v.Read(got); err != nil || string(got[:n]) != "x" {
+		t.Fatalf("read %q, %v", got[:n], err)
+	}
+	v.Write([]byte("y"))
+	if n, err := peer.Read(got); err != nil || string(got[:n]) != "y" || peer.in.seq != 1 {
+		t.Fatalf("the peer read %q, %v, at sequence %d: want y at 1 (after a second answer)", got[:n], err, peer.in.seq)
 	}
 }
