@@ -335,6 +335,12 @@ func (c *Conn) handshakeMessages() error {
 			c.alert(10)
 			return errors.New("tls: handshake message too large")
 		}
+		if !(c.hs[0] == 24 && n == 1 || c.hs[0] == 4 && !c.server) {
+			// Refused at its header, not once it is whole: a message
+			// this side never takes holds no buffer while it comes.
+			c.alert(10)
+			return fmt.Errorf("tls: unexpected handshake message %d", c.hs[0])
+		}
 		if len(c.hs) < 4+n {
 			return nil
 		}

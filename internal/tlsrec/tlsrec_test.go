@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -650,5 +651,34 @@ func TestKeyUpdateRequestsWhileTheSocketIsFull(t *testing.T) {
 	v.Write([]byte("y"))
 	if n, err := peer.Read(got); err != nil || string(got[:n]) != "y" || peer.in.seq != 1 {
 		t.Fatalf("the peer read %q, %v, at sequence %d: want y at 1 (after a second answer)", got[:n], err, peer.in.seq)
+	}
+}
+
+// A post-handshake message this side never takes is refused at its
+// header, before the rest of it comes: a peer cannot make a connection
+// hold up to 64 KiB of a message it will refuse anyway.
+func TestUnexpectedHandshakeMessageRefusedAtItsHeader(t *testing.T) {
+	a, b := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	for _, typ := range []byte{1, 4, 13, 24} {
+		var toV, toPeer bytes.Buffer
+		never := false
+		peer, err := NewConn(bufConn{r: &toPeer, w: &toV, full: &never}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, OutSecret: clone(a), InSecret: clone(b)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := NewConn(bufConn{r: &toV, w: &toPeer, full: &never}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, Server: true, InSecret: clone(a), OutSecret: clone(b)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first 1,000 bytes of a 60,000-byte message.
+		frag := append([]byte{typ, 0, 0xea, 0x60}, make([]byte, 996)...)
+		toV.Write(peer.out.seal(nil, typeHandshake, frag))
+		_, err = v.Read(make([]byte, 16))
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("unexpected handshake message %d", typ)) {
+			t.Fatalf("type %d: read gave %v, want the message refused", typ, err)
+		}
+		if len(v.hs) > 1000 {
+			t.Fatalf("type %d: %d bytes of it held", typ, len(v.hs))
+		}
 	}
 }
