@@ -682,3 +682,80 @@ func TestUnexpectedHandshakeMessageRefusedAtItsHeader(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPeerRecords: whatever records a peer sends after the handshake,
+// sealed with the right keys (so that they reach the record layer's
+// parsing of alerts, handshake messages and data, not only its MAC
+// check), followed by raw bytes, the layer neither panics nor holds more
+// than it must: a handshake message is kept up to its 64 KiB limit, the
+// sealed answers waiting for a socket that takes nothing stay one, and
+// reading ends (data, EAGAIN or an error) in a bounded number of calls.
+//
+// The input: byte 0 picks the version and suite and whether the reader's
+// socket is full; then records as [type][length, 2 bytes][plaintext],
+// and whatever does not parse as one goes to the wire raw.
+func FuzzPeerRecords(f *testing.F) {
+	f.Add([]byte{0, typeAppData, 0, 5, 'h', 'e', 'l', 'l', 'o'})
+	f.Add([]byte{1, typeHandshake, 0, 5, 24, 0, 0, 1, 1, typeHandshake, 0, 5, 24, 0, 0, 1, 1, typeAppData, 0, 1, 'x'})
+	f.Add([]byte{2, typeAlert, 0, 2, 1, 0, typeAppData, 0, 0})
+	f.Add([]byte{3, typeHandshake, 0, 4, 4, 0, 1, 0, typeHandshake, 0, 3, 0, 0, 0})
+	f.Add([]byte{4, typeHandshake, 0, 3, 1, 0, 0, typeAlert, 0, 2, 2, 40, 23, 3, 3, 0x40, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		type choice struct {
+			vers, suite uint16
+			secret      int
+		}
+		cs := []choice{
+			{tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256, 32},
+			{tls.VersionTLS13, tls.TLS_CHACHA20_POLY1305_SHA256, 32},
+			{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, 20},
+			{tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, 44},
+		}
+		c := cs[int(in[0])%len(cs)]
+		full := in[0]&0x10 != 0
+		client := in[0]&0x20 != 0 // the reader is a client: it takes tickets
+		in = in[1:]
+		a, b := bytes.Repeat([]byte{1}, c.secret), bytes.Repeat([]byte{2}, c.secret)
+		var toV, toPeer bytes.Buffer
+		never := false
+		peer, err := NewConn(bufConn{r: &toPeer, w: &toV, full: &never}, &State{Version: c.vers, Suite: c.suite, Server: client, OutSecret: clone(a), InSecret: clone(b)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := NewConn(bufConn{r: &toV, w: &toPeer, full: &full}, &State{Version: c.vers, Suite: c.suite, Server: !client, InSecret: clone(a), OutSecret: clone(b)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(in) >= 3 {
+			n := int(in[1])<<8 | int(in[2])
+			if len(in) < 3+n {
+				break
+			}
+			toV.Write(peer.out.seal(nil, in[0], in[3:3+n]))
+			if in[0] == typeHandshake && n == 5 && in[3] == 24 && in[4] == 0 && in[5] == 0 && in[6] == 1 && in[7] <= 1 {
+				peer.out.update() // the peer's own KeyUpdate moves its keys on
+			}
+			in = in[3+n:]
+		}
+		toV.Write(in)
+		buf := make([]byte, 1<<14)
+		for calls := 0; ; calls++ {
+			if calls > 1<<16 {
+				t.Fatal("reading does not end")
+			}
+			if len(v.hs) > 1<<16+4 {
+				t.Fatalf("%d bytes of a handshake message held", len(v.hs))
+			}
+			if full && len(v.wbuf) > 64 {
+				t.Fatalf("%d sealed bytes wait for a full socket", len(v.wbuf))
+			}
+			if _, err := v.Read(buf); err != nil {
+				break
+			}
+		}
+		v.Wipe()
+	})
+}
