@@ -603,22 +603,33 @@ func (c bufConn) Write(p []byte) (int, error) {
 
 func (c bufConn) Close() error { return nil }
 
+// bufPair is a peer and the Conn v it writes to, over bufConns, in step
+// (each one's out secret the other's in): what peer writes goes to toV,
+// which v reads, and v's writes reach peer while *full is false. v is
+// the server unless client.
+func bufPair(t testing.TB, vers, suite uint16, secretLen int, full *bool, client bool) (peer, v *Conn, toV *bytes.Buffer) {
+	t.Helper()
+	a, b := bytes.Repeat([]byte{1}, secretLen), bytes.Repeat([]byte{2}, secretLen)
+	toV, toPeer := new(bytes.Buffer), new(bytes.Buffer)
+	never := false
+	peer, err := NewConn(bufConn{r: toPeer, w: toV, full: &never}, &State{Version: vers, Suite: suite, Server: client, OutSecret: clone(a), InSecret: clone(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err = NewConn(bufConn{r: toV, w: toPeer, full: full}, &State{Version: vers, Suite: suite, Server: !client, InSecret: clone(a), OutSecret: clone(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer, v, toV
+}
+
 // A peer that asks for KeyUpdates and does not read gets one answer
 // until it reads, not one each (RFC 8446 4.6.3): its requests cannot
 // grow the sealed bytes waiting for it without bound. The keys stay in
 // step: what is written after the answer opens on the peer's side.
 func TestKeyUpdateRequestsWhileTheSocketIsFull(t *testing.T) {
-	a, b := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
-	var toV, toPeer bytes.Buffer
-	full, never := true, false
-	peer, err := NewConn(bufConn{r: &toPeer, w: &toV, full: &never}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, OutSecret: clone(a), InSecret: clone(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := NewConn(bufConn{r: &toV, w: &toPeer, full: &full}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, Server: true, InSecret: clone(a), OutSecret: clone(b)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	full := true
+	peer, v, _ := bufPair(t, tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256, 32, &full, false)
 	const requests = 10000
 	for range requests {
 		if err := peer.KeyUpdate(true); err != nil {
@@ -658,22 +669,13 @@ func TestKeyUpdateRequestsWhileTheSocketIsFull(t *testing.T) {
 // header, before the rest of it comes: a peer cannot make a connection
 // hold up to 64 KiB of a message it will refuse anyway.
 func TestUnexpectedHandshakeMessageRefusedAtItsHeader(t *testing.T) {
-	a, b := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
 	for _, typ := range []byte{1, 4, 13, 24} {
-		var toV, toPeer bytes.Buffer
-		never := false
-		peer, err := NewConn(bufConn{r: &toPeer, w: &toV, full: &never}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, OutSecret: clone(a), InSecret: clone(b)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := NewConn(bufConn{r: &toV, w: &toPeer, full: &never}, &State{Version: tls.VersionTLS13, Suite: tls.TLS_AES_128_GCM_SHA256, Server: true, InSecret: clone(a), OutSecret: clone(b)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		full := false
+		peer, v, toV := bufPair(t, tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256, 32, &full, false)
 		// The first 1,000 bytes of a 60,000-byte message.
 		frag := append([]byte{typ, 0, 0xea, 0x60}, make([]byte, 996)...)
 		toV.Write(peer.out.seal(nil, typeHandshake, frag))
-		_, err = v.Read(make([]byte, 16))
+		_, err := v.Read(make([]byte, 16))
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("unexpected handshake message %d", typ)) {
 			t.Fatalf("type %d: read gave %v, want the message refused", typ, err)
 		}
@@ -718,17 +720,7 @@ func FuzzPeerRecords(f *testing.F) {
 		full := in[0]&0x10 != 0
 		client := in[0]&0x20 != 0 // the reader is a client: it takes tickets
 		in = in[1:]
-		a, b := bytes.Repeat([]byte{1}, c.secret), bytes.Repeat([]byte{2}, c.secret)
-		var toV, toPeer bytes.Buffer
-		never := false
-		peer, err := NewConn(bufConn{r: &toPeer, w: &toV, full: &never}, &State{Version: c.vers, Suite: c.suite, Server: client, OutSecret: clone(a), InSecret: clone(b)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := NewConn(bufConn{r: &toV, w: &toPeer, full: &full}, &State{Version: c.vers, Suite: c.suite, Server: !client, InSecret: clone(a), OutSecret: clone(b)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		peer, v, toV := bufPair(t, c.vers, c.suite, c.secret, &full, client)
 		for len(in) >= 3 {
 			n := int(in[1])<<8 | int(in[2])
 			if len(in) < 3+n {
