@@ -37,6 +37,12 @@ type half struct {
 	aead   cipher.AEAD
 	iv     [12]byte
 	seq    uint64
+	// Scratch for each record's nonce and TLS 1.2 additional data: they
+	// go to the AEAD through an interface, so on the stack they would
+	// escape, an allocation per record. A half is used by one goroutine
+	// at a time (the reader's, or the writer's under wmu).
+	nbuf [12]byte
+	abuf [13]byte
 }
 
 // setKeys derives the key and IV from h.secret.
@@ -88,14 +94,14 @@ func (h *half) nonce(n *[12]byte, explicit []byte) []byte {
 // its content type and plaintext.
 func (h *half) open(rec []byte) (byte, []byte, error) {
 	payload := rec[hdrLen:]
-	var n [12]byte
+	n := &h.nbuf
 	var plain []byte
 	var err error
 	if h.vers == tls.VersionTLS13 {
 		if rec[0] != typeAppData {
 			return 0, nil, errors.New("tls: unexpected plaintext record")
 		}
-		plain, err = h.aead.Open(payload[:0], h.nonce(&n, nil), payload, rec[:hdrLen])
+		plain, err = h.aead.Open(payload[:0], h.nonce(n, nil), payload, rec[:hdrLen])
 		if err != nil {
 			return 0, nil, errBadRecord
 		}
@@ -119,11 +125,11 @@ func (h *half) open(rec []byte) (byte, []byte, error) {
 	if len(payload) < h.aead.Overhead() {
 		return 0, nil, errBadRecord
 	}
-	var aad [13]byte
+	aad := &h.abuf
 	binary.BigEndian.PutUint64(aad[:8], h.seq)
 	aad[8], aad[9], aad[10] = rec[0], 3, 3
 	binary.BigEndian.PutUint16(aad[11:], uint16(len(payload)-h.aead.Overhead()))
-	plain, err = h.aead.Open(payload[:0], h.nonce(&n, explicit), payload, aad[:])
+	plain, err = h.aead.Open(payload[:0], h.nonce(n, explicit), payload, aad[:])
 	if err != nil {
 		return 0, nil, errBadRecord
 	}
@@ -135,7 +141,7 @@ func (h *half) open(rec []byte) (byte, []byte, error) {
 // record of type typ.
 func (h *half) seal(dst []byte, typ byte, plain []byte) []byte {
 	over := h.aead.Overhead()
-	var n [12]byte
+	n := &h.nbuf
 	if h.vers == tls.VersionTLS13 {
 		size := len(plain) + 1 + over
 		dst = slices.Grow(dst, hdrLen+size)
@@ -144,7 +150,7 @@ func (h *half) seal(dst []byte, typ byte, plain []byte) []byte {
 		dst = append(dst, plain...)
 		dst = append(dst, typ)
 		body := dst[start+hdrLen:]
-		out := h.aead.Seal(body[:0], h.nonce(&n, nil), body, dst[start:start+hdrLen])
+		out := h.aead.Seal(body[:0], h.nonce(n, nil), body, dst[start:start+hdrLen])
 		h.seq++
 		return dst[:start+hdrLen+len(out)]
 	}
@@ -161,11 +167,11 @@ func (h *half) seal(dst []byte, typ byte, plain []byte) []byte {
 	}
 	body := len(dst)
 	dst = append(dst, plain...)
-	var aad [13]byte
+	aad := &h.abuf
 	binary.BigEndian.PutUint64(aad[:8], h.seq)
 	aad[8], aad[9], aad[10] = typ, 3, 3
 	binary.BigEndian.PutUint16(aad[11:], uint16(len(plain)))
-	out := h.aead.Seal(dst[body:body], h.nonce(&n, explicit[:]), dst[body:], aad[:])
+	out := h.aead.Seal(dst[body:body], h.nonce(n, explicit[:]), dst[body:], aad[:])
 	h.seq++
 	return dst[:body+len(out)]
 }
