@@ -685,6 +685,19 @@ func TestUnexpectedHandshakeMessageRefusedAtItsHeader(t *testing.T) {
 	}
 }
 
+// suiteCases are the record layer's AEAD suites, each with the length of
+// its State secret (TLS 1.2: key and implicit IV).
+var suiteCases = []struct {
+	name        string
+	vers, suite uint16
+	secret      int
+}{
+	{"TLS1.3-AES-128-GCM", tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256, 32},
+	{"TLS1.3-ChaCha20", tls.VersionTLS13, tls.TLS_CHACHA20_POLY1305_SHA256, 32},
+	{"TLS1.2-AES-128-GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, 20},
+	{"TLS1.2-ChaCha20", tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, 44},
+}
+
 // FuzzPeerRecords: whatever records a peer sends after the handshake,
 // sealed with the right keys (so that they reach the record layer's
 // parsing of alerts, handshake messages and data, not only its MAC
@@ -706,17 +719,7 @@ func FuzzPeerRecords(f *testing.F) {
 		if len(in) == 0 {
 			return
 		}
-		type choice struct {
-			vers, suite uint16
-			secret      int
-		}
-		cs := []choice{
-			{tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256, 32},
-			{tls.VersionTLS13, tls.TLS_CHACHA20_POLY1305_SHA256, 32},
-			{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, 20},
-			{tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, 44},
-		}
-		c := cs[int(in[0])%len(cs)]
+		c := suiteCases[int(in[0])%len(suiteCases)]
 		full := in[0]&0x10 != 0
 		client := in[0]&0x20 != 0 // the reader is a client: it takes tickets
 		in = in[1:]
@@ -781,14 +784,7 @@ func BenchmarkWrite(b *testing.B) {
 // BenchmarkSealOpen writes application data through one Conn and reads it
 // through its peer: both halves of the record layer, per record.
 func BenchmarkSealOpen(b *testing.B) {
-	for _, st := range []struct {
-		name        string
-		vers, suite uint16
-		secret      int
-	}{
-		{"TLS1.3", tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256, 32},
-		{"TLS1.2", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, 20},
-	} {
+	for _, st := range suiteCases {
 		b.Run(st.name, func(b *testing.B) {
 			full := false
 			peer, v, _ := bufPair(b, st.vers, st.suite, st.secret, &full, false)
