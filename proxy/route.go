@@ -232,7 +232,7 @@ func (s *session) returnText() {
 		s.finish(200)
 		return
 	case err != nil && err != unix.EAGAIN:
-		s.ioError("send()", err, s.cfd)
+		s.ioError(writeOp(&s.u2c), err, s.cfd)
 		return
 	}
 	s.u2c.hold(text[max(w, 0):])
@@ -254,13 +254,11 @@ func (s *session) returning() {
 	}
 	switch {
 	case len(f.pend) == 0 && !s.clientOutPending():
-		if f.base != nil {
-			putPend(f.base)
-		}
+		putPend(f.base)
 		f.pend, f.base = nil, nil
 		s.finish(200)
 	case err != nil && err != unix.EAGAIN:
-		s.ioError("send()", err, s.cfd)
+		s.ioError(writeOp(&s.u2c), err, s.cfd)
 	}
 }
 

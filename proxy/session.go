@@ -1044,6 +1044,9 @@ var pendPool = sync.Pool{New: func() any { b := make([]byte, 0, pendSize); retur
 func getPend() []byte { return (*pendPool.Get().(*[]byte))[:0] }
 
 func putPend(b []byte) {
+	if cap(b) == 0 {
+		return // none was borrowed (a flow whose bytes its record layer took)
+	}
 	b = b[:0]
 	pendPool.Put(&b)
 }

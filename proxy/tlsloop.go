@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"io"
-	"syscall"
 
 	"github.com/batonproxy/baton/internal/sock"
 	"github.com/batonproxy/baton/internal/tlsrec"
@@ -61,9 +60,6 @@ func (s *session) kickRec(f *flow, src int) {
 	}
 }
 
-// wouldBlock reports whether err is a nonblocking socket's "not now".
-func wouldBlock(err error) bool { return err != nil && errors.Is(err, syscall.EAGAIN) }
-
 // pumpRec is pump for a flow with a TLS side.
 func (s *session) pumpRec(f *flow, src, dst int) {
 	buf, p, capped, ok := s.readBuf(f)
@@ -100,7 +96,7 @@ func (s *session) pumpRec(f *flow, src, dst int) {
 			var w int
 			var werr error
 			if f.out != nil {
-				if w, werr = f.out.Write(b); wouldBlock(werr) {
+				if w, werr = f.out.Write(b); tlsrec.WouldBlock(werr) {
 					werr = nil // sealed: the rest goes with the next flush
 				}
 			} else {
@@ -129,7 +125,7 @@ func (s *session) pumpRec(f *flow, src, dst int) {
 			f.eof = true
 			s.flowDone(f, dst)
 			return
-		case wouldBlock(err):
+		case tlsrec.WouldBlock(err):
 			return
 		case err == unix.EINTR:
 			continue
@@ -162,7 +158,7 @@ func (s *session) flushRec(f *flow, dst int) bool {
 		putPend(f.base)
 		f.pend, f.base = nil, nil
 	}
-	if err != nil && !wouldBlock(err) {
+	if err != nil && !tlsrec.WouldBlock(err) {
 		s.ioError("SSL_write()", err, dst)
 		return false
 	}
@@ -187,7 +183,7 @@ func (s *session) readClient(b []byte) (int, error) {
 		return n, nil
 	case errors.Is(err, io.EOF):
 		return 0, nil
-	case wouldBlock(err):
+	case tlsrec.WouldBlock(err):
 		return 0, unix.EAGAIN
 	}
 	return 0, err
@@ -207,7 +203,7 @@ func (s *session) writeClient(b []byte) (int, error) {
 	if err == nil && len(b) > 0 {
 		n, err = rec.Write(b)
 	}
-	if wouldBlock(err) {
+	if tlsrec.WouldBlock(err) {
 		err = nil
 	}
 	return n, err

@@ -146,7 +146,7 @@ func (c *Conn) fill() error {
 			return c.rerr
 		}
 		err := c.readRecord()
-		if wouldBlock(err) {
+		if WouldBlock(err) {
 			// A nonblocking connection has nothing more now: not an
 			// error to keep. An idle connection holds no big buffer.
 			c.release()
@@ -364,7 +364,7 @@ func (c *Conn) handshakeMessages() error {
 					c.queuedAnswer = len(c.wbuf) > 0
 				}
 				c.wmu.Unlock()
-				if err != nil && !wouldBlock(err) {
+				if err != nil && !WouldBlock(err) {
 					return err // (the answer that would block is sealed: OutPending)
 				}
 			}
@@ -399,7 +399,7 @@ func (c *Conn) flushLocked() error {
 	for len(c.wbuf) > 0 {
 		k, err := c.raw.Write(c.wbuf)
 		c.wbuf = c.wbuf[max(k, 0):]
-		if wouldBlock(err) {
+		if WouldBlock(err) {
 			return err // the rest stays sealed for the next Flush
 		}
 		if err != nil {
@@ -428,8 +428,10 @@ const wbufSize = 64 << 10
 
 var wbufs = sync.Pool{New: func() any { b := make([]byte, 0, wbufSize); return &b }}
 
-// wouldBlock reports whether err is a nonblocking connection's "not now".
-func wouldBlock(err error) bool { return err != nil && errors.Is(err, syscall.EAGAIN) }
+// WouldBlock reports whether err, from a Conn over a nonblocking
+// connection, is its "not now" (syscall.EAGAIN): nothing is lost, the
+// call goes on later.
+func WouldBlock(err error) bool { return err != nil && errors.Is(err, syscall.EAGAIN) }
 
 // Buffered reports whether a Read would return without reading the
 // connection: opened application data, a whole record, or an error (the
